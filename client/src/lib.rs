@@ -1,0 +1,1 @@
+//! ringfs-client (being built).

@@ -1,0 +1,1 @@
+//! ringfs-datanode (being built).

@@ -1,0 +1,1 @@
+//! ringfs-fuse (being built).

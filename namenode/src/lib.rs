@@ -1,0 +1,1 @@
+//! ringfs-namenode (being built).

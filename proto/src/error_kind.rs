@@ -1,0 +1,145 @@
+//! The error vocabulary shared across the wire: a `tonic::Code` is too coarse for POSIX (ENOTDIR vs
+//! EISDIR vs ENOTEMPTY), so every ringfs error Status also carries an [`ErrorKind`] in the
+//! `ringfs-error` metadata key. Servers build Statuses with [`status`]; clients read them back with
+//! [`ErrorKind::of`]; the FUSE adapter maps kinds to errno in one place.
+
+use tonic::{Code, Status};
+
+const KEY: &str = "ringfs-error";
+
+/// What went wrong, in POSIX terms where there is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// ENOENT
+    NotFound,
+    /// EEXIST
+    AlreadyExists,
+    /// ENOTDIR
+    NotADirectory,
+    /// EISDIR
+    IsADirectory,
+    /// ENOTEMPTY
+    DirectoryNotEmpty,
+    /// EACCES: mode bits forbid it
+    PermissionDenied,
+    /// EPERM: only the owner/root may do it
+    NotPermitted,
+    /// EINVAL
+    InvalidArgument,
+    /// ENAMETOOLONG
+    NameTooLong,
+    /// ELOOP
+    TooManyLinks,
+    /// EMLINK
+    TooManyHardLinks,
+    /// ENOTSUP / EOPNOTSUPP
+    NotSupported,
+    /// ENOSPC: not enough datanodes or capacity to place a block
+    NoSpace,
+    /// EXDEV
+    CrossDevice,
+    /// EFBIG
+    FileTooBig,
+    /// EROFS
+    ReadOnly,
+    /// EBUSY: lease held by another writer, safe mode
+    Busy,
+    /// EAGAIN: a lock is held by someone else
+    WouldBlock,
+    /// EIO: data unavailable (all replicas missing/corrupt) or an internal failure
+    Io,
+    /// ESTALE: an inode id that no longer exists
+    Stale,
+}
+
+impl ErrorKind {
+    pub fn name(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            NotFound => "not_found",
+            AlreadyExists => "already_exists",
+            NotADirectory => "not_a_directory",
+            IsADirectory => "is_a_directory",
+            DirectoryNotEmpty => "directory_not_empty",
+            PermissionDenied => "permission_denied",
+            NotPermitted => "not_permitted",
+            InvalidArgument => "invalid_argument",
+            NameTooLong => "name_too_long",
+            TooManyLinks => "too_many_symlinks",
+            TooManyHardLinks => "too_many_links",
+            NotSupported => "not_supported",
+            NoSpace => "no_space",
+            CrossDevice => "cross_device",
+            FileTooBig => "file_too_big",
+            ReadOnly => "read_only",
+            Busy => "busy",
+            WouldBlock => "would_block",
+            Io => "io",
+            Stale => "stale",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            NotFound, AlreadyExists, NotADirectory, IsADirectory, DirectoryNotEmpty, PermissionDenied, NotPermitted, InvalidArgument,
+            NameTooLong, TooManyLinks, TooManyHardLinks, NotSupported, NoSpace, CrossDevice, FileTooBig, ReadOnly, Busy, WouldBlock, Io,
+            Stale,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+    }
+
+    /// The gRPC code that goes with the kind.
+    pub fn code(self) -> Code {
+        use ErrorKind::*;
+        match self {
+            NotFound | Stale => Code::NotFound,
+            AlreadyExists => Code::AlreadyExists,
+            NotADirectory | IsADirectory | DirectoryNotEmpty | CrossDevice => Code::FailedPrecondition,
+            PermissionDenied | NotPermitted | ReadOnly => Code::PermissionDenied,
+            InvalidArgument | NameTooLong | TooManyLinks | TooManyHardLinks | FileTooBig => Code::InvalidArgument,
+            NotSupported => Code::Unimplemented,
+            NoSpace => Code::ResourceExhausted,
+            Busy | WouldBlock => Code::Unavailable,
+            Io => Code::Internal,
+        }
+    }
+
+    /// The kind of a Status: from its metadata when a ringfs server set it, else guessed from the code.
+    pub fn of(status: &Status) -> ErrorKind {
+        if let Some(k) = status.metadata().get(KEY).and_then(|v| v.to_str().ok()).and_then(ErrorKind::from_name) {
+            return k;
+        }
+        match status.code() {
+            Code::NotFound => ErrorKind::NotFound,
+            Code::AlreadyExists => ErrorKind::AlreadyExists,
+            Code::PermissionDenied | Code::Unauthenticated => ErrorKind::PermissionDenied,
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+            Code::Unimplemented => ErrorKind::NotSupported,
+            Code::ResourceExhausted => ErrorKind::NoSpace,
+            Code::Unavailable => ErrorKind::Busy,
+            _ => ErrorKind::Io,
+        }
+    }
+}
+
+/// A Status of `kind` with a message that names what failed (path, block, node) and why.
+pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
+    let mut s = Status::new(kind.code(), message);
+    s.metadata_mut().insert(KEY, tonic::metadata::MetadataValue::from_static(kind.name()));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_status() {
+        for k in [ErrorKind::NotADirectory, ErrorKind::DirectoryNotEmpty, ErrorKind::NoSpace, ErrorKind::Stale] {
+            assert_eq!(ErrorKind::of(&status(k, "x")), k);
+        }
+        assert_eq!(ErrorKind::of(&Status::not_found("plain")), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,29 @@
+//! ringfs-proto: everything that crosses the wire.
+//!
+//! - [`pb`]: generated gRPC services and messages (`proto/ringfs.proto`)
+//! - [`ids`]: `InodeId`, `BlockId`, `GenerationStamp`, `DatanodeId` newtypes
+//! - [`chunk`]: the 64 KiB chunking and blake3 hashing shared by writers, datanodes and readers
+//! - [`token`]: keyed-hash block access tokens and node authentication
+//! - [`net`]: one `connect()` helper with timeouts and message-size limits, server builder settings
+//! - [`units`]: human sizes ("64MiB") and durations ("3s") for flags and config
+
+pub mod chunk;
+pub mod error_kind;
+pub mod ids;
+pub mod net;
+pub mod token;
+pub mod units;
+
+/// Generated protobuf/gRPC code.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("ringfs");
+}
+
+pub use error_kind::ErrorKind;
+pub use ids::{BlockId, DatanodeId, GenerationStamp, InodeId};
+
+/// The inode id of the root directory.
+pub const ROOT_INODE: u64 = 1;
+/// Default namenode address for clients.
+pub const DEFAULT_NAMENODE: &str = "127.0.0.1:8020";
