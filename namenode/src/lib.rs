@@ -1,1 +1,4 @@
 //! ringfs-namenode (being built).
+pub mod error;
+pub mod journal;
+pub mod namespace;

@@ -1,0 +1,219 @@
+//! The namenode's error enum: variants name the outcome and the path, messages use the CLI's words,
+//! and [`NamenodeError::kind`] / `From<NamenodeError> for tonic::Status` are the one mapping to the wire.
+
+use ringfs_proto::ErrorKind;
+
+/// Result with [`NamenodeError`] as the default error.
+pub type Result<T, E = NamenodeError> = std::result::Result<T, E>;
+
+/// Everything a namenode operation can refuse. Paths are absolute ("/a/b") or, for inode-addressed
+/// requests whose path is unknown, "inode N". A failed operation changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NamenodeError {
+    /// ENOENT: the path (or a directory on the way) does not exist.
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    /// EEXIST: the entry to create is already there.
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    /// ENOTDIR: a component that must be a directory is not.
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    /// EISDIR: a file operation on a directory.
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    /// ENOTEMPTY: rmdir / rename over a directory that has entries.
+    #[error("{0}: directory not empty")]
+    DirectoryNotEmpty(String),
+    /// EACCES: the mode bits forbid it.
+    #[error("{0}: permission denied")]
+    PermissionDenied(String),
+    /// EPERM: only the owner (or root) may do it.
+    #[error("{0}: operation not permitted")]
+    NotPermitted(String),
+    /// EINVAL: a malformed path (empty component, ".", "..", NUL, relative, ...).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// EINVAL: any other bad argument; the string is the whole message and names what it is about.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// ENAMETOOLONG: a component over 255 bytes or a path over 4096 bytes.
+    #[error("{0}: file name too long")]
+    NameTooLong(String),
+    /// ELOOP: more than 40 symbolic links while resolving a path.
+    #[error("{0}: too many levels of symbolic links")]
+    SymlinkLoop(String),
+    /// EMLINK: a file has the maximum number of hard links.
+    #[error("{0}: too many links")]
+    TooManyLinks(String),
+    /// EINVAL for rename: e.g. a directory into its own subtree, or moving "/".
+    #[error("cannot move {from} to {to}: {reason}")]
+    InvalidMove {
+        /// Source path.
+        from: String,
+        /// Destination path.
+        to: String,
+        /// Why not.
+        reason: String,
+    },
+    /// ENOSPC: fewer live datanodes than the replication factor asks for.
+    #[error("not enough live datanodes: need {needed}, have {live}")]
+    NotEnoughDatanodes {
+        /// Replicas wanted.
+        needed: usize,
+        /// Live datanodes available.
+        live: usize,
+    },
+    /// EBUSY: another client holds the write lease of the file.
+    #[error("{path}: open for writing by another client ({holder})")]
+    LeaseHeld {
+        /// The file.
+        path: String,
+        /// The client id holding the lease.
+        holder: String,
+    },
+    /// EIO for a writer: the client does not hold the file's lease (expired and recovered, or never taken).
+    #[error("{path}: client {client} holds no write lease on it")]
+    NoLease {
+        /// The file.
+        path: String,
+        /// The client id that asked.
+        client: String,
+    },
+    /// ENOTSUP: the string names the operation and what it was applied to.
+    #[error("{0}: operation not supported")]
+    NotSupported(String),
+    /// EBUSY: the namenode is in safe mode (waiting for block reports); the string says what was refused.
+    #[error("namenode is in safe mode: {0}")]
+    SafeMode(String),
+    /// ESTALE: an inode id that does not (or no longer) exist.
+    #[error("inode {0}: stale file handle")]
+    Stale(u64),
+    /// EIO: the metadata store failed; the namenode refuses further mutations.
+    #[error("metadata storage failed: {0}")]
+    Storage(String),
+    /// The request is well-formed but the state does not allow it (e.g. truncating inside a block, which
+    /// needs the client's copy-on-write; a block list that does not fit the file). gRPC code
+    /// FAILED_PRECONDITION with kind `Io`; the string is the whole message.
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+impl NamenodeError {
+    /// The wire error kind (which the FUSE adapter turns into an errno).
+    pub fn kind(&self) -> ErrorKind {
+        use NamenodeError::*;
+        match self {
+            NotFound(_) => ErrorKind::NotFound,
+            AlreadyExists(_) => ErrorKind::AlreadyExists,
+            NotADirectory(_) => ErrorKind::NotADirectory,
+            IsADirectory(_) => ErrorKind::IsADirectory,
+            DirectoryNotEmpty(_) => ErrorKind::DirectoryNotEmpty,
+            PermissionDenied(_) => ErrorKind::PermissionDenied,
+            NotPermitted(_) => ErrorKind::NotPermitted,
+            InvalidPath { .. } | InvalidArgument(_) | InvalidMove { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            NameTooLong(_) => ErrorKind::NameTooLong,
+            SymlinkLoop(_) => ErrorKind::TooManyLinks,
+            TooManyLinks(_) => ErrorKind::TooManyHardLinks,
+            NotEnoughDatanodes { .. } => ErrorKind::NoSpace,
+            LeaseHeld { .. } | SafeMode(_) => ErrorKind::Busy,
+            NoLease { .. } | Storage(_) | FailedPrecondition(_) => ErrorKind::Io,
+            NotSupported(_) => ErrorKind::NotSupported,
+            Stale(_) => ErrorKind::Stale,
+        }
+    }
+}
+
+impl From<NamenodeError> for tonic::Status {
+    fn from(e: NamenodeError) -> tonic::Status {
+        let status = ringfs_proto::error_kind::status(e.kind(), e.to_string());
+        match e {
+            // The client recognises "needs copy-on-write" by this code; the kind stays Io (EIO) in case
+            // it reaches an application.
+            NamenodeError::FailedPrecondition(_) => tonic::Status::with_metadata(
+                tonic::Code::FailedPrecondition,
+                status.message().to_string(),
+                status.metadata().clone(),
+            ),
+            _ => status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_use_the_cli_words() {
+        assert_eq!(
+            NamenodeError::NotFound("/a/b".into()).to_string(),
+            "/a/b: no such file or directory"
+        );
+        assert_eq!(
+            NamenodeError::AlreadyExists("/a".into()).to_string(),
+            "/a: already exists"
+        );
+        assert_eq!(
+            NamenodeError::NotADirectory("/a".into()).to_string(),
+            "/a: not a directory"
+        );
+        assert_eq!(
+            NamenodeError::IsADirectory("/a".into()).to_string(),
+            "/a: is a directory"
+        );
+        assert_eq!(
+            NamenodeError::DirectoryNotEmpty("/a".into()).to_string(),
+            "/a: directory not empty"
+        );
+        assert_eq!(
+            NamenodeError::PermissionDenied("/a".into()).to_string(),
+            "/a: permission denied"
+        );
+        assert_eq!(
+            NamenodeError::NotEnoughDatanodes { needed: 3, live: 2 }.to_string(),
+            "not enough live datanodes: need 3, have 2"
+        );
+    }
+
+    #[test]
+    fn status_carries_the_kind() {
+        let cases = [
+            (NamenodeError::NotFound("/x".into()), ErrorKind::NotFound),
+            (
+                NamenodeError::SymlinkLoop("/x".into()),
+                ErrorKind::TooManyLinks,
+            ),
+            (
+                NamenodeError::TooManyLinks("/x".into()),
+                ErrorKind::TooManyHardLinks,
+            ),
+            (NamenodeError::Stale(7), ErrorKind::Stale),
+            (
+                NamenodeError::LeaseHeld {
+                    path: "/x".into(),
+                    holder: "c".into(),
+                },
+                ErrorKind::Busy,
+            ),
+        ];
+        for (e, kind) in cases {
+            let msg = e.to_string();
+            let s = tonic::Status::from(e);
+            assert_eq!(ErrorKind::of(&s), kind);
+            assert_eq!(s.message(), msg);
+        }
+        let s = tonic::Status::from(NamenodeError::FailedPrecondition(
+            "/f: cut inside a block".into(),
+        ));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(ErrorKind::of(&s), ErrorKind::Io);
+    }
+}
