@@ -1,1 +1,31 @@
-//! ringfs-client (being built).
+//! ringfs-client: the library the CLI and the FUSE mount use to talk to a ringfs cluster.
+//!
+//! - [`client`]: `Client` (connection, credentials, lease renewer, namespace calls), `ClientConfig`
+//! - [`write`]: `FileWriter` and the replica pipeline with recovery (design §4)
+//! - [`read`]: `FileReader`, verified block streaming with replica failover (design §5)
+//! - [`error`]: `ClientError` and its POSIX [`ErrorKind`]
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ringfs_client::ClientError> {
+//! use ringfs_client::{Client, ClientConfig, CreateOptions};
+//! let client = Client::connect(ClientConfig { namenode: "127.0.0.1:8020".into(), ..Default::default() }).await?;
+//! let mut w = client.create("/hello", CreateOptions::default()).await?;
+//! w.write(b"hello, ring").await?;
+//! w.finish().await?;
+//! let r = client.open(ringfs_client::path_ref("/hello")).await?;
+//! assert_eq!(&r.read_at(0, 5).await?[..], b"hello");
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod error;
+pub mod read;
+pub mod write;
+
+pub use client::{
+    entry_path, inode_ref, path_ref, process_credentials, Client, ClientConfig, CreateOptions,
+};
+pub use error::ClientError;
+pub use read::FileReader;
+pub use ringfs_proto::{pb, ErrorKind};
+pub use write::FileWriter;

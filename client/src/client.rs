@@ -1,0 +1,635 @@
+//! `Client`: the connection to a namenode, the caller's credentials, the lease renewer, the
+//! datanode channel pool, and the path-level namespace calls used by the CLI.
+
+use crate::error::ClientError;
+use crate::read::{FileReader, Layout};
+use crate::write::{BlockWriter, FileWriter};
+use bytes::Bytes;
+use ringfs_proto::net;
+use ringfs_proto::pb;
+use ringfs_proto::pb::namenode_client::NamenodeClient;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// How a [`Client`] connects and who it acts as.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Namenode address, "host:port" (or "http://host:port").
+    pub namenode: String,
+    /// The caller the namenode checks permissions for. Default: this process's uid, gid and groups.
+    pub creds: pb::Credentials,
+    /// How often the lease renewer calls `RenewLease(client_id)`.
+    pub lease_renew_interval: Duration,
+    /// Replication of files this client creates (0 = the cluster default).
+    pub replication: u32,
+    /// Block size of files this client creates (0 = the cluster default).
+    pub block_size: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            namenode: ringfs_proto::DEFAULT_NAMENODE.to_string(),
+            creds: process_credentials(),
+            lease_renew_interval: Duration::from_secs(1),
+            replication: 0,
+            block_size: 0,
+        }
+    }
+}
+
+/// The uid, gid and supplementary groups of this process.
+pub fn process_credentials() -> pb::Credentials {
+    // SAFETY: getuid/getgid cannot fail; getgroups writes at most `n` entries into a buffer of `n`.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut groups = Vec::new();
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n > 0 {
+        let mut buf = vec![0 as libc::gid_t; n as usize];
+        let got = unsafe { libc::getgroups(n, buf.as_mut_ptr()) };
+        if got > 0 {
+            buf.truncate(got as usize);
+            groups = buf;
+        }
+    }
+    pb::Credentials { uid, gid, groups }
+}
+
+/// Options of [`Client::create`].
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// Permission bits (default 0o644).
+    pub mode: u32,
+    /// 0 = the client's configured replication, then the cluster default.
+    pub replication: u32,
+    /// 0 = the client's configured block size, then the cluster default.
+    pub block_size: u64,
+    /// Truncate an existing file (else an existing file is an "already exists" error).
+    pub overwrite: bool,
+    /// O_EXCL: fail if the entry exists, whatever `overwrite` says.
+    pub exclusive: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            mode: 0o644,
+            replication: 0,
+            block_size: 0,
+            overwrite: false,
+            exclusive: false,
+        }
+    }
+}
+
+/// A `NodeRef` naming an absolute path.
+pub fn path_ref(path: &str) -> pb::NodeRef {
+    pb::NodeRef {
+        target: Some(pb::node_ref::Target::Path(path.to_string())),
+    }
+}
+
+/// A `NodeRef` naming an inode.
+pub fn inode_ref(inode: u64) -> pb::NodeRef {
+    pb::NodeRef {
+        target: Some(pb::node_ref::Target::Inode(inode)),
+    }
+}
+
+/// An `EntryRef` naming an absolute path.
+pub fn entry_path(path: &str) -> pb::EntryRef {
+    pb::EntryRef {
+        target: Some(pb::entry_ref::Target::Path(path.to_string())),
+    }
+}
+
+/// State shared by every clone of a [`Client`] (and by `with_creds` siblings).
+pub(crate) struct Shared {
+    pub(crate) addr: String,
+    pub(crate) client_id: String,
+    pub(crate) nn: NamenodeClient<Channel>,
+    pub(crate) cfg: ClientConfig,
+    /// DataTransfer channels by datanode address: one HTTP/2 connection per datanode, reused by
+    /// every block read and write (lazy: connects on first use, reconnects after failures).
+    datanodes: Mutex<HashMap<String, Channel>>,
+}
+
+impl Shared {
+    /// A DataTransfer client for `addr`.
+    pub(crate) fn datanode(
+        &self,
+        addr: &str,
+    ) -> Result<ringfs_proto::pb::data_transfer_client::DataTransferClient<Channel>, ClientError>
+    {
+        let mut pool = self.datanodes.lock().unwrap_or_else(|p| p.into_inner());
+        let ch = match pool.get(addr) {
+            Some(ch) => ch.clone(),
+            None => {
+                let ch = net::connect_lazy(addr).map_err(|e| {
+                    ClientError::Protocol(format!("invalid datanode address {addr:?}: {e}"))
+                })?;
+                pool.insert(addr.to_string(), ch.clone());
+                ch
+            }
+        };
+        Ok(net::data_transfer_client(ch))
+    }
+
+    pub(crate) fn nn_err(&self, status: tonic::Status) -> ClientError {
+        ClientError::from_status(status, &format!("namenode {}", self.addr))
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Best effort: give back leases and locks now instead of when they expire.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let mut nn = self.nn.clone();
+            let client_id = self.client_id.clone();
+            rt.spawn(async move {
+                let _ = nn.release_lease(pb::RenewLeaseRequest { client_id }).await;
+            });
+        }
+    }
+}
+
+/// A connection to a ringfs cluster acting as one caller. Cheap to clone; all clones share one
+/// namenode connection, one `client_id` (the lease holder name) and one lease renewer, which runs
+/// while any clone lives.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) shared: Arc<Shared>,
+    creds: Arc<pb::Credentials>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("namenode", &self.shared.addr)
+            .field("client_id", &self.shared.client_id)
+            .field("uid", &self.creds.uid)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the namenode (fails fast when nobody listens) and starts the lease renewer.
+    pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
+        let addr = cfg.namenode.clone();
+        let ch = net::connect(&addr)
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: addr.clone(),
+                reason: error_chain(&e),
+            })?;
+        let shared = Arc::new(Shared {
+            addr,
+            client_id: uuid::Uuid::new_v4().to_string(),
+            nn: net::namenode_client(ch),
+            cfg: cfg.clone(),
+            datanodes: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(renew_leases(
+            Arc::downgrade(&shared),
+            cfg.lease_renew_interval,
+        ));
+        Ok(Client {
+            shared,
+            creds: Arc::new(cfg.creds),
+        })
+    }
+
+    /// This client's unique id (a uuid): the name of its leases and locks at the namenode.
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// The caller this handle acts as.
+    pub fn creds(&self) -> &pb::Credentials {
+        &self.creds
+    }
+
+    /// The same connection and client id, acting as another caller (FUSE: the request's uid/gid).
+    pub fn with_creds(&self, creds: pb::Credentials) -> Client {
+        Client {
+            shared: self.shared.clone(),
+            creds: Arc::new(creds),
+        }
+    }
+
+    /// The raw namenode RPC client (cheap to clone).
+    pub fn namenode(&self) -> NamenodeClient<Channel> {
+        self.shared.nn.clone()
+    }
+
+    /// The namenode address this client talks to.
+    pub fn namenode_addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// The configuration the client was connected with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared.cfg
+    }
+
+    fn creds_msg(&self) -> Option<pb::Credentials> {
+        Some((*self.creds).clone())
+    }
+
+    pub(crate) fn nn_err(&self, status: tonic::Status) -> ClientError {
+        self.shared.nn_err(status)
+    }
+
+    // ------------------------------------------------------------------ namespace (paths)
+
+    /// Attributes of `path` (a final symlink is not followed).
+    pub async fn stat(&self, path: &str) -> Result<pb::Attr, ClientError> {
+        let resp = self
+            .namenode()
+            .get_attr(pb::GetAttrRequest {
+                creds: self.creds_msg(),
+                node: Some(path_ref(path)),
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        attr_of(resp.into_inner().attr, path)
+    }
+
+    /// Attributes of a node given by path or inode.
+    pub async fn getattr(&self, node: pb::NodeRef) -> Result<pb::Attr, ClientError> {
+        let what = describe(&node);
+        let resp = self
+            .namenode()
+            .get_attr(pb::GetAttrRequest {
+                creds: self.creds_msg(),
+                node: Some(node),
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        attr_of(resp.into_inner().attr, &what)
+    }
+
+    /// Every entry of the directory `path`, sorted by name (pages through `ReadDir`).
+    pub async fn list(&self, path: &str) -> Result<Vec<pb::DirEntry>, ClientError> {
+        self.list_node(path_ref(path)).await
+    }
+
+    /// Every entry of a directory given by path or inode.
+    pub async fn list_node(&self, dir: pb::NodeRef) -> Result<Vec<pb::DirEntry>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.read_dir_page(dir.clone(), &after, 0).await?;
+            out.extend(page.entries);
+            if !page.more {
+                return Ok(out);
+            }
+            match out.last() {
+                Some(e) => after = e.name.clone(),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of a directory: entries whose names sort after `after` (limit 0 = server default).
+    pub async fn read_dir_page(
+        &self,
+        dir: pb::NodeRef,
+        after: &str,
+        limit: u32,
+    ) -> Result<pb::ReadDirResponse, ClientError> {
+        let resp = self
+            .namenode()
+            .read_dir(pb::ReadDirRequest {
+                creds: self.creds_msg(),
+                dir: Some(dir),
+                after: after.to_string(),
+                limit,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    /// Creates a directory (mode 0o755); `parents` = `mkdir -p`.
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<pb::Attr, ClientError> {
+        self.mkdir_mode(path, parents, 0o755).await
+    }
+
+    /// Creates a directory with the given permission bits.
+    pub async fn mkdir_mode(
+        &self,
+        path: &str,
+        parents: bool,
+        mode: u32,
+    ) -> Result<pb::Attr, ClientError> {
+        let resp = self
+            .namenode()
+            .mkdir(pb::MkdirRequest {
+                creds: self.creds_msg(),
+                entry: Some(entry_path(path)),
+                mode,
+                parents,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        attr_of(resp.into_inner().attr, path)
+    }
+
+    /// Removes a file, or a directory (recursively with `recursive`, else only when empty).
+    pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
+        self.namenode()
+            .remove(pb::RemoveRequest {
+                creds: self.creds_msg(),
+                entry: Some(entry_path(path)),
+                recursive,
+                directory: false,
+                any_kind: true,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
+    }
+
+    /// Renames `from` to `to` atomically (replacing an existing `to` the way rename(2) does).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), ClientError> {
+        self.namenode()
+            .rename(pb::RenameRequest {
+                creds: self.creds_msg(),
+                from: Some(entry_path(from)),
+                to: Some(entry_path(to)),
+                no_replace: false,
+                exchange: false,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
+    }
+
+    /// Creates (or with `overwrite` truncates) a file and opens it for writing under this client's
+    /// lease. Write with [`FileWriter::write`], then [`FileWriter::finish`].
+    pub async fn create(&self, path: &str, opts: CreateOptions) -> Result<FileWriter, ClientError> {
+        let replication = if opts.replication != 0 {
+            opts.replication
+        } else {
+            self.shared.cfg.replication
+        };
+        let block_size = if opts.block_size != 0 {
+            opts.block_size
+        } else {
+            self.shared.cfg.block_size
+        };
+        let resp = self
+            .namenode()
+            .create(pb::CreateRequest {
+                creds: self.creds_msg(),
+                entry: Some(entry_path(path)),
+                mode: opts.mode,
+                replication,
+                block_size,
+                exclusive: opts.exclusive,
+                overwrite: opts.overwrite,
+                client_id: self.shared.client_id.clone(),
+                open_for_write: true,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        let attr = attr_of(resp.into_inner().attr, path)?;
+        FileWriter::new(self.clone(), path.to_string(), attr)
+    }
+
+    /// Opens a file for reading: fetches its attributes and block locations once.
+    pub async fn open(&self, node: pb::NodeRef) -> Result<FileReader, ClientError> {
+        let layout = self.layout(node.clone(), 0, 0).await?;
+        Ok(FileReader::new(self.clone(), node, layout))
+    }
+
+    /// Attributes and block locations of `node` for `[offset, offset+len)` (len 0 = to the end).
+    pub async fn block_locations(
+        &self,
+        node: pb::NodeRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<pb::GetBlockLocationsResponse, ClientError> {
+        let resp = self
+            .namenode()
+            .get_block_locations(pb::GetBlockLocationsRequest {
+                creds: self.creds_msg(),
+                node: Some(node),
+                offset,
+                len,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    pub(crate) async fn layout(
+        &self,
+        node: pb::NodeRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Layout, ClientError> {
+        let what = describe(&node);
+        let resp = self.block_locations(node, offset, len).await?;
+        let attr = attr_of(resp.attr, &what)?;
+        if attr.kind == pb::FileKind::Directory as i32 {
+            return Err(ClientError::status(
+                ringfs_proto::ErrorKind::IsADirectory,
+                format!("{what}: is a directory"),
+            ));
+        }
+        Ok(Layout::new(what, attr, resp.blocks))
+    }
+
+    // ------------------------------------------------------------------ block level
+
+    /// Allocates a fresh block for `inode` (not yet in its block list), writes `data` through the
+    /// replica pipeline (with pipeline recovery) and returns it, ready for [`Client::commit_blocks`].
+    /// The caller must hold the file's lease (Create/OpenWrite with this client id).
+    pub async fn write_new_block(
+        &self,
+        inode: u64,
+        data: Bytes,
+    ) -> Result<pb::CommittedBlock, ClientError> {
+        let located = self
+            .namenode()
+            .allocate_block(pb::AllocateBlockRequest {
+                inode,
+                client_id: self.shared.client_id.clone(),
+                excluded: Vec::new(),
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?
+            .into_inner();
+        let mut w = BlockWriter::start(self.clone(), inode, format!("inode {inode}"), located);
+        let mut off = 0;
+        while off < data.len() {
+            let end = (off + ringfs_proto::chunk::PACKET_SIZE).min(data.len());
+            w.push(data.slice(off..end)).await?;
+            off = end;
+        }
+        w.finish().await
+    }
+
+    /// Replaces the block list of `inode` atomically and sets its size; `close` releases the lease.
+    pub async fn commit_blocks(
+        &self,
+        inode: u64,
+        blocks: Vec<pb::CommittedBlock>,
+        size: u64,
+        close: bool,
+    ) -> Result<pb::Attr, ClientError> {
+        let resp = self
+            .namenode()
+            .commit_blocks(pb::CommitBlocksRequest {
+                inode,
+                client_id: self.shared.client_id.clone(),
+                blocks,
+                size,
+                close,
+                mtime: None,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        attr_of(resp.into_inner().attr, &format!("inode {inode}"))
+    }
+
+    /// Reads `[offset, offset+len)` of a file: short only at end of file; holes and the part of
+    /// the size beyond the last block read as zeros. Every byte is verified against its chunk hash.
+    pub async fn read_range(
+        &self,
+        inode: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, ClientError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let layout = self.layout(inode_ref(inode), offset, len).await?;
+        crate::read::read_layout(self, &layout, offset, len).await
+    }
+
+    // ------------------------------------------------------------------ admin
+
+    /// The cluster report (datanodes, capacity, replication health).
+    pub async fn report(&self) -> Result<pb::ReportResponse, ClientError> {
+        let resp = self
+            .namenode()
+            .report(pb::ReportRequest {})
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    /// Health of the files under `path`.
+    pub async fn fsck(
+        &self,
+        path: &str,
+        list_blocks: bool,
+    ) -> Result<pb::FsckResponse, ClientError> {
+        let resp = self
+            .namenode()
+            .fsck(pb::FsckRequest {
+                creds: self.creds_msg(),
+                path: path.to_string(),
+                list_blocks,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    /// Capacity and usage of the cluster.
+    pub async fn statfs(&self) -> Result<pb::StatfsResponse, ClientError> {
+        let resp = self
+            .namenode()
+            .statfs(pb::StatfsRequest {})
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    /// Starts draining the datanode at `address`.
+    pub async fn decommission(&self, address: &str) -> Result<(), ClientError> {
+        self.namenode()
+            .decommission(pb::DecommissionRequest {
+                address: address.to_string(),
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
+    }
+
+    /// Fails with "not enough live datanodes: need N, have M" when fewer than `replication` datanodes
+    /// are live (0 = the cluster default). Lets `put` refuse before it creates anything.
+    pub async fn check_live_datanodes(&self, replication: u32) -> Result<(), ClientError> {
+        let report = self.report().await?;
+        let need = if replication != 0 {
+            replication
+        } else if self.shared.cfg.replication != 0 {
+            self.shared.cfg.replication
+        } else {
+            report.default_replication
+        };
+        let have = report
+            .datanodes
+            .iter()
+            .filter(|d| d.state == "live")
+            .count() as u32;
+        if have < need {
+            return Err(ClientError::NotEnoughDatanodes { need, have });
+        }
+        Ok(())
+    }
+}
+
+/// Renews this client's leases every `interval` while any `Client` clone lives.
+async fn renew_leases(shared: Weak<Shared>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        let mut nn = s.nn.clone();
+        let client_id = s.client_id.clone();
+        drop(s);
+        if let Err(e) = nn.renew_lease(pb::RenewLeaseRequest { client_id }).await {
+            tracing::debug!(error = %e, "lease renewal failed");
+        }
+    }
+}
+
+/// The attr of a response, or a protocol error naming `what`.
+pub(crate) fn attr_of(attr: Option<pb::Attr>, what: &str) -> Result<pb::Attr, ClientError> {
+    attr.ok_or_else(|| {
+        ClientError::Protocol(format!("{what}: namenode answered without attributes"))
+    })
+}
+
+/// "/a/b" or "inode 7", for messages.
+pub(crate) fn describe(node: &pb::NodeRef) -> String {
+    match &node.target {
+        Some(pb::node_ref::Target::Path(p)) => p.clone(),
+        Some(pb::node_ref::Target::Inode(i)) => format!("inode {i}"),
+        None => "(no node)".to_string(),
+    }
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !m.contains(&t) {
+            m.push_str(": ");
+            m.push_str(&t);
+        }
+        src = s.source();
+    }
+    m
+}

@@ -1,0 +1,491 @@
+//! The read path (design §5): stream a block from its best replica, verify every chunk against its
+//! blake3 hash, and on a dead node or a mismatch report the bad replica and continue from the next
+//! replica at the same offset. Bytes that failed verification are never returned.
+
+use crate::client::{inode_ref, Client};
+use crate::error::ClientError;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use ringfs_proto::chunk::{self, CHUNK_SIZE};
+use ringfs_proto::pb;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// A stalled replica (no packet for this long) is abandoned for the next one.
+const PACKET_TIMEOUT: Duration = Duration::from_secs(60);
+/// Blocks fetched concurrently by `read_range`/`read_at` for one call.
+const PARALLEL_BLOCKS: usize = 4;
+/// Blocks streamed ahead of the one being written out by `copy_to`.
+const READAHEAD_BLOCKS: usize = 2;
+/// Verified packets buffered per block in `copy_to` (about 1 MiB each).
+const READAHEAD_PACKETS: usize = 16;
+/// Block tokens live 10 minutes; locations older than this are fetched again before use.
+const LOCATIONS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// A file's attributes and its blocks (sorted by offset), as `GetBlockLocations` returned them.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    what: String,
+    attr: pb::Attr,
+    blocks: Vec<pb::LocatedBlock>,
+    fetched: Instant,
+}
+
+impl Layout {
+    pub(crate) fn new(what: String, attr: pb::Attr, mut blocks: Vec<pb::LocatedBlock>) -> Layout {
+        blocks.sort_by_key(|b| b.offset);
+        Layout {
+            what,
+            attr,
+            blocks,
+            fetched: Instant::now(),
+        }
+    }
+
+    /// The pieces `[offset, offset+len)` (clamped to the file size) is made of, in order.
+    fn plan(&self, offset: u64, len: u64) -> Vec<Segment> {
+        let size = self.attr.size;
+        let end = offset.saturating_add(len).min(size);
+        let mut out = Vec::new();
+        let mut pos = offset;
+        for b in &self.blocks {
+            if pos >= end {
+                break;
+            }
+            let (b_start, b_end) = (b.offset, b.offset + b.len);
+            if b_end <= pos || b.len == 0 {
+                continue;
+            }
+            if b_start >= end {
+                break;
+            }
+            if b_start > pos {
+                out.push(Segment::Zeros(b_start - pos));
+                pos = b_start;
+            }
+            let (s, e) = (pos - b_start, end.min(b_end) - b_start);
+            if b.id == 0 {
+                out.push(Segment::Zeros(e - s));
+            } else {
+                out.push(Segment::Block {
+                    block: b.clone(),
+                    start: s,
+                    end: e,
+                });
+            }
+            pos = b_start + e;
+        }
+        if pos < end {
+            out.push(Segment::Zeros(end - pos));
+        }
+        out
+    }
+}
+
+/// A piece of a read: zeros (a hole, or size beyond the blocks) or a range of one block.
+#[derive(Debug)]
+enum Segment {
+    Zeros(u64),
+    Block {
+        block: pb::LocatedBlock,
+        start: u64,
+        end: u64,
+    },
+}
+
+/// Where verified bytes go.
+trait Sink: Send {
+    /// Takes the next verified bytes; false = the consumer is gone (stop reading).
+    fn put(&mut self, data: Bytes) -> impl Future<Output = bool> + Send;
+}
+
+impl Sink for Vec<Bytes> {
+    fn put(&mut self, data: Bytes) -> impl Future<Output = bool> + Send {
+        self.push(data);
+        std::future::ready(true)
+    }
+}
+
+struct ChannelSink(mpsc::Sender<Result<Bytes, ClientError>>);
+
+impl Sink for ChannelSink {
+    async fn put(&mut self, data: Bytes) -> bool {
+        self.0.send(Ok(data)).await.is_ok()
+    }
+}
+
+/// A block being streamed ahead by `copy_to`: its verified bytes and the task producing them.
+type Readahead = (mpsc::Receiver<Result<Bytes, ClientError>>, AbortOnDrop);
+
+/// Why one replica could not deliver.
+enum ReplicaError {
+    Mismatch { chunk: u64 },
+    Other(String),
+}
+
+/// Streams `[start, end)` of `block` into `sink`, replica after replica, verified.
+async fn read_block<S: Sink>(
+    client: &Client,
+    what: &str,
+    block: &pb::LocatedBlock,
+    start: u64,
+    end: u64,
+    sink: &mut S,
+) -> Result<(), ClientError> {
+    if start >= end {
+        return Ok(());
+    }
+    if block.locations.is_empty() {
+        return Err(ClientError::NoLiveReplica {
+            block: block.id,
+            what: what.to_string(),
+            reason: "no replica is known".to_string(),
+        });
+    }
+    let mut pos = start;
+    let mut reasons = Vec::new();
+    for loc in &block.locations {
+        match read_replica(client, block, &loc.address, &mut pos, end, sink).await {
+            Ok(()) => return Ok(()),
+            Err(ReplicaError::Mismatch { chunk }) => {
+                tracing::warn!(block = block.id, datanode = %loc.address, chunk, "{what}: checksum mismatch; reporting the replica");
+                reasons.push(format!(
+                    "{}: checksum mismatch in chunk {chunk}",
+                    loc.address
+                ));
+                let req = pb::ReportBadReplicaRequest {
+                    block_id: block.id,
+                    generation: block.generation,
+                    datanode: loc.address.clone(),
+                    reason: format!("client checksum mismatch in chunk {chunk}"),
+                };
+                if let Err(e) = client.namenode().report_bad_replica(req).await {
+                    tracing::warn!(block = block.id, error = %e, "reporting a bad replica failed");
+                }
+            }
+            Err(ReplicaError::Other(reason)) => {
+                tracing::info!(block = block.id, datanode = %loc.address, %reason, "{what}: replica failed; trying the next");
+                reasons.push(format!("{}: {reason}", loc.address));
+            }
+        }
+    }
+    Err(ClientError::NoLiveReplica {
+        block: block.id,
+        what: what.to_string(),
+        reason: reasons.join("; "),
+    })
+}
+
+/// Streams from one replica, advancing `pos` past every verified byte handed to `sink`.
+async fn read_replica<S: Sink>(
+    client: &Client,
+    block: &pb::LocatedBlock,
+    addr: &str,
+    pos: &mut u64,
+    end: u64,
+    sink: &mut S,
+) -> Result<(), ReplicaError> {
+    let mut dn = client
+        .shared
+        .datanode(addr)
+        .map_err(|e| ReplicaError::Other(e.to_string()))?;
+    let req = pb::ReadBlockRequest {
+        block_id: block.id,
+        generation: block.generation,
+        offset: *pos,
+        len: end - *pos,
+        access_token: block.access_token.clone(),
+    };
+    let call = tokio::time::timeout(PACKET_TIMEOUT, dn.read_block(req));
+    let mut stream = match call.await {
+        Err(_) => return Err(ReplicaError::Other("no answer".into())),
+        Ok(Err(st)) => return Err(ReplicaError::Other(crate::client::error_chain(&st))),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let mut expect = *pos - *pos % CHUNK_SIZE as u64;
+    loop {
+        let pkt = match tokio::time::timeout(PACKET_TIMEOUT, stream.message()).await {
+            Err(_) => return Err(ReplicaError::Other(format!("stalled at offset {expect}"))),
+            Ok(Err(st)) => return Err(ReplicaError::Other(crate::client::error_chain(&st))),
+            Ok(Ok(None)) => {
+                return Err(ReplicaError::Other(format!(
+                    "replica ended at offset {expect}, expected {end}"
+                )));
+            }
+            Ok(Ok(Some(p))) => p,
+        };
+        if pkt.offset != expect {
+            return Err(ReplicaError::Other(format!(
+                "packet at offset {}, expected {expect}",
+                pkt.offset
+            )));
+        }
+        if let Err(i) = chunk::verify_chunks(&pkt.data, &pkt.chunk_hashes) {
+            return Err(ReplicaError::Mismatch {
+                chunk: pkt.offset / CHUNK_SIZE as u64 + i as u64,
+            });
+        }
+        let pkt_end = pkt.offset + pkt.data.len() as u64;
+        expect = pkt_end;
+        if pkt_end <= *pos {
+            continue;
+        }
+        let s = (*pos - pkt.offset) as usize;
+        let e = (end.min(pkt_end) - pkt.offset) as usize;
+        let data = Bytes::from(pkt.data).slice(s..e);
+        *pos += (e - s) as u64;
+        if !sink.put(data).await || *pos >= end {
+            return Ok(());
+        }
+    }
+}
+
+/// Zeros, without allocating per call.
+fn zeros(n: u64) -> Bytes {
+    static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+    if n <= ZEROS.len() as u64 {
+        Bytes::from_static(&ZEROS[..n as usize])
+    } else {
+        Bytes::from(vec![0u8; n as usize])
+    }
+}
+
+/// Reads `[offset, offset+len)` of a file laid out as `layout` into one buffer.
+pub(crate) async fn read_layout(
+    client: &Client,
+    layout: &Layout,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes, ClientError> {
+    let segments = layout.plan(offset, len);
+    let parts: Vec<Vec<Bytes>> = futures::stream::iter(segments)
+        .map(|seg| async move {
+            match seg {
+                Segment::Zeros(n) => Ok(vec![zeros(n)]),
+                Segment::Block { block, start, end } => {
+                    let mut out = Vec::new();
+                    read_block(client, &layout.what, &block, start, end, &mut out).await?;
+                    Ok::<_, ClientError>(out)
+                }
+            }
+        })
+        .buffered(PARALLEL_BLOCKS)
+        .try_collect()
+        .await?;
+    let mut parts: Vec<Bytes> = parts.into_iter().flatten().collect();
+    if parts.len() == 1 {
+        return Ok(parts.pop().unwrap_or_default());
+    }
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for p in parts {
+        buf.extend_from_slice(&p);
+    }
+    Ok(buf.freeze())
+}
+
+/// An open file for reading: its attributes and block locations as of `open` (refreshed when the
+/// locations are old or every replica of a block failed).
+pub struct FileReader {
+    client: Client,
+    attr: pb::Attr,
+    layout: Mutex<Arc<Layout>>,
+}
+
+/// Aborts a spawned task when dropped (a `copy_to` that fails or is cancelled stops its readahead).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl FileReader {
+    pub(crate) fn new(client: Client, _node: pb::NodeRef, layout: Layout) -> FileReader {
+        FileReader {
+            client,
+            attr: layout.attr,
+            layout: Mutex::new(Arc::new(layout)),
+        }
+    }
+
+    /// The file's attributes at open.
+    pub fn attr(&self) -> &pb::Attr {
+        &self.attr
+    }
+
+    fn current(&self) -> Arc<Layout> {
+        self.layout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Fetches the block locations again (fresh replicas and access tokens). The file's size as of
+    /// `open` is kept, so a reader sees one consistent length.
+    async fn refresh(&self) -> Result<Arc<Layout>, ClientError> {
+        let old = self.current();
+        let mut fresh = self.client.layout(inode_ref(self.attr.inode), 0, 0).await?;
+        fresh.what = old.what.clone();
+        fresh.attr.size = self.attr.size;
+        let fresh = Arc::new(fresh);
+        *self.layout.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    async fn fresh_layout(&self) -> Result<Arc<Layout>, ClientError> {
+        let cur = self.current();
+        if cur.fetched.elapsed() > LOCATIONS_MAX_AGE {
+            return self.refresh().await;
+        }
+        Ok(cur)
+    }
+
+    /// Reads `[offset, offset+len)`: short only at end of file, holes read as zeros.
+    pub async fn read_at(&self, offset: u64, len: u64) -> Result<Bytes, ClientError> {
+        if len == 0 || offset >= self.attr.size {
+            return Ok(Bytes::new());
+        }
+        let layout = self.fresh_layout().await?;
+        match read_layout(&self.client, &layout, offset, len).await {
+            Err(ClientError::NoLiveReplica { .. })
+                if layout.fetched.elapsed() > Duration::from_millis(200) =>
+            {
+                let layout = self.refresh().await?;
+                read_layout(&self.client, &layout, offset, len).await
+            }
+            r => r,
+        }
+    }
+
+    /// Writes the whole file to `w` sequentially, streaming the next blocks while the current one
+    /// is written out; returns the number of bytes written.
+    pub async fn copy_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> Result<u64, ClientError> {
+        let layout = self.fresh_layout().await?;
+        let mut segments: VecDeque<Segment> = layout.plan(0, self.attr.size).into();
+        // Spawned block readers, in segment order; `None` for zero segments.
+        let mut ahead: VecDeque<(Segment, Option<Readahead>)> = VecDeque::new();
+        let mut written = 0u64;
+        loop {
+            while ahead.iter().filter(|(_, r)| r.is_some()).count() < READAHEAD_BLOCKS
+                || ahead.is_empty()
+            {
+                let Some(seg) = segments.pop_front() else {
+                    break;
+                };
+                let reader = match &seg {
+                    Segment::Zeros(_) => None,
+                    Segment::Block { block, start, end } => {
+                        let (tx, rx) = mpsc::channel(READAHEAD_PACKETS);
+                        let (client, what, block, start, end) = (
+                            self.client.clone(),
+                            layout.what.clone(),
+                            block.clone(),
+                            *start,
+                            *end,
+                        );
+                        let task = tokio::spawn(async move {
+                            let mut sink = ChannelSink(tx);
+                            if let Err(e) =
+                                read_block(&client, &what, &block, start, end, &mut sink).await
+                            {
+                                let _ = sink.0.send(Err(e)).await;
+                            }
+                        });
+                        Some((rx, AbortOnDrop(task)))
+                    }
+                };
+                ahead.push_back((seg, reader));
+            }
+            let Some((seg, reader)) = ahead.pop_front() else {
+                break;
+            };
+            match (seg, reader) {
+                (Segment::Zeros(mut n), _) => {
+                    while n > 0 {
+                        let z = zeros(n.min(1 << 20));
+                        w.write_all(&z).await?;
+                        n -= z.len() as u64;
+                        written += z.len() as u64;
+                    }
+                }
+                (Segment::Block { block, start, end }, Some((mut rx, _task))) => {
+                    let mut got = 0u64;
+                    while let Some(item) = rx.recv().await {
+                        let data = item?;
+                        w.write_all(&data).await?;
+                        got += data.len() as u64;
+                    }
+                    if got != end - start {
+                        return Err(ClientError::Protocol(format!(
+                            "{}: block {}: reader stopped after {got} of {} bytes",
+                            layout.what,
+                            block.id,
+                            end - start
+                        )));
+                    }
+                    written += got;
+                }
+                (Segment::Block { .. }, None) => unreachable!("block segments always get a reader"),
+            }
+        }
+        w.flush().await?;
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(id: u64, offset: u64, len: u64) -> pb::LocatedBlock {
+        pb::LocatedBlock {
+            id,
+            generation: 1,
+            offset,
+            len,
+            ..Default::default()
+        }
+    }
+
+    fn attr(size: u64) -> pb::Attr {
+        pb::Attr {
+            inode: 2,
+            size,
+            ..Default::default()
+        }
+    }
+
+    fn shape(segs: &[Segment]) -> Vec<(u64, u64, u64)> {
+        segs.iter()
+            .map(|s| match s {
+                Segment::Zeros(n) => (0, 0, *n),
+                Segment::Block { block, start, end } => (block.id, *start, *end),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_covers_blocks_holes_and_tail_zeros() {
+        let l = Layout::new(
+            "/f".into(),
+            attr(350),
+            vec![block(7, 100, 100), block(5, 0, 100), block(0, 200, 100)],
+        );
+        assert_eq!(
+            shape(&l.plan(0, 1000)),
+            vec![(5, 0, 100), (7, 0, 100), (0, 0, 100), (0, 0, 50)]
+        );
+        assert_eq!(shape(&l.plan(150, 10)), vec![(7, 50, 60)]);
+        assert_eq!(shape(&l.plan(90, 20)), vec![(5, 90, 100), (7, 0, 10)]);
+        assert_eq!(shape(&l.plan(320, 100)), vec![(0, 0, 30)]);
+        assert!(l.plan(350, 10).is_empty());
+        let gap = Layout::new("/g".into(), attr(300), vec![block(9, 200, 100)]);
+        assert_eq!(shape(&gap.plan(0, 300)), vec![(0, 0, 200), (9, 0, 100)]);
+    }
+}

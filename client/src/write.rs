@@ -1,0 +1,580 @@
+//! The write path (design §4): `FileWriter` cuts a byte stream into blocks and 1 MiB packets;
+//! `BlockWriter` streams one block's packets with their chunk hashes to the first datanode of the
+//! pipeline (which forwards down the chain) and recovers the pipeline when a node fails.
+//!
+//! Only the block being written is kept in memory (its packets), so that after a failure the whole
+//! block can be rewritten to the new pipeline under a new generation stamp.
+
+use crate::client::Client;
+use crate::error::ClientError;
+use bytes::{Bytes, BytesMut};
+use ringfs_proto::chunk::{self, PACKET_SIZE};
+use ringfs_proto::pb;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How many times one block may go through pipeline recovery before the write fails.
+const MAX_RECOVERIES: u32 = 5;
+/// Packets queued towards the first datanode (backpressure: the client never runs further ahead).
+const PACKETS_IN_FLIGHT: usize = 8;
+/// A send into the pipeline that makes no progress for this long counts as a failed first node.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the pipeline may take to acknowledge a finished block (every replica fsynced).
+const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Used when the namenode reports no block size for a file (should not happen).
+const FALLBACK_BLOCK_SIZE: u64 = 64 * 1024 * 1024;
+
+/// One packet of a block: its bytes and the blake3 hash of each 64 KiB chunk.
+#[derive(Clone)]
+struct Packet {
+    data: Bytes,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl Packet {
+    fn new(data: Bytes) -> Packet {
+        let hashes = chunk::hashes_to_wire(&chunk::hash_chunks(&data));
+        Packet { data, hashes }
+    }
+
+    fn message(&self) -> pb::WriteBlockMessage {
+        pb::WriteBlockMessage {
+            msg: Some(pb::write_block_message::Msg::Packet(pb::DataPacket {
+                data: self.data.to_vec(),
+                chunk_hashes: self.hashes.clone(),
+            })),
+        }
+    }
+}
+
+/// An open `WriteBlock` call to the first datanode of a pipeline.
+struct Stream {
+    tx: Option<mpsc::Sender<pb::WriteBlockMessage>>,
+    task: Option<JoinHandle<Result<pb::WriteBlockResponse, tonic::Status>>>,
+    pipeline: Vec<String>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // An abandoned stream is cancelled, so the datanodes drop their temporary replica.
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Stream {
+    /// Closes the stream and waits for the pipeline's answer.
+    async fn close(mut self) -> Result<pb::WriteBlockResponse, Failure> {
+        self.tx.take();
+        let first = self.pipeline.first().cloned().unwrap_or_default();
+        let Some(task) = self.task.take() else {
+            return Err(Failure::first_node(
+                &self.pipeline,
+                "stream already closed".into(),
+            ));
+        };
+        match tokio::time::timeout(ACK_TIMEOUT, task).await {
+            Err(_) => Err(Failure::first_node(
+                &self.pipeline,
+                format!("{first}: no acknowledgement within {ACK_TIMEOUT:?}"),
+            )),
+            Ok(Err(join)) => Err(Failure::first_node(
+                &self.pipeline,
+                format!("{first}: {join}"),
+            )),
+            Ok(Ok(Err(status))) => {
+                let msg = crate::client::error_chain(&status);
+                Err(Failure::first_node(
+                    &self.pipeline,
+                    format!("{first}: {msg}"),
+                ))
+            }
+            Ok(Ok(Ok(resp))) => Ok(resp),
+        }
+    }
+}
+
+/// Which nodes of a pipeline failed, and why.
+#[derive(Debug)]
+struct Failure {
+    failed: Vec<String>,
+    survivors: Vec<String>,
+    reason: String,
+}
+
+impl Failure {
+    /// The first node failed (transport error or error status): we cannot tell about the others,
+    /// so they are kept as survivors and receive the rewrite.
+    fn first_node(pipeline: &[String], reason: String) -> Failure {
+        Failure {
+            failed: pipeline.first().cloned().into_iter().collect(),
+            survivors: pipeline.iter().skip(1).cloned().collect(),
+            reason,
+        }
+    }
+}
+
+/// Writes one block through its replica pipeline, with recovery.
+pub(crate) struct BlockWriter {
+    client: Client,
+    inode: u64,
+    /// Path or "inode N", for messages.
+    what: String,
+    located: pb::LocatedBlock,
+    /// Every packet sent so far: rewritten in full to a new pipeline after a failure.
+    packets: Vec<Packet>,
+    len: u64,
+    stream: Option<Stream>,
+    recoveries: u32,
+    /// Every address that failed while writing this block.
+    pub(crate) failed: Vec<String>,
+}
+
+impl BlockWriter {
+    /// A writer for a freshly allocated block; the stream opens with the first packet (or `finish`).
+    pub(crate) fn start(
+        client: Client,
+        inode: u64,
+        what: String,
+        located: pb::LocatedBlock,
+    ) -> BlockWriter {
+        BlockWriter {
+            client,
+            inode,
+            what,
+            located,
+            packets: Vec::new(),
+            len: 0,
+            stream: None,
+            recoveries: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Appends one packet (whole chunks, except possibly the block's last packet).
+    pub(crate) async fn push(&mut self, data: Bytes) -> Result<(), ClientError> {
+        self.len += data.len() as u64;
+        let packet = Packet::new(data);
+        let msg = packet.message();
+        self.packets.push(packet);
+        match &self.stream {
+            None => self.establish().await,
+            Some(s) => {
+                let Some(tx) = &s.tx else {
+                    return self.establish().await;
+                };
+                match tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => {
+                        // The call ended early: its result says why.
+                        let s = self.stream.take().expect("stream checked above");
+                        let failure = match s.close().await {
+                            Ok(resp) => self.check(&resp, &[]).err().unwrap_or_else(|| Failure {
+                                failed: Vec::new(),
+                                survivors: Vec::new(),
+                                reason: "pipeline answered before the block was complete".into(),
+                            }),
+                            Err(f) => f,
+                        };
+                        self.recover(failure).await
+                    }
+                    Err(_) => {
+                        let s = self.stream.take().expect("stream checked above");
+                        let f = Failure::first_node(
+                            &s.pipeline,
+                            format!(
+                                "{}: pipeline stalled for {SEND_TIMEOUT:?}",
+                                s.pipeline.first().map(String::as_str).unwrap_or("?")
+                            ),
+                        );
+                        drop(s);
+                        self.recover(f).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the block: waits until every replica of the pipeline stored it (recovering as needed)
+    /// and returns it as committed.
+    pub(crate) async fn finish(mut self) -> Result<pb::CommittedBlock, ClientError> {
+        if self.stream.is_none() {
+            self.establish().await?;
+        }
+        loop {
+            let Some(s) = self.stream.take() else {
+                return Err(ClientError::Protocol("write stream vanished".into()));
+            };
+            let pipeline = s.pipeline.clone();
+            let failure = match s.close().await {
+                Ok(resp) => match self.check(&resp, &pipeline) {
+                    Ok(()) => {
+                        return Ok(pb::CommittedBlock {
+                            id: self.located.id,
+                            generation: self.located.generation,
+                            len: self.len,
+                        });
+                    }
+                    Err(f) => f,
+                },
+                Err(f) => f,
+            };
+            self.recover(failure).await?;
+        }
+    }
+
+    /// Checks a pipeline answer: every node stored the whole block.
+    fn check(&self, resp: &pb::WriteBlockResponse, pipeline: &[String]) -> Result<(), Failure> {
+        let mut failed: Vec<String> = resp.failed.clone();
+        for a in pipeline {
+            if !resp.stored.contains(a) && !failed.contains(a) {
+                failed.push(a.clone());
+            }
+        }
+        let survivors: Vec<String> = pipeline
+            .iter()
+            .filter(|a| !failed.contains(a))
+            .cloned()
+            .collect();
+        if !failed.is_empty() {
+            return Err(Failure {
+                reason: format!("replica not stored on {}", failed.join(", ")),
+                failed,
+                survivors,
+            });
+        }
+        if resp.len != self.len {
+            return Err(Failure::first_node(
+                pipeline,
+                format!("pipeline stored {} bytes, {} were sent", resp.len, self.len),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens a stream to the current pipeline and replays every packet; recovers on failure.
+    async fn establish(&mut self) -> Result<(), ClientError> {
+        match self.open_and_replay().await {
+            Ok(s) => {
+                self.stream = Some(s);
+                Ok(())
+            }
+            Err(f) => self.recover(f).await,
+        }
+    }
+
+    /// Pipeline recovery: a new generation stamp and replacement nodes from the namenode, then the
+    /// whole buffered block again. Gives up after `MAX_RECOVERIES`.
+    async fn recover(&mut self, mut failure: Failure) -> Result<(), ClientError> {
+        loop {
+            self.recoveries += 1;
+            tracing::warn!(block = self.located.id, generation = self.located.generation, failed = ?failure.failed,
+                reason = %failure.reason, attempt = self.recoveries, "{}: write pipeline recovery", self.what);
+            if self.recoveries > MAX_RECOVERIES {
+                return Err(ClientError::PipelineFailed {
+                    block: self.located.id,
+                    what: self.what.clone(),
+                    reason: failure.reason,
+                });
+            }
+            for a in &failure.failed {
+                if !self.failed.contains(a) {
+                    self.failed.push(a.clone());
+                }
+            }
+            let req = pb::UpdatePipelineRequest {
+                inode: self.inode,
+                client_id: self.client.client_id().to_string(),
+                block_id: self.located.id,
+                generation: self.located.generation,
+                failed: failure.failed.clone(),
+                survivors: failure.survivors.clone(),
+            };
+            let located = match self.client.namenode().update_pipeline(req).await {
+                Ok(r) => r.into_inner(),
+                Err(st) => {
+                    let e = self.client.nn_err(st);
+                    return Err(ClientError::PipelineFailed {
+                        block: self.located.id,
+                        what: self.what.clone(),
+                        reason: format!("{}; pipeline recovery refused: {e}", failure.reason),
+                    });
+                }
+            };
+            if located.locations.is_empty() {
+                return Err(ClientError::PipelineFailed {
+                    block: self.located.id,
+                    what: self.what.clone(),
+                    reason: format!("{}; no datanode left for the pipeline", failure.reason),
+                });
+            }
+            self.located = located;
+            match self.open_and_replay().await {
+                Ok(s) => {
+                    self.stream = Some(s);
+                    return Ok(());
+                }
+                Err(f) => failure = f,
+            }
+        }
+    }
+
+    /// Starts `WriteBlock` on the first node of the current pipeline and sends the header and every
+    /// buffered packet.
+    async fn open_and_replay(&mut self) -> Result<Stream, Failure> {
+        let pipeline: Vec<String> = self
+            .located
+            .locations
+            .iter()
+            .map(|l| l.address.clone())
+            .collect();
+        let Some(first) = pipeline.first().cloned() else {
+            return Err(Failure {
+                failed: Vec::new(),
+                survivors: Vec::new(),
+                reason: "empty pipeline".into(),
+            });
+        };
+        let mut dn = match self.client.shared.datanode(&first) {
+            Ok(dn) => dn,
+            Err(e) => return Err(Failure::first_node(&pipeline, e.to_string())),
+        };
+        let (tx, rx) = mpsc::channel(PACKETS_IN_FLIGHT);
+        let header = pb::WriteBlockHeader {
+            block_id: self.located.id,
+            generation: self.located.generation,
+            downstream: self.located.locations.iter().skip(1).cloned().collect(),
+            access_token: self.located.access_token.clone(),
+            client: self.client.client_id().to_string(),
+        };
+        let task = tokio::spawn(async move {
+            dn.write_block(ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
+        });
+        let stream = Stream {
+            tx: Some(tx),
+            task: Some(task),
+            pipeline,
+        };
+        let tx = stream.tx.clone().expect("just set");
+        let header = pb::WriteBlockMessage {
+            msg: Some(pb::write_block_message::Msg::Header(header)),
+        };
+        let mut ok = tx.send(header).await.is_ok();
+        for p in &self.packets {
+            if !ok {
+                break;
+            }
+            ok = matches!(
+                tokio::time::timeout(SEND_TIMEOUT, tx.send(p.message())).await,
+                Ok(Ok(()))
+            );
+        }
+        drop(tx);
+        if ok {
+            return Ok(stream);
+        }
+        let pipeline = stream.pipeline.clone();
+        match stream.close().await {
+            Err(f) => Err(f),
+            Ok(resp) => Err(self.check(&resp, &pipeline).err().unwrap_or_else(|| {
+                Failure::first_node(
+                    &pipeline,
+                    "pipeline answered before the block was complete".into(),
+                )
+            })),
+        }
+    }
+}
+
+/// Writes a new file sequentially: blocks of the file's block size, each through a replica
+/// pipeline; `finish` commits the block list and closes the file (releasing the lease).
+///
+/// A writer dropped without `finish`/`abort` leaves the file under construction until the lease
+/// expires (the client keeps renewing it while it lives).
+pub struct FileWriter {
+    client: Client,
+    path: String,
+    attr: pb::Attr,
+    block_size: u64,
+    blocks: Vec<pb::CommittedBlock>,
+    size: u64,
+    /// The packet being filled.
+    packet: BytesMut,
+    /// Bytes of the current block, including `packet`.
+    block_len: u64,
+    current: Option<BlockWriter>,
+    /// Datanodes that failed during this write: the namenode avoids them for the next blocks.
+    excluded: Vec<String>,
+    /// Set after an error: the writer refuses further writes.
+    broken: bool,
+}
+
+impl FileWriter {
+    pub(crate) fn new(
+        client: Client,
+        path: String,
+        attr: pb::Attr,
+    ) -> Result<FileWriter, ClientError> {
+        let block_size = if attr.block_size == 0 {
+            FALLBACK_BLOCK_SIZE
+        } else {
+            attr.block_size
+        };
+        Ok(FileWriter {
+            client,
+            path,
+            attr,
+            block_size,
+            blocks: Vec::new(),
+            size: 0,
+            packet: BytesMut::with_capacity(PACKET_SIZE),
+            block_len: 0,
+            current: None,
+            excluded: Vec::new(),
+            broken: false,
+        })
+    }
+
+    /// The file's inode id.
+    pub fn inode(&self) -> u64 {
+        self.attr.inode
+    }
+
+    /// The file's attributes as the namenode returned them at create.
+    pub fn attr(&self) -> &pb::Attr {
+        &self.attr
+    }
+
+    /// The path the file was created at.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends `data`. Returns once the bytes are queued towards the pipeline (backpressured); a
+    /// block is acknowledged by all replicas before the next one starts.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::Protocol(format!(
+                "{}: writer failed earlier",
+                self.path
+            )));
+        }
+        while !data.is_empty() {
+            let block_room = (self.block_size - self.block_len) as usize;
+            let packet_room = PACKET_SIZE - self.packet.len();
+            let n = data.len().min(block_room).min(packet_room);
+            self.packet.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            self.block_len += n as u64;
+            self.size += n as u64;
+            let r = if self.packet.len() == PACKET_SIZE || self.block_len == self.block_size {
+                match self.flush_packet().await {
+                    Ok(()) if self.block_len == self.block_size => self.finish_block().await,
+                    r => r,
+                }
+            } else {
+                Ok(())
+            };
+            if r.is_err() {
+                self.broken = true;
+                return r;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the packet being filled into the current block (starting the block if needed).
+    async fn flush_packet(&mut self) -> Result<(), ClientError> {
+        if self.packet.is_empty() {
+            return Ok(());
+        }
+        let data = self.packet.split().freeze();
+        self.packet.reserve(PACKET_SIZE);
+        if self.current.is_none() {
+            let located = self
+                .client
+                .namenode()
+                .add_block(pb::AddBlockRequest {
+                    inode: self.attr.inode,
+                    client_id: self.client.client_id().to_string(),
+                    previous: self.blocks.last().cloned(),
+                    excluded: self.excluded.clone(),
+                })
+                .await
+                .map_err(|s| self.client.nn_err(s))?
+                .into_inner();
+            self.current = Some(BlockWriter::start(
+                self.client.clone(),
+                self.attr.inode,
+                self.path.clone(),
+                located,
+            ));
+        }
+        match self.current.as_mut() {
+            Some(cur) => cur.push(data).await,
+            None => Err(ClientError::Protocol("no block in progress".into())),
+        }
+    }
+
+    /// Waits for the current block's pipeline to acknowledge it and records it.
+    async fn finish_block(&mut self) -> Result<(), ClientError> {
+        if let Some(cur) = self.current.take() {
+            let failed = cur.failed.clone();
+            let block = cur.finish().await?;
+            for a in failed {
+                if !self.excluded.contains(&a) {
+                    self.excluded.push(a);
+                }
+            }
+            self.blocks.push(block);
+        }
+        self.block_len = 0;
+        Ok(())
+    }
+
+    /// Flushes the last packet and block, commits the block list and closes the file.
+    pub async fn finish(mut self) -> Result<pb::Attr, ClientError> {
+        if self.broken {
+            return Err(ClientError::Protocol(format!(
+                "{}: writer failed earlier",
+                self.path
+            )));
+        }
+        self.flush_packet().await?;
+        self.finish_block().await?;
+        let blocks = std::mem::take(&mut self.blocks);
+        self.client
+            .commit_blocks(self.attr.inode, blocks, self.size, true)
+            .await
+    }
+
+    /// Stops writing: cancels the block in flight and closes the file with the blocks already
+    /// acknowledged (best effort, so the lease is released). The caller decides whether to remove it.
+    pub async fn abort(mut self) {
+        self.current.take();
+        let size = self.blocks.iter().map(|b| b.len).sum();
+        let blocks = std::mem::take(&mut self.blocks);
+        if let Err(e) = self
+            .client
+            .commit_blocks(self.attr.inode, blocks, size, true)
+            .await
+        {
+            tracing::debug!(path = %self.path, error = %e, "closing an aborted file failed");
+        }
+    }
+}
