@@ -3,6 +3,7 @@
 //! - [`config`]: the datanode's configuration
 //! - [`error`]: `DatanodeError` and its mapping to `tonic::Status`
 
+pub mod block_store;
 pub mod config;
 pub mod error;
 

@@ -1,0 +1,1259 @@
+//! Replica files on disk: finalized replicas under `blocks/`, replicas being written under `tmp/`,
+//! each a `.data` file plus a `.meta` file of blake3 chunk hashes.
+//!
+//! Layout of a data dir:
+//! ```text
+//! <data_dir>/lock                          flock'ed while a datanode uses the dir
+//! <data_dir>/datanode_id                   stable id (uuid, simple hex), created on first start
+//! <data_dir>/blocks/<xx>/<id>_<gen>.data   finalized replica; xx = id % 256 as two hex digits
+//! <data_dir>/blocks/<xx>/<id>_<gen>.meta
+//! <data_dir>/tmp/<id>_<gen>.data|.meta     replica being written (rbw) or left by a broken write
+//! ```
+//! Paths are built from the numbers only, never from a client string.
+//!
+//! `.meta` format (little-endian), a 64-byte header followed by one 32-byte blake3 hash per chunk:
+//! ```text
+//! 0   8  magic "RFSMETA\0"
+//! 8   4  format version (1)
+//! 12  4  chunk size (65536)
+//! 16  4  flags: bit 0 = finalized (len and replica hash are valid)
+//! 20  4  reserved (0)
+//! 24  8  replica length in bytes
+//! 32 32  blake3 of the whole replica
+//! 64 ..  chunk hashes, ceil(len / chunk size) of them
+//! ```
+//! A replica being written has flags = 0 and its chunk hashes appended as packets arrive, so lease
+//! recovery can find the verified prefix after a crash. Finalizing writes the header, fsyncs data and
+//! meta, renames both into `blocks/` (meta last) and fsyncs the directory: a replica is listed only
+//! when both files are there and the header says finalized with a matching data length, so a crash
+//! never leaves a half replica that looks complete.
+
+use crate::error::DatanodeError;
+use ringfs_proto::chunk::{hash_chunk, Hash, CHUNK_SIZE};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+type Result<T> = std::result::Result<T, DatanodeError>;
+
+const MAGIC: &[u8; 8] = b"RFSMETA\0";
+const META_VERSION: u32 = 1;
+const HEADER_LEN: u64 = 64;
+const FLAG_FINALIZED: u32 = 1;
+/// Replicas being written that nobody touched for this long are garbage (lease recovery long over).
+const TMP_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Start writeback of a replica being written every this many bytes, so the final fsync is short.
+const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
+
+/// One finalized replica as the block map knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub block: u64,
+    pub generation: u64,
+    pub len: u64,
+}
+
+/// A finalized replica plus its whole-replica hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finalized {
+    pub info: ReplicaInfo,
+    pub hash: Hash,
+}
+
+/// The replica files of one data dir and the in-memory index of them.
+pub struct BlockStore {
+    root: PathBuf,
+    blocks_dir: PathBuf,
+    tmp_dir: PathBuf,
+    id: String,
+    /// Held (flock) for the store's lifetime so a second datanode cannot use the same dir.
+    _lock: File,
+    /// The index; guarded because transfers, commands and the scrubber change it concurrently.
+    /// Only short, non-blocking sections run under it (no I/O except unlinking replaced files).
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Finalized replicas by block id (at most one generation per block).
+    finalized: HashMap<u64, ReplicaInfo>,
+    /// (block, generation) of replicas with an open writer.
+    writing: HashSet<(u64, u64)>,
+    /// (block, generation) of finalized replicas found corrupt (reported, awaiting deletion).
+    corrupt: HashSet<(u64, u64)>,
+    /// Bytes of finalized replica data.
+    used: u64,
+}
+
+/// Where a replica's two files live.
+#[derive(Clone, Debug)]
+struct ReplicaPaths {
+    data: PathBuf,
+    meta: PathBuf,
+}
+
+impl BlockStore {
+    /// Opens (creating if needed) the data dir: takes the lock, loads or creates the datanode id,
+    /// indexes finalized replicas and tidies `tmp/`.
+    pub fn open(root: &Path) -> Result<BlockStore> {
+        fs::create_dir_all(root).map_err(DatanodeError::io("create data dir", root))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(DatanodeError::io("open lock file", &lock_path))?;
+        // SAFETY: flock on a file descriptor we own; no memory is passed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(DatanodeError::Locked(root.to_path_buf()));
+        }
+        let blocks_dir = root.join("blocks");
+        let tmp_dir = root.join("tmp");
+        for d in [&blocks_dir, &tmp_dir] {
+            fs::create_dir_all(d).map_err(DatanodeError::io("create dir", d))?;
+        }
+        let id = load_or_create_id(root)?;
+        let store = BlockStore {
+            root: root.to_path_buf(),
+            blocks_dir,
+            tmp_dir,
+            id,
+            _lock: lock,
+            state: Mutex::new(State::default()),
+        };
+        store.scan()?;
+        Ok(store)
+    }
+
+    /// The stable datanode id kept in `<data_dir>/datanode_id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The data dir.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the index half-updated in a way that matters
+        // more than stopping the node would, so keep going with the inner value.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// All finalized replicas (for block reports and the scrubber).
+    pub fn replicas(&self) -> Vec<ReplicaInfo> {
+        let mut v: Vec<ReplicaInfo> = self.state().finalized.values().copied().collect();
+        v.sort_by_key(|r| r.block);
+        v
+    }
+
+    /// The finalized replica of `block`, if any.
+    pub fn get(&self, block: u64) -> Option<ReplicaInfo> {
+        self.state().finalized.get(&block).copied()
+    }
+
+    /// Bytes of finalized replica data.
+    pub fn used(&self) -> u64 {
+        self.state().used
+    }
+
+    /// Number of finalized replicas.
+    pub fn len(&self) -> usize {
+        self.state().finalized.len()
+    }
+
+    /// True when no finalized replica is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Remembers that a finalized replica failed verification (reads refuse it from now on).
+    pub fn mark_corrupt(&self, block: u64, generation: u64) {
+        self.state().corrupt.insert((block, generation));
+    }
+
+    /// True when the replica was found corrupt.
+    pub fn is_corrupt(&self, block: u64, generation: u64) -> bool {
+        self.state().corrupt.contains(&(block, generation))
+    }
+
+    fn final_paths(&self, block: u64, generation: u64) -> ReplicaPaths {
+        let dir = self.blocks_dir.join(format!("{:02x}", block & 0xff));
+        ReplicaPaths {
+            data: dir.join(format!("{block}_{generation}.data")),
+            meta: dir.join(format!("{block}_{generation}.meta")),
+        }
+    }
+
+    fn tmp_paths(&self, block: u64, generation: u64) -> ReplicaPaths {
+        ReplicaPaths {
+            data: self.tmp_dir.join(format!("{block}_{generation}.data")),
+            meta: self.tmp_dir.join(format!("{block}_{generation}.meta")),
+        }
+    }
+
+    // ------------------------------------------------------------------ startup scan
+
+    fn scan(&self) -> Result<()> {
+        let mut found: HashMap<u64, Vec<(u64, PathBuf)>> = HashMap::new();
+        let entries =
+            fs::read_dir(&self.blocks_dir).map_err(DatanodeError::io("list", &self.blocks_dir))?;
+        for sub in entries {
+            let sub = sub
+                .map_err(DatanodeError::io("list", &self.blocks_dir))?
+                .path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&sub).map_err(DatanodeError::io("list", &sub))? {
+                let p = e.map_err(DatanodeError::io("list", &sub))?.path();
+                match parse_name(&p) {
+                    Some((block, generation, "data")) => {
+                        found.entry(block).or_default().push((generation, p));
+                    }
+                    Some((block, generation, "meta")) => {
+                        if !self.final_paths(block, generation).data.exists() {
+                            tracing::warn!(path = %p.display(), "removing meta without data");
+                            remove_quietly(&p);
+                        }
+                    }
+                    _ => tracing::warn!(path = %p.display(), "ignoring unknown file in blocks/"),
+                }
+            }
+        }
+        let mut state = self.state();
+        for (block, mut gens) in found {
+            gens.sort_by_key(|(g, _)| std::cmp::Reverse(*g));
+            let mut kept = false;
+            for (generation, _) in gens {
+                let paths = self.final_paths(block, generation);
+                if kept {
+                    tracing::info!(
+                        block,
+                        generation,
+                        "removing replica replaced by a newer generation"
+                    );
+                    remove_replica_files(&paths);
+                    continue;
+                }
+                if !paths.meta.exists() {
+                    // Crash between the two renames of finalize: the meta is still in tmp/.
+                    let tmp = self.tmp_paths(block, generation);
+                    if tmp.meta.exists() {
+                        let _ = fs::rename(&tmp.meta, &paths.meta);
+                    }
+                }
+                match check_finalized(&paths) {
+                    Ok(len) => {
+                        state.finalized.insert(
+                            block,
+                            ReplicaInfo {
+                                block,
+                                generation,
+                                len,
+                            },
+                        );
+                        state.used += len;
+                        kept = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(block, generation, error = %e, "removing incomplete replica");
+                        remove_replica_files(&paths);
+                    }
+                }
+            }
+        }
+        // tmp/: drop what a finalized replica supersedes and what is too old to be recovered; keep
+        // the rest for lease recovery (RecoverReplica).
+        let now = SystemTime::now();
+        for e in fs::read_dir(&self.tmp_dir).map_err(DatanodeError::io("list", &self.tmp_dir))? {
+            let p = e.map_err(DatanodeError::io("list", &self.tmp_dir))?.path();
+            let Some((block, generation, _)) = parse_name(&p) else {
+                tracing::warn!(path = %p.display(), "removing unknown file in tmp/");
+                remove_quietly(&p);
+                continue;
+            };
+            let superseded = state
+                .finalized
+                .get(&block)
+                .is_some_and(|r| r.generation >= generation);
+            let age = fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            if superseded || age > TMP_MAX_AGE {
+                remove_quietly(&p);
+            }
+        }
+        tracing::info!(
+            replicas = state.finalized.len(),
+            used = state.used,
+            "block store opened"
+        );
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ writing
+
+    /// Starts writing replica `(block, generation)` in `tmp/` (an old tmp replica of the same
+    /// generation is overwritten). Refused when a finalized replica of this or a newer generation
+    /// exists or the same replica is being written.
+    pub fn create(self: &Arc<Self>, block: u64, generation: u64) -> Result<ReplicaWriter> {
+        {
+            let mut state = self.state();
+            if let Some(r) = state.finalized.get(&block) {
+                if r.generation >= generation {
+                    return Err(DatanodeError::StaleGeneration {
+                        block,
+                        generation,
+                        have: r.generation,
+                    });
+                }
+            }
+            if !state.writing.insert((block, generation)) {
+                return Err(DatanodeError::WriteInProgress { block, generation });
+            }
+        }
+        let registration = WritingGuard {
+            store: self.clone(),
+            key: (block, generation),
+        };
+        let paths = self.tmp_paths(block, generation);
+        let data = File::create(&paths.data).map_err(DatanodeError::io("create", &paths.data))?;
+        let mut meta =
+            File::create(&paths.meta).map_err(DatanodeError::io("create", &paths.meta))?;
+        meta.write_all(&encode_header(0, 0, &[0; 32]))
+            .map_err(DatanodeError::io("write", &paths.meta))?;
+        Ok(ReplicaWriter {
+            _registration: registration,
+            store: self.clone(),
+            block,
+            generation,
+            paths,
+            data,
+            meta: BufWriter::with_capacity(64 * 1024, meta),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            synced_upto: 0,
+        })
+    }
+
+    /// Installs a finished tmp replica: renames into `blocks/`, drops older generations.
+    fn install(&self, block: u64, generation: u64, len: u64, tmp: &ReplicaPaths) -> Result<()> {
+        let fin = self.final_paths(block, generation);
+        let dir = fin.data.parent().unwrap_or(&self.blocks_dir).to_path_buf();
+        fs::create_dir_all(&dir).map_err(DatanodeError::io("create dir", &dir))?;
+        let mut state = self.state();
+        if let Some(r) = state.finalized.get(&block).copied() {
+            if r.generation >= generation {
+                drop(state);
+                remove_replica_files(tmp);
+                return Err(DatanodeError::StaleGeneration {
+                    block,
+                    generation,
+                    have: r.generation,
+                });
+            }
+        }
+        // Renames are metadata-only and fast; doing them under the lock keeps the index and the
+        // directory in step (no reader sees an indexed replica whose files are not there yet).
+        fs::rename(&tmp.data, &fin.data).map_err(DatanodeError::io("rename", &tmp.data))?;
+        fs::rename(&tmp.meta, &fin.meta).map_err(DatanodeError::io("rename", &tmp.meta))?;
+        if let Some(old) = state.finalized.insert(
+            block,
+            ReplicaInfo {
+                block,
+                generation,
+                len,
+            },
+        ) {
+            state.used -= old.len;
+            state.corrupt.remove(&(block, old.generation));
+            remove_replica_files(&self.final_paths(block, old.generation));
+        }
+        state.used += len;
+        drop(state);
+        sync_dir(&dir)?;
+        sync_dir(&self.tmp_dir)?;
+        // Older generations left in tmp/ (broken writes before a pipeline recovery) are garbage now.
+        self.remove_tmp_older_than(block, generation);
+        Ok(())
+    }
+
+    fn remove_tmp_older_than(&self, block: u64, generation: u64) {
+        let Ok(entries) = fs::read_dir(&self.tmp_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if let Some((b, g, _)) = parse_name(&p) {
+                if b == block && g < generation && !self.state().writing.contains(&(b, g)) {
+                    remove_quietly(&p);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ reading
+
+    /// Opens the finalized replica `(block, generation)` for verified reads.
+    pub fn open_reader(&self, block: u64, generation: u64) -> Result<ReplicaReader> {
+        let info = match self.get(block) {
+            Some(r) if r.generation == generation => r,
+            Some(r) if r.generation > generation => {
+                return Err(DatanodeError::StaleGeneration {
+                    block,
+                    generation,
+                    have: r.generation,
+                })
+            }
+            _ => return Err(DatanodeError::ReplicaNotFound { block, generation }),
+        };
+        let paths = self.final_paths(block, generation);
+        let (header, hashes) = match read_meta(&paths.meta) {
+            Ok(m) => m,
+            // Deleted between the index lookup and the open (a Delete command or a newer generation).
+            Err(DatanodeError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(DatanodeError::ReplicaNotFound { block, generation })
+            }
+            Err(e) => return Err(e),
+        };
+        let data = File::open(&paths.data).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => DatanodeError::ReplicaNotFound { block, generation },
+            _ => DatanodeError::Io {
+                op: "open",
+                path: paths.data.clone(),
+                source: e,
+            },
+        })?;
+        Ok(ReplicaReader {
+            info,
+            hash: header.hash,
+            hashes,
+            data,
+            path: paths.data,
+        })
+    }
+
+    // ------------------------------------------------------------------ deletion
+
+    /// Deletes replica `(block, generation)` (finalized or in tmp/). Returns whether anything was removed.
+    pub fn delete(&self, block: u64, generation: u64) -> Result<bool> {
+        let mut removed = false;
+        {
+            let mut state = self.state();
+            if state
+                .finalized
+                .get(&block)
+                .is_some_and(|r| r.generation == generation)
+            {
+                if let Some(old) = state.finalized.remove(&block) {
+                    state.used -= old.len;
+                }
+                state.corrupt.remove(&(block, generation));
+                removed = true;
+            }
+        }
+        let fin = self.final_paths(block, generation);
+        for p in [&fin.data, &fin.meta] {
+            match fs::remove_file(p) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(DatanodeError::Io {
+                        op: "remove",
+                        path: p.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        if !self.state().writing.contains(&(block, generation)) {
+            let tmp = self.tmp_paths(block, generation);
+            for p in [&tmp.data, &tmp.meta] {
+                if fs::remove_file(p).is_ok() {
+                    removed = true;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    // ------------------------------------------------------------------ lease recovery
+
+    /// The length of the longest prefix of replica `(block, generation)` (finalized, or in tmp/)
+    /// whose chunks match their hashes.
+    pub fn verified_len(&self, block: u64, generation: u64) -> Result<u64> {
+        let paths = self.recovery_source(block, generation)?;
+        let (_, hashes) = read_meta(&paths.meta)?;
+        let data = File::open(&paths.data).map_err(DatanodeError::io("open", &paths.data))?;
+        let size = data
+            .metadata()
+            .map_err(DatanodeError::io("stat", &paths.data))?
+            .len();
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut len = 0u64;
+        for h in &hashes {
+            let n = (size - len).min(CHUNK_SIZE as u64) as usize;
+            if n == 0 {
+                break;
+            }
+            data.read_exact_at(&mut buf[..n], len)
+                .map_err(DatanodeError::io("read", &paths.data))?;
+            if hash_chunk(&buf[..n]) != *h {
+                break;
+            }
+            len += n as u64;
+            if n < CHUNK_SIZE {
+                break;
+            }
+        }
+        Ok(len)
+    }
+
+    fn recovery_source(&self, block: u64, generation: u64) -> Result<ReplicaPaths> {
+        {
+            let state = self.state();
+            if state.writing.contains(&(block, generation)) {
+                return Err(DatanodeError::WriteInProgress { block, generation });
+            }
+            if state
+                .finalized
+                .get(&block)
+                .is_some_and(|r| r.generation == generation)
+            {
+                return Ok(self.final_paths(block, generation));
+            }
+        }
+        let tmp = self.tmp_paths(block, generation);
+        if tmp.data.exists() && tmp.meta.exists() {
+            Ok(tmp)
+        } else {
+            Err(DatanodeError::ReplicaNotFound { block, generation })
+        }
+    }
+
+    /// Lease recovery: finalizes the first `len` bytes of replica `(block, generation)` as
+    /// generation `new_generation` (hashes recomputed, verified against the old ones).
+    pub fn finalize_recovered(
+        self: &Arc<Self>,
+        block: u64,
+        generation: u64,
+        new_generation: u64,
+        len: u64,
+    ) -> Result<Finalized> {
+        if new_generation <= generation {
+            return Err(DatanodeError::InvalidRequest(format!(
+                "block {block}: new generation {new_generation} must be newer than {generation}"
+            )));
+        }
+        let verified = self.verified_len(block, generation)?;
+        if len > verified {
+            return Err(DatanodeError::InvalidRequest(format!(
+                "block {block} gen {generation}: cannot finalize at {len} bytes, only {verified} verified here"
+            )));
+        }
+        let src = self.recovery_source(block, generation)?;
+        let (_, old_hashes) = read_meta(&src.meta)?;
+        let data = File::open(&src.data).map_err(DatanodeError::io("open", &src.data))?;
+        let mut w = self.create(block, new_generation)?;
+        let mut off = 0u64;
+        let mut buf = vec![0u8; ringfs_proto::chunk::PACKET_SIZE];
+        while off < len {
+            let n = ((len - off) as usize).min(buf.len());
+            data.read_exact_at(&mut buf[..n], off)
+                .map_err(DatanodeError::io("read", &src.data))?;
+            let first = (off / CHUNK_SIZE as u64) as usize;
+            let hashes: Vec<Hash> = buf[..n].chunks(CHUNK_SIZE).map(hash_chunk).collect();
+            for (i, (h, c)) in hashes.iter().zip(buf[..n].chunks(CHUNK_SIZE)).enumerate() {
+                // Whole chunks must still match (they were verified a moment ago); the cut chunk is new.
+                if c.len() == CHUNK_SIZE && old_hashes.get(first + i) != Some(h) {
+                    return Err(DatanodeError::ChecksumMismatch {
+                        block,
+                        generation,
+                        chunk: (first + i) as u64,
+                    });
+                }
+            }
+            w.write_packet(&buf[..n], &hashes)?;
+            off += n as u64;
+        }
+        let fin = w.finish()?;
+        // The source generation is superseded (install removed it if it was finalized).
+        let tmp = self.tmp_paths(block, generation);
+        remove_replica_files(&tmp);
+        Ok(fin)
+    }
+}
+
+/// Removes the store's "being written" mark when a writer goes away, finished or not.
+struct WritingGuard {
+    store: Arc<BlockStore>,
+    key: (u64, u64),
+}
+
+impl Drop for WritingGuard {
+    fn drop(&mut self) {
+        self.store.state().writing.remove(&self.key);
+    }
+}
+
+/// Appends verified packets to a replica in `tmp/`. Dropping it without [`finish`](Self::finish)
+/// leaves the tmp replica (its verified prefix) for lease recovery. Blocking I/O: use from a
+/// blocking thread.
+pub struct ReplicaWriter {
+    _registration: WritingGuard,
+    store: Arc<BlockStore>,
+    block: u64,
+    generation: u64,
+    paths: ReplicaPaths,
+    data: File,
+    meta: BufWriter<File>,
+    hasher: blake3::Hasher,
+    len: u64,
+    synced_upto: u64,
+}
+
+impl ReplicaWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `data` whose chunk hashes (already verified by the caller) are `hashes`. Every
+    /// packet but the last must hold whole chunks.
+    pub fn write_packet(&mut self, data: &[u8], hashes: &[Hash]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.len % CHUNK_SIZE as u64 != 0 {
+            return Err(DatanodeError::InvalidRequest(format!(
+                "block {}: data after a short chunk at offset {}",
+                self.block, self.len
+            )));
+        }
+        if hashes.len() != data.len().div_ceil(CHUNK_SIZE) {
+            return Err(DatanodeError::InvalidRequest(format!(
+                "block {}: {} chunk hashes for {} bytes",
+                self.block,
+                hashes.len(),
+                data.len()
+            )));
+        }
+        self.data
+            .write_all(data)
+            .map_err(DatanodeError::io("write", &self.paths.data))?;
+        for h in hashes {
+            self.meta
+                .write_all(h)
+                .map_err(DatanodeError::io("write", &self.paths.meta))?;
+        }
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        if self.len - self.synced_upto >= WRITEBACK_EVERY {
+            start_writeback(&self.data, self.synced_upto, self.len - self.synced_upto);
+            self.synced_upto = self.len;
+        }
+        Ok(())
+    }
+
+    /// Makes the replica durable and visible: header, fsync, rename into `blocks/`, fsync dirs.
+    pub fn finish(mut self) -> Result<Finalized> {
+        let hash: Hash = *self.hasher.finalize().as_bytes();
+        self.meta
+            .flush()
+            .map_err(DatanodeError::io("write", &self.paths.meta))?;
+        let meta = self.meta.get_mut();
+        meta.seek(SeekFrom::Start(0))
+            .map_err(DatanodeError::io("seek", &self.paths.meta))?;
+        meta.write_all(&encode_header(FLAG_FINALIZED, self.len, &hash))
+            .map_err(DatanodeError::io("write", &self.paths.meta))?;
+        self.data
+            .sync_all()
+            .map_err(DatanodeError::io("fsync", &self.paths.data))?;
+        meta.sync_all()
+            .map_err(DatanodeError::io("fsync", &self.paths.meta))?;
+        self.store
+            .install(self.block, self.generation, self.len, &self.paths)?;
+        let info = ReplicaInfo {
+            block: self.block,
+            generation: self.generation,
+            len: self.len,
+        };
+        Ok(Finalized { info, hash })
+    }
+}
+
+/// Verified reads of one finalized replica. Blocking I/O: use from a blocking thread.
+pub struct ReplicaReader {
+    info: ReplicaInfo,
+    hash: Hash,
+    hashes: Vec<Hash>,
+    data: File,
+    path: PathBuf,
+}
+
+impl ReplicaReader {
+    pub fn info(&self) -> ReplicaInfo {
+        self.info
+    }
+
+    /// The whole-replica blake3 recorded at finalization.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// Number of chunks in the replica.
+    pub fn chunks(&self) -> u64 {
+        self.hashes.len() as u64
+    }
+
+    /// Reads up to `max_chunks` chunks starting at chunk `first` and verifies each against the
+    /// meta file; returns the bytes and their hashes. Bytes that fail verification are never
+    /// returned: the error names the first bad chunk.
+    pub fn read_chunks(&self, first: u64, max_chunks: usize) -> Result<(Vec<u8>, Vec<Hash>)> {
+        let ReplicaInfo {
+            block,
+            generation,
+            len,
+        } = self.info;
+        let start = first.saturating_mul(CHUNK_SIZE as u64);
+        if start >= len {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let end = (start + (max_chunks as u64) * CHUNK_SIZE as u64).min(len);
+        let mut buf = vec![0u8; (end - start) as usize];
+        if let Err(e) = self.data.read_exact_at(&mut buf, start) {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // The data file is shorter than its meta says: the replica is damaged.
+                let size = self.data.metadata().map(|m| m.len()).unwrap_or(0);
+                let chunk = size.max(start) / CHUNK_SIZE as u64;
+                return Err(DatanodeError::ChecksumMismatch {
+                    block,
+                    generation,
+                    chunk,
+                });
+            }
+            return Err(DatanodeError::Io {
+                op: "read",
+                path: self.path.clone(),
+                source: e,
+            });
+        }
+        let mut hashes = Vec::with_capacity(buf.len().div_ceil(CHUNK_SIZE));
+        for (i, c) in buf.chunks(CHUNK_SIZE).enumerate() {
+            let idx = first + i as u64;
+            let h = hash_chunk(c);
+            if self.hashes.get(idx as usize) != Some(&h) {
+                return Err(DatanodeError::ChecksumMismatch {
+                    block,
+                    generation,
+                    chunk: idx,
+                });
+            }
+            hashes.push(h);
+        }
+        Ok((buf, hashes))
+    }
+}
+
+// ---------------------------------------------------------------------- helpers
+
+struct Header {
+    flags: u32,
+    len: u64,
+    hash: Hash,
+}
+
+fn encode_header(flags: u32, len: u64, hash: &Hash) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&META_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(CHUNK_SIZE as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&flags.to_le_bytes());
+    h[24..32].copy_from_slice(&len.to_le_bytes());
+    h[32..64].copy_from_slice(hash);
+    h
+}
+
+fn decode_header(path: &Path, h: &[u8]) -> Result<Header> {
+    let bad = |reason: String| DatanodeError::BadMeta {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if h.len() < HEADER_LEN as usize || &h[0..8] != MAGIC {
+        return Err(bad("not a ringfs meta file".into()));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let version = u32_at(8);
+    if version != META_VERSION {
+        return Err(bad(format!("unsupported format version {version}")));
+    }
+    let chunk = u32_at(12);
+    if chunk as usize != CHUNK_SIZE {
+        return Err(bad(format!("chunk size {chunk}, expected {CHUNK_SIZE}")));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&h[24..32]);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&h[32..64]);
+    Ok(Header {
+        flags: u32_at(16),
+        len: u64::from_le_bytes(len),
+        hash,
+    })
+}
+
+/// Reads a meta file: header and all chunk hashes present. For a finalized replica the hash count
+/// must match the length.
+fn read_meta(path: &Path) -> Result<(Header, Vec<Hash>)> {
+    let mut f = File::open(path).map_err(DatanodeError::io("open", path))?;
+    let mut raw = Vec::new();
+    f.read_to_end(&mut raw)
+        .map_err(DatanodeError::io("read", path))?;
+    let header = decode_header(path, &raw)?;
+    let body = &raw[HEADER_LEN as usize..];
+    let hashes: Vec<Hash> = body
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    if header.flags & FLAG_FINALIZED != 0
+        && hashes.len() as u64 != header.len.div_ceil(CHUNK_SIZE as u64)
+    {
+        return Err(DatanodeError::BadMeta {
+            path: path.to_path_buf(),
+            reason: format!("{} chunk hashes for {} bytes", hashes.len(), header.len),
+        });
+    }
+    Ok((header, hashes))
+}
+
+/// Checks that a finalized replica's files agree (header finalized, sizes match); returns its length.
+fn check_finalized(paths: &ReplicaPaths) -> Result<u64> {
+    let mut f = File::open(&paths.meta).map_err(DatanodeError::io("open", &paths.meta))?;
+    let mut h = [0u8; HEADER_LEN as usize];
+    f.read_exact(&mut h)
+        .map_err(DatanodeError::io("read", &paths.meta))?;
+    let header = decode_header(&paths.meta, &h)?;
+    let bad = |reason: String| DatanodeError::BadMeta {
+        path: paths.meta.clone(),
+        reason,
+    };
+    if header.flags & FLAG_FINALIZED == 0 {
+        return Err(bad("not finalized".into()));
+    }
+    let meta_len = f
+        .metadata()
+        .map_err(DatanodeError::io("stat", &paths.meta))?
+        .len();
+    let chunks = header.len.div_ceil(CHUNK_SIZE as u64);
+    if meta_len != HEADER_LEN + 32 * chunks {
+        return Err(bad(format!("{meta_len} bytes for {} chunks", chunks)));
+    }
+    let data_len = fs::metadata(&paths.data)
+        .map_err(DatanodeError::io("stat", &paths.data))?
+        .len();
+    if data_len != header.len {
+        return Err(bad(format!(
+            "data file has {data_len} bytes, meta says {}",
+            header.len
+        )));
+    }
+    Ok(header.len)
+}
+
+/// `<id>_<gen>.<ext>` → (id, gen, ext).
+fn parse_name(p: &Path) -> Option<(u64, u64, &str)> {
+    let name = p.file_name()?.to_str()?;
+    let (stem, ext) = name.rsplit_once('.')?;
+    let (id, generation) = stem.split_once('_')?;
+    let ext = match ext {
+        "data" => "data",
+        "meta" => "meta",
+        _ => return None,
+    };
+    Some((id.parse().ok()?, generation.parse().ok()?, ext))
+}
+
+fn remove_quietly(p: &Path) {
+    if let Err(e) = fs::remove_file(p) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %p.display(), error = %e, "could not remove file");
+        }
+    }
+}
+
+fn remove_replica_files(paths: &ReplicaPaths) {
+    remove_quietly(&paths.meta);
+    remove_quietly(&paths.data);
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(DatanodeError::io("fsync dir", dir))
+}
+
+/// Asks the kernel to start writing back a range now (Linux), so dirty pages do not pile up and the
+/// final fsync has little left to do. Advisory: errors are ignored.
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sync_file_range on a file descriptor we own; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (f, offset, len);
+}
+
+fn load_or_create_id(root: &Path) -> Result<String> {
+    let path = root.join("datanode_id");
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            ringfs_proto::DatanodeId::try_from(id.clone()).map_err(|e| DatanodeError::BadMeta {
+                path: path.clone(),
+                reason: e.message().to_string(),
+            })?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let tmp = root.join("datanode_id.tmp");
+            let mut f = File::create(&tmp).map_err(DatanodeError::io("create", &tmp))?;
+            f.write_all(format!("{id}\n").as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(DatanodeError::io("write", &tmp))?;
+            fs::rename(&tmp, &path).map_err(DatanodeError::io("rename", &tmp))?;
+            sync_dir(root)?;
+            Ok(id)
+        }
+        Err(e) => Err(DatanodeError::Io {
+            op: "read",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Total size in bytes of the filesystem holding `path`.
+pub fn filesystem_size(path: &Path) -> Result<u64> {
+    let (total, _) = statvfs(path)?;
+    Ok(total)
+}
+
+/// Free bytes (for unprivileged users) on the filesystem holding `path`.
+pub fn filesystem_free(path: &Path) -> Result<u64> {
+    let (_, free) = statvfs(path)?;
+    Ok(free)
+}
+
+fn statvfs(path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        DatanodeError::InvalidRequest(format!("path {} contains NUL", path.display()))
+    })?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer for the duration of the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(DatanodeError::Io {
+            op: "statvfs",
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringfs_proto::chunk::hash_chunks;
+
+    fn data(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn write(store: &Arc<BlockStore>, block: u64, generation: u64, bytes: &[u8]) -> Finalized {
+        let mut w = store.create(block, generation).unwrap();
+        for p in bytes.chunks(ringfs_proto::chunk::PACKET_SIZE) {
+            w.write_packet(p, &hash_chunks(p)).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn read_all(store: &BlockStore, block: u64, generation: u64) -> Result<Vec<u8>> {
+        let r = store.open_reader(block, generation)?;
+        let mut out = Vec::new();
+        let mut c = 0;
+        while c < r.chunks() {
+            let (d, _) = r.read_chunks(c, 16)?;
+            out.extend_from_slice(&d);
+            c += 16;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn write_read_verify_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        let bytes = data(3 * 1024 * 1024 + 12345, 7);
+        let fin = write(&store, 300, 1, &bytes);
+        assert_eq!(
+            fin.info,
+            ReplicaInfo {
+                block: 300,
+                generation: 1,
+                len: bytes.len() as u64
+            }
+        );
+        assert_eq!(fin.hash, *blake3::hash(&bytes).as_bytes());
+        assert_eq!(read_all(&store, 300, 1).unwrap(), bytes);
+        assert!(dir.path().join("blocks/2c/300_1.data").exists());
+        assert!(dir.path().join("blocks/2c/300_1.meta").exists());
+        assert_eq!(store.used(), bytes.len() as u64);
+        let empty = write(&store, 5, 2, &[]);
+        assert_eq!(empty.info.len, 0);
+        assert_eq!(read_all(&store, 5, 2).unwrap(), Vec::<u8>::new());
+        // Reading a middle chunk returns exactly that chunk.
+        let r = store.open_reader(300, 1).unwrap();
+        let (d, h) = r.read_chunks(2, 1).unwrap();
+        assert_eq!(d, &bytes[2 * CHUNK_SIZE..3 * CHUNK_SIZE]);
+        assert_eq!(h.len(), 1);
+        let id = store.id().to_string();
+        drop((r, store));
+        let store = BlockStore::open(dir.path()).unwrap();
+        assert_eq!(store.id(), id, "datanode id is stable across restarts");
+        assert_eq!(store.replicas().len(), 2);
+        assert_eq!(read_all(&store, 300, 1).unwrap(), bytes);
+    }
+
+    #[test]
+    fn corrupt_byte_fails_its_chunk_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        let bytes = data(5 * CHUNK_SIZE, 1);
+        write(&store, 9, 4, &bytes);
+        let path = dir.path().join("blocks/09/9_4.data");
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(
+            &[bytes[3 * CHUNK_SIZE + 10] ^ 0xff],
+            (3 * CHUNK_SIZE + 10) as u64,
+        )
+        .unwrap();
+        let r = store.open_reader(9, 4).unwrap();
+        assert_eq!(r.read_chunks(0, 3).unwrap().0, &bytes[..3 * CHUNK_SIZE]);
+        match r.read_chunks(0, 16) {
+            Err(DatanodeError::ChecksumMismatch {
+                block: 9,
+                generation: 4,
+                chunk: 3,
+            }) => {}
+            other => panic!("expected mismatch in chunk 3, got {:?}", other.map(|_| ())),
+        }
+        // A truncated data file is a mismatch too, not an I/O error.
+        f.set_len((2 * CHUNK_SIZE) as u64).unwrap();
+        assert!(matches!(
+            r.read_chunks(0, 16),
+            Err(DatanodeError::ChecksumMismatch {
+                block: 9,
+                chunk: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unfinished_write_is_not_listed_and_can_be_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(2 * CHUNK_SIZE + 100, 3);
+        {
+            let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+            let mut w = store.create(42, 1).unwrap();
+            w.write_packet(&bytes, &hash_chunks(&bytes)).unwrap();
+            // "Crash": the writer goes away without finish.
+            drop(w);
+            assert!(store.get(42).is_none());
+            assert!(matches!(
+                store.open_reader(42, 1),
+                Err(DatanodeError::ReplicaNotFound { .. })
+            ));
+        }
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        assert!(store.replicas().is_empty(), "a tmp replica is never listed");
+        assert_eq!(store.verified_len(42, 1).unwrap(), bytes.len() as u64);
+        // Damage the last whole chunk: the verified prefix stops before it.
+        let tmp = dir.path().join("tmp/42_1.data");
+        OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .write_all_at(&[0xee], CHUNK_SIZE as u64 + 1)
+            .unwrap();
+        assert_eq!(store.verified_len(42, 1).unwrap(), CHUNK_SIZE as u64);
+        let fin = store.finalize_recovered(42, 1, 2, 1000).unwrap();
+        assert_eq!(
+            fin.info,
+            ReplicaInfo {
+                block: 42,
+                generation: 2,
+                len: 1000
+            }
+        );
+        assert_eq!(fin.hash, *blake3::hash(&bytes[..1000]).as_bytes());
+        assert_eq!(read_all(&store, 42, 2).unwrap(), &bytes[..1000]);
+        assert!(!tmp.exists(), "the recovered tmp replica is gone");
+        assert!(
+            store.finalize_recovered(42, 2, 3, 5000).is_err(),
+            "cannot finalize past the verified length"
+        );
+    }
+
+    #[test]
+    fn half_finalized_replica_is_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(CHUNK_SIZE + 1, 9);
+        {
+            let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+            write(&store, 7, 1, &bytes);
+        }
+        // Data without a finalized meta (e.g. a torn finalize) is not a replica.
+        let meta = dir.path().join("blocks/07/7_1.meta");
+        let mut raw = fs::read(&meta).unwrap();
+        raw[16] = 0; // clear the finalized flag
+        fs::write(&meta, &raw).unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        assert!(store.replicas().is_empty());
+        assert!(!dir.path().join("blocks/07/7_1.data").exists());
+    }
+
+    #[test]
+    fn newer_generation_replaces_older_and_stale_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        write(&store, 11, 1, &data(1000, 1));
+        let v2 = data(2000, 2);
+        write(&store, 11, 2, &v2);
+        assert_eq!(
+            store.replicas(),
+            vec![ReplicaInfo {
+                block: 11,
+                generation: 2,
+                len: 2000
+            }]
+        );
+        assert!(!dir.path().join("blocks/0b/11_1.data").exists());
+        assert!(matches!(
+            store.open_reader(11, 1),
+            Err(DatanodeError::StaleGeneration { have: 2, .. })
+        ));
+        assert!(matches!(
+            store.create(11, 2),
+            Err(DatanodeError::StaleGeneration { .. })
+        ));
+        assert!(matches!(
+            store.create(11, 1),
+            Err(DatanodeError::StaleGeneration { .. })
+        ));
+        assert_eq!(store.used(), 2000);
+        // Two generations on disk (crash before the old one was removed): the newest wins on open.
+        fs::copy(
+            dir.path().join("blocks/0b/11_2.data"),
+            dir.path().join("blocks/0b/11_1.data"),
+        )
+        .unwrap();
+        fs::copy(
+            dir.path().join("blocks/0b/11_2.meta"),
+            dir.path().join("blocks/0b/11_1.meta"),
+        )
+        .unwrap();
+        drop(store);
+        let store = BlockStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.replicas(),
+            vec![ReplicaInfo {
+                block: 11,
+                generation: 2,
+                len: 2000
+            }]
+        );
+        assert!(!dir.path().join("blocks/0b/11_1.data").exists());
+        assert_eq!(read_all(&store, 11, 2).unwrap(), v2);
+    }
+
+    #[test]
+    fn concurrent_writer_refused_and_delete_removes_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        let w = store.create(3, 1).unwrap();
+        assert!(matches!(
+            store.create(3, 1),
+            Err(DatanodeError::WriteInProgress { .. })
+        ));
+        assert!(matches!(
+            store.verified_len(3, 1),
+            Err(DatanodeError::WriteInProgress { .. })
+        ));
+        drop(w);
+        write(&store, 3, 1, &data(10, 0));
+        assert!(store.delete(3, 1).unwrap());
+        assert!(store.get(3).is_none());
+        assert!(!dir.path().join("blocks/03/3_1.data").exists());
+        assert!(!dir.path().join("tmp/3_1.data").exists());
+        assert!(!store.delete(3, 1).unwrap());
+        assert_eq!(store.used(), 0);
+    }
+
+    #[test]
+    fn two_stores_cannot_share_a_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = BlockStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            BlockStore::open(dir.path()),
+            Err(DatanodeError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn packets_after_a_short_chunk_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        let mut w = store.create(1, 1).unwrap();
+        let a = data(100, 0);
+        w.write_packet(&a, &hash_chunks(&a)).unwrap();
+        assert!(matches!(
+            w.write_packet(&a, &hash_chunks(&a)),
+            Err(DatanodeError::InvalidRequest(_))
+        ));
+    }
+}
