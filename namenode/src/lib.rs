@@ -6,11 +6,16 @@
 //! - [`namespace`], [`journal`], [`error`]: the inode tree, its durability, the error enum
 //! - [`placement`]: the consistent-hash ring that says where replicas should be
 
+pub mod block_map;
 pub mod config;
+pub mod datanodes;
 pub mod error;
 pub mod journal;
+pub mod leases;
+pub mod locks;
 pub mod namespace;
 pub mod placement;
+pub mod replication;
 
 pub use config::Config;
 pub use error::NamenodeError;

@@ -1,0 +1,481 @@
+//! The block map: for every block the namespace knows (plus blocks allocated but not yet committed),
+//! its owner, generation, length, expected replication and where its replicas are. Locations are not
+//! persisted: they are rebuilt from datanode block reports after a restart.
+
+use ringfs_proto::{BlockId, DatanodeId, InodeId};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// One replica as a datanode reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replica {
+    pub generation: u64,
+    pub len: u64,
+    /// Reported bad (by a reader, the scrubber, or a length mismatch).
+    pub corrupt: bool,
+}
+
+/// What the namenode knows about one block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    pub inode: InodeId,
+    /// Current generation: replicas with an older one are stale.
+    pub generation: u64,
+    pub len: u64,
+    /// Replicas wanted (the file's replication factor).
+    pub replication: u32,
+    /// Allocated for `client` (AllocateBlock, copy-on-write) but not yet in the file's block list.
+    pub pending: Option<String>,
+    /// Handed to a writer and not committed yet (its replicas may still be growing).
+    pub writing: bool,
+    /// The write pipeline the block was handed out with (lease recovery asks these nodes).
+    pub pipeline: Vec<DatanodeId>,
+    /// Replicas by datanode. Generations newer than `generation` (a pipeline recovery the namespace has
+    /// not committed yet) are kept but not counted.
+    pub replicas: BTreeMap<DatanodeId, Replica>,
+}
+
+impl BlockInfo {
+    /// Nodes with a replica at the current generation that is not corrupt.
+    pub fn valid_holders(&self) -> impl Iterator<Item = &DatanodeId> + '_ {
+        self.replicas
+            .iter()
+            .filter(|(_, r)| r.generation == self.generation && !r.corrupt)
+            .map(|(n, _)| n)
+    }
+
+    /// Nodes whose current-generation replica is corrupt.
+    pub fn corrupt_holders(&self) -> impl Iterator<Item = &DatanodeId> + '_ {
+        self.replicas
+            .iter()
+            .filter(|(_, r)| r.generation == self.generation && r.corrupt)
+            .map(|(n, _)| n)
+    }
+}
+
+/// What to do with a reported replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaVerdict {
+    /// Recorded (or already known).
+    Accepted,
+    /// Not a block of any file nor pending: delete it.
+    Unknown,
+    /// An older generation than the block's: delete it.
+    Stale,
+}
+
+/// Block id → block info, plus the reverse index node → blocks it holds.
+#[derive(Debug, Default)]
+pub struct BlockMap {
+    blocks: HashMap<u64, BlockInfo>,
+    by_node: HashMap<DatanodeId, HashSet<u64>>,
+}
+
+impl BlockMap {
+    pub fn new() -> BlockMap {
+        BlockMap::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    pub fn get(&self, id: BlockId) -> Option<&BlockInfo> {
+        self.blocks.get(&id.get())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (BlockId, &BlockInfo)> + '_ {
+        self.blocks.iter().map(|(id, b)| (BlockId(*id), b))
+    }
+
+    /// Ids of the blocks `node` holds a replica of (any generation).
+    pub fn blocks_on(&self, node: &DatanodeId) -> impl Iterator<Item = BlockId> + '_ {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flat_map(|s| s.iter().map(|b| BlockId(*b)))
+    }
+
+    pub fn replica_count_on(&self, node: &DatanodeId) -> usize {
+        self.by_node.get(node).map_or(0, HashSet::len)
+    }
+
+    /// Records a block handed to a writer (AddBlock / AllocateBlock) with its pipeline.
+    pub fn allocate(
+        &mut self,
+        id: BlockId,
+        generation: u64,
+        inode: InodeId,
+        replication: u32,
+        pending: Option<String>,
+        pipeline: Vec<DatanodeId>,
+    ) {
+        let b = self.blocks.entry(id.get()).or_insert_with(|| BlockInfo {
+            inode,
+            generation,
+            len: 0,
+            replication,
+            pending: None,
+            writing: true,
+            pipeline: Vec::new(),
+            replicas: BTreeMap::new(),
+        });
+        b.inode = inode;
+        b.writing = true;
+        b.generation = generation;
+        b.replication = replication;
+        b.pending = pending;
+        b.pipeline = pipeline;
+    }
+
+    /// The block is (now) in `inode`'s block list at `generation` with `len` bytes. Returns replicas that
+    /// became stale (node, their generation) to delete.
+    pub fn commit(
+        &mut self,
+        id: BlockId,
+        generation: u64,
+        len: u64,
+        inode: InodeId,
+        replication: u32,
+    ) -> Vec<(DatanodeId, u64)> {
+        let b = self.blocks.entry(id.get()).or_insert_with(|| BlockInfo {
+            inode,
+            generation,
+            len,
+            replication,
+            pending: None,
+            writing: false,
+            pipeline: Vec::new(),
+            replicas: BTreeMap::new(),
+        });
+        b.inode = inode;
+        b.writing = false;
+        b.len = len;
+        b.replication = replication;
+        b.pending = None;
+        Self::advance(b, generation)
+    }
+
+    /// Sets a newer generation (pipeline recovery, lease recovery). Returns stale replicas to delete.
+    pub fn set_generation(&mut self, id: BlockId, generation: u64) -> Vec<(DatanodeId, u64)> {
+        match self.blocks.get_mut(&id.get()) {
+            Some(b) => Self::advance(b, generation),
+            None => Vec::new(),
+        }
+    }
+
+    fn advance(b: &mut BlockInfo, generation: u64) -> Vec<(DatanodeId, u64)> {
+        if generation > b.generation {
+            b.generation = generation;
+        }
+        let stale: Vec<(DatanodeId, u64)> = b
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.generation < b.generation)
+            .map(|(n, r)| (n.clone(), r.generation))
+            .collect();
+        for (n, _) in &stale {
+            b.replicas.remove(n);
+        }
+        stale
+    }
+
+    /// Marks a committed block as being written again (lease recovery of a restarted namenode's open file).
+    pub fn set_writing(&mut self, id: BlockId, writing: bool) {
+        if let Some(b) = self.blocks.get_mut(&id.get()) {
+            b.writing = writing;
+        }
+    }
+
+    /// Updates the pipeline of a block being written (pipeline recovery replaced a node).
+    pub fn set_pipeline(&mut self, id: BlockId, pipeline: Vec<DatanodeId>) {
+        if let Some(b) = self.blocks.get_mut(&id.get()) {
+            b.pipeline = pipeline;
+        }
+    }
+
+    /// Sets the expected replication of every block of a file (setrep).
+    pub fn set_replication(&mut self, id: BlockId, replication: u32) {
+        if let Some(b) = self.blocks.get_mut(&id.get()) {
+            b.replication = replication;
+        }
+    }
+
+    /// Forgets a block (freed by the namespace). Returns its info so every replica can be deleted.
+    pub fn remove(&mut self, id: BlockId) -> Option<BlockInfo> {
+        let b = self.blocks.remove(&id.get())?;
+        for n in b.replicas.keys() {
+            if let Some(s) = self.by_node.get_mut(n) {
+                s.remove(&id.get());
+            }
+        }
+        Some(b)
+    }
+
+    /// Blocks allocated for `client` on `inode` that never made it into the file.
+    pub fn pending_of(&self, inode: InodeId, client: &str) -> Vec<BlockId> {
+        self.blocks
+            .iter()
+            .filter(|(_, b)| b.inode == inode && b.pending.as_deref() == Some(client))
+            .map(|(id, _)| BlockId(*id))
+            .collect()
+    }
+
+    /// A datanode reports holding a finalized replica.
+    pub fn add_replica(
+        &mut self,
+        node: &DatanodeId,
+        id: BlockId,
+        generation: u64,
+        len: u64,
+    ) -> ReplicaVerdict {
+        let Some(b) = self.blocks.get_mut(&id.get()) else {
+            return ReplicaVerdict::Unknown;
+        };
+        if generation < b.generation {
+            // An older replica we still track on this node is replaced by nothing: forget it too.
+            if b.replicas
+                .get(node)
+                .is_some_and(|r| r.generation == generation)
+            {
+                b.replicas.remove(node);
+                if let Some(s) = self.by_node.get_mut(node) {
+                    s.remove(&id.get());
+                }
+            }
+            return ReplicaVerdict::Stale;
+        }
+        let prev = b.replicas.insert(
+            node.clone(),
+            Replica {
+                generation,
+                len,
+                corrupt: false,
+            },
+        );
+        // A corrupt mark sticks until the replica is deleted or rewritten at a new generation.
+        if let Some(p) = prev {
+            if p.corrupt && p.generation == generation {
+                if let Some(r) = b.replicas.get_mut(node) {
+                    r.corrupt = true;
+                }
+            }
+        }
+        self.by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(id.get());
+        ReplicaVerdict::Accepted
+    }
+
+    /// A replica is gone (deleted, or the node reported it missing).
+    pub fn remove_replica(&mut self, node: &DatanodeId, id: BlockId) {
+        if let Some(b) = self.blocks.get_mut(&id.get()) {
+            b.replicas.remove(node);
+        }
+        if let Some(s) = self.by_node.get_mut(node) {
+            s.remove(&id.get());
+        }
+    }
+
+    /// Marks a replica corrupt (it must have the block's current generation). Returns whether anything changed.
+    pub fn mark_corrupt(&mut self, node: &DatanodeId, id: BlockId, generation: u64) -> bool {
+        let Some(b) = self.blocks.get_mut(&id.get()) else {
+            return false;
+        };
+        if generation != b.generation {
+            return false;
+        }
+        match b.replicas.get_mut(node) {
+            Some(r) if r.generation == generation && !r.corrupt => {
+                r.corrupt = true;
+                true
+            }
+            Some(_) => false,
+            None => {
+                // Not reported yet (e.g. found by a reader before the report): remember it as corrupt.
+                b.replicas.insert(
+                    node.clone(),
+                    Replica {
+                        generation,
+                        len: b.len,
+                        corrupt: true,
+                    },
+                );
+                self.by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(id.get());
+                true
+            }
+        }
+    }
+
+    /// The node is dead: its replicas stop counting. Returns the blocks that lost a replica.
+    pub fn remove_node(&mut self, node: &DatanodeId) -> Vec<BlockId> {
+        let ids = self.by_node.remove(node).unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(b) = self.blocks.get_mut(&id) {
+                b.replicas.remove(node);
+            }
+            out.push(BlockId(id));
+        }
+        out
+    }
+
+    /// A full block report: the node's replica set becomes exactly what it reports. Returns the
+    /// replicas to delete (unknown blocks, stale generations) as (block, generation).
+    pub fn full_report(
+        &mut self,
+        node: &DatanodeId,
+        replicas: impl IntoIterator<Item = (BlockId, u64, u64)>,
+    ) -> Vec<(BlockId, u64, ReplicaVerdict)> {
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        let mut delete = Vec::new();
+        for (id, generation, len) in replicas {
+            match self.add_replica(node, id, generation, len) {
+                ReplicaVerdict::Accepted => {
+                    seen.insert(id.get());
+                }
+                v => delete.push((id, generation, v)),
+            }
+        }
+        let before: Vec<u64> = self
+            .by_node
+            .get(node)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in before {
+            if !seen.contains(&id) {
+                self.remove_replica(node, BlockId(id));
+            }
+        }
+        delete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dn(i: usize) -> DatanodeId {
+        DatanodeId(format!("dn{i}"))
+    }
+
+    fn map_with(id: u64, generation: u64) -> BlockMap {
+        let mut m = BlockMap::new();
+        m.commit(BlockId(id), generation, 100, InodeId(2), 3);
+        m
+    }
+
+    #[test]
+    fn reports_accept_known_and_reject_unknown_or_stale() {
+        let mut m = map_with(1, 5);
+        assert_eq!(
+            m.add_replica(&dn(0), BlockId(1), 5, 100),
+            ReplicaVerdict::Accepted
+        );
+        assert_eq!(
+            m.add_replica(&dn(1), BlockId(1), 4, 100),
+            ReplicaVerdict::Stale
+        );
+        assert_eq!(
+            m.add_replica(&dn(1), BlockId(2), 1, 100),
+            ReplicaVerdict::Unknown
+        );
+        // A newer generation is kept but not counted.
+        assert_eq!(
+            m.add_replica(&dn(2), BlockId(1), 6, 100),
+            ReplicaVerdict::Accepted
+        );
+        let b = m.get(BlockId(1)).unwrap();
+        assert_eq!(b.valid_holders().cloned().collect::<Vec<_>>(), vec![dn(0)]);
+        // Committing the newer generation makes dn0's replica stale and dn2's valid.
+        let stale = m.commit(BlockId(1), 6, 100, InodeId(2), 3);
+        assert_eq!(stale, vec![(dn(0), 5)]);
+        let b = m.get(BlockId(1)).unwrap();
+        assert_eq!(b.valid_holders().cloned().collect::<Vec<_>>(), vec![dn(2)]);
+        assert_eq!(m.blocks_on(&dn(2)).collect::<Vec<_>>(), vec![BlockId(1)]);
+    }
+
+    #[test]
+    fn full_report_replaces_the_node_set() {
+        let mut m = map_with(1, 1);
+        m.commit(BlockId(2), 1, 100, InodeId(2), 3);
+        m.add_replica(&dn(0), BlockId(1), 1, 100);
+        m.add_replica(&dn(0), BlockId(2), 1, 100);
+        let del = m.full_report(
+            &dn(0),
+            [
+                (BlockId(2), 1, 100),
+                (BlockId(9), 1, 10),
+                (BlockId(1), 0, 100),
+            ],
+        );
+        assert_eq!(
+            del,
+            vec![
+                (BlockId(9), 1, ReplicaVerdict::Unknown),
+                (BlockId(1), 0, ReplicaVerdict::Stale)
+            ]
+        );
+        assert_eq!(m.blocks_on(&dn(0)).collect::<Vec<_>>(), vec![BlockId(2)]);
+        assert_eq!(m.get(BlockId(1)).unwrap().replicas.len(), 0);
+    }
+
+    #[test]
+    fn corrupt_marks_stick_until_rewritten() {
+        let mut m = map_with(1, 1);
+        m.add_replica(&dn(0), BlockId(1), 1, 100);
+        m.add_replica(&dn(1), BlockId(1), 1, 100);
+        assert!(m.mark_corrupt(&dn(0), BlockId(1), 1));
+        assert!(!m.mark_corrupt(&dn(0), BlockId(1), 1));
+        assert!(
+            !m.mark_corrupt(&dn(1), BlockId(1), 0),
+            "wrong generation is ignored"
+        );
+        m.full_report(&dn(0), [(BlockId(1), 1, 100)]);
+        let b = m.get(BlockId(1)).unwrap();
+        assert_eq!(
+            b.corrupt_holders().cloned().collect::<Vec<_>>(),
+            vec![dn(0)]
+        );
+        assert_eq!(b.valid_holders().cloned().collect::<Vec<_>>(), vec![dn(1)]);
+    }
+
+    #[test]
+    fn dead_node_and_removed_blocks_are_forgotten() {
+        let mut m = map_with(1, 1);
+        m.add_replica(&dn(0), BlockId(1), 1, 100);
+        m.add_replica(&dn(1), BlockId(1), 1, 100);
+        assert_eq!(m.remove_node(&dn(0)), vec![BlockId(1)]);
+        assert_eq!(m.get(BlockId(1)).unwrap().replicas.len(), 1);
+        let b = m.remove(BlockId(1)).unwrap();
+        assert_eq!(b.replicas.keys().cloned().collect::<Vec<_>>(), vec![dn(1)]);
+        assert_eq!(m.replica_count_on(&dn(1)), 0);
+    }
+
+    #[test]
+    fn pending_blocks_are_known_to_reports() {
+        let mut m = BlockMap::new();
+        m.allocate(
+            BlockId(7),
+            3,
+            InodeId(5),
+            3,
+            Some("c1".into()),
+            vec![dn(0), dn(1)],
+        );
+        assert_eq!(
+            m.add_replica(&dn(0), BlockId(7), 3, 10),
+            ReplicaVerdict::Accepted
+        );
+        assert_eq!(m.pending_of(InodeId(5), "c1"), vec![BlockId(7)]);
+        m.commit(BlockId(7), 3, 10, InodeId(5), 3);
+        assert!(m.pending_of(InodeId(5), "c1").is_empty());
+    }
+}

@@ -1,0 +1,432 @@
+//! The datanode registry: who is registered, where, how full, alive or dead, and the commands waiting
+//! for each node's next heartbeat. The ring of nodes that may receive new replicas lives here too, so
+//! liveness and placement never disagree.
+
+use crate::placement::Placement;
+use ringfs_proto::{BlockId, DatanodeId};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Operator state of a datanode (independent of whether it is alive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminState {
+    /// In service: takes new replicas.
+    Normal,
+    /// Being drained: serves reads and acts as a copy source, takes no new replicas.
+    Decommissioning,
+    /// Drained: holds nothing the cluster needs; may be stopped.
+    Decommissioned,
+}
+
+/// A command for a datanode, delivered in a heartbeat reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Copy the replica of `block` at `generation` to `targets` (a write pipeline from the node).
+    Replicate {
+        block: BlockId,
+        generation: u64,
+        len: u64,
+        targets: Vec<DatanodeId>,
+    },
+    /// Delete the replica of `block` at `generation`.
+    Delete { block: BlockId, generation: u64 },
+}
+
+/// What the namenode knows about one datanode.
+#[derive(Clone, Debug)]
+pub struct Datanode {
+    pub id: DatanodeId,
+    /// host:port of its DataTransfer service.
+    pub address: String,
+    /// Declared rack ("" = none).
+    pub rack: String,
+    pub capacity: u64,
+    pub used: u64,
+    pub remaining: u64,
+    /// Copies it reported being busy with at its last heartbeat.
+    pub active_transfers: u32,
+    /// Replicas it reported holding at its last heartbeat.
+    pub reported_blocks: u64,
+    pub last_heartbeat: Instant,
+    /// Heartbeats arrive; a node without one for `dead_after` is dead.
+    pub alive: bool,
+    pub admin: AdminState,
+    /// Whether a full block report arrived since it (re-)registered.
+    pub reported: bool,
+    /// Commands for its next heartbeat reply.
+    pub commands: VecDeque<Command>,
+}
+
+impl Datanode {
+    /// The state name used by `report`: "live", "dead", "decommissioning", "decommissioned".
+    pub fn state_name(&self) -> &'static str {
+        match (self.alive, self.admin) {
+            (_, AdminState::Decommissioned) => "decommissioned",
+            (false, _) => "dead",
+            (true, AdminState::Decommissioning) => "decommissioning",
+            (true, AdminState::Normal) => "live",
+        }
+    }
+
+    /// Alive and in service: may receive new replicas.
+    pub fn is_writable(&self) -> bool {
+        self.alive && self.admin == AdminState::Normal
+    }
+}
+
+/// What a registration changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// First time this id is seen.
+    pub new: bool,
+    /// The node was dead (or unknown) and is alive again: its replica locations must be rebuilt from a report.
+    pub revived: bool,
+    /// Another registered id with the same address, now marked dead (the node was reinstalled).
+    pub displaced: Option<DatanodeId>,
+}
+
+/// Stats a heartbeat carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatStats {
+    pub capacity: u64,
+    pub used: u64,
+    pub remaining: u64,
+    pub active_transfers: u32,
+    pub blocks: u64,
+}
+
+/// Every datanode ever registered since the namenode started, plus the placement ring of writable ones.
+#[derive(Debug, Default)]
+pub struct DatanodeRegistry {
+    nodes: BTreeMap<DatanodeId, Datanode>,
+    placement: Placement,
+    /// Bumped whenever ring membership changes (the replication planner re-checks placements).
+    ring_epoch: u64,
+}
+
+impl DatanodeRegistry {
+    pub fn new() -> DatanodeRegistry {
+        DatanodeRegistry::default()
+    }
+
+    /// Registers (or re-registers) a node. A known id may come back with a new address; an address
+    /// held by another id moves to this one (the old id is marked dead).
+    pub fn register(
+        &mut self,
+        id: DatanodeId,
+        address: String,
+        rack: String,
+        capacity: u64,
+        used: u64,
+        now: Instant,
+    ) -> Registration {
+        let displaced = self
+            .nodes
+            .values()
+            .find(|n| n.address == address && n.id != id && n.alive)
+            .map(|n| n.id.clone());
+        if let Some(old) = &displaced {
+            self.set_dead(old);
+        }
+        let remaining = capacity.saturating_sub(used);
+        let (new, revived) = match self.nodes.get_mut(&id) {
+            Some(n) => {
+                let revived = !n.alive;
+                n.address = address;
+                n.rack = rack;
+                n.capacity = capacity;
+                n.used = used;
+                n.remaining = remaining;
+                n.last_heartbeat = now;
+                n.alive = true;
+                n.reported = false;
+                if revived {
+                    n.commands.clear();
+                }
+                (false, revived)
+            }
+            None => {
+                self.nodes.insert(
+                    id.clone(),
+                    Datanode {
+                        id: id.clone(),
+                        address,
+                        rack,
+                        capacity,
+                        used,
+                        remaining,
+                        active_transfers: 0,
+                        reported_blocks: 0,
+                        last_heartbeat: now,
+                        alive: true,
+                        admin: AdminState::Normal,
+                        reported: false,
+                        commands: VecDeque::new(),
+                    },
+                );
+                (true, true)
+            }
+        };
+        self.sync_ring(&id);
+        Registration {
+            new,
+            revived,
+            displaced,
+        }
+    }
+
+    /// Records a heartbeat and hands out the queued commands (at most `max`). `None` when the node is
+    /// unknown or was declared dead: it must register again and send a full block report.
+    pub fn heartbeat(
+        &mut self,
+        id: &DatanodeId,
+        stats: HeartbeatStats,
+        now: Instant,
+        max: usize,
+    ) -> Option<Vec<Command>> {
+        let n = self.nodes.get_mut(id).filter(|n| n.alive)?;
+        n.last_heartbeat = now;
+        if stats.capacity > 0 {
+            n.capacity = stats.capacity;
+        }
+        n.used = stats.used;
+        n.remaining = stats.remaining;
+        n.active_transfers = stats.active_transfers;
+        n.reported_blocks = stats.blocks;
+        let k = n.commands.len().min(max);
+        Some(n.commands.drain(..k).collect())
+    }
+
+    /// Marks every node without a heartbeat for `dead_after` dead (it leaves the ring). Returns them.
+    pub fn mark_dead(&mut self, now: Instant, dead_after: Duration) -> Vec<DatanodeId> {
+        let expired: Vec<DatanodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.alive && now.saturating_duration_since(n.last_heartbeat) >= dead_after)
+            .map(|n| n.id.clone())
+            .collect();
+        for id in &expired {
+            self.set_dead(id);
+        }
+        expired
+    }
+
+    fn set_dead(&mut self, id: &DatanodeId) {
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.alive = false;
+            n.reported = false;
+            n.commands.clear();
+        }
+        self.sync_ring(id);
+    }
+
+    /// Starts draining a node: it leaves the ring and its replicas stop counting towards replication.
+    pub fn decommission(&mut self, id: &DatanodeId) -> bool {
+        let Some(n) = self.nodes.get_mut(id) else {
+            return false;
+        };
+        if n.admin == AdminState::Normal {
+            n.admin = AdminState::Decommissioning;
+        }
+        self.sync_ring(id);
+        true
+    }
+
+    /// A drained node is marked decommissioned.
+    pub fn finish_decommission(&mut self, id: &DatanodeId) {
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.admin = AdminState::Decommissioned;
+        }
+        self.sync_ring(id);
+    }
+
+    /// The node is in the ring iff it is writable.
+    fn sync_ring(&mut self, id: &DatanodeId) {
+        let Some(n) = self.nodes.get(id) else { return };
+        let in_ring = self.placement.contains(id);
+        if n.is_writable() && !in_ring {
+            self.placement
+                .insert_capacity(id.clone(), n.capacity, &n.rack);
+            self.ring_epoch += 1;
+        } else if !n.is_writable() && in_ring {
+            self.placement.remove(id);
+            self.ring_epoch += 1;
+        }
+    }
+
+    pub fn mark_reported(&mut self, id: &DatanodeId) {
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.reported = true;
+        }
+    }
+
+    pub fn get(&self, id: &DatanodeId) -> Option<&Datanode> {
+        self.nodes.get(id)
+    }
+
+    pub fn by_address(&self, address: &str) -> Option<&Datanode> {
+        let mut found = self.nodes.values().filter(|n| n.address == address);
+        let first = found.next()?;
+        // Prefer the alive one when a reinstalled node left a dead entry with the same address.
+        if first.alive {
+            return Some(first);
+        }
+        found.find(|n| n.alive).or(Some(first))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Datanode> {
+        self.nodes.values()
+    }
+
+    /// Alive (heartbeating) nodes: they serve reads, whatever their admin state.
+    pub fn is_alive(&self, id: &DatanodeId) -> bool {
+        self.nodes.get(id).is_some_and(|n| n.alive)
+    }
+
+    /// Alive and in service.
+    pub fn is_writable(&self, id: &DatanodeId) -> bool {
+        self.nodes.get(id).is_some_and(Datanode::is_writable)
+    }
+
+    /// Number of nodes that may receive new replicas.
+    pub fn writable_count(&self) -> usize {
+        self.placement.len()
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    pub fn ring_epoch(&self) -> u64 {
+        self.ring_epoch
+    }
+
+    /// Queues a command for the node's next heartbeat (dropped if the node is not alive).
+    pub fn queue(&mut self, id: &DatanodeId, cmd: Command) {
+        if let Some(n) = self.nodes.get_mut(id).filter(|n| n.alive) {
+            if !n.commands.contains(&cmd) {
+                n.commands.push_back(cmd);
+            }
+        }
+    }
+
+    pub fn address(&self, id: &DatanodeId) -> Option<&str> {
+        self.nodes.get(id).map(|n| n.address.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dn(i: usize) -> DatanodeId {
+        DatanodeId(format!("dn{i}"))
+    }
+
+    #[test]
+    fn silent_nodes_die_and_leave_the_ring() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        for i in 0..3 {
+            let reg = r.register(
+                dn(i),
+                format!("127.0.0.1:{}", 9000 + i),
+                String::new(),
+                100 << 30,
+                0,
+                t0,
+            );
+            assert!(reg.new && reg.revived);
+        }
+        assert_eq!(r.writable_count(), 3);
+        let epoch = r.ring_epoch();
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(r
+            .heartbeat(&dn(0), HeartbeatStats::default(), t1, 10)
+            .is_some());
+        assert!(r
+            .heartbeat(&dn(1), HeartbeatStats::default(), t1, 10)
+            .is_some());
+        let dead = r.mark_dead(t0 + Duration::from_secs(3), Duration::from_secs(3));
+        assert_eq!(dead, vec![dn(2)]);
+        assert_eq!(r.writable_count(), 2);
+        assert!(r.ring_epoch() > epoch);
+        assert_eq!(r.get(&dn(2)).unwrap().state_name(), "dead");
+        // A dead node's heartbeat asks it to register again.
+        assert!(r
+            .heartbeat(&dn(2), HeartbeatStats::default(), t1, 10)
+            .is_none());
+        assert!(r
+            .heartbeat(&dn(9), HeartbeatStats::default(), t1, 10)
+            .is_none());
+        let reg = r.register(
+            dn(2),
+            "127.0.0.1:9100".into(),
+            String::new(),
+            100 << 30,
+            0,
+            t1,
+        );
+        assert!(!reg.new && reg.revived);
+        assert_eq!(r.address(&dn(2)), Some("127.0.0.1:9100"));
+        assert_eq!(r.writable_count(), 3);
+    }
+
+    #[test]
+    fn commands_are_delivered_once_in_order() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        let c1 = Command::Delete {
+            block: BlockId(1),
+            generation: 1,
+        };
+        let c2 = Command::Delete {
+            block: BlockId(2),
+            generation: 1,
+        };
+        r.queue(&dn(0), c1.clone());
+        r.queue(&dn(0), c2.clone());
+        r.queue(&dn(0), c1.clone());
+        assert_eq!(
+            r.heartbeat(&dn(0), HeartbeatStats::default(), t0, 1),
+            Some(vec![c1])
+        );
+        assert_eq!(
+            r.heartbeat(&dn(0), HeartbeatStats::default(), t0, 10),
+            Some(vec![c2])
+        );
+        assert_eq!(
+            r.heartbeat(&dn(0), HeartbeatStats::default(), t0, 10),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn same_address_new_id_displaces_the_old_entry() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        let reg = r.register(dn(1), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        assert_eq!(reg.displaced, Some(dn(0)));
+        assert!(!r.is_alive(&dn(0)));
+        assert_eq!(r.by_address("a:1").unwrap().id, dn(1));
+    }
+
+    #[test]
+    fn decommissioning_leaves_the_ring_but_stays_alive() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        r.register(dn(1), "a:2".into(), String::new(), 1 << 30, 0, t0);
+        assert!(r.decommission(&dn(0)));
+        assert!(r.is_alive(&dn(0)) && !r.is_writable(&dn(0)));
+        assert_eq!(r.get(&dn(0)).unwrap().state_name(), "decommissioning");
+        assert_eq!(r.writable_count(), 1);
+        r.finish_decommission(&dn(0));
+        assert_eq!(r.get(&dn(0)).unwrap().state_name(), "decommissioned");
+        // Re-registering does not put a decommissioned node back in service.
+        r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        assert_eq!(r.writable_count(), 1);
+    }
+}
