@@ -1,1 +1,344 @@
-fn main() {}
+//! `ringfs`: the one binary. Servers (`namenode`, `datanode`, `up`), the FUSE mount, and the client
+//! commands (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `fsck`, `report`, `admin`).
+//!
+//! - `main.rs`: argument parsing (clap), logging, exit codes
+//! - [`server`]: running nodes: flags + TOML config + secret → `run(config, listener, shutdown)`
+//! - [`commands`]: the client commands over `ringfs-client`
+//! - [`format`]: human and JSON output
+
+mod commands;
+mod format;
+mod server;
+
+use clap::{Args, Parser, Subcommand};
+use ringfs_proto::units::{parse_duration, parse_size};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// ringfs: a distributed file system: a namenode, datanodes on a consistent-hash ring, replicated
+/// blake3-checksummed blocks.
+#[derive(Parser, Debug)]
+#[command(name = "ringfs", version, about, propagate_version = true)]
+struct Cli {
+    /// Namenode address for client commands and datanodes [env: RINGFS_NAMENODE] [default: 127.0.0.1:8020]
+    #[arg(
+        long,
+        global = true,
+        env = "RINGFS_NAMENODE",
+        hide_env = true,
+        value_name = "ADDR"
+    )]
+    namenode: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the namenode (metadata server).
+    Namenode(server::NamenodeArgs),
+    /// Run a datanode (block storage); registers with --namenode.
+    Datanode(server::DatanodeArgs),
+    /// Run a whole local cluster (namenode + datanodes) in this process, until Ctrl-C.
+    Up(server::UpArgs),
+    /// Mount the cluster as a local directory (FUSE), in the foreground.
+    Mount(MountArgs),
+    /// Unmount a ringfs mount.
+    Umount(UmountArgs),
+    /// Copy a local file (or stdin, `-`) into ringfs.
+    Put(PutArgs),
+    /// Copy a ringfs file to a local file (or stdout, `-`).
+    Get(GetArgs),
+    /// Write a ringfs file to stdout.
+    Cat(PathArg),
+    /// List a directory (or show a file).
+    Ls(LsArgs),
+    /// Create directories.
+    Mkdir(MkdirArgs),
+    /// Remove files and directories.
+    Rm(RmArgs),
+    /// Rename (move) a file or directory atomically; an existing target is replaced like rename(2).
+    Mv(MvArgs),
+    /// Show a file's or directory's attributes and blocks.
+    Stat(StatArgs),
+    /// Check the health of the blocks of the files under PATH.
+    Fsck(FsckArgs),
+    /// Show the datanodes and the cluster's capacity and replication health.
+    Report(JsonArg),
+    /// Administrative commands.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Drain a datanode (its blocks are copied elsewhere) before it leaves the cluster.
+    Decommission {
+        /// The datanode's address (host:port, as `report` shows it).
+        address: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Let other users access the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Attribute and entry cache time-to-live in the kernel.
+    #[arg(long, value_parser = duration_arg, default_value = "1s")]
+    pub ttl: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    /// The mountpoint.
+    pub mountpoint: PathBuf,
+    /// Detach now even when busy (umount -l).
+    #[arg(short, long)]
+    pub lazy: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    /// Replication factor of the new file (default: the cluster's).
+    #[arg(short = 'r', long = "replication", value_name = "N")]
+    pub replication: Option<u32>,
+    /// Block size of the new file, e.g. 4MiB (default: the cluster's).
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub block_size: Option<u64>,
+    /// Replace an existing file.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Local file, or `-` for stdin.
+    pub local: String,
+    /// Target path; an existing directory receives the file under the local name.
+    pub remote: String,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The ringfs file.
+    pub remote: String,
+    /// Local target, `-` for stdout; an existing directory receives the file under its name.
+    pub local: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PathArg {
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct JsonArg {
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Long listing: mode, links, owner, group, size, mtime, name.
+    #[arg(short = 'l')]
+    pub long: bool,
+    /// Print JSON (an array of entries).
+    #[arg(long)]
+    pub json: bool,
+    /// Directory or file to list.
+    #[arg(default_value = "/")]
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct MkdirArgs {
+    /// Create missing parents; an existing directory is fine.
+    #[arg(short, long)]
+    pub parents: bool,
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Remove directories and everything below them.
+    #[arg(short, long)]
+    pub recursive: bool,
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MvArgs {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List every file's blocks and their locations.
+    #[arg(long)]
+    pub blocks: bool,
+    #[arg(default_value = "/")]
+    pub path: String,
+}
+
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    format::init_umask();
+    let cli = Cli::parse();
+    let is_server = matches!(
+        cli.cmd,
+        Cmd::Namenode(_) | Cmd::Datanode(_) | Cmd::Up(_) | Cmd::Mount(_)
+    );
+    init_tracing(if is_server { "info" } else { "error" });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringfs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(dispatch(cli));
+    // Don't wait for lingering background tasks (lease renewers, readahead) at exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = std::io::stdout().flush();
+            eprintln!("ringfs: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Output piped into `head` and the like: stop quietly.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<ringfs_client::ClientError>().is_some_and(
+                |ce| matches!(ce, ringfs_client::ClientError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+            )
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let namenode = cli.namenode;
+    match cli.cmd {
+        Cmd::Namenode(a) => server::namenode(a).await,
+        Cmd::Datanode(a) => server::datanode(a, namenode).await,
+        Cmd::Up(a) => server::up(a).await,
+        Cmd::Mount(a) => commands::mount(namenode, a).await,
+        Cmd::Umount(a) => commands::umount(a),
+        Cmd::Put(a) => commands::put(namenode, a).await,
+        Cmd::Get(a) => commands::get(namenode, a).await,
+        Cmd::Cat(a) => commands::cat(namenode, a).await,
+        Cmd::Ls(a) => commands::ls(namenode, a).await,
+        Cmd::Mkdir(a) => commands::mkdir(namenode, a).await,
+        Cmd::Rm(a) => commands::rm(namenode, a).await,
+        Cmd::Mv(a) => commands::mv(namenode, a).await,
+        Cmd::Stat(a) => commands::stat(namenode, a).await,
+        Cmd::Fsck(a) => commands::fsck(namenode, a).await,
+        Cmd::Report(a) => commands::report(namenode, a).await,
+        Cmd::Admin(AdminCmd::Decommission { address }) => {
+            commands::decommission(namenode, &address).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_namenode_is_global() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "ringfs",
+            "--namenode",
+            "h:1",
+            "put",
+            "-r",
+            "2",
+            "--block-size",
+            "4MiB",
+            "-f",
+            "a",
+            "/b",
+        ])
+        .unwrap();
+        assert_eq!(c.namenode.as_deref(), Some("h:1"));
+        match c.cmd {
+            Cmd::Put(p) => {
+                assert_eq!(
+                    (p.replication, p.block_size, p.force),
+                    (Some(2), Some(4 << 20), true)
+                );
+                assert_eq!((p.local.as_str(), p.remote.as_str()), ("a", "/b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from([
+            "ringfs",
+            "datanode",
+            "--data-dir",
+            "/d",
+            "--namenode",
+            "n:2",
+        ])
+        .unwrap();
+        assert_eq!(c.namenode.as_deref(), Some("n:2"));
+        assert!(Cli::try_parse_from(["ringfs", "ls", "-l", "--json", "/x"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["ringfs", "namenode"]).is_err(),
+            "--data-dir is required"
+        );
+    }
+}

@@ -355,13 +355,25 @@ impl Client {
 
     /// Renames `from` to `to` atomically (replacing an existing `to` the way rename(2) does).
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), ClientError> {
+        self.rename_with(from, to, false, false).await
+    }
+
+    /// Renames with renameat2 flags: `no_replace` fails with "already exists" when `to` exists;
+    /// `exchange` swaps the two entries atomically.
+    pub async fn rename_with(
+        &self,
+        from: &str,
+        to: &str,
+        no_replace: bool,
+        exchange: bool,
+    ) -> Result<(), ClientError> {
         self.namenode()
             .rename(pb::RenameRequest {
                 creds: self.creds_msg(),
                 from: Some(entry_path(from)),
                 to: Some(entry_path(to)),
-                no_replace: false,
-                exchange: false,
+                no_replace,
+                exchange,
             })
             .await
             .map_err(|s| self.nn_err(s))?;

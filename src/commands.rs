@@ -1,0 +1,782 @@
+//! The client commands: each connects a `ringfs_client::Client`, does one thing, prints the result
+//! (human or JSON) and returns an exit code. Errors bubble up as one line naming path and reason.
+
+use crate::format::{self, attr_json, basename, is_dir, join};
+use crate::{
+    FsckArgs, GetArgs, JsonArg, LsArgs, MkdirArgs, MountArgs, MvArgs, PathArg, PutArgs, RmArgs,
+    StatArgs, UmountArgs,
+};
+use anyhow::{anyhow, bail, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ringfs_client::{path_ref, pb, Client, ClientConfig, ClientError, CreateOptions, ErrorKind};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::task::{Context as TaskContext, Poll};
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, watch};
+
+/// Local reads for `put` are this big (a reader thread keeps a few of them ahead of the network).
+const READ_BUFFER: usize = 4 << 20;
+/// Transfers smaller than this get no progress bar.
+const PROGRESS_MIN: u64 = 16 << 20;
+
+async fn connect(namenode: Option<String>) -> anyhow::Result<Client> {
+    let addr = namenode.unwrap_or_else(|| ringfs_proto::DEFAULT_NAMENODE.to_string());
+    Ok(Client::connect(ClientConfig {
+        namenode: addr,
+        ..Default::default()
+    })
+    .await?)
+}
+
+/// "no such file or directory" from an io::Error (no "(os error 2)", lower case like the server's).
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => s,
+    }
+}
+
+fn is_not_found(e: &ClientError) -> bool {
+    e.kind() == ErrorKind::NotFound
+}
+
+/// A progress bar on stderr when it is a terminal and the transfer is long enough.
+fn progress(total: Option<u64>, what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() || total.is_some_and(|t| t < PROGRESS_MIN) {
+        return None;
+    }
+    let pb = match total {
+        Some(t) => {
+            let pb = ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb
+        }
+        None => {
+            let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} {spinner} {binary_bytes} {binary_bytes_per_sec}",
+            ) {
+                pb.set_style(style);
+            }
+            pb
+        }
+    };
+    pb.set_message(what.to_string());
+    Some(pb)
+}
+
+// ------------------------------------------------------------------------------------------ put
+
+/// Reads `r` on a thread in `READ_BUFFER` pieces (the disk reads ahead while the network writes).
+fn spawn_reader(
+    mut r: Box<dyn Read + Send>,
+    name: String,
+) -> mpsc::Receiver<anyhow::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(4);
+    std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(anyhow!("{name}: {}", io_reason(&e))));
+                    return;
+                }
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        buf.truncate(n);
+        if tx.blocking_send(Ok(buf)).is_err() {
+            return;
+        }
+    });
+    rx
+}
+
+/// Replaces the temporary name in an error message with the name the user gave.
+fn retarget(e: ClientError, tmp: &str, target: &str) -> anyhow::Error {
+    anyhow!("{}", e.to_string().replace(tmp, target))
+}
+
+pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCode> {
+    let (source, size): (Box<dyn Read + Send>, Option<u64>) = if a.local == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let meta =
+            std::fs::metadata(&a.local).map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
+        if meta.is_dir() {
+            bail!("{}: is a directory", a.local);
+        }
+        let f =
+            std::fs::File::open(&a.local).map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
+        (Box::new(f), Some(meta.len()))
+    };
+    let client = connect(namenode).await?;
+
+    // The target: REMOTE, or REMOTE/basename(LOCAL) when REMOTE is a directory.
+    let mut target = a.remote.clone();
+    match client.stat(&a.remote).await {
+        Ok(attr) if is_dir(&attr) => {
+            if a.local == "-" {
+                bail!(
+                    "{}: is a directory (name the target file when reading stdin)",
+                    a.remote
+                );
+            }
+            target = join(&a.remote, basename(&a.local));
+            match client.stat(&target).await {
+                Ok(attr) if is_dir(&attr) => bail!("{target}: is a directory"),
+                Ok(_) if !a.force => bail!("{target}: already exists"),
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(_) if !a.force => bail!("{}: already exists", a.remote),
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let replication = a.replication.unwrap_or(0);
+    client
+        .check_live_datanodes(replication)
+        .await
+        .map_err(|e| anyhow!("{target}: {e}"))?;
+
+    // Write under a hidden temporary name next to the target, then rename it into place: a failed
+    // put leaves nothing behind and `-f` replaces the old file atomically.
+    let name = basename(&target);
+    let tag = &client.client_id()[..8];
+    let tmp_name = if name.len() + 20 <= 255 {
+        format!(".{name}.ringfs-put-{tag}")
+    } else {
+        format!(".ringfs-put-{tag}")
+    };
+    let parent = match target.trim_end_matches('/').rfind('/') {
+        Some(i) => target[..i].to_string(),
+        None => String::new(),
+    };
+    let tmp = if parent.is_empty() && target.starts_with('/') {
+        format!("/{tmp_name}")
+    } else {
+        join(&parent, &tmp_name)
+    };
+    let opts = CreateOptions {
+        mode: 0o666 & !format::umask(),
+        replication,
+        block_size: a.block_size.unwrap_or(0),
+        overwrite: false,
+        exclusive: true,
+    };
+    let mut w = client
+        .create(&tmp, opts)
+        .await
+        .map_err(|e| retarget(e, &tmp, &target))?;
+    let pb = progress(size, &format!("put {target}"));
+    let mut rx = spawn_reader(source, a.local.clone());
+    let copy = async {
+        while let Some(buf) = rx.recv().await {
+            let buf = buf?;
+            w.write(&buf)
+                .await
+                .map_err(|e| retarget(e, &tmp, &target))?;
+            if let Some(pb) = &pb {
+                pb.inc(buf.len() as u64);
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let copied = tokio::select! {
+        r = copy => r,
+        _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
+    };
+    let result = match copied {
+        Ok(()) => match w.finish().await {
+            Ok(_) => client
+                .rename_with(&tmp, &target, !a.force, false)
+                .await
+                .map_err(|e| retarget(e, &tmp, &target)),
+            Err(e) => Err(retarget(e, &tmp, &target)),
+        },
+        Err(e) => {
+            w.abort().await;
+            Err(e)
+        }
+    };
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    if let Err(e) = result {
+        if let Err(re) = client.remove(&tmp, false).await {
+            tracing::warn!("cleaning up {tmp} failed: {re}");
+        }
+        return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------ get / cat
+
+/// Counts bytes into a progress bar on their way to `inner`.
+struct Progress<W> {
+    inner: W,
+    pb: Option<ProgressBar>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(pb)) = (&r, &self.pb) {
+            pb.inc(*n as u64);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let mut reader = client.open(path_ref(&a.remote)).await?;
+    if a.local == "-" {
+        let mut out = tokio::io::stdout();
+        reader.copy_to(&mut out).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let local = Path::new(&a.local);
+    let target: PathBuf = if local.is_dir() {
+        local.join(basename(&a.remote))
+    } else {
+        local.to_path_buf()
+    };
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Write a temporary file next to the target and rename it into place: a failed get leaves no
+    // partial file (the temporary one is deleted when dropped).
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.ringfs-get-"))
+        .tempfile_in(&dir)
+        .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
+    let file = tmp
+        .reopen()
+        .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
+    let pb = progress(Some(reader.attr().size), &format!("get {}", a.remote));
+    let mut w = Progress {
+        inner: tokio::fs::File::from_std(file),
+        pb,
+    };
+    let copied = tokio::select! {
+        r = reader.copy_to(&mut w) => r.map_err(anyhow::Error::from),
+        _ = crate::server::terminated() => Err(anyhow!("{}: interrupted", a.remote)),
+    };
+    if let Some(pb) = w.pb.take() {
+        pb.finish_and_clear();
+    }
+    copied?;
+    drop(w);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = reader.attr().mode & 0o777 & !format::umask();
+    let _ = tmp
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode));
+    tmp.persist(&target)
+        .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e.error)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cat(namenode: Option<String>, a: PathArg) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let mut reader = client.open(path_ref(&a.path)).await?;
+    let mut out = tokio::io::stdout();
+    reader.copy_to(&mut out).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------ namespace
+
+pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let attr = client.stat(&a.path).await?;
+    let entries: Vec<(String, String, pb::Attr)> = if is_dir(&attr) {
+        client
+            .list(&a.path)
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                let path = join(&a.path, &e.name);
+                e.attr.map(|at| (e.name, path, at))
+            })
+            .collect()
+    } else {
+        vec![(basename(&a.path).to_string(), a.path.clone(), attr)]
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v: Vec<Value> = entries
+            .iter()
+            .map(|(name, path, at)| attr_json(name, path, at))
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else if a.long {
+        for (name, _, at) in &entries {
+            writeln!(out, "{}", format::long_line(name, at))?;
+        }
+    } else {
+        for (name, _, _) in &entries {
+            writeln!(out, "{name}")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn mkdir(namenode: Option<String>, a: MkdirArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let mode = 0o777 & !format::umask();
+    let mut failed = false;
+    for p in &a.paths {
+        if let Err(e) = client.mkdir_mode(p, a.parents, mode).await {
+            eprintln!("ringfs: {e}");
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let mut failed = false;
+    for p in &a.paths {
+        if let Err(e) = client.remove(p, a.recursive).await {
+            eprintln!("ringfs: {e}");
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub async fn mv(namenode: Option<String>, a: MvArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    client.rename(&a.from, &a.to).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn block_json(b: &pb::LocatedBlock) -> Value {
+    json!({
+        "id": b.id,
+        "generation": b.generation,
+        "offset": b.offset,
+        "len": b.len,
+        "locations": b.locations.iter().map(|l| l.address.clone()).collect::<Vec<_>>(),
+        "corrupt": b.corrupt,
+    })
+}
+
+pub async fn stat(namenode: Option<String>, a: StatArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let attr = client.stat(&a.path).await?;
+    let blocks = if attr.kind == pb::FileKind::File as i32 {
+        client
+            .block_locations(path_ref(&a.path), 0, 0)
+            .await?
+            .blocks
+    } else {
+        Vec::new()
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let mut v = attr_json(basename(&a.path), &a.path, &attr);
+        v["blocks"] = Value::Array(blocks.iter().map(block_json).collect());
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        let kind = format::kind_name(attr.kind);
+        writeln!(out, "  path: {}", a.path)?;
+        writeln!(
+            out,
+            "  kind: {kind}   inode: {}   links: {}",
+            attr.inode, attr.nlink
+        )?;
+        writeln!(
+            out,
+            "  size: {} ({})",
+            attr.size,
+            ringfs_proto::units::format_size(attr.size)
+        )?;
+        writeln!(
+            out,
+            "  mode: {} ({:04o})   owner: {} ({})   group: {} ({})",
+            format::mode_string(attr.kind, attr.mode),
+            attr.mode,
+            format::user_name(attr.uid),
+            attr.uid,
+            format::group_name(attr.gid),
+            attr.gid
+        )?;
+        writeln!(out, "  modified: {}", format::time_rfc3339(&attr.mtime))?;
+        writeln!(out, "  changed:  {}", format::time_rfc3339(&attr.ctime))?;
+        if attr.kind == pb::FileKind::File as i32 {
+            writeln!(
+                out,
+                "  replication: {}   block size: {}{}",
+                attr.replication,
+                ringfs_proto::units::format_size(attr.block_size),
+                if attr.under_construction {
+                    "   (being written)"
+                } else {
+                    ""
+                }
+            )?;
+            writeln!(out, "  blocks: {}", blocks.len())?;
+            for (i, b) in blocks.iter().enumerate() {
+                let locs: Vec<&str> = b.locations.iter().map(|l| l.address.as_str()).collect();
+                writeln!(
+                    out,
+                    "    #{i}: id {} gen {} offset {} len {} on [{}]{}",
+                    b.id,
+                    b.generation,
+                    b.offset,
+                    b.len,
+                    locs.join(", "),
+                    if b.corrupt { " CORRUPT" } else { "" }
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fsck_status(f: &pb::FsckResponse) -> &'static str {
+    if f.missing > 0 || f.corrupt > 0 {
+        "CORRUPT"
+    } else if f.under_replicated > 0 {
+        "UNDER-REPLICATED"
+    } else {
+        "HEALTHY"
+    }
+}
+
+pub async fn fsck(namenode: Option<String>, a: FsckArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let f = client.fsck(&a.path, a.blocks).await?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let problems: Vec<Value> = f
+            .problems
+            .iter()
+            .map(|p| {
+                json!({
+                    "path": p.path, "block_id": p.block_id, "problem": p.problem,
+                    "live_replicas": p.live_replicas, "expected": p.expected,
+                })
+            })
+            .collect();
+        let mut v = json!({
+            "path": a.path,
+            "status": fsck_status(&f),
+            "files": f.files,
+            "directories": f.directories,
+            "total_bytes": f.total_bytes,
+            "blocks": f.blocks,
+            "replicas": f.replicas,
+            "healthy_blocks": f.healthy_blocks,
+            "under_replicated": f.under_replicated,
+            "over_replicated": f.over_replicated,
+            "misplaced": f.misplaced,
+            "corrupt": f.corrupt,
+            "missing": f.missing,
+            "corrupt_replicas": f.corrupt_replicas,
+            "open_files": f.open_files,
+            "safe_mode": f.safe_mode,
+            "problems": problems,
+        });
+        if a.blocks {
+            v["file_blocks"] = Value::Array(
+                f.file_blocks
+                    .iter()
+                    .map(|fb| json!({"path": fb.path, "size": fb.size, "blocks": fb.blocks.iter().map(block_json).collect::<Vec<_>>()}))
+                    .collect(),
+            );
+        }
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "fsck {}: {}", a.path, fsck_status(&f))?;
+        writeln!(
+            out,
+            "  files: {}   directories: {}   total size: {} ({})",
+            f.files,
+            f.directories,
+            f.total_bytes,
+            ringfs_proto::units::format_size(f.total_bytes)
+        )?;
+        writeln!(
+            out,
+            "  blocks: {}   replicas: {}   healthy blocks: {}",
+            f.blocks, f.replicas, f.healthy_blocks
+        )?;
+        writeln!(
+            out,
+            "  under-replicated: {}   over-replicated: {}   misplaced: {}",
+            f.under_replicated, f.over_replicated, f.misplaced
+        )?;
+        writeln!(
+            out,
+            "  corrupt blocks: {}   missing blocks: {}   corrupt replicas: {}",
+            f.corrupt, f.missing, f.corrupt_replicas
+        )?;
+        writeln!(
+            out,
+            "  open files: {}{}",
+            f.open_files,
+            if f.safe_mode {
+                "   namenode in SAFE MODE"
+            } else {
+                ""
+            }
+        )?;
+        for p in &f.problems {
+            writeln!(
+                out,
+                "  {}: block {}: {} ({} of {} replicas live)",
+                p.path, p.block_id, p.problem, p.live_replicas, p.expected
+            )?;
+        }
+        for fb in &f.file_blocks {
+            writeln!(out, "  {} ({} bytes)", fb.path, fb.size)?;
+            for b in &fb.blocks {
+                let locs: Vec<&str> = b.locations.iter().map(|l| l.address.as_str()).collect();
+                writeln!(
+                    out,
+                    "    block {} gen {} len {} on [{}]",
+                    b.id,
+                    b.generation,
+                    b.len,
+                    locs.join(", ")
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let r = client.report().await?;
+    let live = r.datanodes.iter().filter(|d| d.state == "live").count();
+    let dead = r.datanodes.iter().filter(|d| d.state == "dead").count();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let nodes: Vec<Value> = r
+            .datanodes
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "address": d.address, "rack": d.rack, "state": d.state,
+                    "capacity": d.capacity, "used": d.used, "remaining": d.remaining, "blocks": d.blocks,
+                    "last_heartbeat_ms": d.last_heartbeat_ms, "pending_commands": d.pending_commands,
+                    "decommission_remaining": d.decommission_remaining,
+                })
+            })
+            .collect();
+        let v = json!({
+            "datanodes": nodes,
+            "live": live,
+            "dead": dead,
+            "safe_mode": r.safe_mode,
+            "blocks": r.blocks,
+            "under_replicated": r.under_replicated,
+            "over_replicated": r.over_replicated,
+            "misplaced": r.misplaced,
+            "corrupt": r.corrupt,
+            "missing": r.missing,
+            "pending_replications": r.pending_replications,
+            "capacity": r.capacity,
+            "used": r.used,
+            "remaining": r.remaining,
+            "default_replication": r.default_replication,
+            "default_block_size": r.default_block_size,
+        });
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        let fs = ringfs_proto::units::format_size;
+        writeln!(
+            out,
+            "namenode {}{}",
+            client.namenode_addr(),
+            if r.safe_mode { "   SAFE MODE" } else { "" }
+        )?;
+        writeln!(
+            out,
+            "capacity: {}   used: {}   remaining: {}",
+            fs(r.capacity),
+            fs(r.used),
+            fs(r.remaining)
+        )?;
+        writeln!(
+            out,
+            "blocks: {}   under-replicated: {}   over-replicated: {}   misplaced: {}   corrupt: {}   missing: {}   pending copies: {}",
+            r.blocks, r.under_replicated, r.over_replicated, r.misplaced, r.corrupt, r.missing, r.pending_replications
+        )?;
+        writeln!(
+            out,
+            "default replication: {}   default block size: {}",
+            r.default_replication,
+            fs(r.default_block_size)
+        )?;
+        writeln!(
+            out,
+            "datanodes: {} live, {} dead, {} total",
+            live,
+            dead,
+            r.datanodes.len()
+        )?;
+        writeln!(
+            out,
+            "  {:<22} {:<16} {:<10} {:>11} {:>11} {:>8} {:>9}",
+            "ADDRESS", "STATE", "RACK", "CAPACITY", "USED", "BLOCKS", "HEARTBEAT"
+        )?;
+        for d in &r.datanodes {
+            writeln!(
+                out,
+                "  {:<22} {:<16} {:<10} {:>11} {:>11} {:>8} {:>7}ms",
+                d.address,
+                d.state,
+                if d.rack.is_empty() { "-" } else { &d.rack },
+                fs(d.capacity),
+                fs(d.used),
+                d.blocks,
+                d.last_heartbeat_ms
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn decommission(namenode: Option<String>, address: &str) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    client.decommission(address).await?;
+    println!(
+        "decommissioning {address}: its blocks are being copied elsewhere (see `ringfs report`)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------ mount
+
+/// Checks that `m` can be a mountpoint (and that the FUSE adapter exists).
+pub fn check_mountpoint(m: &Path) -> anyhow::Result<()> {
+    let _ = m;
+    bail!("mount: the FUSE adapter is not built yet")
+}
+
+/// Mounts the cluster at `m` in the background until `stop` turns true (for `up --mount`).
+pub async fn spawn_mount(
+    nn_addr: &str,
+    m: &Path,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let _ = (nn_addr, stop);
+    check_mountpoint(m)?;
+    bail!("mount: the FUSE adapter is not built yet")
+}
+
+pub async fn mount(namenode: Option<String>, a: MountArgs) -> anyhow::Result<ExitCode> {
+    let _ = namenode;
+    check_mountpoint(&a.mountpoint)?;
+    bail!("mount: the FUSE adapter is not built yet")
+}
+
+pub fn umount(a: UmountArgs) -> anyhow::Result<ExitCode> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(a.mountpoint.as_os_str().as_bytes())
+        .with_context(|| format!("{}: invalid path", a.mountpoint.display()))?;
+    let flags = if a.lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: umount2 takes a NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::umount2(path.as_ptr(), flags) };
+    if rc == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        // Not root: fusermount can unmount a FUSE mount of this user.
+        for tool in ["fusermount3", "fusermount"] {
+            let mut cmd = std::process::Command::new(tool);
+            cmd.arg("-u");
+            if a.lazy {
+                cmd.arg("-z");
+            }
+            if let Ok(s) = cmd.arg(&a.mountpoint).status() {
+                if s.success() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+    let reason = match err.raw_os_error() {
+        Some(libc::EINVAL) => "not a mount point".to_string(),
+        Some(libc::EBUSY) => "target is busy (try --lazy)".to_string(),
+        _ => io_reason(&err),
+    };
+    bail!("{}: {reason}", a.mountpoint.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_reasons_read_like_the_servers() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(io_reason(&e), "no such file or directory");
+    }
+}

@@ -1,0 +1,552 @@
+//! Running nodes: `namenode`, `datanode` and `up` (a whole local cluster in one process). Each merges
+//! an optional TOML file, flags and the cluster secret into the role's `Config`, binds, prints
+//! `listening on ADDR` on stdout and runs until Ctrl-C or SIGTERM.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ringfs_client::{Client, ClientConfig};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::{duration_arg, size_arg};
+
+/// Flags of `ringfs namenode` (each overrides the same key of `--config`).
+#[derive(Args, Debug)]
+pub struct NamenodeArgs {
+    /// TOML file with namenode settings (keys as in the namenode Config: data_dir, replication, ...).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the metadata journal.
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 = any free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:8020", value_name = "ADDR")]
+    pub listen: String,
+    /// File holding the cluster secret [default: env RINGFS_SECRET, else the config's, else a built-in dev secret].
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Default replication factor of new files [default: 3].
+    #[arg(long)]
+    pub replication: Option<u32>,
+    /// Default block size of new files [default: 64MiB].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub block_size: Option<u64>,
+    /// Datanode heartbeat interval [default: 3s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+    /// A datanode silent this long is dead [default: 30s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub dead_after: Option<Duration>,
+    /// Full block report interval of datanodes [default: 5m].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub block_report_interval: Option<Duration>,
+    /// A silent writer loses its locks after this long [default: 60s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub lease_soft_limit: Option<Duration>,
+    /// A silent writer's files are recovered and closed after this long [default: 10m].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub lease_hard_limit: Option<Duration>,
+    /// Share of blocks that must be reported before safe mode ends [default: 0.999].
+    #[arg(long)]
+    pub safe_mode_threshold: Option<f64>,
+    /// How long safe mode lasts after the threshold is reached [default: 5s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub safe_mode_extension: Option<Duration>,
+    /// Most re-replication copies one datanode takes part in at once.
+    #[arg(long)]
+    pub replication_max_streams_per_node: Option<u32>,
+    /// Most re-replication copies in flight in the cluster.
+    #[arg(long)]
+    pub replication_max_streams: Option<u32>,
+    /// Bytes/s for re-replication and rebalancing in total (0 = unlimited).
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub replication_bandwidth: Option<u64>,
+    /// How often the replication planner runs [default: 1s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub replication_interval: Option<Duration>,
+    /// A scheduled copy not done after this long is planned again [default: 2m].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub replication_timeout: Option<Duration>,
+    /// Move replicas to their ring owners after membership changes [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub rebalance: Option<bool>,
+}
+
+/// Flags of `ringfs datanode` (the namenode address is the global `--namenode`).
+#[derive(Args, Debug)]
+pub struct DatanodeArgs {
+    /// TOML file with datanode settings (keys as in the datanode Config: data_dir, namenode, ...).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for block replicas.
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on for DataTransfer (port 0 = any free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:9866", value_name = "ADDR")]
+    pub listen: String,
+    /// Address to register with the namenode [default: the listening address].
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
+    /// Bytes this node offers [default: the size of the file system holding --data-dir].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub capacity: Option<u64>,
+    /// Rack or zone name (replicas prefer distinct racks).
+    #[arg(long, value_name = "NAME")]
+    pub rack: Option<String>,
+    /// File holding the cluster secret [default: env RINGFS_SECRET, else the config's, else a built-in dev secret].
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Pause between two scrubber passes [default: 6h].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub scrub_interval: Option<Duration>,
+    /// Scrubber read rate, bytes/s (0 = unlimited) [default: 32MiB].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub scrub_bandwidth: Option<u64>,
+    /// Rate of replication copies this node sends, bytes/s (0 = unlimited).
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub replication_bandwidth: Option<u64>,
+    /// Replication copies this node runs at once.
+    #[arg(long)]
+    pub replication_concurrency: Option<usize>,
+}
+
+/// Flags of `ringfs up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Directory for everything: namenode/, datanode-N/, the cluster secret.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Number of datanodes.
+    #[arg(long, default_value_t = 3)]
+    pub datanodes: usize,
+    /// Namenode address.
+    #[arg(long, default_value = "127.0.0.1:8020", value_name = "ADDR")]
+    pub namenode_listen: String,
+    /// Default replication of new files [default: min(3, datanodes)].
+    #[arg(long)]
+    pub replication: Option<u32>,
+    /// Default block size of new files [default: 64MiB].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub block_size: Option<u64>,
+    /// Datanode heartbeat interval [default: 1s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+    /// A datanode silent this long is dead [default: 10s].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub dead_after: Option<Duration>,
+    /// Capacity each datanode offers [default: the file system's size].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub capacity: Option<u64>,
+    /// Also mount the cluster here (FUSE) once it is up.
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// The cluster secret: `--secret-file`, else env `RINGFS_SECRET`, else the config's, else the
+/// built-in dev secret (the same one for every role, so a dev cluster works without setup).
+fn secret(file: Option<&Path>, configured: &str) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read secret file {}", f.display()))?;
+        let s = s.trim().to_string();
+        if s.is_empty() {
+            bail!("secret file {} is empty", f.display());
+        }
+        return Ok(s);
+    }
+    if let Ok(s) = std::env::var("RINGFS_SECRET") {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_string());
+        }
+    }
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    Ok(ringfs_proto::token::DEV_SECRET.to_string())
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// The namenode config from `--config` and the flags.
+pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<ringfs_namenode::Config> {
+    let mut c: ringfs_namenode::Config = match &a.config {
+        Some(p) => read_toml(p)?,
+        None => ringfs_namenode::Config::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(
+        data_dir,
+        replication,
+        block_size,
+        heartbeat_interval,
+        dead_after,
+        block_report_interval,
+        lease_soft_limit,
+        lease_hard_limit,
+        safe_mode_threshold,
+        safe_mode_extension,
+        replication_max_streams_per_node,
+        replication_max_streams,
+        replication_bandwidth,
+        replication_interval,
+        replication_timeout,
+        rebalance
+    );
+    c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
+    c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(c)
+}
+
+/// The datanode config from `--config`, the flags and the global `--namenode`.
+pub fn datanode_config(
+    a: &DatanodeArgs,
+    namenode: Option<String>,
+) -> anyhow::Result<ringfs_datanode::Config> {
+    let mut c: ringfs_datanode::Config = match &a.config {
+        Some(p) => read_toml(p)?,
+        None => ringfs_datanode::Config::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(
+        data_dir,
+        rack,
+        scrub_interval,
+        scrub_bandwidth,
+        replication_bandwidth,
+        replication_concurrency
+    );
+    if a.capacity.is_some() {
+        c.capacity = a.capacity;
+    }
+    if a.advertise.is_some() {
+        c.advertise = a.advertise.clone();
+    }
+    if let Some(n) = namenode {
+        c.namenode = n;
+    }
+    c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("invalid datanode config: {e}"))?;
+    Ok(c)
+}
+
+async fn bind(addr: &str, role: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{role}: cannot listen on {addr}"))
+}
+
+/// The one line test harnesses and scripts wait for.
+fn print_listening(l: &TcpListener) -> anyhow::Result<std::net::SocketAddr> {
+    let addr = l.local_addr().context("listener has no local address")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    Ok(addr)
+}
+
+pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
+    let config = namenode_config(&a)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let listener = bind(&a.listen, "namenode").await?;
+    let addr = print_listening(&listener)?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "namenode starting");
+    ringfs_namenode::run(config, listener, terminated())
+        .await
+        .context("namenode")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn datanode(a: DatanodeArgs, namenode: Option<String>) -> anyhow::Result<ExitCode> {
+    let config = datanode_config(&a, namenode)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let listener = bind(&a.listen, "datanode").await?;
+    let addr = print_listening(&listener)?;
+    tracing::info!(%addr, namenode = %config.namenode, data_dir = %config.data_dir.display(), "datanode starting");
+    ringfs_datanode::run(config, listener, terminated())
+        .await
+        .context("datanode")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The secret `up` keeps in its data dir (created on the first run, 0600).
+fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("cannot read /dev/urandom for a cluster secret")?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{hex}")?;
+    f.sync_all()?;
+    Ok(hex)
+}
+
+fn shutdown_on(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// `ringfs up`: namenode + N datanodes in this process, until Ctrl-C/SIGTERM.
+pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+    if a.datanodes == 0 {
+        bail!("--datanodes must be at least 1");
+    }
+    if let Some(m) = &a.mount {
+        crate::commands::check_mountpoint(m)?;
+    }
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    let secret = cluster_secret(&a.data_dir)?;
+
+    let nn_config = ringfs_namenode::Config {
+        data_dir: a.data_dir.join("namenode"),
+        replication: a.replication.unwrap_or(a.datanodes.min(3) as u32),
+        block_size: a
+            .block_size
+            .unwrap_or(ringfs_namenode::Config::default().block_size),
+        heartbeat_interval: a.heartbeat_interval.unwrap_or(Duration::from_secs(1)),
+        dead_after: a.dead_after.unwrap_or(Duration::from_secs(10)),
+        secret: secret.clone(),
+        ..ringfs_namenode::Config::default()
+    };
+    nn_config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&nn_config.data_dir)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut nodes: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+
+    let nn_listener = bind(&a.namenode_listen, "namenode").await?;
+    let nn_addr = nn_listener.local_addr()?.to_string();
+    let stop = shutdown_on(&stop_rx);
+    nodes.spawn(async move {
+        let r = ringfs_namenode::run(nn_config, nn_listener, stop)
+            .await
+            .map_err(anyhow::Error::from);
+        ("namenode".to_string(), r)
+    });
+
+    for i in 0..a.datanodes {
+        let name = format!("datanode-{i}");
+        let config = ringfs_datanode::Config {
+            data_dir: a.data_dir.join(&name),
+            namenode: nn_addr.clone(),
+            capacity: a.capacity,
+            secret: secret.clone(),
+            ..ringfs_datanode::Config::default()
+        };
+        std::fs::create_dir_all(&config.data_dir)?;
+        let listener = bind("127.0.0.1:0", &name).await?;
+        let stop = shutdown_on(&stop_rx);
+        nodes.spawn(async move {
+            let r = ringfs_datanode::run(config, listener, stop)
+                .await
+                .map_err(anyhow::Error::from);
+            (name, r)
+        });
+    }
+
+    // Ready when every datanode is registered and live.
+    let ready = wait_live(&nn_addr, a.datanodes);
+    let outcome: anyhow::Result<()> = tokio::select! {
+        r = ready => r,
+        Some(done) = nodes.join_next() => Err(node_exit(done)),
+        _ = terminated() => Err(anyhow::anyhow!("interrupted before the cluster was up")),
+    };
+    if let Err(e) = outcome {
+        let _ = stop_tx.send(true);
+        drain(&mut nodes).await;
+        return Err(e);
+    }
+    print_listening_addr(&nn_addr)?;
+    eprintln!(
+        "ringfs: cluster up: namenode {nn_addr}, {} datanodes, data in {}\nringfs: try: RINGFS_NAMENODE={nn_addr} ringfs ls /   (Ctrl-C stops the cluster)",
+        a.datanodes,
+        a.data_dir.display()
+    );
+
+    let mount = match &a.mount {
+        Some(m) => Some(crate::commands::spawn_mount(&nn_addr, m, &stop_rx).await?),
+        None => None,
+    };
+
+    let result = tokio::select! {
+        _ = terminated() => Ok(()),
+        Some(done) = nodes.join_next() => Err(node_exit(done)),
+    };
+    tracing::info!("stopping the cluster");
+    let _ = stop_tx.send(true);
+    if let Some(m) = mount {
+        let _ = m.await;
+    }
+    drain(&mut nodes).await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn print_listening_addr(addr: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn node_exit(done: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Error {
+    match done {
+        Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped unexpectedly"),
+        Ok((name, Err(e))) => e.context(name),
+        Err(e) => anyhow::anyhow!("a node task failed: {e}"),
+    }
+}
+
+/// Waits (bounded) for every node task to finish after the stop signal.
+async fn drain(nodes: &mut JoinSet<(String, anyhow::Result<()>)>) {
+    let deadline = tokio::time::sleep(Duration::from_secs(15));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = nodes.join_next() => match next {
+                None => return,
+                Some(Ok((name, Err(e)))) => tracing::warn!("{name}: {e:#}"),
+                Some(_) => {}
+            },
+            _ = &mut deadline => {
+                tracing::warn!("nodes did not stop within 15s; exiting anyway");
+                nodes.abort_all();
+                return;
+            }
+        }
+    }
+}
+
+/// Polls `report` until `n` datanodes are live.
+async fn wait_live(nn_addr: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("namenode not reachable yet");
+    let mut client: Option<Client> = None;
+    loop {
+        if client.is_none() {
+            match Client::connect(ClientConfig {
+                namenode: nn_addr.to_string(),
+                ..Default::default()
+            })
+            .await
+            {
+                Ok(c) => client = Some(c),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if let Some(c) = &client {
+            match c.report().await {
+                Ok(r) => {
+                    let live = r.datanodes.iter().filter(|d| d.state == "live").count();
+                    if live >= n {
+                        return Ok(());
+                    }
+                    last = format!("{live} of {n} datanodes live");
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not come up within 60s: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_toml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nn.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nreplication = 2\nblock_size = \"8MiB\"\n",
+        )
+        .unwrap();
+        let a = NamenodeArgs {
+            config: Some(file),
+            data_dir: None,
+            listen: "127.0.0.1:0".into(),
+            secret_file: None,
+            replication: Some(1),
+            block_size: None,
+            heartbeat_interval: Some(Duration::from_millis(200)),
+            dead_after: Some(Duration::from_secs(2)),
+            block_report_interval: None,
+            lease_soft_limit: None,
+            lease_hard_limit: None,
+            safe_mode_threshold: None,
+            safe_mode_extension: None,
+            replication_max_streams_per_node: None,
+            replication_max_streams: None,
+            replication_bandwidth: None,
+            replication_interval: None,
+            replication_timeout: None,
+            rebalance: None,
+        };
+        let c = namenode_config(&a).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!((c.replication, c.block_size), (1, 8 << 20));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
+        assert!(!c.secret.is_empty());
+    }
+
+    #[test]
+    fn up_keeps_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let s1 = cluster_secret(dir.path()).unwrap();
+        assert_eq!(s1.len(), 64);
+        assert_eq!(cluster_secret(dir.path()).unwrap(), s1);
+    }
+}
