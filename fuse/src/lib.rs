@@ -1,1 +1,156 @@
-//! ringfs-fuse (being built).
+//! ringfs-fuse: the cluster as a local directory, through FUSE (fuser 0.18).
+//!
+//! The adapter is thin: every callback converts its arguments, moves the reply into a tokio task
+//! and answers from there, so a slow namenode or datanode call never blocks other operations.
+//! FUSE inode numbers are ringfs inode ids (root = 1), stable across remounts.
+//!
+//! - [`mount`], [`unmount`], [`clean_stale_mount`], [`MountOptions`]: the public API
+//! - `fs`: the `fuser::Filesystem` impl (convert, spawn, reply)
+//! - `ops`: the mount state and namespace operations (lookup, mkdir, rename, setattr, ...)
+//! - `file`: open files: handles, reads with readahead, writes into the dirty overlay, commits
+//! - `overlay`: the per-inode copy-on-write overlay of written-but-uncommitted blocks (pure)
+//! - `dir`: directory handles paging through `ReadDir`
+//! - `lock`: cluster-wide `flock`/`fcntl` locks through the namenode's lock table
+//! - `attr`, `creds`, `error`, `mountpoint`: conversions, callers, errno mapping, stale mounts
+//!
+//! Consistency is close-to-open (design §4): data written on this mount is visible to this mount
+//! at once and to other mounts after `close`/`fsync` returns; `open` revalidates attributes and
+//! drops the kernel's cached pages when the file changed elsewhere.
+
+mod attr;
+mod creds;
+mod dir;
+mod error;
+mod file;
+mod fs;
+mod lock;
+mod mountpoint;
+mod ops;
+mod overlay;
+
+pub use error::{errno_of, FuseError};
+pub use mountpoint::{clean_stale_mount, unmount};
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a mount behaves. `Default` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Let users other than the mounting one (root) use the mount (FUSE `allow_other`).
+    pub allow_other: bool,
+    /// Mount read-only (writes fail with EROFS in the kernel).
+    pub read_only: bool,
+    /// How long the kernel may cache attributes (default 1 s). Changes made through this mount
+    /// are seen at once; changes made elsewhere after at most this long (and always at `open`).
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache names → inodes (default 1 s).
+    pub entry_ttl: Duration,
+    /// Let the kernel check permissions from the cached mode/uid/gid (`default_permissions`)
+    /// in addition to the namenode. Default off: the namenode checks with the request's
+    /// credentials, which sees changes made on other mounts.
+    pub default_permissions: bool,
+    /// FUSE worker threads reading requests from the kernel (default 4).
+    pub threads: usize,
+    /// Dirty (written, not yet committed) bytes the mount keeps in memory before it commits the
+    /// file being written (default 256 MiB).
+    pub dirty_limit: u64,
+    /// Blocks of one file uploaded in the background while its writer continues (default 2).
+    pub upload_ahead: usize,
+    /// Longest pause between two attempts of a blocking lock request (default 500 ms).
+    pub lock_poll_max: Duration,
+    /// Name shown as the mount's source in /proc/mounts (default "ringfs").
+    pub fsname: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            read_only: false,
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            default_permissions: false,
+            threads: 4,
+            dirty_limit: 256 << 20,
+            upload_ahead: 2,
+            lock_poll_max: Duration::from_millis(500),
+            fsname: "ringfs".to_string(),
+        }
+    }
+}
+
+/// Mounts the cluster `client` talks to at `mountpoint` and serves it until the mount is
+/// unmounted (e.g. `ringfs umount`) or `shutdown` completes; then commits what is still dirty,
+/// gives back leases and unmounts. A stale mount left at `mountpoint` by a killed process is
+/// cleaned first.
+pub async fn mount(
+    client: ringfs_client::Client,
+    mountpoint: &Path,
+    opts: MountOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), FuseError> {
+    clean_stale_mount(mountpoint)?;
+    mountpoint::check_mountpoint(mountpoint)?;
+    let path = mountpoint.to_path_buf();
+    let inner = Arc::new(ops::Inner::new(
+        client,
+        opts.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    let config = fs::session_config(&opts);
+    let fs = fs::RingFs::new(inner.clone());
+    let p = path.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &p, &config))
+        .await
+        .map_err(|e| FuseError::Mount {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| FuseError::Mount {
+            path: path.clone(),
+            source,
+        })?;
+    inner.set_notifier(session.notifier());
+    let mut session = session;
+    let mut unmounter = session.unmount_callable();
+    tracing::info!(mountpoint = %path.display(), client_id = inner.client.client_id(), "mounted");
+    let mut run = tokio::task::spawn_blocking(move || session.run());
+    let ended = tokio::select! {
+        r = &mut run => Some(r),
+        _ = shutdown => None,
+    };
+    let commit_err = |(files, first)| FuseError::Commit {
+        path: path.clone(),
+        files,
+        first,
+    };
+    match ended {
+        Some(r) => {
+            tracing::info!(mountpoint = %path.display(), "unmounted");
+            let committed = inner.finish().await;
+            r.map_err(|e| FuseError::Session {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|source| FuseError::Session {
+                path: path.clone(),
+                source,
+            })?;
+            committed.map_err(commit_err)
+        }
+        None => {
+            tracing::info!(mountpoint = %path.display(), "shutting down: committing and unmounting");
+            let committed = inner.finish().await;
+            if let Err(e) = unmounter.unmount() {
+                tracing::debug!(error = %e, "unmount failed, detaching lazily");
+                let _ = unmount(&path);
+            }
+            // A lazily detached mount ends when its last user goes; don't wait for that forever.
+            let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
+            committed.map_err(commit_err)
+        }
+    }
+}

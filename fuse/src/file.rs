@@ -1,0 +1,820 @@
+//! Open files: handles, reads (through the overlay when this mount writes the file, else with a
+//! per-handle sequential readahead), writes into the per-inode overlay, background uploads of
+//! full blocks, and commits on flush/fsync/release.
+//!
+//! Write protocol: the first handle opened for writing on this mount takes the file's lease
+//! (`OpenWrite`/`Create` with the mount's client id) and creates the overlay; every write lands
+//! in it; full blocks of a sequential writer are uploaded in the background and committed alone;
+//! `flush` (each close), `fsync` and memory pressure write the remaining dirty blocks and commit
+//! the whole block list + size; the last writer's `release` commits with `close` (lease given back).
+
+use crate::creds::Caller;
+use crate::error::{Fail, Res};
+use crate::ops::{child, locked, node, Inner};
+use crate::overlay::{Overlay, Piece, Planned};
+use bytes::Bytes;
+use fuser::{Errno, FopenFlags};
+use futures::{StreamExt, TryStreamExt};
+use ringfs_client::ClientError;
+use ringfs_proto::{pb, ErrorKind};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// First readahead window of a sequential reader; it doubles up to `RA_MAX`.
+const RA_MIN: u64 = 1 << 20;
+const RA_MAX: u64 = 8 << 20;
+/// Blocks written or copied at once by a full commit.
+const COMMIT_PARALLELISM: usize = 4;
+/// How long `open` for writing retries while another writer's lease is being given back
+/// (a close on another mount releases its lease just after `close` returns).
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+const NO_SIZE: u64 = u64::MAX;
+
+/// A file with open handles on this mount.
+pub(crate) struct OpenFile {
+    pub(crate) ino: u64,
+    /// Attributes, overlay and uploads; held across the RPCs of a write or commit, so operations
+    /// on one file are serialized while different files proceed in parallel.
+    pub(crate) state: tokio::sync::Mutex<FileState>,
+    /// The overlay's size while there is one (NO_SIZE otherwise): read by lookup/getattr
+    /// without waiting for the state lock.
+    local_size: AtomicU64,
+    /// Bumped on every local data change: readahead buffers of an older version are dropped.
+    version: AtomicU64,
+    /// Handles open on this inode (changed under `Inner::files`).
+    refs: AtomicUsize,
+}
+
+impl OpenFile {
+    fn new(ino: u64) -> OpenFile {
+        OpenFile {
+            ino,
+            state: tokio::sync::Mutex::new(FileState::default()),
+            local_size: AtomicU64::new(NO_SIZE),
+            version: AtomicU64::new(0),
+            refs: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn local_size(&self) -> Option<u64> {
+        match self.local_size.load(Ordering::Acquire) {
+            NO_SIZE => None,
+            s => Some(s),
+        }
+    }
+
+    fn changed(&self, st: &FileState) {
+        self.local_size.store(
+            st.overlay.as_ref().map(|o| o.size()).unwrap_or(NO_SIZE),
+            Ordering::Release,
+        );
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct FileState {
+    /// Last attributes the namenode gave for this file (mtime kept by a clean closing commit).
+    pub(crate) attr: pb::Attr,
+    /// Present while this mount holds the file's lease (some handle writes it).
+    overlay: Option<Overlay>,
+    writers: u32,
+    uploads: VecDeque<Upload>,
+}
+
+/// A full block being written in the background.
+struct Upload {
+    index: u64,
+    version: u64,
+    task: JoinHandle<Result<pb::CommittedBlock, ClientError>>,
+}
+
+/// One open file handle (`fh`).
+pub(crate) struct Handle {
+    pub(crate) file: Arc<OpenFile>,
+    pub(crate) write: bool,
+    append: bool,
+    ra: tokio::sync::Mutex<ReadAhead>,
+}
+
+/// A window being read ahead: (offset, length, task).
+type Prefetch = (u64, u64, JoinHandle<Result<Bytes, ClientError>>);
+
+/// Per-handle readahead: the last window read and a prefetch of the next one.
+#[derive(Default)]
+struct ReadAhead {
+    version: u64,
+    buf_off: u64,
+    buf: Bytes,
+    /// The read ended at the end of the file.
+    eof: bool,
+    next: u64,
+    window: u64,
+    prefetch: Option<Prefetch>,
+}
+
+impl ReadAhead {
+    fn reset(&mut self, version: u64) {
+        if let Some((_, _, t)) = self.prefetch.take() {
+            t.abort();
+        }
+        *self = ReadAhead {
+            version,
+            ..Default::default()
+        };
+    }
+
+    fn end(&self) -> u64 {
+        self.buf_off + self.buf.len() as u64
+    }
+
+    /// The requested bytes if the buffer has them (to EOF when it reached EOF).
+    fn serve(&self, off: u64, size: u64) -> Option<Bytes> {
+        if off < self.buf_off || off > self.end() {
+            return None;
+        }
+        let want_end = off + size;
+        if want_end <= self.end() || (self.eof && off < self.end()) {
+            let from = (off - self.buf_off) as usize;
+            let to = (want_end.min(self.end()) - self.buf_off) as usize;
+            return Some(self.buf.slice(from..to));
+        }
+        None
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some((_, _, t)) = self.ra.get_mut().prefetch.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A file's block list as `CommittedBlock`s, gaps filled with holes.
+fn committed_list(blocks: &[pb::LocatedBlock]) -> Vec<pb::CommittedBlock> {
+    let mut sorted: Vec<&pb::LocatedBlock> = blocks.iter().collect();
+    sorted.sort_by_key(|b| b.offset);
+    let mut out = Vec::with_capacity(sorted.len());
+    let mut pos = 0;
+    for b in sorted {
+        if b.offset > pos {
+            out.push(pb::CommittedBlock {
+                id: 0,
+                generation: 0,
+                len: b.offset - pos,
+            });
+        }
+        out.push(pb::CommittedBlock {
+            id: b.id,
+            generation: b.generation,
+            len: b.len,
+        });
+        pos = b.offset + b.len;
+    }
+    out
+}
+
+/// `data` padded with zeros to `len`.
+fn padded(data: Bytes, len: u64) -> Bytes {
+    if data.len() as u64 >= len {
+        return data;
+    }
+    let mut v = Vec::with_capacity(len as usize);
+    v.extend_from_slice(&data);
+    v.resize(len as usize, 0);
+    v.into()
+}
+
+impl Inner {
+    /// The OpenFile of `ino`, counted as used by one more handle.
+    fn file_ref(&self, ino: u64) -> Arc<OpenFile> {
+        let mut files = locked(&self.files);
+        let f = files
+            .entry(ino)
+            .or_insert_with(|| Arc::new(OpenFile::new(ino)))
+            .clone();
+        f.refs.fetch_add(1, Ordering::AcqRel);
+        f
+    }
+
+    /// Gives back a `file_ref`; the last one forgets the file.
+    fn file_unref(&self, f: &Arc<OpenFile>) {
+        let mut files = locked(&self.files);
+        if f.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(cur) = files.get(&f.ino) {
+                if Arc::ptr_eq(cur, f) {
+                    files.remove(&f.ino);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
+        locked(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Fail::new(Errno::EBADF, format!("no open file handle {fh}")))
+    }
+
+    fn account(&self, before: u64, after: u64) {
+        if after >= before {
+            self.dirty_bytes.fetch_add(after - before, Ordering::AcqRel);
+        } else {
+            self.dirty_bytes.fetch_sub(before - after, Ordering::AcqRel);
+        }
+    }
+
+    /// `OpenWrite` (takes the lease), retrying for a moment while another mount gives it back.
+    async fn open_write(&self, c: &Caller, ino: u64) -> Res<pb::OpenResponse> {
+        let deadline = Instant::now() + LEASE_WAIT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let req = pb::OpenWriteRequest {
+                creds: Some(c.creds.clone()),
+                node: Some(node(ino)),
+                client_id: self.client.client_id().to_string(),
+                truncate: false,
+            };
+            match self.nn().open_write(req).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if ErrorKind::of(&s) == ErrorKind::Busy && Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+
+    /// Makes `st` a writer's state: takes the lease and builds the overlay unless this mount
+    /// already writes the file (then only the permission is checked).
+    async fn start_writer(
+        &self,
+        c: &Caller,
+        f: &OpenFile,
+        st: &mut FileState,
+        created: Option<pb::OpenResponse>,
+    ) -> Res<()> {
+        if st.overlay.is_none() {
+            let resp = match created {
+                Some(r) => r,
+                None => self.open_write(c, f.ino).await?,
+            };
+            let attr = resp
+                .attr
+                .ok_or_else(|| Fail::new(Errno::EIO, "OpenWrite answered without attributes"))?;
+            st.overlay = Some(Overlay::new(
+                attr.block_size,
+                committed_list(&resp.blocks),
+                attr.size,
+            ));
+            st.attr = attr;
+            f.changed(st);
+        } else if created.is_none() {
+            self.access(c, f.ino, libc::W_OK as u32).await?;
+        }
+        st.writers += 1;
+        Ok(())
+    }
+
+    /// Registers a handle on `f` and returns its number.
+    fn add_handle(&self, f: Arc<OpenFile>, write: bool, append: bool) -> u64 {
+        let fh = self.next_fh();
+        let h = Handle {
+            file: f,
+            write,
+            append,
+            ra: tokio::sync::Mutex::new(ReadAhead::default()),
+        };
+        locked(&self.handles).insert(fh, Arc::new(h));
+        fh
+    }
+
+    /// Open flags for the kernel: keep its cached pages only when the file is the version this
+    /// mount saw last; otherwise also drop its cached attributes (the size may have changed).
+    async fn cache_flags(&self, attr: &pb::Attr) -> FopenFlags {
+        if self.note_seen(attr) {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            self.invalidate_inode(attr.inode, false).await;
+            FopenFlags::empty()
+        }
+    }
+
+    /// open(2) of an existing inode. Close-to-open: attributes come fresh from the namenode.
+    pub(crate) async fn open(&self, c: &Caller, ino: u64, flags: i32) -> Res<(u64, FopenFlags)> {
+        let acc = flags & libc::O_ACCMODE;
+        let (read, write) = (acc != libc::O_WRONLY, acc != libc::O_RDONLY);
+        let attr = self.getattr_remote(c, ino).await?;
+        if attr.kind == pb::FileKind::Directory as i32 && write {
+            return Err(Errno::EISDIR.into());
+        }
+        if read {
+            self.access(c, ino, libc::R_OK as u32).await?;
+        }
+        let f = self.file_ref(ino);
+        if write {
+            let mut st = f.state.lock().await;
+            if let Err(e) = self.start_writer(c, &f, &mut st, None).await {
+                drop(st);
+                self.file_unref(&f);
+                return Err(e);
+            }
+        }
+        let fl = self.cache_flags(&attr).await;
+        Ok((self.add_handle(f, write, flags & libc::O_APPEND != 0), fl))
+    }
+
+    /// create(2): a new file, opened. An existing file (no O_EXCL) is opened instead.
+    pub(crate) async fn create(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        flags: i32,
+    ) -> Res<(pb::Attr, u64, FopenFlags)> {
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc != libc::O_RDONLY;
+        let exclusive = flags & libc::O_EXCL != 0;
+        let cfg = self.client.config();
+        let req = pb::CreateRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+            mode: mode & 0o7777,
+            replication: cfg.replication,
+            block_size: cfg.block_size,
+            exclusive,
+            overwrite: false,
+            client_id: self.client.client_id().to_string(),
+            open_for_write: write,
+        };
+        let resp = match self.nn().create(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if ErrorKind::of(&s) == ErrorKind::AlreadyExists && !exclusive => {
+                let attr = self.lookup(c, parent, name).await?;
+                if flags & libc::O_TRUNC != 0 && write {
+                    self.truncate(c, attr.inode, 0, false).await?;
+                }
+                let (fh, fl) = self.open(c, attr.inode, flags).await?;
+                let attr = self.getattr(c, attr.inode).await?;
+                return Ok((attr, fh, fl));
+            }
+            Err(s) => return Err(s.into()),
+        };
+        let attr = resp
+            .attr
+            .ok_or_else(|| Fail::new(Errno::EIO, "Create answered without attributes"))?;
+        let f = self.file_ref(attr.inode);
+        if write {
+            let mut st = f.state.lock().await;
+            if let Err(e) = self.start_writer(c, &f, &mut st, Some(resp)).await {
+                drop(st);
+                self.file_unref(&f);
+                return Err(e);
+            }
+        }
+        self.note_seen(&attr);
+        let fh = self.add_handle(f, write, flags & libc::O_APPEND != 0);
+        Ok((attr, fh, FopenFlags::FOPEN_KEEP_CACHE))
+    }
+
+    pub(crate) async fn read(&self, fh: u64, offset: u64, size: u32) -> Res<Bytes> {
+        let h = self.handle(fh)?;
+        let f = &h.file;
+        if f.local_size().is_some() {
+            let st = f.state.lock().await;
+            if let Some(ov) = &st.overlay {
+                return self.read_overlay(f.ino, ov, offset, u64::from(size)).await;
+            }
+        }
+        self.read_ahead(&h, offset, u64::from(size)).await
+    }
+
+    async fn read_overlay(&self, ino: u64, ov: &Overlay, offset: u64, size: u64) -> Res<Bytes> {
+        let mut plan = ov.read_plan(offset, size);
+        if plan.len() == 1 {
+            match plan.pop() {
+                Some(Piece::Mem(b)) => return Ok(b),
+                Some(Piece::Base { offset, len }) => {
+                    return Ok(padded(self.client.read_range(ino, offset, len).await?, len))
+                }
+                Some(p) => plan.push(p),
+                None => {}
+            }
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        for p in plan {
+            match p {
+                Piece::Mem(b) => out.extend_from_slice(&b),
+                Piece::Zeros(n) => out.resize(out.len() + n as usize, 0),
+                Piece::Base { offset, len } => out.extend_from_slice(&padded(
+                    self.client.read_range(ino, offset, len).await?,
+                    len,
+                )),
+            }
+        }
+        Ok(out.into())
+    }
+
+    async fn read_ahead(&self, h: &Handle, off: u64, size: u64) -> Res<Bytes> {
+        let ino = h.file.ino;
+        let mut ra = h.ra.lock().await;
+        let version = h.file.version.load(Ordering::Acquire);
+        if ra.version != version {
+            ra.reset(version);
+        }
+        let sequential = off == ra.next;
+        let mut out = ra.serve(off, size);
+        if out.is_none() {
+            if let Some((poff, plen, task)) = ra.prefetch.take() {
+                if poff <= off && off < poff + plen {
+                    if let Ok(Ok(buf)) = task.await {
+                        ra.eof = (buf.len() as u64) < plen;
+                        ra.buf_off = poff;
+                        ra.buf = buf;
+                        out = ra.serve(off, size);
+                    }
+                } else {
+                    task.abort();
+                }
+            }
+        }
+        let out = match out {
+            Some(b) => b,
+            None => {
+                ra.window = if sequential {
+                    (ra.window * 2).clamp(RA_MIN, RA_MAX)
+                } else {
+                    0
+                };
+                let want = size.max(ra.window);
+                let buf = self.client.read_range(ino, off, want).await?;
+                ra.eof = (buf.len() as u64) < want;
+                ra.buf_off = off;
+                ra.buf = buf;
+                ra.serve(off, size).unwrap_or_default()
+            }
+        };
+        ra.next = off + out.len() as u64;
+        // Keep a sequential reader ahead: fetch the next window while this one is consumed.
+        if sequential
+            && ra.window > 0
+            && !ra.eof
+            && ra.prefetch.is_none()
+            && ra.end() - ra.next < ra.window / 2
+        {
+            let (poff, plen) = (ra.end(), ra.window);
+            let client = self.client.clone();
+            let task = self
+                .rt
+                .spawn(async move { client.read_range(ino, poff, plen).await });
+            ra.prefetch = Some((poff, plen, task));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Res<u32> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Err(Errno::EBADF.into());
+        }
+        let f = &h.file;
+        let mut guard = f.state.lock().await;
+        let st = &mut *guard;
+        let Some(ov) = st.overlay.as_mut() else {
+            return Err(Errno::EBADF.into());
+        };
+        let before = ov.bytes();
+        let offset = if h.append { ov.size() } else { offset };
+        for (o, l) in ov.loads_for_write(offset, data.len() as u64) {
+            let base = self.client.read_range(f.ino, o, l).await?;
+            let mut v = Vec::with_capacity(l as usize);
+            v.extend_from_slice(&base);
+            v.resize(l as usize, 0);
+            ov.insert_loaded(o, v);
+        }
+        let full = ov.write(offset, &data);
+        for i in full {
+            if !ov.can_commit_alone(i) {
+                continue;
+            }
+            if let Some((bytes, version)) = ov.seal(i) {
+                let client = self.client.clone();
+                let ino = f.ino;
+                let task = self
+                    .rt
+                    .spawn(async move { client.write_new_block(ino, bytes).await });
+                st.uploads.push_back(Upload {
+                    index: i,
+                    version,
+                    task,
+                });
+            }
+        }
+        self.account(before, ov.bytes());
+        f.changed(st);
+        let excess = st.uploads.len().saturating_sub(self.opts.upload_ahead);
+        self.reap_uploads(f, st, excess).await;
+        if self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit {
+            self.sync_locked(f, st, false).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Commits finished background uploads (and waits for at least `wait` of them). A failed
+    /// upload leaves its block dirty for the next full commit, which reports the error.
+    async fn reap_uploads(&self, f: &OpenFile, st: &mut FileState, wait: usize) {
+        let mut waited = 0;
+        loop {
+            match st.uploads.front() {
+                Some(u) if waited < wait || u.task.is_finished() => {}
+                _ => return,
+            }
+            let Some(u) = st.uploads.pop_front() else {
+                return;
+            };
+            waited += 1;
+            let block = match u.task.await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::warn!(ino = f.ino, block = u.index, error = %e, "background block upload failed; retrying at commit");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(ino = f.ino, block = u.index, error = %e, "background block upload task failed");
+                    continue;
+                }
+            };
+            let Some(ov) = st.overlay.as_mut() else {
+                continue;
+            };
+            let Some((list, size)) = ov.commit_alone_plan(u.index, u.version, &block) else {
+                continue;
+            };
+            match self.commit(f.ino, list.clone(), size, false, None).await {
+                Ok(attr) => {
+                    let before = ov.bytes();
+                    ov.committed_alone(u.index, list, size);
+                    self.account(before, ov.bytes());
+                    st.attr = attr;
+                }
+                Err(e) => {
+                    tracing::warn!(ino = f.ino, block = u.index, error = %e.why, "early commit failed; retrying at flush")
+                }
+            }
+        }
+    }
+
+    /// CommitBlocks with this mount's lease. `mtime` None = the namenode's now.
+    async fn commit(
+        &self,
+        ino: u64,
+        blocks: Vec<pb::CommittedBlock>,
+        size: u64,
+        close: bool,
+        mtime: Option<pb::Time>,
+    ) -> Res<pb::Attr> {
+        let req = pb::CommitBlocksRequest {
+            inode: ino,
+            client_id: self.client.client_id().to_string(),
+            blocks,
+            size,
+            close,
+            mtime,
+        };
+        let a = self.nn().commit_blocks(req).await?.into_inner().attr;
+        let a =
+            a.ok_or_else(|| Fail::new(Errno::EIO, "CommitBlocks answered without attributes"))?;
+        // This mount's kernel cache already holds what was written: keep it valid.
+        self.note_seen(&a);
+        Ok(a)
+    }
+
+    /// Writes every dirty block and commits the file (close = give the lease back). Afterwards
+    /// the data is on all live replicas and visible to every mount that opens the file.
+    async fn sync_locked(&self, f: &OpenFile, st: &mut FileState, close: bool) -> Res<()> {
+        self.reap_uploads(f, st, usize::MAX).await;
+        let ino = f.ino;
+        let Some(ov) = st.overlay.as_mut() else {
+            return Ok(());
+        };
+        if ov.is_dirty() {
+            let before = ov.bytes();
+            let size = ov.size();
+            let plan = ov.commit_plan();
+            let client = self.client.clone();
+            let list: Vec<pb::CommittedBlock> = futures::stream::iter(plan)
+                .map(|p| {
+                    let client = client.clone();
+                    async move {
+                        match p {
+                            Planned::Keep(b) => Ok(b),
+                            Planned::Write { data } => client.write_new_block(ino, data).await,
+                            Planned::Copy {
+                                offset,
+                                base_len,
+                                len,
+                            } => {
+                                let data = client.read_range(ino, offset, base_len).await?;
+                                client.write_new_block(ino, padded(data, len)).await
+                            }
+                        }
+                    }
+                })
+                .buffered(COMMIT_PARALLELISM)
+                .try_collect()
+                .await?;
+            let attr = self.commit(ino, list.clone(), size, close, None).await?;
+            ov.committed(list);
+            self.account(before, ov.bytes());
+            st.attr = attr;
+        } else if close {
+            let (list, size, mtime) = (ov.base().to_vec(), ov.size(), st.attr.mtime);
+            st.attr = self.commit(ino, list, size, true, mtime).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits dirty data of `ino` if this mount writes it.
+    pub(crate) async fn sync_inode(&self, ino: u64) -> Res<()> {
+        let f = locked(&self.files).get(&ino).cloned();
+        if let Some(f) = f {
+            let mut st = f.state.lock().await;
+            self.sync_locked(&f, &mut st, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends this mount's writing of `f`: commits with close and drops the overlay.
+    pub(crate) async fn close_writer(&self, f: &OpenFile) -> Res<()> {
+        let mut st = f.state.lock().await;
+        if st.overlay.is_none() {
+            return Ok(());
+        }
+        let r = self.sync_locked(f, &mut st, true).await;
+        let before = st.overlay.as_ref().map(|o| o.bytes()).unwrap_or(0);
+        self.account(before, 0);
+        st.overlay = None;
+        st.writers = 0;
+        st.uploads.clear();
+        f.changed(&st);
+        r
+    }
+
+    /// flush (each close of a descriptor): POSIX locks of `owner` go; written data is committed.
+    pub(crate) async fn flush(&self, fh: u64, owner: u64) -> Res<()> {
+        let h = self.handle(fh)?;
+        self.unlock_owner(h.file.ino, owner).await;
+        if h.write {
+            let mut st = h.file.state.lock().await;
+            self.sync_locked(&h.file, &mut st, false).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn fsync(&self, fh: u64) -> Res<()> {
+        let h = self.handle(fh)?;
+        if h.write {
+            let mut st = h.file.state.lock().await;
+            self.sync_locked(&h.file, &mut st, false).await?;
+        }
+        Ok(())
+    }
+
+    /// release (last close of an open file description): flock locks of `flock_owner` go; the
+    /// last writer on this mount commits with close, which gives the lease back.
+    pub(crate) async fn release(&self, fh: u64, flock_owner: Option<u64>) -> Res<()> {
+        let Some(h) = locked(&self.handles).remove(&fh) else {
+            return Err(Errno::EBADF.into());
+        };
+        let f = h.file.clone();
+        if let Some(owner) = flock_owner {
+            self.unlock_owner(f.ino, owner).await;
+        }
+        let mut result = Ok(());
+        if h.write {
+            let mut st = f.state.lock().await;
+            st.writers = st.writers.saturating_sub(1);
+            if st.writers == 0 {
+                drop(st);
+                result = self.close_writer(&f).await;
+            }
+        }
+        drop(h);
+        self.file_unref(&f);
+        result
+    }
+
+    /// truncate/ftruncate. With a writer on this mount the overlay is cut (committed at the next
+    /// flush); otherwise the namenode grows the file or cuts it at a block boundary itself, and a
+    /// cut inside a block is a copy-on-write of that block under a short lease.
+    pub(crate) async fn truncate(
+        &self,
+        c: &Caller,
+        ino: u64,
+        size: u64,
+        by_handle: bool,
+    ) -> Res<()> {
+        let f = locked(&self.files).get(&ino).cloned();
+        if let Some(f) = f {
+            if f.local_size().is_some() {
+                if !by_handle {
+                    self.access(c, ino, libc::W_OK as u32).await?;
+                }
+                let mut guard = f.state.lock().await;
+                let st = &mut *guard;
+                if let Some(ov) = st.overlay.as_mut() {
+                    let before = ov.bytes();
+                    ov.truncate(size);
+                    self.account(before, ov.bytes());
+                    f.changed(st);
+                    return Ok(());
+                }
+            }
+        }
+        let attr = self.getattr_remote(c, ino).await?;
+        if attr.kind == pb::FileKind::Directory as i32 {
+            return Err(Errno::EISDIR.into());
+        }
+        if attr.kind != pb::FileKind::File as i32 {
+            return Err(Errno::EINVAL.into());
+        }
+        if size >= attr.size || attr.block_size == 0 || size.is_multiple_of(attr.block_size) {
+            let req = pb::SetAttrRequest {
+                creds: Some(c.creds.clone()),
+                node: Some(node(ino)),
+                size: Some(size),
+                client_id: self.client.client_id().to_string(),
+                ..Default::default()
+            };
+            let a = self.nn().set_attr(req).await?.into_inner().attr;
+            if let Some(a) = a {
+                self.note_seen(&a);
+            }
+            return Ok(());
+        }
+        // Cut inside a block: copy-on-write of the cut block under a lease held just for this.
+        let f = self.file_ref(ino);
+        let r = async {
+            let mut st = f.state.lock().await;
+            self.start_writer(c, &f, &mut st, None).await?;
+            if let Some(ov) = st.overlay.as_mut() {
+                ov.truncate(size);
+            }
+            st.writers -= 1;
+            let writers = st.writers;
+            drop(st);
+            if writers == 0 {
+                self.close_writer(&f).await
+            } else {
+                Ok(())
+            }
+        }
+        .await;
+        self.file_unref(&f);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn located_blocks_become_a_gapless_committed_list() {
+        let lb = |id, offset, len| pb::LocatedBlock {
+            id,
+            generation: 1,
+            offset,
+            len,
+            ..Default::default()
+        };
+        let list = committed_list(&[lb(2, 10, 5), lb(1, 0, 10), lb(3, 20, 4)]);
+        let ids: Vec<(u64, u64)> = list.iter().map(|b| (b.id, b.len)).collect();
+        assert_eq!(ids, vec![(1, 10), (2, 5), (0, 5), (3, 4)]);
+    }
+
+    #[test]
+    fn readahead_serves_inside_the_buffer_and_to_eof() {
+        let ra = ReadAhead {
+            buf_off: 100,
+            buf: Bytes::from(vec![7u8; 50]),
+            eof: true,
+            ..Default::default()
+        };
+        assert_eq!(ra.serve(100, 10).map(|b| b.len()), Some(10));
+        assert_eq!(ra.serve(140, 100).map(|b| b.len()), Some(10));
+        assert!(
+            ra.serve(150, 10).is_none(),
+            "at EOF ask again (the file may have grown)"
+        );
+        assert!(ra.serve(99, 10).is_none());
+        let ra = ReadAhead { eof: false, ..ra };
+        assert!(ra.serve(140, 100).is_none());
+    }
+}

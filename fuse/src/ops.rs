@@ -1,0 +1,396 @@
+//! The mount's shared state ([`Inner`]) and the namespace operations: each is one namenode RPC
+//! with the caller's credentials, plus the local views (dirty sizes) and cache invalidation.
+
+use crate::attr::{self, is_file};
+use crate::creds::Caller;
+use crate::dir::DirHandle;
+use crate::error::{Fail, Res};
+use crate::file::{Handle, OpenFile};
+use crate::MountOptions;
+use fuser::{Errno, INodeNo, Notifier, TimeOrNow};
+use ringfs_client::Client;
+use ringfs_proto::pb;
+use ringfs_proto::pb::namenode_client::NamenodeClient;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tonic::transport::Channel;
+
+/// Largest number of inodes whose last-seen version `open` remembers (then the memory is reset:
+/// the only cost is one dropped page cache per file).
+const SEEN_LIMIT: usize = 100_000;
+
+/// What `open` saw of a file last time: when it differs, the file changed elsewhere and the
+/// kernel's cached pages and attributes of it are dropped (close-to-open).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Seen {
+    generation: u64,
+    size: u64,
+    mtime: (i64, u32),
+}
+
+impl Seen {
+    fn of(a: &pb::Attr) -> Seen {
+        let mtime = a
+            .mtime
+            .as_ref()
+            .map(|t| (t.secs, t.nanos))
+            .unwrap_or_default();
+        Seen {
+            generation: a.generation,
+            size: a.size,
+            mtime,
+        }
+    }
+}
+
+/// State shared by all callbacks of one mount.
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) opts: MountOptions,
+    /// The runtime callbacks spawn their work on (fuser threads are not tokio threads).
+    pub(crate) rt: tokio::runtime::Handle,
+    /// Set once the session exists; used to drop kernel caches of entries and inodes.
+    notifier: OnceLock<Notifier>,
+    /// Files with open handles on this mount, by inode: the per-inode dirty overlay lives here so
+    /// every handle of a file sees the same bytes. Short critical sections only.
+    pub(crate) files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Open file handles by `fh`.
+    pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Open directory handles by `fh`.
+    pub(crate) dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    next_fh: AtomicU64,
+    /// Last version of each file `open` saw (see [`Seen`]).
+    seen: Mutex<HashMap<u64, Seen>>,
+    /// Dirty bytes of all overlays (compared with `opts.dirty_limit`).
+    pub(crate) dirty_bytes: AtomicU64,
+    /// (inode, lock owner) pairs that hold or held a lock through this mount: `flush`/`release`
+    /// unlock only these, so closing a file never costs an RPC when no lock was taken.
+    pub(crate) lock_owners: Mutex<HashSet<(u64, u64)>>,
+}
+
+/// Locks a std mutex, ignoring poisoning (a panicked task must not take the mount down).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn node(ino: u64) -> pb::NodeRef {
+    pb::NodeRef {
+        target: Some(pb::node_ref::Target::Inode(ino)),
+    }
+}
+
+pub(crate) fn child(parent: u64, name: &str) -> pb::EntryRef {
+    pb::EntryRef {
+        target: Some(pb::entry_ref::Target::Child(pb::ChildRef {
+            parent,
+            name: name.to_string(),
+        })),
+    }
+}
+
+fn attr_of(a: Option<pb::Attr>) -> Res<pb::Attr> {
+    a.ok_or_else(|| Fail::new(Errno::EIO, "namenode answered without attributes"))
+}
+
+impl Inner {
+    pub(crate) fn new(client: Client, opts: MountOptions, rt: tokio::runtime::Handle) -> Inner {
+        Inner {
+            client,
+            opts,
+            rt,
+            notifier: OnceLock::new(),
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            seen: Mutex::new(HashMap::new()),
+            dirty_bytes: AtomicU64::new(0),
+            lock_owners: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub(crate) fn set_notifier(&self, n: Notifier) {
+        let _ = self.notifier.set(n);
+    }
+
+    pub(crate) fn nn(&self) -> NamenodeClient<Channel> {
+        self.client.namenode()
+    }
+
+    pub(crate) fn next_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `a` as this mount sees it: a file with a dirty overlay here has the overlay's size.
+    pub(crate) fn local_view(&self, mut a: pb::Attr) -> pb::Attr {
+        if is_file(&a) {
+            if let Some(f) = locked(&self.files).get(&a.inode) {
+                if let Some(size) = f.local_size() {
+                    a.size = size;
+                }
+            }
+        }
+        a
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (and its cached pages with `pages`).
+    /// Runs on a blocking thread: the kernel may wait on page locks while it invalidates.
+    pub(crate) async fn invalidate_inode(&self, ino: u64, pages: bool) {
+        if let Some(n) = self.notifier.get().cloned() {
+            let offset = if pages { 0 } else { -1 };
+            let r =
+                tokio::task::spawn_blocking(move || n.inval_inode(INodeNo(ino), offset, 0)).await;
+            if let Ok(Err(e)) = r {
+                tracing::debug!(ino, error = %e, "inval_inode failed");
+            }
+        }
+    }
+
+    /// Records the version of a file `open` (or this mount's own commit) saw; true when it is
+    /// the version seen last time (the kernel's cached pages are still good).
+    pub(crate) fn note_seen(&self, a: &pb::Attr) -> bool {
+        let mut seen = locked(&self.seen);
+        if seen.len() >= SEEN_LIMIT {
+            seen.clear();
+        }
+        seen.insert(a.inode, Seen::of(a)) == Some(Seen::of(a))
+    }
+
+    // ------------------------------------------------------------------ namespace
+
+    pub(crate) async fn lookup(&self, c: &Caller, parent: u64, name: &str) -> Res<pb::Attr> {
+        let r = self
+            .nn()
+            .lookup(pb::LookupRequest {
+                creds: Some(c.creds.clone()),
+                entry: Some(child(parent, name)),
+            })
+            .await?;
+        Ok(self.local_view(attr_of(r.into_inner().attr)?))
+    }
+
+    /// Fresh attributes from the namenode (no local view).
+    pub(crate) async fn getattr_remote(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
+        let r = self
+            .nn()
+            .get_attr(pb::GetAttrRequest {
+                creds: Some(c.creds.clone()),
+                node: Some(node(ino)),
+            })
+            .await?;
+        attr_of(r.into_inner().attr)
+    }
+
+    pub(crate) async fn getattr(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
+        Ok(self.local_view(self.getattr_remote(c, ino).await?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn setattr(
+        &self,
+        c: &Caller,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        by_handle: bool,
+    ) -> Res<pb::Attr> {
+        if let Some(size) = size {
+            self.truncate(c, ino, size, by_handle).await?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            // Commit dirty data first: a later commit would set mtime to its own time and undo
+            // the utimens (`cp -p`, rsync, tar set times before they close).
+            self.sync_inode(ino).await?;
+        }
+        if mode.is_none() && uid.is_none() && gid.is_none() && atime.is_none() && mtime.is_none() {
+            return self.getattr(c, ino).await;
+        }
+        let req = pb::SetAttrRequest {
+            creds: Some(c.creds.clone()),
+            node: Some(node(ino)),
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            atime: attr::time_set(atime),
+            mtime: attr::time_set(mtime),
+            size: None,
+            client_id: self.client.client_id().to_string(),
+        };
+        let a = attr_of(self.nn().set_attr(req).await?.into_inner().attr)?;
+        self.remember_attr(&a).await;
+        Ok(self.local_view(a))
+    }
+
+    pub(crate) async fn readlink(&self, c: &Caller, ino: u64) -> Res<String> {
+        let r = self
+            .nn()
+            .readlink(pb::ReadlinkRequest {
+                creds: Some(c.creds.clone()),
+                node: Some(node(ino)),
+            })
+            .await?;
+        Ok(r.into_inner().target)
+    }
+
+    pub(crate) async fn mkdir(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        mode: u32,
+    ) -> Res<pb::Attr> {
+        let req = pb::MkdirRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+            mode: mode & 0o7777,
+            parents: false,
+        };
+        attr_of(self.nn().mkdir(req).await?.into_inner().attr)
+    }
+
+    pub(crate) async fn mknod(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+    ) -> Res<pb::Attr> {
+        let kind = attr::kind_of_mode(mode)
+            .ok_or_else(|| Fail::new(Errno::EINVAL, "mknod of this kind"))?;
+        let req = pb::MknodRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+            kind: kind as i32,
+            mode: mode & 0o7777,
+            rdev,
+        };
+        attr_of(self.nn().mknod(req).await?.into_inner().attr)
+    }
+
+    pub(crate) async fn symlink(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        target: &str,
+    ) -> Res<pb::Attr> {
+        let req = pb::SymlinkRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+            target: target.to_string(),
+        };
+        attr_of(self.nn().symlink(req).await?.into_inner().attr)
+    }
+
+    pub(crate) async fn link(
+        &self,
+        c: &Caller,
+        ino: u64,
+        parent: u64,
+        name: &str,
+    ) -> Res<pb::Attr> {
+        let req = pb::LinkRequest {
+            creds: Some(c.creds.clone()),
+            existing: Some(node(ino)),
+            new_entry: Some(child(parent, name)),
+        };
+        let a = attr_of(self.nn().link(req).await?.into_inner().attr)?;
+        Ok(self.local_view(a))
+    }
+
+    /// unlink (`directory` false) or rmdir (true). A file still open elsewhere loses its name at
+    /// once; handles open on this mount keep reading and writing it for as long as the namenode
+    /// keeps the inode (see the crate note on unlinked open files).
+    pub(crate) async fn remove(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        directory: bool,
+    ) -> Res<()> {
+        let req = pb::RemoveRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+            recursive: false,
+            directory,
+            any_kind: false,
+        };
+        self.nn().remove(req).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn rename(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+        exchange: bool,
+    ) -> Res<()> {
+        let req = pb::RenameRequest {
+            creds: Some(c.creds.clone()),
+            from: Some(child(parent, name)),
+            to: Some(child(new_parent, new_name)),
+            no_replace,
+            exchange,
+        };
+        self.nn().rename(req).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn access(&self, c: &Caller, ino: u64, mask: u32) -> Res<()> {
+        self.nn()
+            .access(pb::AccessRequest {
+                creds: Some(c.creds.clone()),
+                node: Some(node(ino)),
+                mask,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn statfs(&self) -> Res<pb::StatfsResponse> {
+        Ok(self.nn().statfs(pb::StatfsRequest {}).await?.into_inner())
+    }
+
+    /// Keeps the attributes an open file remembers in step with a change made by this mount.
+    pub(crate) async fn remember_attr(&self, a: &pb::Attr) {
+        let f = locked(&self.files).get(&a.inode).cloned();
+        if let Some(f) = f {
+            f.state.lock().await.attr = *a;
+        }
+    }
+
+    /// Called when the session ends: commits every dirty file and gives back leases.
+    /// Err((files that failed, first error)).
+    pub(crate) async fn finish(&self) -> Result<(), (usize, String)> {
+        let files: Vec<Arc<OpenFile>> = locked(&self.files).values().cloned().collect();
+        let mut failed = 0;
+        let mut first = String::new();
+        for f in files {
+            if let Err(e) = self.close_writer(&f).await {
+                failed += 1;
+                if first.is_empty() {
+                    first = format!("inode {}: {}", f.ino, e.why);
+                }
+            }
+        }
+        locked(&self.handles).clear();
+        locked(&self.dirs).clear();
+        locked(&self.files).clear();
+        if failed == 0 {
+            Ok(())
+        } else {
+            Err((failed, first))
+        }
+    }
+}
