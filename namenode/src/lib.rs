@@ -14,6 +14,7 @@ pub mod journal;
 pub mod leases;
 pub mod locks;
 pub mod namespace;
+pub mod path;
 pub mod placement;
 pub mod replication;
 
