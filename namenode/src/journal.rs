@@ -1,17 +1,73 @@
 //! Durability of the namespace: row changes go to redb through one writer thread that commits every
 //! pending batch in one durable transaction (group commit) and then acknowledges them all.
+//!
+//! Layout of `namespace.redb`: `inodes` (id -> format byte + postcard [`InodeRecord`]), `entries`
+//! ((parent, name) -> child; a directory's entries are separate rows so a big directory is not
+//! rewritten per operation) and `meta` (format version and the id counters). redb is the whole store:
+//! there is no separate log to replay and no checkpoint that could stall the namenode.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::error::{NamenodeError, Result};
-use crate::namespace::{Mutation, Namespace};
+use crate::namespace::{Counters, InodeRecord, Mutation, Namespace};
+
+/// The store's file name inside the namenode data directory.
+pub const FILE_NAME: &str = "namespace.redb";
+/// Version of the row encoding (stored in `meta` and as the first byte of every inode row).
+const FORMAT: u64 = 1;
+/// Most mutations put in one transaction; the rest of a backlog goes into the next one.
+const MAX_GROUP_ROWS: usize = 200_000;
+
+const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+const ENTRIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("entries");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The metadata store of a namenode (`<dir>/namespace.redb`) and its group-commit writer thread.
+/// Dropping it lets the writer finish what was submitted, then closes the store.
 pub struct Journal {
-    _private: (),
+    /// Batches to the writer thread, in submit order (an unbounded queue, so `submit` never blocks).
+    tx: Option<mpsc::Sender<Pending>>,
+    /// The first storage error; once set, every submit fails with it (the in-memory namespace may be
+    /// ahead of the store, so nothing more may be acknowledged).
+    failed: Arc<OnceLock<String>>,
+    writer: Option<JoinHandle<()>>,
+    path: PathBuf,
+    /// Counters shared with the writer thread (for metrics).
+    stats: Arc<Counts>,
+}
+
+/// Running totals of the writer thread.
+#[derive(Default)]
+struct Counts {
+    batches: AtomicU64,
+    rows: AtomicU64,
+    commits: AtomicU64,
+}
+
+/// What the journal has done since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Batches acknowledged as durable.
+    pub batches: u64,
+    /// Row changes written.
+    pub rows: u64,
+    /// Durable transactions, each holding a group of batches.
+    pub commits: u64,
+}
+
+/// A batch waiting for the writer, with whom to tell.
+struct Pending {
+    batch: Vec<Mutation>,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
 /// Resolves when a submitted batch is durable (or failed to be).
@@ -31,7 +87,7 @@ impl Commit {
         }
     }
 
-    /// Wait for the batch outside an async context (tests, shutdown).
+    /// Wait for the batch outside an async context (tests, shutdown). Panics inside a tokio runtime.
     pub fn wait(self) -> Result<()> {
         match self.inner {
             CommitInner::Ready(r) => r.unwrap_or(Ok(())),
@@ -57,14 +113,62 @@ impl Future for Commit {
     }
 }
 
+fn storage(path: &Path, e: impl std::fmt::Display) -> NamenodeError {
+    NamenodeError::Storage(format!("{}: {e}", path.display()))
+}
+
 impl Journal {
     /// Open (or create) `dir/namespace.redb` and load the namespace from it. A new store starts with an
     /// empty namespace (root only), persisted before this returns.
     pub fn open(dir: &Path) -> Result<(Journal, Namespace)> {
-        let _ = dir;
-        Err(NamenodeError::NotSupported(
-            "journal (not implemented yet)".into(),
+        std::fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| storage(&path, e))?;
+        let ns = match load(&db, &path)? {
+            Some(ns) => ns,
+            None => {
+                let mut ns = Namespace::new();
+                write_group(&db, &[&ns.drain_changes()]).map_err(|e| storage(&path, e))?;
+                ns
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(OnceLock::new());
+        let stats = Arc::new(Counts::default());
+        let writer = {
+            let (failed, path, stats) = (failed.clone(), path.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("ringfs-journal".into())
+                .spawn(move || writer_loop(db, rx, failed, path, stats))
+                .map_err(|e| {
+                    NamenodeError::Storage(format!("cannot start the journal writer: {e}"))
+                })?
+        };
+        tracing::info!(path = %path.display(), inodes = ns.inode_count(), "namespace loaded");
+        Ok((
+            Journal {
+                tx: Some(tx),
+                failed,
+                writer: Some(writer),
+                path,
+                stats,
+            },
+            ns,
         ))
+    }
+
+    /// Totals since open (for metrics and tests).
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            rows: self.stats.rows.load(Ordering::Relaxed),
+            commits: self.stats.commits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Queue a batch (from [`Namespace::drain_changes`]) for the next group commit. Does not block, so it
@@ -72,11 +176,389 @@ impl Journal {
     /// returned future resolves when the batch is durable; an empty batch resolves at once. After a
     /// storage error every later submit fails.
     pub fn submit(&self, batch: Vec<Mutation>) -> Commit {
+        if let Some(e) = self.failed.get() {
+            return Commit::ready(Err(NamenodeError::Storage(e.clone())));
+        }
         if batch.is_empty() {
             return Commit::ready(Ok(()));
         }
-        Commit::ready(Err(NamenodeError::NotSupported(
-            "journal (not implemented yet)".into(),
-        )))
+        let (done, rx) = tokio::sync::oneshot::channel();
+        match self.tx.as_ref().map(|tx| tx.send(Pending { batch, done })) {
+            Some(Ok(())) => Commit {
+                inner: CommitInner::Waiting(rx),
+            },
+            _ => Commit::ready(Err(writer_gone())),
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            if w.join().is_err() {
+                tracing::error!(path = %self.path.display(), "journal writer panicked");
+            }
+        }
+    }
+}
+
+/// The writer thread: take everything queued, commit it as one transaction, acknowledge every batch.
+fn writer_loop(
+    db: Database,
+    rx: mpsc::Receiver<Pending>,
+    failed: Arc<OnceLock<String>>,
+    path: PathBuf,
+    stats: Arc<Counts>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut rows = first.batch.len();
+        let mut group = vec![first];
+        while rows < MAX_GROUP_ROWS {
+            match rx.try_recv() {
+                Ok(p) => {
+                    rows += p.batch.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = match failed.get() {
+            Some(e) => Err(NamenodeError::Storage(e.clone())),
+            None => {
+                let batches: Vec<&Vec<Mutation>> = group.iter().map(|p| &p.batch).collect();
+                write_group(&db, &batches).map_err(|e| {
+                    let msg = format!("{}: {e}", path.display());
+                    tracing::error!(error = %msg, "journal commit failed; refusing further mutations");
+                    let _ = failed.set(msg.clone());
+                    NamenodeError::Storage(msg)
+                })
+            }
+        };
+        if result.is_ok() {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .batches
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        }
+        for p in group {
+            let _ = p.done.send(result.clone());
+        }
+    }
+}
+
+/// Apply batches, in order, in one durable transaction.
+fn write_group(db: &Database, batches: &[&Vec<Mutation>]) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut inodes = txn.open_table(INODES)?;
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut meta = txn.open_table(META)?;
+        meta.insert("format", FORMAT)?;
+        let mut buf = Vec::new();
+        for m in batches.iter().flat_map(|b| b.iter()) {
+            match m {
+                Mutation::PutInode(r) => {
+                    buf.clear();
+                    buf.push(FORMAT as u8);
+                    buf = postcard::to_extend(r, buf)
+                        .map_err(|e| redb::Error::Corrupted(format!("encode: {e}")))?;
+                    inodes.insert(r.id, buf.as_slice())?;
+                }
+                Mutation::DeleteInode(id) => {
+                    inodes.remove(id)?;
+                }
+                Mutation::PutEntry {
+                    parent,
+                    name,
+                    child,
+                } => {
+                    entries.insert((*parent, name.as_str()), child)?;
+                }
+                Mutation::DeleteEntry { parent, name } => {
+                    entries.remove((*parent, name.as_str()))?;
+                }
+                Mutation::SetCounters(c) => {
+                    meta.insert("next_inode", c.next_inode)?;
+                    meta.insert("next_block", c.next_block)?;
+                    meta.insert("next_generation", c.next_generation)?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Read the whole store; `None` if it is new (no format row yet).
+fn load(db: &Database, path: &Path) -> Result<Option<Namespace>> {
+    let err = |e: &dyn std::fmt::Display| storage(path, e);
+    let txn = db.begin_read().map_err(|e| err(&e))?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(err(&e)),
+    };
+    let get = |k: &str| {
+        meta.get(k)
+            .map(|v| v.map(|v| v.value()))
+            .map_err(|e| err(&e))
+    };
+    match get("format")? {
+        None => return Ok(None),
+        Some(FORMAT) => {}
+        Some(v) => {
+            return Err(err(&format!(
+                "unknown store format {v} (this namenode reads {FORMAT})"
+            )))
+        }
+    }
+    let defaults = Counters::default();
+    let counters = Counters {
+        next_inode: get("next_inode")?.unwrap_or(defaults.next_inode),
+        next_block: get("next_block")?.unwrap_or(defaults.next_block),
+        next_generation: get("next_generation")?.unwrap_or(defaults.next_generation),
+    };
+    let mut inodes = Vec::new();
+    for row in txn
+        .open_table(INODES)
+        .map_err(|e| err(&e))?
+        .iter()
+        .map_err(|e| err(&e))?
+    {
+        let (k, v) = row.map_err(|e| err(&e))?;
+        let bytes = v.value();
+        let record: InodeRecord = match bytes.split_first() {
+            Some((&v, rest)) if u64::from(v) == FORMAT => {
+                postcard::from_bytes(rest).map_err(|e| err(&format!("inode {}: {e}", k.value())))?
+            }
+            _ => return Err(err(&format!("inode {}: unknown row format", k.value()))),
+        };
+        if record.id != k.value() {
+            return Err(err(&format!(
+                "inode row {} holds inode {}",
+                k.value(),
+                record.id
+            )));
+        }
+        inodes.push(record);
+    }
+    let mut entries = Vec::new();
+    for row in txn
+        .open_table(ENTRIES)
+        .map_err(|e| err(&e))?
+        .iter()
+        .map_err(|e| err(&e))?
+    {
+        let (k, v) = row.map_err(|e| err(&e))?;
+        let (parent, name) = k.value();
+        entries.push((parent, name.to_string(), v.value()));
+    }
+    Namespace::from_records(inodes, entries, counters).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespace::{
+        BlockRef, Caller, CreateFile, EntrySel, NodeSel, RemoveMode, RenameFlags, Timestamp,
+    };
+    use std::sync::Mutex;
+
+    fn now() -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// Everything observable about a namespace, for comparing before/after a reopen.
+    fn dump(ns: &Namespace) -> Vec<(String, crate::namespace::Inode)> {
+        let mut out = Vec::new();
+        let mut stack = vec![("/".to_string(), crate::namespace::ROOT)];
+        while let Some((path, id)) = stack.pop() {
+            let mut inode = ns.get(id).cloned().expect("listed inode exists");
+            inode.parent = crate::namespace::InodeId(0);
+            for (name, &c) in inode.children.iter().flatten() {
+                stack.push((crate::path::child_path(&path, name), c));
+            }
+            out.push((path, inode));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn operations_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Caller::root();
+        let expected = {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            ns.mkdir(&root, EntrySel::Path("/a/b"), 0o755, true, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            let o = CreateFile {
+                mode: 0o640,
+                replication: 2,
+                block_size: 8,
+                lease: Some("c".into()),
+                ..Default::default()
+            };
+            let (f, _) = ns
+                .create_file(&root, EntrySel::Path("/a/b/f"), o, now())
+                .unwrap();
+            let blocks: Vec<BlockRef> = (0..3)
+                .map(|i| BlockRef {
+                    id: ns.next_block_id(),
+                    generation: ns.next_generation(),
+                    len: if i < 2 { 8 } else { 5 },
+                })
+                .collect();
+            ns.commit_blocks(f, "c", blocks, 21, false, None, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            ns.link(
+                &root,
+                NodeSel::Path("/a/b/f"),
+                EntrySel::Path("/a/hard"),
+                now(),
+            )
+            .unwrap();
+            ns.symlink(&root, EntrySel::Path("/s"), "a/b", now())
+                .unwrap();
+            ns.mkdir(&root, EntrySel::Path("/gone/x"), 0o755, true, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            ns.remove(
+                &root,
+                EntrySel::Path("/gone"),
+                RemoveMode {
+                    recursive: true,
+                    any_kind: true,
+                    directory: false,
+                },
+                now(),
+            )
+            .unwrap();
+            ns.rename(
+                &root,
+                EntrySel::Path("/a/b"),
+                EntrySel::Path("/b2"),
+                RenameFlags::default(),
+                now(),
+            )
+            .unwrap();
+            // an empty batch is acknowledged at once
+            journal.submit(Vec::new()).wait().unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            (dump(&ns), ns.counters(), ns.leases())
+        };
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!((dump(&ns), ns.counters(), ns.leases()), expected);
+        // /s pointed at a/b, which moved away
+        assert!(matches!(
+            ns.resolve(&root, NodeSel::Path("/s/f"), true),
+            Err(NamenodeError::NotFound(_))
+        ));
+        let f = ns.resolve(&root, NodeSel::Path("/b2/f"), false).unwrap();
+        assert_eq!(
+            ns.resolve(&root, NodeSel::Path("/a/hard"), false).unwrap(),
+            f
+        );
+        let file = ns.get(f).unwrap();
+        assert_eq!(file.nlink, 2);
+        assert_eq!(
+            file.file.as_ref().map(|m| (m.size, m.blocks.len())),
+            Some((21, 3))
+        );
+        assert_eq!(
+            ns.block_owner(file.file.as_ref().unwrap().blocks[0].id),
+            Some(f)
+        );
+    }
+
+    #[test]
+    fn a_new_store_holds_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        let (journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(ns.inode_count(), 1);
+        assert!(journal.path().ends_with(FILE_NAME));
+    }
+
+    #[test]
+    fn the_store_is_locked_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let _open = Journal::open(dir.path()).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(NamenodeError::Storage(_))
+        ));
+    }
+
+    #[test]
+    fn unacknowledged_changes_are_not_visible_but_acknowledged_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Caller::root();
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            ns.mkdir(&root, EntrySel::Path("/kept"), 0o755, false, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            // mutated in memory, never submitted
+            ns.mkdir(&root, EntrySel::Path("/lost"), 0o755, false, now())
+                .unwrap();
+        }
+        let (_j, ns) = Journal::open(dir.path()).unwrap();
+        assert!(ns.resolve(&root, NodeSel::Path("/kept"), false).is_ok());
+        assert!(ns.resolve(&root, NodeSel::Path("/lost"), false).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn group_commit_makes_a_thousand_concurrent_submits_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, ns) = Journal::open(dir.path()).unwrap();
+        let commits_before = journal.stats().commits;
+        // the service's pattern: mutate and submit under the state lock, await outside it
+        let state = Arc::new(Mutex::new((ns, journal)));
+        let mut tasks = Vec::new();
+        for i in 0..1000 {
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let commit = {
+                    let mut guard = state.lock().unwrap();
+                    let (ns, journal) = &mut *guard;
+                    let o = CreateFile {
+                        mode: 0o644,
+                        replication: 3,
+                        block_size: 1 << 20,
+                        ..Default::default()
+                    };
+                    ns.create_file(&Caller::root(), EntrySel::Path(&format!("/f{i}")), o, now())
+                        .unwrap();
+                    journal.submit(ns.drain_changes())
+                };
+                commit.await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let (ns, journal) = Arc::into_inner(state).unwrap().into_inner().unwrap();
+        let stats = journal.stats();
+        assert_eq!(stats.batches, 1000);
+        let commits = stats.commits - commits_before;
+        assert!(
+            commits < 1000,
+            "{commits} transactions for 1000 batches: nothing was grouped"
+        );
+        let expected = dump(&ns);
+        drop(journal);
+        let (_journal, reopened) = tokio::task::spawn_blocking({
+            let path = dir.path().to_path_buf();
+            move || Journal::open(&path).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(reopened.inode_count(), 1001);
+        assert_eq!(dump(&reopened), expected);
     }
 }
