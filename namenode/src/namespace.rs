@@ -821,7 +821,8 @@ impl Namespace {
     }
 
     /// Up to `limit` (at least 1) entries of a directory whose names sort after `after` ("" = from the
-    /// start), and whether more follow. Needs read permission. A path follows a final symlink. No "." / "..".
+    /// start), and whether more follow. Needs read permission. A path follows a final symlink (an inode is taken as
+    /// is, here and in every operation below). No "." / "..".
     pub fn read_dir(
         &self,
         caller: &Caller,
@@ -829,7 +830,7 @@ impl Namespace {
         after: &str,
         limit: usize,
     ) -> Result<(Vec<(String, InodeId)>, bool)> {
-        let (id, shown) = self.resolve_shown(caller, dir, true)?;
+        let (id, shown) = self.resolve_shown(caller, dir, is_path(&dir))?;
         let n = self.node(id)?;
         let Some(children) = n.children.as_ref() else {
             return Err(NamenodeError::NotADirectory(self.show(&shown)));
@@ -883,7 +884,7 @@ impl Namespace {
                 "access mask {mask:#o} is not a combination of R, W, X"
             )));
         }
-        let (id, shown) = self.resolve_shown(caller, node, true)?;
+        let (id, shown) = self.resolve_shown(caller, node, is_path(&node))?;
         if mask != 0 && !permits(caller, self.node(id)?, mask) {
             return Err(NamenodeError::PermissionDenied(self.show(&shown)));
         }
@@ -1461,7 +1462,7 @@ impl Namespace {
         attr: SetAttr,
         now: Timestamp,
     ) -> Result<(InodeId, Vec<BlockRef>)> {
-        let (id, shown) = self.resolve_shown(caller, node, true)?;
+        let (id, shown) = self.resolve_shown(caller, node, is_path(&node))?;
         let n = self.node(id)?;
         let shown = || self.show(&shown);
         let is_owner = caller.is_root() || caller.uid == n.uid;
@@ -1575,7 +1576,7 @@ impl Namespace {
         truncate: bool,
         now: Timestamp,
     ) -> Result<(InodeId, Vec<BlockRef>)> {
-        let (id, shown) = self.resolve_shown(caller, node, true)?;
+        let (id, shown) = self.resolve_shown(caller, node, is_path(&node))?;
         let n = self.node(id)?;
         let shown = || self.show(&shown);
         let f = match (n.kind, n.file.as_ref()) {
@@ -2364,6 +2365,12 @@ impl Namespace {
             }
         }
     }
+}
+
+/// Whether a node selector is a path (which operations like chmod follow through a final symlink; an
+/// inode selector, from FUSE, already names the node meant, e.g. for lchown).
+fn is_path(sel: &NodeSel<'_>) -> bool {
+    matches!(sel, NodeSel::Path(_))
 }
 
 /// A client id that can hold a lease: non-empty, printable, not the recovery marker.
@@ -3418,6 +3425,34 @@ mod tests {
         ns.set_attr(&root(), n("/d"), set(None, Some(5), None), T0)
             .unwrap();
         assert_eq!(get(&ns, "/d").mode, 0o6777);
+    }
+
+    #[test]
+    fn inode_selectors_are_not_followed_paths_are() {
+        let mut ns = Namespace::new();
+        let f = create(&mut ns, &root(), "/f");
+        let l = ns.symlink(&root(), p("/l"), "f", T0).unwrap();
+        let chown = SetAttr {
+            uid: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            ns.set_attr(&root(), NodeSel::Inode(l), chown.clone(), T0)
+                .unwrap()
+                .0,
+            l
+        );
+        assert_eq!((ns.get(l).unwrap().uid, ns.get(f).unwrap().uid), (5, 0));
+        assert_eq!(ns.set_attr(&root(), n("/l"), chown, T0).unwrap().0, f);
+        assert_eq!(ns.get(f).unwrap().uid, 5);
+        assert_eq!(
+            ns.open_write(&root(), n("/l"), "c", false, T0).unwrap().0,
+            f
+        );
+        assert!(matches!(
+            ns.open_write(&root(), NodeSel::Inode(l), "c", false, T0),
+            Err(NamenodeError::InvalidArgument(_))
+        ));
     }
 
     #[test]
