@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Built-in secret used when `secret` is empty: fine for a laptop, never for a shared network.
-pub const DEV_SECRET: &str = "ringfs-dev-secret-do-not-use-in-production";
+/// Built-in secret used when `secret` is empty (shared with datanodes): fine for a laptop, never for a
+/// shared network.
+pub use ringfs_proto::token::DEV_SECRET;
 
 /// Everything the namenode can be told. TOML keys are the field names; durations are strings such as
 /// `"3s"` or `"150ms"` (or plain seconds), sizes are byte counts or strings such as `"64MiB"`.
@@ -105,7 +106,9 @@ impl Config {
             return bad(format!("replication {} is not in 1..=32", self.replication));
         }
         if self.block_size < ringfs_proto::chunk::CHUNK_SIZE as u64
-            || self.block_size % ringfs_proto::chunk::CHUNK_SIZE as u64 != 0
+            || !self
+                .block_size
+                .is_multiple_of(ringfs_proto::chunk::CHUNK_SIZE as u64)
         {
             return bad(format!(
                 "block_size {} must be a positive multiple of 64 KiB",

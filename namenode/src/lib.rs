@@ -1,10 +1,16 @@
 //! ringfs-namenode: the metadata server. `run(config, listener, shutdown)` serves the client-facing
-//! `Namenode` and the datanode-facing `DatanodeProtocol` gRPC services on one listener.
+//! `Namenode` and the datanode-facing `DatanodeProtocol` gRPC services on one listener, plus the
+//! background loops (dead nodes, leases, replication).
 //!
 //! Layout:
 //! - [`config`]: the documented `Config`
-//! - [`namespace`], [`journal`], [`error`]: the inode tree, its durability, the error enum
+//! - [`namespace`], [`path`], [`journal`], [`error`]: the inode tree, path rules, durability, the error enum
 //! - [`placement`]: the consistent-hash ring that says where replicas should be
+//! - [`datanodes`]: registry, liveness, command queues
+//! - [`block_map`]: where replicas are (rebuilt from block reports)
+//! - [`replication`]: the planner (repair, trim, rebalance, decommission) and safe mode
+//! - [`leases`], [`locks`]: client leases and the cluster lock table
+//! - [`service`]: the gRPC adapters, lease recovery and the background loops
 
 pub mod block_map;
 pub mod config;
@@ -17,13 +23,20 @@ pub mod namespace;
 pub mod path;
 pub mod placement;
 pub mod replication;
+pub mod service;
 
 pub use config::Config;
 pub use error::NamenodeError;
 
+use ringfs_proto::net::MAX_MESSAGE_SIZE;
+use ringfs_proto::pb::datanode_protocol_server::DatanodeProtocolServer;
+use ringfs_proto::pb::namenode_server::NamenodeServer;
+use service::monitors::{DeadNodeMonitor, LeaseMonitor, ReplicationMonitor};
 use std::future::Future;
+use std::sync::Arc;
 
-/// Runs a namenode until `shutdown` resolves.
+/// Runs a namenode on `listener` until `shutdown` resolves. Fails early on a bad config or an
+/// unreadable metadata store.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -32,7 +45,66 @@ pub async fn run(
     config
         .validate()
         .map_err(|e| NamenodeError::InvalidArgument(e.to_string()))?;
-    tracing::warn!(addr = ?listener.local_addr().ok(), "namenode services are not implemented yet");
-    shutdown.await;
-    Ok(())
+    if config.secret.is_empty() {
+        tracing::warn!("no cluster secret configured: using the built-in development secret");
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        NamenodeError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let dir = config.data_dir.clone();
+    let (journal, ns) = tokio::task::spawn_blocking(move || journal::Journal::open(&dir))
+        .await
+        .map_err(|e| NamenodeError::Storage(format!("opening the metadata store: {e}")))??;
+    let addr = listener.local_addr().ok();
+    let shared = Arc::new(service::Shared::new(config, journal, ns));
+    tracing::info!(?addr, data_dir = %shared.config.data_dir.display(), inodes = shared.lock().ns.inode_count(),
+        "namenode serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loops = vec![
+        tokio::spawn(
+            DeadNodeMonitor {
+                shared: shared.clone(),
+            }
+            .run(stop_rx.clone()),
+        ),
+        tokio::spawn(
+            LeaseMonitor {
+                shared: shared.clone(),
+            }
+            .run(stop_rx.clone()),
+        ),
+        tokio::spawn(
+            ReplicationMonitor {
+                shared: shared.clone(),
+            }
+            .run(stop_rx.clone()),
+        ),
+    ];
+
+    let client = NamenodeServer::new(service::client::ClientService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let datanode = DatanodeProtocolServer::new(service::datanode::DatanodeService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let served = ringfs_proto::net::server()
+        .add_service(client)
+        .add_service(datanode)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    tracing::info!("namenode stopped");
+    served.map_err(|e| NamenodeError::FailedPrecondition(format!("serving gRPC failed: {e}")))
 }

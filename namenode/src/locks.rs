@@ -94,7 +94,7 @@ impl LockTable {
                 && l.owner != req.owner
                 && overlaps(l.start, l.end, start, end)
                 && (typ == LockType::Write || l.typ == LockType::Write);
-            conflicts.then(|| Conflict {
+            conflicts.then_some(Conflict {
                 typ: l.typ,
                 start: l.start,
                 end: l.end,
@@ -167,7 +167,7 @@ impl LockTable {
                 self.last_token
             }
         };
-        kept.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+        kept.sort_by_key(|l| (l.start, l.end));
         if kept.is_empty() {
             self.by_inode.remove(&inode);
         } else {

@@ -868,6 +868,23 @@ mod tests {
     }
 
     #[test]
+    fn safe_mode_waits_for_the_threshold_and_the_extension() {
+        let t0 = Instant::now();
+        let mut s = SafeMode::new(true, 0.9, Duration::from_secs(2));
+        assert!(!s.update(8, 10, t0));
+        assert!(s.is_on());
+        assert!(!s.update(9, 10, t0 + Duration::from_secs(1)));
+        assert!(s.is_on());
+        assert!(s.update(10, 10, t0 + Duration::from_secs(3)));
+        assert!(!s.is_on());
+        assert!(!SafeMode::new(false, 0.9, Duration::ZERO).is_on());
+        let mut w = world(3);
+        w.block(1, &[0]);
+        w.block(2, &[]);
+        assert_eq!(reported_share(&w.blocks, &w.nodes), (1, 2));
+    }
+
+    #[test]
     fn decommission_drains_then_finishes() {
         let mut w = world(5);
         for b in 1..=30 {
@@ -893,4 +910,69 @@ mod tests {
         assert!(p.deletes.is_empty(), "retiring replicas are not deleted");
         assert_eq!(decommission_remaining(&w.blocks, &w.nodes, &victim), 0);
     }
+}
+
+/// Safe mode after a start: no re-replication or deletion of "missing" replicas until enough blocks
+/// have a reported replica (plus an extension for slow datanodes). Reads and writes work meanwhile.
+#[derive(Clone, Debug)]
+pub struct SafeMode {
+    on: bool,
+    threshold: f64,
+    extension: Duration,
+    /// When the threshold was first met.
+    reached: Option<Instant>,
+}
+
+impl SafeMode {
+    pub fn new(on: bool, threshold: f64, extension: Duration) -> SafeMode {
+        SafeMode {
+            on,
+            threshold,
+            extension,
+            reached: None,
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Re-evaluates with the current share of reported blocks. Returns true when safe mode just ended.
+    pub fn update(&mut self, reported: u64, total: u64, now: Instant) -> bool {
+        if !self.on {
+            return false;
+        }
+        let share = if total == 0 {
+            1.0
+        } else {
+            reported as f64 / total as f64
+        };
+        if share + 1e-12 < self.threshold {
+            self.reached = None;
+            return false;
+        }
+        let since = *self.reached.get_or_insert(now);
+        if now.saturating_duration_since(since) >= self.extension {
+            self.on = false;
+            return true;
+        }
+        false
+    }
+}
+
+/// (blocks with at least one readable replica, blocks that need one) for safe mode. Empty blocks
+/// and blocks being written do not count.
+pub fn reported_share(blocks: &BlockMap, nodes: &DatanodeRegistry) -> (u64, u64) {
+    let (mut reported, mut total) = (0, 0);
+    for (_, b) in blocks.iter() {
+        if !plannable(b) || b.len == 0 {
+            continue;
+        }
+        total += 1;
+        let r = roles(b, nodes);
+        if !r.good.is_empty() || !r.retiring.is_empty() {
+            reported += 1;
+        }
+    }
+    (reported, total)
 }

@@ -1,0 +1,1240 @@
+//! The client-facing `Namenode` gRPC service: namespace operations, the write protocol (create, add
+//! block, pipeline recovery, commit), reads (block locations), admin (fsck, report, statfs,
+//! decommission) and cluster locks.
+
+use super::{client_id, entry_sel, inode_id, locate, located_block, node_sel, Shared, State};
+use crate::datanodes::DatanodeRegistry;
+use crate::error::{NamenodeError, Result};
+use crate::locks::{LockKind, LockOutcome, LockOwner, LockRequest, LockType};
+use crate::namespace::{
+    BlockRef, Caller, CreateFile, InodeKind, RemoveMode, RenameFlags, SetAttr, TimeSet, Timestamp,
+    R_OK,
+};
+use crate::replication::{self, health};
+use ringfs_proto::pb::{self, namenode_server::Namenode};
+use ringfs_proto::token::AccessMode;
+use ringfs_proto::{BlockId, DatanodeId, InodeId};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// Default and largest page of ReadDir.
+const READDIR_DEFAULT: usize = 1000;
+const READDIR_MAX: usize = 10_000;
+/// Most problems one fsck lists.
+const FSCK_MAX_PROBLEMS: usize = 10_000;
+/// Largest replication factor a file may ask for.
+const MAX_REPLICATION: u32 = 32;
+
+/// The `Namenode` service.
+#[derive(Clone)]
+pub struct ClientService {
+    pub shared: Arc<Shared>,
+}
+
+fn caller(c: &Option<pb::Credentials>) -> Caller {
+    c.as_ref().map(Caller::from).unwrap_or_default()
+}
+
+fn attr_of(st: &State, id: InodeId) -> Result<pb::Attr> {
+    st.ns
+        .get(id)
+        .map(|i| i.to_attr())
+        .ok_or(NamenodeError::Stale(id.0))
+}
+
+fn time_set(t: &Option<pb::TimeSet>) -> Option<TimeSet> {
+    match t.as_ref()?.value.as_ref()? {
+        pb::time_set::Value::Now(true) => Some(TimeSet::Now),
+        pb::time_set::Value::Now(false) => None,
+        pb::time_set::Value::At(t) => Some(TimeSet::At(Timestamp::from(*t))),
+    }
+}
+
+fn block_ref(b: &pb::CommittedBlock) -> BlockRef {
+    BlockRef {
+        id: b.id,
+        generation: b.generation,
+        len: b.len,
+    }
+}
+
+fn path_or_inode(st: &State, id: InodeId) -> String {
+    st.ns.path_of(id).unwrap_or_else(|| format!("inode {id}"))
+}
+
+/// Datanode ids of the given addresses (unknown addresses are ignored).
+fn ids_of(nodes: &DatanodeRegistry, addresses: &[String]) -> Vec<DatanodeId> {
+    addresses
+        .iter()
+        .filter_map(|a| nodes.by_address(a))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// Enough in-service datanodes for `replication` replicas, or the error the CLI prints.
+fn check_datanodes(st: &State, replication: u32) -> Result<()> {
+    let live = st.nodes.writable_count();
+    if live < replication as usize {
+        return Err(NamenodeError::NotEnoughDatanodes {
+            needed: replication as usize,
+            live,
+        });
+    }
+    Ok(())
+}
+
+/// The (replication, block size, path) of a file open for writing by `client`.
+fn leased_file(st: &State, inode: InodeId, client: &str) -> Result<(u32, u64)> {
+    let node = st.ns.get(inode).ok_or(NamenodeError::Stale(inode.0))?;
+    let f = node.file.as_ref().ok_or_else(|| {
+        if node.is_dir() {
+            NamenodeError::IsADirectory(path_or_inode(st, inode))
+        } else {
+            NamenodeError::InvalidArgument(format!(
+                "{}: not a regular file",
+                path_or_inode(st, inode)
+            ))
+        }
+    })?;
+    if f.lease.as_deref() != Some(client) {
+        return Err(NamenodeError::NoLease {
+            path: path_or_inode(st, inode),
+            client: client.to_string(),
+        });
+    }
+    Ok((f.replication, f.block_size))
+}
+
+/// A write pipeline for a new block: the ring owners not excluded; if exclusions leave fewer than
+/// `r`, excluded live nodes fill the gap (the writer retries them, then recovers the pipeline).
+fn pipeline(
+    nodes: &DatanodeRegistry,
+    block: BlockId,
+    r: u32,
+    excluded: &[DatanodeId],
+) -> Vec<DatanodeId> {
+    let mut p = nodes
+        .placement()
+        .place_replicas(block, r as usize, &|n| excluded.contains(n));
+    if p.len() < r as usize {
+        for n in nodes.placement().owners(block, nodes.writable_count()) {
+            if p.len() == r as usize {
+                break;
+            }
+            if !p.contains(&n) {
+                p.push(n);
+            }
+        }
+    }
+    p
+}
+
+/// The offset of block `id` in a file's block list (sum of the lengths before it).
+fn offset_of(st: &State, inode: InodeId, id: u64) -> u64 {
+    let Some(f) = st.ns.get(inode).and_then(|i| i.file.as_ref()) else {
+        return 0;
+    };
+    let mut off = 0;
+    for b in &f.blocks {
+        if b.id == id && !b.is_hole() {
+            return off;
+        }
+        off += b.len;
+    }
+    off
+}
+
+fn write_block(
+    shared: &Shared,
+    st: &State,
+    id: u64,
+    generation: u64,
+    offset: u64,
+    p: &[DatanodeId],
+) -> pb::LocatedBlock {
+    pb::LocatedBlock {
+        id,
+        generation,
+        offset,
+        len: 0,
+        locations: p
+            .iter()
+            .map(|n| super::datanode_info(&st.nodes, n))
+            .collect(),
+        access_token: shared.token(id, generation, AccessMode::Write),
+        corrupt: false,
+    }
+}
+
+impl ClientService {
+    /// If `e` says another client holds the lease and that client has gone silent past the soft
+    /// limit, start recovering the file so a retry can succeed.
+    fn maybe_preempt(&self, e: &NamenodeError, target: Option<InodeId>) {
+        let (NamenodeError::LeaseHeld { holder, .. }, Some(inode)) = (e, target) else {
+            return;
+        };
+        let soft = self.shared.config.lease_soft_limit;
+        let expired = self
+            .shared
+            .lock()
+            .leases
+            .is_expired(holder, Instant::now(), soft);
+        if expired {
+            tracing::info!(inode = inode.0, holder = %holder, "lease holder silent past the soft limit: recovering");
+            super::recovery::spawn(self.shared.clone(), inode);
+        }
+    }
+
+    fn lease_target(
+        &self,
+        caller: &Caller,
+        node: Option<crate::namespace::NodeSel<'_>>,
+    ) -> Option<InodeId> {
+        let st = self.shared.lock();
+        node.and_then(|n| st.ns.resolve(caller, n, true).ok())
+    }
+
+    async fn do_create(&self, req: pb::CreateRequest) -> Result<pb::OpenResponse> {
+        let c = caller(&req.creds);
+        let entry = entry_sel(&req.entry)?;
+        let cfg = &self.shared.config;
+        let replication = if req.replication == 0 {
+            cfg.replication
+        } else {
+            req.replication
+        };
+        if replication > MAX_REPLICATION {
+            return Err(NamenodeError::InvalidArgument(format!(
+                "replication {replication} is larger than {MAX_REPLICATION}"
+            )));
+        }
+        let block_size = if req.block_size == 0 {
+            cfg.block_size
+        } else {
+            req.block_size
+        };
+        let chunk = ringfs_proto::chunk::CHUNK_SIZE as u64;
+        if block_size % chunk != 0 || block_size > 1 << 40 {
+            return Err(NamenodeError::InvalidArgument(format!(
+                "block size {block_size} must be a positive multiple of 64 KiB (at most 1 TiB)"
+            )));
+        }
+        let lease = if req.open_for_write {
+            Some(client_id(&req.client_id)?.to_string())
+        } else {
+            None
+        };
+        let now = Timestamp::now();
+        let r = self
+            .shared
+            .mutate(|st, after| {
+                if req.open_for_write {
+                    check_datanodes(st, replication)?;
+                }
+                let opts = CreateFile {
+                    mode: req.mode,
+                    replication,
+                    block_size,
+                    exclusive: req.exclusive,
+                    overwrite: req.overwrite,
+                    lease: lease.clone(),
+                };
+                let (id, freed) = st.ns.create_file(&c, entry, opts, now)?;
+                after.freed = freed;
+                if let Some(l) = &lease {
+                    st.leases.renew(l, Instant::now());
+                }
+                Ok(pb::OpenResponse {
+                    attr: Some(attr_of(st, id)?),
+                    blocks: Vec::new(),
+                })
+            })
+            .await;
+        if let Err(e) = &r {
+            let target = {
+                let st = self.shared.lock();
+                st.ns.lookup(&c, entry).ok()
+            };
+            self.maybe_preempt(e, target);
+        }
+        r
+    }
+
+    async fn do_open_write(&self, req: pb::OpenWriteRequest) -> Result<pb::OpenResponse> {
+        let c = caller(&req.creds);
+        let node = node_sel(&req.node)?;
+        let client = client_id(&req.client_id)?.to_string();
+        let now = Timestamp::now();
+        let r = self
+            .shared
+            .mutate(|st, after| {
+                let (id, freed) = st.ns.open_write(&c, node, &client, req.truncate, now)?;
+                after.freed = freed;
+                st.leases.renew(&client, Instant::now());
+                let attr = attr_of(st, id)?;
+                let blocks = st
+                    .ns
+                    .get(id)
+                    .and_then(|i| i.file.as_ref())
+                    .map(|f| f.blocks.clone())
+                    .unwrap_or_default();
+                let blocks = locate(&self.shared, st, &blocks, 0, 0);
+                Ok(pb::OpenResponse {
+                    attr: Some(attr),
+                    blocks,
+                })
+            })
+            .await;
+        if let Err(e) = &r {
+            self.maybe_preempt(e, self.lease_target(&c, Some(node)));
+        }
+        r
+    }
+
+    async fn do_add_block(&self, req: pb::AddBlockRequest) -> Result<pb::LocatedBlock> {
+        let inode = inode_id(req.inode)?;
+        let client = client_id(&req.client_id)?.to_string();
+        let previous = req.previous.as_ref().map(block_ref);
+        self.shared
+            .mutate(|st, after| {
+                let (replication, _) = leased_file(st, inode, &client)?;
+                check_datanodes(st, replication)?;
+                st.leases.renew(&client, Instant::now());
+                if let Some(p) = &previous {
+                    if let Some(b) = st.blocks.get(BlockId(p.id)) {
+                        if p.generation < b.generation {
+                            return Err(NamenodeError::InvalidArgument(format!(
+                                "{}: block {} generation {} is older than the current {}",
+                                path_or_inode(st, inode),
+                                p.id,
+                                p.generation,
+                                b.generation
+                            )));
+                        }
+                    }
+                }
+                let id = st.ns.next_block_id();
+                let generation = st.ns.next_generation();
+                st.ns.add_block(inode, &client, previous, BlockRef { id, generation, len: 0 })?;
+                if let Some(p) = previous.filter(|p| !p.is_hole()) {
+                    let stale = st.blocks.commit(BlockId(p.id), p.generation, p.len, inode, replication);
+                    after.stale(BlockId(p.id), stale);
+                }
+                let excluded = ids_of(&st.nodes, &req.excluded);
+                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded);
+                st.blocks.allocate(BlockId(id), generation, inode, replication, None, p.clone());
+                let offset = offset_of(st, inode, id);
+                tracing::debug!(inode = inode.0, block = id, generation, pipeline = ?p, "block added");
+                Ok(write_block(&self.shared, st, id, generation, offset, &p))
+            })
+            .await
+    }
+
+    async fn do_allocate_block(&self, req: pb::AllocateBlockRequest) -> Result<pb::LocatedBlock> {
+        let inode = inode_id(req.inode)?;
+        let client = client_id(&req.client_id)?.to_string();
+        self.shared
+            .mutate(|st, _| {
+                let (replication, _) = leased_file(st, inode, &client)?;
+                check_datanodes(st, replication)?;
+                st.leases.renew(&client, Instant::now());
+                let id = st.ns.next_block_id();
+                let generation = st.ns.next_generation();
+                let excluded = ids_of(&st.nodes, &req.excluded);
+                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded);
+                st.blocks.allocate(BlockId(id), generation, inode, replication, Some(client.clone()), p.clone());
+                tracing::debug!(inode = inode.0, block = id, generation, pipeline = ?p, "block allocated");
+                Ok(write_block(&self.shared, st, id, generation, 0, &p))
+            })
+            .await
+    }
+
+    async fn do_update_pipeline(&self, req: pb::UpdatePipelineRequest) -> Result<pb::LocatedBlock> {
+        let inode = inode_id(req.inode)?;
+        let client = client_id(&req.client_id)?.to_string();
+        let block = BlockId(req.block_id);
+        self.shared
+            .mutate(|st, after| {
+                let (replication, _) = leased_file(st, inode, &client)?;
+                st.leases.renew(&client, Instant::now());
+                let path = path_or_inode(st, inode);
+                let Some(b) = st.blocks.get(block).filter(|b| b.inode == inode) else {
+                    return Err(NamenodeError::InvalidArgument(format!("{path}: block {block} is not a block of it")));
+                };
+                if req.generation != b.generation {
+                    return Err(NamenodeError::InvalidArgument(format!(
+                        "{path}: block {block} generation {} is not the current {}",
+                        req.generation, b.generation
+                    )));
+                }
+                let failed = ids_of(&st.nodes, &req.failed);
+                let mut p: Vec<DatanodeId> = ids_of(&st.nodes, &req.survivors)
+                    .into_iter()
+                    .filter(|n| st.nodes.is_alive(n) && !failed.contains(n))
+                    .collect();
+                p.dedup();
+                let replacements = st.nodes.placement().place_replicas(block, replication as usize, &|n| {
+                    p.contains(n) || failed.contains(n)
+                });
+                for n in replacements {
+                    if p.len() >= replication as usize {
+                        break;
+                    }
+                    p.push(n);
+                }
+                if p.is_empty() {
+                    return Err(NamenodeError::NotEnoughDatanodes {
+                        needed: replication as usize,
+                        live: st.nodes.writable_count(),
+                    });
+                }
+                let generation = st.ns.next_generation();
+                let stale = st.blocks.set_generation(block, generation);
+                after.stale(block, stale);
+                st.blocks.set_pipeline(block, p.clone());
+                let offset = offset_of(st, inode, block.get());
+                tracing::info!(inode = inode.0, %block, generation, pipeline = ?p, failed = ?req.failed, "pipeline updated");
+                Ok(write_block(&self.shared, st, block.get(), generation, offset, &p))
+            })
+            .await
+    }
+
+    async fn do_commit_blocks(&self, req: pb::CommitBlocksRequest) -> Result<pb::AttrResponse> {
+        let inode = inode_id(req.inode)?;
+        let client = client_id(&req.client_id)?.to_string();
+        let blocks: Vec<BlockRef> = req.blocks.iter().map(block_ref).collect();
+        let mtime = req.mtime.map(Timestamp::from);
+        let now = Timestamp::now();
+        self.shared
+            .mutate(|st, after| {
+                let (replication, _) = leased_file(st, inode, &client)?;
+                st.leases.renew(&client, Instant::now());
+                for b in blocks.iter().filter(|b| !b.is_hole()) {
+                    if let Some(info) = st.blocks.get(BlockId(b.id)) {
+                        if info.inode != inode {
+                            return Err(NamenodeError::InvalidArgument(format!(
+                                "{}: block {} belongs to another file",
+                                path_or_inode(st, inode),
+                                b.id
+                            )));
+                        }
+                        if b.generation < info.generation {
+                            return Err(NamenodeError::InvalidArgument(format!(
+                                "{}: block {} generation {} is older than the current {}",
+                                path_or_inode(st, inode),
+                                b.id,
+                                b.generation,
+                                info.generation
+                            )));
+                        }
+                    }
+                }
+                let freed = st.ns.commit_blocks(
+                    inode,
+                    &client,
+                    blocks.clone(),
+                    req.size,
+                    req.close,
+                    mtime,
+                    now,
+                )?;
+                after.freed = freed;
+                for b in blocks.iter().filter(|b| !b.is_hole()) {
+                    let stale =
+                        st.blocks
+                            .commit(BlockId(b.id), b.generation, b.len, inode, replication);
+                    after.stale(BlockId(b.id), stale);
+                }
+                if req.close {
+                    // Blocks allocated for copy-on-write that did not make it into the file.
+                    for id in st.blocks.pending_of(inode, &client) {
+                        after.freed.push(BlockRef {
+                            id: id.get(),
+                            generation: 0,
+                            len: 0,
+                        });
+                    }
+                }
+                Ok(pb::AttrResponse {
+                    attr: Some(attr_of(st, inode)?),
+                })
+            })
+            .await
+    }
+
+    /// The client is done: its locks go, its open files are closed (recovered when a block is still
+    /// being written), copy-on-write blocks it never committed are freed.
+    async fn do_release_lease(&self, client: String) -> Result<()> {
+        let files = {
+            let mut st = self.shared.lock();
+            st.leases.remove(&client);
+            let n = st.locks.release_client(&client);
+            if n > 0 {
+                tracing::debug!(client = %client, locks = n, "locks released");
+            }
+            st.ns.files_with_lease(&client)
+        };
+        for inode in files {
+            let recover = self
+                .shared
+                .mutate(|st, after| {
+                    let last_writing = st
+                        .ns
+                        .get(inode)
+                        .and_then(|i| i.file.as_ref())
+                        .and_then(|f| f.blocks.iter().rev().find(|b| !b.is_hole()))
+                        .and_then(|b| st.blocks.get(BlockId(b.id)))
+                        .is_some_and(|b| b.writing);
+                    for id in st.blocks.pending_of(inode, &client) {
+                        after.freed.push(BlockRef {
+                            id: id.get(),
+                            generation: 0,
+                            len: 0,
+                        });
+                    }
+                    if last_writing {
+                        return Ok(true);
+                    }
+                    st.ns.release_lease(inode, &client)?;
+                    Ok(false)
+                })
+                .await?;
+            if recover {
+                super::recovery::spawn(self.shared.clone(), inode);
+            }
+        }
+        Ok(())
+    }
+
+    fn do_get_block_locations(
+        &self,
+        req: pb::GetBlockLocationsRequest,
+    ) -> Result<pb::GetBlockLocationsResponse> {
+        let c = caller(&req.creds);
+        let node = node_sel(&req.node)?;
+        let st = self.shared.lock();
+        let id = st.ns.resolve(&c, node, true)?;
+        st.ns
+            .access(&c, crate::namespace::NodeSel::Inode(id), R_OK)?;
+        let inode = st.ns.get(id).ok_or(NamenodeError::Stale(id.0))?;
+        let Some(f) = inode.file.as_ref() else {
+            let shown = path_or_inode(&st, id);
+            return Err(if inode.is_dir() {
+                NamenodeError::IsADirectory(shown)
+            } else {
+                NamenodeError::InvalidArgument(format!("{shown}: not a regular file"))
+            });
+        };
+        let blocks = locate(&self.shared, &st, &f.blocks, req.offset, req.len);
+        Ok(pb::GetBlockLocationsResponse {
+            attr: Some(inode.to_attr()),
+            blocks,
+        })
+    }
+
+    fn do_fsck(&self, req: pb::FsckRequest) -> Result<pb::FsckResponse> {
+        let c = caller(&req.creds);
+        let path = if req.path.is_empty() {
+            "/"
+        } else {
+            req.path.as_str()
+        };
+        let st = self.shared.lock();
+        let root = st
+            .ns
+            .resolve(&c, crate::namespace::NodeSel::Path(path), false)?;
+        let mut out = pb::FsckResponse {
+            safe_mode: st.safe_mode.is_on(),
+            ..Default::default()
+        };
+        // Directories (the namespace walk lists files only).
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            let Some(n) = st.ns.get(d) else { continue };
+            if let Some(children) = &n.children {
+                out.directories += 1;
+                for child in children.values() {
+                    if st.ns.get(*child).is_some_and(|c| c.is_dir()) {
+                        stack.push(*child);
+                    }
+                }
+            }
+        }
+        for (fpath, id) in st.ns.walk_files(root) {
+            let Some(f) = st.ns.get(id).and_then(|i| i.file.as_ref()) else {
+                continue;
+            };
+            out.files += 1;
+            out.total_bytes += f.size;
+            if f.lease.is_some() {
+                out.open_files += 1;
+            }
+            let mut offset = 0;
+            let mut listed = Vec::new();
+            for b in &f.blocks {
+                let start = offset;
+                offset += b.len;
+                if b.is_hole() {
+                    continue;
+                }
+                out.blocks += 1;
+                if req.list_blocks {
+                    listed.push(located_block(&self.shared, &st, b, start));
+                }
+                let Some(info) = st.blocks.get(BlockId(b.id)) else {
+                    out.missing += 1;
+                    push_problem(&mut out, &fpath, b.id, "missing", 0, f.replication);
+                    continue;
+                };
+                if info.writing || info.pending.is_some() {
+                    continue;
+                }
+                let h = health(BlockId(b.id), info, &st.nodes, true);
+                out.replicas += h.live as u64;
+                out.corrupt_replicas += h.corrupt_replicas as u64;
+                if h.is_healthy() {
+                    out.healthy_blocks += 1;
+                }
+                let problem = if h.missing {
+                    out.missing += 1;
+                    Some("missing")
+                } else if h.corrupt_replicas > 0 {
+                    Some("corrupt")
+                } else if h.under_replicated {
+                    Some("under_replicated")
+                } else if h.over_replicated {
+                    Some("over_replicated")
+                } else if h.misplaced {
+                    Some("misplaced")
+                } else {
+                    None
+                };
+                if h.corrupt_replicas > 0 {
+                    out.corrupt += 1;
+                }
+                if h.under_replicated && !h.missing {
+                    out.under_replicated += 1;
+                }
+                if h.over_replicated {
+                    out.over_replicated += 1;
+                }
+                if h.misplaced {
+                    out.misplaced += 1;
+                }
+                if let Some(p) = problem {
+                    push_problem(&mut out, &fpath, b.id, p, h.live, h.expected);
+                }
+            }
+            if req.list_blocks {
+                out.file_blocks.push(pb::FsckFile {
+                    path: fpath,
+                    size: f.size,
+                    blocks: listed,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn do_report(&self) -> pb::ReportResponse {
+        let st = self.shared.lock();
+        let now = Instant::now();
+        let s = replication::summarize(&st.blocks, &st.nodes, true);
+        let mut out = pb::ReportResponse {
+            safe_mode: st.safe_mode.is_on(),
+            blocks: s.blocks,
+            under_replicated: s.under_replicated,
+            over_replicated: s.over_replicated,
+            misplaced: s.misplaced,
+            corrupt: s.corrupt,
+            missing: s.missing,
+            pending_replications: st.in_flight.len() as u64,
+            default_replication: self.shared.config.replication,
+            default_block_size: self.shared.config.block_size,
+            ..Default::default()
+        };
+        for n in st.nodes.all() {
+            let pending = n.commands.len()
+                + st.in_flight
+                    .iter()
+                    .filter(|c| c.source == n.id || c.target == n.id)
+                    .count();
+            let decommission_remaining = if n.admin == crate::datanodes::AdminState::Decommissioning
+            {
+                replication::decommission_remaining(&st.blocks, &st.nodes, &n.id)
+            } else {
+                0
+            };
+            out.datanodes.push(pb::DatanodeReport {
+                id: n.id.0.clone(),
+                address: n.address.clone(),
+                rack: n.rack.clone(),
+                state: n.state_name().to_string(),
+                capacity: n.capacity,
+                used: n.used,
+                remaining: n.remaining,
+                blocks: st.blocks.replica_count_on(&n.id) as u64,
+                last_heartbeat_ms: now.saturating_duration_since(n.last_heartbeat).as_millis()
+                    as u64,
+                pending_commands: pending as u64,
+                decommission_remaining,
+            });
+            if n.alive {
+                out.capacity += n.capacity;
+                out.used += n.used;
+                out.remaining += n.remaining;
+            }
+        }
+        out
+    }
+
+    fn do_statfs(&self) -> pb::StatfsResponse {
+        let st = self.shared.lock();
+        let mut out = pb::StatfsResponse {
+            inodes: st.ns.inode_count(),
+            block_size: self.shared.config.block_size,
+            replication: self.shared.config.replication,
+            ..Default::default()
+        };
+        for n in st.nodes.all().filter(|n| n.alive) {
+            out.capacity += n.capacity;
+            out.used += n.used;
+            out.remaining += n.remaining;
+        }
+        out
+    }
+
+    fn do_lock(&self, req: pb::LockRequest, test: bool) -> Result<pb::LockResponse> {
+        let inode = inode_id(req.inode)?;
+        let client = client_id(&req.client_id)?.to_string();
+        let kind = match pb::LockKind::try_from(req.kind) {
+            Ok(pb::LockKind::Flock) => LockKind::Flock,
+            Ok(pb::LockKind::Posix) => LockKind::Posix,
+            _ => {
+                return Err(NamenodeError::InvalidArgument(format!(
+                    "inode {inode}: lock kind {} is not valid",
+                    req.kind
+                )))
+            }
+        };
+        let typ = match pb::LockType::try_from(req.r#type) {
+            Ok(pb::LockType::Read) => Some(LockType::Read),
+            Ok(pb::LockType::Write) => Some(LockType::Write),
+            Ok(pb::LockType::Unlock) => None,
+            _ => {
+                return Err(NamenodeError::InvalidArgument(format!(
+                    "inode {inode}: lock type {} is not valid",
+                    req.r#type
+                )))
+            }
+        };
+        if kind == LockKind::Posix && req.start > req.end {
+            return Err(NamenodeError::InvalidArgument(format!(
+                "inode {inode}: lock range {}..={} is empty",
+                req.start, req.end
+            )));
+        }
+        let lr = LockRequest {
+            owner: LockOwner {
+                client: client.clone(),
+                owner: req.owner,
+            },
+            kind,
+            typ,
+            start: req.start,
+            end: req.end,
+            pid: req.pid,
+        };
+        let mut st = self.shared.lock();
+        if st.ns.get(inode).is_none() {
+            return Err(NamenodeError::Stale(inode.0));
+        }
+        st.leases.renew(&client, Instant::now());
+        let outcome = if test {
+            match st.locks.test(inode.0, &lr) {
+                Some(c) => LockOutcome::Conflict(c),
+                None => LockOutcome::Granted(0),
+            }
+        } else {
+            st.locks.lock(inode.0, &lr)
+        };
+        Ok(match outcome {
+            LockOutcome::Granted(token) => pb::LockResponse {
+                granted: true,
+                fencing_token: token,
+                conflict_type: pb::LockType::Unlock as i32,
+                ..Default::default()
+            },
+            LockOutcome::Conflict(c) => pb::LockResponse {
+                granted: false,
+                fencing_token: 0,
+                conflict_type: match c.typ {
+                    LockType::Read => pb::LockType::Read as i32,
+                    LockType::Write => pb::LockType::Write as i32,
+                },
+                conflict_start: c.start,
+                conflict_end: c.end,
+                conflict_pid: c.pid,
+            },
+        })
+    }
+}
+
+fn push_problem(
+    out: &mut pb::FsckResponse,
+    path: &str,
+    block: u64,
+    problem: &str,
+    live: u32,
+    expected: u32,
+) {
+    if out.problems.len() < FSCK_MAX_PROBLEMS {
+        out.problems.push(pb::FsckProblem {
+            path: path.to_string(),
+            block_id: block,
+            problem: problem.to_string(),
+            live_replicas: live,
+            expected,
+        });
+    }
+}
+
+/// Marks a replica corrupt (from a reader or a datanode). Unknown nodes or blocks are ignored.
+pub fn report_bad_replica(shared: &Shared, req: &pb::ReportBadReplicaRequest) {
+    let mut st = shared.lock();
+    let Some(node) = st.nodes.by_address(&req.datanode).map(|n| n.id.clone()) else {
+        tracing::warn!(block = req.block_id, datanode = %req.datanode, "bad replica reported on an unknown datanode");
+        return;
+    };
+    if st
+        .blocks
+        .mark_corrupt(&node, BlockId(req.block_id), req.generation)
+    {
+        tracing::warn!(block = req.block_id, generation = req.generation, datanode = %req.datanode, reason = %req.reason,
+            "replica marked corrupt");
+    }
+}
+
+fn ok<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl Namenode for ClientService {
+    async fn lookup(
+        &self,
+        req: Request<pb::LookupRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let st = self.shared.lock();
+            let id = st.ns.lookup(&caller(&req.creds), entry_sel(&req.entry)?)?;
+            Ok(pb::AttrResponse {
+                attr: Some(attr_of(&st, id)?),
+            })
+        })())
+    }
+
+    async fn get_attr(
+        &self,
+        req: Request<pb::GetAttrRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let st = self.shared.lock();
+            let id = st
+                .ns
+                .resolve(&caller(&req.creds), node_sel(&req.node)?, false)?;
+            Ok(pb::AttrResponse {
+                attr: Some(attr_of(&st, id)?),
+            })
+        })())
+    }
+
+    async fn set_attr(
+        &self,
+        req: Request<pb::SetAttrRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let c = caller(&req.creds);
+        let r = async {
+            let node = node_sel(&req.node)?;
+            let attr = SetAttr {
+                mode: req.mode,
+                uid: req.uid,
+                gid: req.gid,
+                atime: time_set(&req.atime),
+                mtime: time_set(&req.mtime),
+                size: req.size,
+                client: (!req.client_id.is_empty()).then(|| req.client_id.clone()),
+            };
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, after| {
+                    let (id, freed) = st.ns.set_attr(&c, node, attr, now)?;
+                    after.freed = freed;
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn read_dir(
+        &self,
+        req: Request<pb::ReadDirRequest>,
+    ) -> std::result::Result<Response<pb::ReadDirResponse>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let c = caller(&req.creds);
+            let dir = node_sel(&req.dir)?;
+            let limit = if req.limit == 0 {
+                READDIR_DEFAULT
+            } else {
+                (req.limit as usize).min(READDIR_MAX)
+            };
+            let st = self.shared.lock();
+            let (entries, more) = st.ns.read_dir(&c, dir, &req.after, limit)?;
+            let dir_id = st.ns.resolve(&c, dir, true)?;
+            let entries = entries
+                .into_iter()
+                .filter_map(|(name, id)| {
+                    st.ns.get(id).map(|i| pb::DirEntry {
+                        name,
+                        attr: Some(i.to_attr()),
+                    })
+                })
+                .collect();
+            Ok(pb::ReadDirResponse {
+                entries,
+                more,
+                dir: Some(attr_of(&st, dir_id)?),
+            })
+        })())
+    }
+
+    async fn mkdir(
+        &self,
+        req: Request<pb::MkdirRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let entry = entry_sel(&req.entry)?;
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, _| {
+                    let id = st.ns.mkdir(&c, entry, req.mode, req.parents, now)?;
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn mknod(
+        &self,
+        req: Request<pb::MknodRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let entry = entry_sel(&req.entry)?;
+            let kind = pb::FileKind::try_from(req.kind)
+                .ok()
+                .and_then(InodeKind::from_pb)
+                .ok_or_else(|| {
+                    NamenodeError::InvalidArgument(format!(
+                        "mknod: file kind {} is not valid",
+                        req.kind
+                    ))
+                })?;
+            let now = Timestamp::now();
+            let cfg = &self.shared.config;
+            self.shared
+                .mutate(|st, _| {
+                    let id = match kind {
+                        InodeKind::File => {
+                            let opts = CreateFile {
+                                mode: req.mode,
+                                replication: cfg.replication,
+                                block_size: cfg.block_size,
+                                exclusive: true,
+                                overwrite: false,
+                                lease: None,
+                            };
+                            st.ns.create_file(&c, entry, opts, now)?.0
+                        }
+                        InodeKind::Directory | InodeKind::Symlink => {
+                            return Err(NamenodeError::InvalidArgument(format!(
+                                "mknod cannot create a {}",
+                                kind.to_pb()
+                            )))
+                        }
+                        _ => st.ns.mknod(&c, entry, kind, req.mode, req.rdev, now)?,
+                    };
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn symlink(
+        &self,
+        req: Request<pb::SymlinkRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let entry = entry_sel(&req.entry)?;
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, _| {
+                    let id = st.ns.symlink(&c, entry, &req.target, now)?;
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn readlink(
+        &self,
+        req: Request<pb::ReadlinkRequest>,
+    ) -> std::result::Result<Response<pb::ReadlinkResponse>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let st = self.shared.lock();
+            let target = st.ns.readlink(&caller(&req.creds), node_sel(&req.node)?)?;
+            Ok(pb::ReadlinkResponse { target })
+        })())
+    }
+
+    async fn link(
+        &self,
+        req: Request<pb::LinkRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let existing = node_sel(&req.existing)?;
+            let entry = entry_sel(&req.new_entry)?;
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, _| {
+                    let id = st.ns.link(&c, existing, entry, now)?;
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let entry = entry_sel(&req.entry)?;
+            let mode = RemoveMode {
+                recursive: req.recursive,
+                directory: req.directory,
+                any_kind: req.any_kind,
+            };
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, after| {
+                    after.freed = st.ns.remove(&c, entry, mode, now)?;
+                    Ok(pb::Empty {})
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn rename(
+        &self,
+        req: Request<pb::RenameRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let from = entry_sel(&req.from)?;
+            let to = entry_sel(&req.to)?;
+            let flags = RenameFlags {
+                no_replace: req.no_replace,
+                exchange: req.exchange,
+            };
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, after| {
+                    after.freed = st.ns.rename(&c, from, to, flags, now)?;
+                    Ok(pb::Empty {})
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn access(
+        &self,
+        req: Request<pb::AccessRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let st = self.shared.lock();
+            st.ns
+                .access(&caller(&req.creds), node_sel(&req.node)?, req.mask)?;
+            Ok(pb::Empty {})
+        })())
+    }
+
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> std::result::Result<Response<pb::OpenResponse>, Status> {
+        ok(self.do_create(req.into_inner()).await)
+    }
+
+    async fn open_write(
+        &self,
+        req: Request<pb::OpenWriteRequest>,
+    ) -> std::result::Result<Response<pb::OpenResponse>, Status> {
+        ok(self.do_open_write(req.into_inner()).await)
+    }
+
+    async fn add_block(
+        &self,
+        req: Request<pb::AddBlockRequest>,
+    ) -> std::result::Result<Response<pb::LocatedBlock>, Status> {
+        ok(self.do_add_block(req.into_inner()).await)
+    }
+
+    async fn allocate_block(
+        &self,
+        req: Request<pb::AllocateBlockRequest>,
+    ) -> std::result::Result<Response<pb::LocatedBlock>, Status> {
+        ok(self.do_allocate_block(req.into_inner()).await)
+    }
+
+    async fn update_pipeline(
+        &self,
+        req: Request<pb::UpdatePipelineRequest>,
+    ) -> std::result::Result<Response<pb::LocatedBlock>, Status> {
+        ok(self.do_update_pipeline(req.into_inner()).await)
+    }
+
+    async fn commit_blocks(
+        &self,
+        req: Request<pb::CommitBlocksRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        ok(self.do_commit_blocks(req.into_inner()).await)
+    }
+
+    async fn renew_lease(
+        &self,
+        req: Request<pb::RenewLeaseRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let client = client_id(&req.client_id)?;
+            self.shared.lock().leases.renew(client, Instant::now());
+            Ok(pb::Empty {})
+        })())
+    }
+
+    async fn release_lease(
+        &self,
+        req: Request<pb::RenewLeaseRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let client = client_id(&req.client_id)?.to_string();
+            self.do_release_lease(client).await?;
+            Ok(pb::Empty {})
+        };
+        ok(r.await)
+    }
+
+    async fn get_block_locations(
+        &self,
+        req: Request<pb::GetBlockLocationsRequest>,
+    ) -> std::result::Result<Response<pb::GetBlockLocationsResponse>, Status> {
+        ok(self.do_get_block_locations(req.into_inner()))
+    }
+
+    async fn report_bad_replica(
+        &self,
+        req: Request<pb::ReportBadReplicaRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        report_bad_replica(&self.shared, &req.into_inner());
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn fsck(
+        &self,
+        req: Request<pb::FsckRequest>,
+    ) -> std::result::Result<Response<pb::FsckResponse>, Status> {
+        ok(self.do_fsck(req.into_inner()))
+    }
+
+    async fn report(
+        &self,
+        _req: Request<pb::ReportRequest>,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        Ok(Response::new(self.do_report()))
+    }
+
+    async fn statfs(
+        &self,
+        _req: Request<pb::StatfsRequest>,
+    ) -> std::result::Result<Response<pb::StatfsResponse>, Status> {
+        Ok(Response::new(self.do_statfs()))
+    }
+
+    async fn decommission(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let mut st = self.shared.lock();
+            let id = st
+                .nodes
+                .by_address(&req.address)
+                .map(|n| n.id.clone())
+                .ok_or_else(|| NamenodeError::NotFound(format!("datanode {}", req.address)))?;
+            st.nodes.decommission(&id);
+            tracing::info!(datanode = %id, address = %req.address, "decommissioning");
+            Ok(pb::Empty {})
+        })())
+    }
+
+    async fn lock(
+        &self,
+        req: Request<pb::LockRequest>,
+    ) -> std::result::Result<Response<pb::LockResponse>, Status> {
+        ok(self.do_lock(req.into_inner(), false))
+    }
+
+    async fn test_lock(
+        &self,
+        req: Request<pb::LockRequest>,
+    ) -> std::result::Result<Response<pb::LockResponse>, Status> {
+        ok(self.do_lock(req.into_inner(), true))
+    }
+}

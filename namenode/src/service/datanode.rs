@@ -1,0 +1,238 @@
+//! The datanode-facing `DatanodeProtocol` gRPC service: registration (authenticated with the cluster
+//! secret), heartbeats that carry commands back, full and incremental block reports, bad replicas.
+
+use super::{encode_command, Shared};
+use crate::block_map::ReplicaVerdict;
+use crate::datanodes::{AdminState, Command, HeartbeatStats};
+use crate::error::{NamenodeError, Result};
+use ringfs_proto::pb::{self, datanode_protocol_server::DatanodeProtocol};
+use ringfs_proto::{BlockId, DatanodeId};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// Most commands one heartbeat reply carries.
+const MAX_COMMANDS_PER_HEARTBEAT: usize = 10_000;
+
+/// The `DatanodeProtocol` service.
+#[derive(Clone)]
+pub struct DatanodeService {
+    pub shared: Arc<Shared>,
+}
+
+fn datanode_id(s: &str) -> Result<DatanodeId> {
+    DatanodeId::try_from(s.to_string())
+        .map_err(|_| NamenodeError::InvalidArgument(format!("invalid datanode id {s:?}")))
+}
+
+fn unknown(id: &DatanodeId) -> NamenodeError {
+    NamenodeError::FailedPrecondition(format!(
+        "datanode {id} is not registered (or was declared dead): register again"
+    ))
+}
+
+impl DatanodeService {
+    fn do_register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        let node = req
+            .node
+            .ok_or_else(|| NamenodeError::InvalidArgument("register: no node info".into()))?;
+        let id = datanode_id(&node.id)?;
+        if !self.shared.secret.check_node_auth(&node.id, &req.auth) {
+            tracing::warn!(datanode = %id, address = %node.address, "registration refused: bad cluster secret");
+            return Err(NamenodeError::PermissionDenied(format!(
+                "datanode {id}: wrong cluster secret"
+            )));
+        }
+        if node.address.parse::<std::net::SocketAddr>().is_err() && !node.address.contains(':') {
+            return Err(NamenodeError::InvalidArgument(format!(
+                "datanode {id}: address {:?} is not host:port",
+                node.address
+            )));
+        }
+        let mut st = self.shared.lock();
+        let st = &mut *st;
+        let reg = st.nodes.register(
+            id.clone(),
+            node.address.clone(),
+            node.rack.clone(),
+            req.capacity,
+            req.used,
+            Instant::now(),
+        );
+        // Whatever it held before is unknown until its full report.
+        if reg.revived {
+            st.blocks.remove_node(&id);
+            st.in_flight.drop_node(&id);
+        }
+        if let Some(old) = &reg.displaced {
+            st.blocks.remove_node(old);
+            st.in_flight.drop_node(old);
+            tracing::warn!(datanode = %id, replaced = %old, address = %node.address, "address taken over by a new datanode id");
+        }
+        tracing::info!(datanode = %id, address = %node.address, rack = %node.rack, capacity = req.capacity,
+            new = reg.new, "datanode registered");
+        let cfg = &self.shared.config;
+        Ok(pb::RegisterResponse {
+            heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
+            block_report_interval_ms: cfg.block_report_interval.as_millis() as u64,
+        })
+    }
+
+    fn do_heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        let id = datanode_id(&req.datanode_id)?;
+        let stats = HeartbeatStats {
+            capacity: req.capacity,
+            used: req.used,
+            remaining: req.remaining,
+            active_transfers: req.active_transfers,
+            blocks: req.blocks,
+        };
+        let mut st = self.shared.lock();
+        let Some(cmds) = st
+            .nodes
+            .heartbeat(&id, stats, Instant::now(), MAX_COMMANDS_PER_HEARTBEAT)
+        else {
+            return Ok(pb::HeartbeatResponse {
+                reregister: true,
+                ..Default::default()
+            });
+        };
+        let decommissioned = st
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.admin == AdminState::Decommissioned);
+        let commands = cmds
+            .into_iter()
+            .map(|c| encode_command(&self.shared, &st.nodes, c))
+            .collect();
+        Ok(pb::HeartbeatResponse {
+            commands,
+            reregister: false,
+            decommissioned,
+        })
+    }
+
+    fn do_block_report(&self, req: pb::BlockReportRequest) -> Result<pb::BlockReportResponse> {
+        let id = datanode_id(&req.datanode_id)?;
+        let mut st = self.shared.lock();
+        let st = &mut *st;
+        if !st.nodes.is_alive(&id) {
+            return Err(unknown(&id));
+        }
+        let safe_mode = st.safe_mode.is_on();
+        let reported = req.replicas.len();
+        let verdicts = st.blocks.full_report(
+            &id,
+            req.replicas
+                .iter()
+                .map(|r| (BlockId(r.block_id), r.generation, r.len)),
+        );
+        for r in &req.replicas {
+            st.in_flight.complete(BlockId(r.block_id), &id);
+        }
+        st.nodes.mark_reported(&id);
+        let mut commands = Vec::new();
+        let (mut unknown_kept, mut deleted) = (0, 0);
+        for (block, generation, verdict) in verdicts {
+            // In safe mode the namespace may not be fully known to be right yet: keep unknown replicas.
+            if safe_mode && verdict == ReplicaVerdict::Unknown {
+                unknown_kept += 1;
+                continue;
+            }
+            deleted += 1;
+            commands.push(encode_command(
+                &self.shared,
+                &st.nodes,
+                Command::Delete { block, generation },
+            ));
+        }
+        tracing::info!(datanode = %id, replicas = reported, deleted, unknown_kept, "block report");
+        Ok(pb::BlockReportResponse { commands })
+    }
+
+    fn do_block_received(&self, req: pb::BlockReceivedRequest) -> Result<()> {
+        let id = datanode_id(&req.datanode_id)?;
+        let mut st = self.shared.lock();
+        let st = &mut *st;
+        if !st.nodes.is_alive(&id) {
+            return Err(unknown(&id));
+        }
+        for r in &req.received {
+            let block = BlockId(r.block_id);
+            match st.blocks.add_replica(&id, block, r.generation, r.len) {
+                ReplicaVerdict::Accepted => {
+                    if st.in_flight.complete(block, &id) {
+                        tracing::debug!(datanode = %id, %block, "copy done");
+                    }
+                }
+                verdict => {
+                    tracing::info!(datanode = %id, %block, generation = r.generation, ?verdict, "received replica not wanted: deleting");
+                    st.nodes.queue(
+                        &id,
+                        Command::Delete {
+                            block,
+                            generation: r.generation,
+                        },
+                    );
+                }
+            }
+        }
+        for r in &req.deleted {
+            let block = BlockId(r.block_id);
+            let ours = st
+                .blocks
+                .get(block)
+                .and_then(|b| b.replicas.get(&id))
+                .is_some_and(|rep| rep.generation == r.generation);
+            if ours {
+                st.blocks.remove_replica(&id, block);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ok<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl DatanodeProtocol for DatanodeService {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> std::result::Result<Response<pb::RegisterResponse>, Status> {
+        ok(self.do_register(req.into_inner()))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> std::result::Result<Response<pb::HeartbeatResponse>, Status> {
+        ok(self.do_heartbeat(req.into_inner()))
+    }
+
+    async fn block_report(
+        &self,
+        req: Request<pb::BlockReportRequest>,
+    ) -> std::result::Result<Response<pb::BlockReportResponse>, Status> {
+        ok(self.do_block_report(req.into_inner()))
+    }
+
+    async fn block_received(
+        &self,
+        req: Request<pb::BlockReceivedRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        ok(self
+            .do_block_received(req.into_inner())
+            .map(|_| pb::Empty {}))
+    }
+
+    async fn report_bad_replica(
+        &self,
+        req: Request<pb::ReportBadReplicaRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        super::client::report_bad_replica(&self.shared, &req.into_inner());
+        Ok(Response::new(pb::Empty {}))
+    }
+}

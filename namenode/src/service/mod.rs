@@ -1,0 +1,352 @@
+//! The gRPC adapters and the shared namenode state they drive: requests are decoded, the core is
+//! called under one short-lived lock, namespace changes are journaled before the reply, and answers
+//! are encoded. Errors reach the wire only through `From<NamenodeError> for Status`.
+//!
+//! - [`client`]: the client-facing `Namenode` service
+//! - [`datanode`]: the datanode-facing `DatanodeProtocol` service
+//! - [`monitors`]: background loops (dead nodes, leases, replication + safe mode)
+//! - [`recovery`]: lease recovery of files whose writer went away
+
+pub mod client;
+pub mod datanode;
+pub mod monitors;
+pub mod recovery;
+
+use crate::block_map::BlockMap;
+use crate::config::Config;
+use crate::datanodes::{Command, DatanodeRegistry};
+use crate::error::{NamenodeError, Result};
+use crate::journal::Journal;
+use crate::leases::Leases;
+use crate::locks::LockTable;
+use crate::namespace::{BlockRef, EntrySel, Namespace, NodeSel, RECOVERY_HOLDER, ROOT};
+use crate::replication::{InFlight, SafeMode};
+use ringfs_proto::pb;
+use ringfs_proto::token::{AccessMode, Secret};
+use ringfs_proto::{BlockId, DatanodeId, InodeId};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Everything the namenode knows, behind one lock. Critical sections are short and never span an
+/// `.await`: handlers lock, apply, submit the journal batch (so journal order = operation order),
+/// unlock, then wait for durability.
+pub struct State {
+    pub ns: Namespace,
+    pub blocks: BlockMap,
+    pub nodes: DatanodeRegistry,
+    pub leases: Leases,
+    pub locks: LockTable,
+    pub in_flight: InFlight,
+    pub safe_mode: SafeMode,
+    /// Files whose lease recovery runs or waits for a retry: inode → earliest next attempt.
+    pub recovering: HashMap<InodeId, Instant>,
+}
+
+/// Work that may only happen once a mutation is durable: deleting replicas of blocks the namespace
+/// no longer references must never run ahead of the journal (a crash would resurrect the reference).
+#[derive(Debug, Default)]
+pub struct After {
+    /// Blocks freed by the namespace (or never committed): forget them and delete every replica.
+    pub freed: Vec<BlockRef>,
+    /// Individual replicas to delete (stale generations).
+    pub deletes: Vec<(DatanodeId, Command)>,
+}
+
+impl After {
+    fn stale(&mut self, block: BlockId, stale: Vec<(DatanodeId, u64)>) {
+        for (n, generation) in stale {
+            self.deletes
+                .push((n, Command::Delete { block, generation }));
+        }
+    }
+}
+
+/// The namenode: config, secret, journal and the state, shared by services and background loops.
+pub struct Shared {
+    pub config: Config,
+    pub secret: Secret,
+    pub journal: Journal,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// Builds the in-memory state from a loaded namespace: the block map from every file's block list
+    /// (locations come later from block reports), leases restarted for every open file's holder.
+    pub fn new(config: Config, journal: Journal, ns: Namespace) -> Shared {
+        let now = Instant::now();
+        let mut blocks = BlockMap::new();
+        let mut leases = Leases::new();
+        for (_, id) in ns.walk_files(ROOT) {
+            let Some(f) = ns.get(id).and_then(|i| i.file.as_ref()) else {
+                continue;
+            };
+            for b in f.blocks.iter().filter(|b| !b.is_hole()) {
+                blocks.commit(BlockId(b.id), b.generation, b.len, id, f.replication);
+            }
+            if f.lease.is_some() {
+                if let Some(last) = f.blocks.iter().rev().find(|b| !b.is_hole()) {
+                    blocks.set_writing(BlockId(last.id), true);
+                }
+            }
+        }
+        for (_, holder) in ns.leases() {
+            if holder != RECOVERY_HOLDER {
+                leases.renew(&holder, now);
+            }
+        }
+        let safe_mode = SafeMode::new(
+            !blocks.is_empty(),
+            config.safe_mode_threshold,
+            config.safe_mode_extension,
+        );
+        if safe_mode.is_on() {
+            tracing::info!(
+                blocks = blocks.len(),
+                "in safe mode until datanodes report enough blocks"
+            );
+        }
+        let secret = Secret::new(config.effective_secret().as_bytes());
+        Shared {
+            config,
+            secret,
+            journal,
+            state: Mutex::new(State {
+                ns,
+                blocks,
+                nodes: DatanodeRegistry::new(),
+                leases,
+                locks: LockTable::new(),
+                in_flight: InFlight::new(),
+                safe_mode,
+                recovering: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The state lock (a panic elsewhere does not make the namenode unusable).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a namespace mutation: apply under the lock, journal in order, wait for durability outside
+    /// the lock, then run the follow-up work (replica deletions).
+    pub async fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut State, &mut After) -> Result<T>,
+    ) -> Result<T> {
+        let mut after = After::default();
+        let (result, commit) = {
+            let mut st = self.lock();
+            let result = f(&mut st, &mut after);
+            let changes = st.ns.drain_changes();
+            (result, self.journal.submit(changes))
+        };
+        commit.await?;
+        let value = result?;
+        if !after.freed.is_empty() || !after.deletes.is_empty() {
+            self.apply_after(after);
+        }
+        Ok(value)
+    }
+
+    fn apply_after(&self, after: After) {
+        let mut st = self.lock();
+        let State {
+            blocks,
+            nodes,
+            in_flight,
+            ..
+        } = &mut *st;
+        for b in after.freed.iter().filter(|b| !b.is_hole()) {
+            let id = BlockId(b.id);
+            in_flight.drop_block(id);
+            if let Some(info) = blocks.remove(id) {
+                for (n, r) in &info.replicas {
+                    nodes.queue(
+                        n,
+                        Command::Delete {
+                            block: id,
+                            generation: r.generation,
+                        },
+                    );
+                }
+                tracing::debug!(block = b.id, replicas = info.replicas.len(), "block freed");
+            }
+        }
+        for (n, cmd) in after.deletes {
+            nodes.queue(&n, cmd);
+        }
+    }
+
+    /// A block access token.
+    pub fn token(&self, block: u64, generation: u64, mode: AccessMode) -> String {
+        self.secret.block_token(block, generation, mode)
+    }
+}
+
+// ------------------------------------------------------------------------ request decoding helpers
+
+/// The node a request names.
+pub fn node_sel(n: &Option<pb::NodeRef>) -> Result<NodeSel<'_>> {
+    match n.as_ref().and_then(|n| n.target.as_ref()) {
+        Some(pb::node_ref::Target::Path(p)) => Ok(NodeSel::Path(p)),
+        Some(pb::node_ref::Target::Inode(i)) => Ok(NodeSel::Inode(inode_id(*i)?)),
+        None => Err(NamenodeError::InvalidArgument(
+            "request names no node (path or inode)".into(),
+        )),
+    }
+}
+
+/// The directory entry a request names.
+pub fn entry_sel(e: &Option<pb::EntryRef>) -> Result<EntrySel<'_>> {
+    match e.as_ref().and_then(|e| e.target.as_ref()) {
+        Some(pb::entry_ref::Target::Path(p)) => Ok(EntrySel::Path(p)),
+        Some(pb::entry_ref::Target::Child(c)) => Ok(EntrySel::Child(inode_id(c.parent)?, &c.name)),
+        None => Err(NamenodeError::InvalidArgument(
+            "request names no entry (path or parent + name)".into(),
+        )),
+    }
+}
+
+pub fn inode_id(v: u64) -> Result<InodeId> {
+    if v == 0 {
+        Err(NamenodeError::InvalidArgument(
+            "inode id 0 is not valid".into(),
+        ))
+    } else {
+        Ok(InodeId(v))
+    }
+}
+
+/// A client id: non-empty, printable, at most 256 bytes.
+pub fn client_id(s: &str) -> Result<&str> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) || s == RECOVERY_HOLDER {
+        Err(NamenodeError::InvalidArgument(format!(
+            "invalid client id {s:?}"
+        )))
+    } else {
+        Ok(s)
+    }
+}
+
+/// The wire form of a datanode.
+pub fn datanode_info(nodes: &DatanodeRegistry, id: &DatanodeId) -> pb::DatanodeInfo {
+    let (address, rack) = nodes
+        .get(id)
+        .map(|n| (n.address.clone(), n.rack.clone()))
+        .unwrap_or_default();
+    pb::DatanodeInfo {
+        id: id.0.clone(),
+        address,
+        rack,
+    }
+}
+
+/// The wire form of a datanode command.
+pub fn encode_command(
+    shared: &Shared,
+    nodes: &DatanodeRegistry,
+    cmd: Command,
+) -> pb::DatanodeCommand {
+    use pb::datanode_command::Command as C;
+    let c = match cmd {
+        Command::Replicate {
+            block,
+            generation,
+            len,
+            targets,
+        } => C::Replicate(pb::ReplicateCommand {
+            block_id: block.get(),
+            generation,
+            len,
+            targets: targets.iter().map(|t| datanode_info(nodes, t)).collect(),
+            access_token: shared.token(block.get(), generation, AccessMode::Write),
+        }),
+        Command::Delete { block, generation } => C::Delete(pb::DeleteCommand {
+            block_id: block.get(),
+            generation,
+        }),
+    };
+    pb::DatanodeCommand { command: Some(c) }
+}
+
+/// Located blocks of a file, readers' view: replicas on live nodes, good ones first (least busy
+/// first), corrupt ones only when nothing else is left. `range` limits to blocks overlapping
+/// [offset, offset + len) (len 0 = to the end).
+pub fn locate(
+    shared: &Shared,
+    st: &State,
+    blocks: &[BlockRef],
+    offset: u64,
+    len: u64,
+) -> Vec<pb::LocatedBlock> {
+    let end = if len == 0 {
+        u64::MAX
+    } else {
+        offset.saturating_add(len)
+    };
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for b in blocks {
+        let start = pos;
+        pos = pos.saturating_add(b.len);
+        let overlaps = start < end && (pos > offset || (b.len == 0 && start >= offset));
+        if !overlaps {
+            continue;
+        }
+        out.push(located_block(shared, st, b, start));
+    }
+    out
+}
+
+/// One located block for readers.
+pub fn located_block(shared: &Shared, st: &State, b: &BlockRef, offset: u64) -> pb::LocatedBlock {
+    if b.is_hole() {
+        return pb::LocatedBlock {
+            id: 0,
+            generation: 0,
+            offset,
+            len: b.len,
+            ..Default::default()
+        };
+    }
+    let mut good: Vec<(u32, &DatanodeId)> = Vec::new();
+    let mut corrupt: Vec<&DatanodeId> = Vec::new();
+    if let Some(info) = st.blocks.get(BlockId(b.id)) {
+        for (n, r) in &info.replicas {
+            let Some(node) = st.nodes.get(n).filter(|d| d.alive) else {
+                continue;
+            };
+            if r.generation != b.generation {
+                continue;
+            }
+            if r.corrupt {
+                corrupt.push(n);
+            } else {
+                good.push((node.active_transfers, n));
+            }
+        }
+    }
+    good.sort();
+    let all_corrupt = good.is_empty() && !corrupt.is_empty();
+    let locations: Vec<pb::DatanodeInfo> = if all_corrupt {
+        corrupt
+            .iter()
+            .map(|n| datanode_info(&st.nodes, n))
+            .collect()
+    } else {
+        good.iter()
+            .map(|(_, n)| datanode_info(&st.nodes, n))
+            .collect()
+    };
+    pb::LocatedBlock {
+        id: b.id,
+        generation: b.generation,
+        offset,
+        len: b.len,
+        locations,
+        access_token: shared.token(b.id, b.generation, AccessMode::Read),
+        corrupt: all_corrupt,
+    }
+}

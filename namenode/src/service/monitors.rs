@@ -1,0 +1,172 @@
+//! Background loops, each a named unit with `run(self, shutdown)`: the dead-node monitor, the lease
+//! monitor (locks on the soft limit, file recovery on the hard limit) and the replication monitor
+//! (safe mode, then planning rounds whose commands ride on heartbeat replies).
+
+use super::Shared;
+use crate::namespace::RECOVERY_HOLDER;
+use crate::replication::{self, Limits};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Waits for `period` or shutdown; false on shutdown.
+async fn tick(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(period) => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// Declares datanodes dead after `dead_after` without a heartbeat: they leave the ring and their
+/// replicas stop counting (the replication monitor then repairs).
+pub struct DeadNodeMonitor {
+    pub shared: Arc<Shared>,
+}
+
+impl DeadNodeMonitor {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.shared.config;
+        let period =
+            (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        while tick(period, &mut shutdown).await {
+            let mut st = self.shared.lock();
+            let st = &mut *st;
+            for id in st.nodes.mark_dead(Instant::now(), cfg.dead_after) {
+                let lost = st.blocks.remove_node(&id);
+                st.in_flight.drop_node(&id);
+                tracing::warn!(datanode = %id, replicas = lost.len(), "datanode dead: no heartbeat for {}",
+                    humantime::format_duration(cfg.dead_after));
+            }
+        }
+    }
+}
+
+/// Expires client leases: past the soft limit a client's locks are released; past the hard limit its
+/// open files are recovered. Files stuck in recovery are retried.
+pub struct LeaseMonitor {
+    pub shared: Arc<Shared>,
+}
+
+impl LeaseMonitor {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.shared.config;
+        let period =
+            (cfg.lease_soft_limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        while tick(period, &mut shutdown).await {
+            let now = Instant::now();
+            let to_recover = {
+                let mut st = self.shared.lock();
+                let expired = st
+                    .leases
+                    .expire(now, cfg.lease_soft_limit, cfg.lease_hard_limit);
+                for c in expired.soft.iter().chain(&expired.hard) {
+                    let n = st.locks.release_client(c);
+                    if n > 0 {
+                        tracing::info!(client = %c, locks = n, "lease expired: locks released");
+                    }
+                }
+                // Recovery needs datanodes to have reported: wait for the end of safe mode.
+                if st.safe_mode.is_on() {
+                    continue;
+                }
+                let mut out = Vec::new();
+                for (inode, holder) in st.ns.leases() {
+                    let due = holder == RECOVERY_HOLDER
+                        || st.leases.is_expired(&holder, now, cfg.lease_hard_limit);
+                    let waiting = st.recovering.get(&inode).is_some_and(|t| *t > now);
+                    if due && !waiting {
+                        out.push((inode, holder));
+                    }
+                }
+                out
+            };
+            for (inode, holder) in to_recover {
+                tracing::info!(inode = inode.0, holder = %holder, "lease hard limit passed: recovering the file");
+                super::recovery::spawn(self.shared.clone(), inode);
+            }
+        }
+    }
+}
+
+/// Ends safe mode when enough blocks are reported, then plans replication rounds: repairs,
+/// trimming, rebalancing and decommission progress, within the configured limits.
+pub struct ReplicationMonitor {
+    pub shared: Arc<Shared>,
+}
+
+impl ReplicationMonitor {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.shared.config;
+        let period = cfg
+            .replication_interval
+            .min(cfg.heartbeat_interval)
+            .max(Duration::from_millis(20));
+        let mut allowance: u64 = 0;
+        let mut last = Instant::now();
+        while tick(period, &mut shutdown).await {
+            let now = Instant::now();
+            let mut st = self.shared.lock();
+            let st = &mut *st;
+            if st.safe_mode.is_on() {
+                let (reported, total) = replication::reported_share(&st.blocks, &st.nodes);
+                if st.safe_mode.update(reported, total, now) {
+                    tracing::info!(reported, total, "leaving safe mode");
+                }
+                if st.safe_mode.is_on() {
+                    last = now;
+                    continue;
+                }
+            }
+            let expired = st.in_flight.expire(now, cfg.replication_timeout);
+            if expired > 0 {
+                tracing::warn!(
+                    copies = expired,
+                    "replication copies timed out; planning them again"
+                );
+            }
+            let bytes = if cfg.replication_bandwidth == 0 {
+                None
+            } else {
+                let dt = now.saturating_duration_since(last).as_secs_f64();
+                let cap = cfg.replication_bandwidth.saturating_mul(2);
+                allowance = (allowance + (cfg.replication_bandwidth as f64 * dt) as u64).min(cap);
+                Some(allowance)
+            };
+            last = now;
+            let limits = Limits {
+                per_node: cfg.replication_max_streams_per_node,
+                total: cfg.replication_max_streams,
+                bytes,
+                rebalance: cfg.rebalance,
+            };
+            let plan = replication::plan(&st.blocks, &st.nodes, &st.in_flight, &limits, now);
+            let scheduled: u64 = plan.copies.iter().map(|c| c.len).sum();
+            allowance = allowance.saturating_sub(scheduled);
+            if !plan.copies.is_empty() || !plan.deletes.is_empty() {
+                tracing::info!(
+                    copies = plan.copies.len(),
+                    deletes = plan.deletes.len(),
+                    backlog = plan.backlog,
+                    in_flight = st.in_flight.len(),
+                    "replication round"
+                );
+            }
+            for (node, block) in &plan.deletes {
+                st.blocks.remove_replica(node, *block);
+            }
+            for (node, cmd) in plan.commands {
+                st.nodes.queue(&node, cmd);
+            }
+            for c in plan.copies {
+                st.in_flight.add(c);
+            }
+            for id in plan.decommissioned {
+                st.nodes.finish_decommission(&id);
+                tracing::info!(datanode = %id, "decommissioned: every block has its replicas elsewhere");
+            }
+        }
+    }
+}

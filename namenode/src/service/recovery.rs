@@ -1,0 +1,261 @@
+//! Lease recovery: a file whose writer went away is fenced (its lease moves to the recovery holder),
+//! the replicas of its last block report their verified lengths, the shortest is what every live
+//! replica agrees on, they are finalized at that length under a new generation, and the file is
+//! closed. Runs outside the state lock; each step that changes the namespace is journaled.
+
+use super::{Shared, State};
+use crate::error::{NamenodeError, Result};
+use crate::leases::agreed_length;
+use crate::namespace::{BlockRef, Timestamp};
+use ringfs_proto::pb;
+use ringfs_proto::token::AccessMode;
+use ringfs_proto::{BlockId, DatanodeId, InodeId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Timeout of one RecoverReplica call.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait before retrying a recovery that failed.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A recovery running for longer than this is assumed lost and may start again.
+const RUNNING: Duration = Duration::from_secs(300);
+
+/// Starts recovering `inode` in the background unless a recovery of it is running.
+pub fn spawn(shared: Arc<Shared>, inode: InodeId) {
+    {
+        let mut st = shared.lock();
+        let now = Instant::now();
+        if st.recovering.get(&inode).is_some_and(|t| *t > now) {
+            return;
+        }
+        st.recovering.insert(inode, now + RUNNING);
+    }
+    tokio::spawn(async move {
+        let r = recover(&shared, inode).await;
+        let mut st = shared.lock();
+        match r {
+            Ok(()) => {
+                st.recovering.remove(&inode);
+            }
+            Err(e) => {
+                tracing::warn!(inode = inode.0, error = %e, "lease recovery failed; retrying later");
+                st.recovering.insert(inode, Instant::now() + RETRY_AFTER);
+            }
+        }
+    });
+}
+
+/// What the fencing step found out about the last block.
+enum Last {
+    /// No last block, or it is complete: just close the file.
+    Complete,
+    /// Being written: ask these nodes (addresses) about it.
+    Writing {
+        block: BlockRef,
+        current_generation: u64,
+        new_generation: u64,
+        candidates: Vec<(DatanodeId, String)>,
+    },
+}
+
+fn candidates(st: &State, block: BlockId) -> Vec<(DatanodeId, String)> {
+    let mut ids: Vec<DatanodeId> = Vec::new();
+    if let Some(b) = st.blocks.get(block) {
+        ids.extend(b.pipeline.iter().cloned());
+        ids.extend(b.replicas.keys().cloned());
+    }
+    // Nothing known (the namenode restarted mid-write): ask everybody alive.
+    if ids.is_empty() {
+        ids.extend(st.nodes.all().filter(|n| n.alive).map(|n| n.id.clone()));
+    }
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .filter_map(|id| {
+            st.nodes
+                .get(&id)
+                .filter(|n| n.alive)
+                .map(|n| (id.clone(), n.address.clone()))
+        })
+        .collect()
+}
+
+async fn recover(shared: &Arc<Shared>, inode: InodeId) -> Result<()> {
+    let last = shared
+        .mutate(|st, after| {
+            let holder = st
+                .ns
+                .get(inode)
+                .and_then(|i| i.file.as_ref())
+                .and_then(|f| f.lease.clone());
+            let Some(holder) = holder else {
+                return Ok(None);
+            };
+            let last = st.ns.recover_lease(inode)?;
+            // Copy-on-write blocks the old holder never committed.
+            for id in st.blocks.pending_of(inode, &holder) {
+                after.freed.push(BlockRef {
+                    id: id.get(),
+                    generation: 0,
+                    len: 0,
+                });
+            }
+            let Some(last) = last else {
+                return Ok(Some(Last::Complete));
+            };
+            let Some(info) = st.blocks.get(BlockId(last.id)) else {
+                return Ok(Some(Last::Complete));
+            };
+            if !info.writing {
+                return Ok(Some(Last::Complete));
+            }
+            let current_generation = info.generation.max(last.generation);
+            let new_generation = st.ns.next_generation();
+            let candidates = candidates(st, BlockId(last.id));
+            Ok(Some(Last::Writing {
+                block: last,
+                current_generation,
+                new_generation,
+                candidates,
+            }))
+        })
+        .await?;
+    let last = match last {
+        None => return Ok(()), // closed meanwhile
+        Some(Last::Complete) => None,
+        Some(Last::Writing {
+            block,
+            current_generation,
+            new_generation,
+            candidates,
+        }) => Some(
+            finalize(
+                shared,
+                block,
+                current_generation,
+                new_generation,
+                candidates,
+            )
+            .await?,
+        ),
+    };
+    let now = Timestamp::now();
+    shared
+        .mutate(|st, after| {
+            let replication = st.ns.get(inode).and_then(|i| i.file.as_ref()).map_or(1, |f| f.replication);
+            let (block, finalized) = match &last {
+                Some((b, nodes)) => (Some(*b), nodes.clone()),
+                None => (None, Vec::new()),
+            };
+            let freed = st.ns.finish_recovery(inode, block, now)?;
+            if let Some(b) = block.filter(|b| b.len > 0) {
+                let stale = st.blocks.commit(BlockId(b.id), b.generation, b.len, inode, replication);
+                after.stale(BlockId(b.id), stale);
+                for n in &finalized {
+                    st.blocks.add_replica(n, BlockId(b.id), b.generation, b.len);
+                }
+            }
+            after.freed.extend(freed);
+            tracing::info!(inode = inode.0, last = ?block, replicas = finalized.len(), "lease recovered: file closed");
+            Ok(())
+        })
+        .await
+}
+
+/// Asks every candidate for its verified length, finalizes the agreed (shortest) length at the new
+/// generation, and returns the recovered block with the nodes that finalized it. A block nobody has
+/// comes back with length 0 (the namespace drops it).
+async fn finalize(
+    shared: &Arc<Shared>,
+    block: BlockRef,
+    current: u64,
+    new_generation: u64,
+    candidates: Vec<(DatanodeId, String)>,
+) -> Result<(BlockRef, Vec<DatanodeId>)> {
+    let token = shared.token(block.id, current, AccessMode::Write);
+    let ask = |addr: String, finalize_len: Option<u64>| {
+        let token = token.clone();
+        async move {
+            let ch = ringfs_proto::net::connect_lazy(&addr).map_err(|e| format!("{addr}: {e}"))?;
+            let mut client = ringfs_proto::net::data_transfer_client(ch);
+            let mut req = tonic::Request::new(pb::RecoverReplicaRequest {
+                block_id: block.id,
+                generation: current,
+                new_generation,
+                finalize_len,
+                access_token: token,
+            });
+            req.set_timeout(RPC_TIMEOUT);
+            client
+                .recover_replica(req)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| format!("{addr}: {}", s.message()))
+        }
+    };
+    let answers =
+        futures::future::join_all(candidates.iter().map(|(_, a)| ask(a.clone(), None))).await;
+    let mut lens = Vec::new();
+    let mut holders = Vec::new();
+    for ((id, addr), a) in candidates.iter().zip(answers) {
+        match a {
+            Ok(r) => {
+                lens.push(r.len);
+                holders.push((id.clone(), addr.clone()));
+            }
+            Err(e) => {
+                tracing::debug!(block = block.id, error = %e, "replica not recoverable there")
+            }
+        }
+    }
+    let Some(len) = agreed_length(&lens) else {
+        tracing::warn!(
+            block = block.id,
+            "no replica of the last block found: dropping it"
+        );
+        return Ok((
+            BlockRef {
+                id: block.id,
+                generation: new_generation,
+                len: 0,
+            },
+            Vec::new(),
+        ));
+    };
+    if len == 0 {
+        return Ok((
+            BlockRef {
+                id: block.id,
+                generation: new_generation,
+                len: 0,
+            },
+            Vec::new(),
+        ));
+    }
+    let answers =
+        futures::future::join_all(holders.iter().map(|(_, a)| ask(a.clone(), Some(len)))).await;
+    let mut finalized = Vec::new();
+    for ((id, _), a) in holders.iter().zip(answers) {
+        match a {
+            Ok(r) if r.finalized && r.len == len => finalized.push(id.clone()),
+            Ok(r) => {
+                tracing::warn!(block = block.id, datanode = %id, len = r.len, "replica did not finalize at {len}")
+            }
+            Err(e) => tracing::warn!(block = block.id, error = %e, "finalizing a replica failed"),
+        }
+    }
+    if finalized.is_empty() {
+        return Err(NamenodeError::FailedPrecondition(format!(
+            "block {}: no replica could be finalized at length {len}",
+            block.id
+        )));
+    }
+    Ok((
+        BlockRef {
+            id: block.id,
+            generation: new_generation,
+            len,
+        },
+        finalized,
+    ))
+}

@@ -1,0 +1,518 @@
+//! The namenode's gRPC services end to end in-process, with scripted fake datanodes (no block data):
+//! the write protocol, block reports, fsck/report, dead-node repair commands, restart durability,
+//! safe mode and locks.
+
+use ringfs_namenode::Config;
+use ringfs_proto::pb::{
+    self, datanode_protocol_client::DatanodeProtocolClient, namenode_client::NamenodeClient,
+};
+use ringfs_proto::token::{Secret, DEV_SECRET};
+use ringfs_proto::ErrorKind;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+struct Namenode {
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ringfs_namenode::NamenodeError>>,
+}
+
+impl Namenode {
+    async fn start(config: Config) -> Namenode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ringfs_namenode::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        Namenode {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+
+    fn client(&self) -> NamenodeClient<Channel> {
+        ringfs_proto::net::namenode_client(ringfs_proto::net::connect_lazy(&self.addr).unwrap())
+    }
+
+    fn dn_client(&self) -> DatanodeProtocolClient<Channel> {
+        ringfs_proto::net::datanode_protocol_client(
+            ringfs_proto::net::connect_lazy(&self.addr).unwrap(),
+        )
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        replication: 3,
+        block_size: 1 << 20,
+        heartbeat_interval: Duration::from_millis(50),
+        dead_after: Duration::from_millis(400),
+        safe_mode_extension: Duration::from_millis(100),
+        lease_soft_limit: Duration::from_millis(300),
+        lease_hard_limit: Duration::from_millis(600),
+        ..Config::default()
+    }
+}
+
+/// A scripted datanode: registers, heartbeats on demand, reports what the test says it holds.
+struct FakeDn {
+    id: String,
+    addr: String,
+    nn: DatanodeProtocolClient<Channel>,
+}
+
+impl FakeDn {
+    async fn register(nn: &Namenode, i: usize) -> FakeDn {
+        let id = format!("dn{i}");
+        let addr = format!("127.0.0.1:{}", 40000 + i);
+        let mut c = nn.dn_client();
+        let auth = Secret::new(DEV_SECRET.as_bytes()).node_auth(&id);
+        c.register(pb::RegisterRequest {
+            node: Some(pb::DatanodeInfo {
+                id: id.clone(),
+                address: addr.clone(),
+                rack: String::new(),
+            }),
+            capacity: 100 << 30,
+            used: 0,
+            auth,
+        })
+        .await
+        .unwrap();
+        FakeDn { id, addr, nn: c }
+    }
+
+    async fn heartbeat(&mut self) -> pb::HeartbeatResponse {
+        self.nn
+            .heartbeat(pb::HeartbeatRequest {
+                datanode_id: self.id.clone(),
+                capacity: 100 << 30,
+                used: 0,
+                remaining: 100 << 30,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn received(&mut self, block: u64, generation: u64, len: u64) {
+        self.nn
+            .block_received(pb::BlockReceivedRequest {
+                datanode_id: self.id.clone(),
+                received: vec![pb::ReplicaReport {
+                    block_id: block,
+                    generation,
+                    len,
+                }],
+                deleted: vec![],
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn report(&mut self, replicas: &[(u64, u64, u64)]) -> pb::BlockReportResponse {
+        self.nn
+            .block_report(pb::BlockReportRequest {
+                datanode_id: self.id.clone(),
+                replicas: replicas
+                    .iter()
+                    .map(|(b, g, l)| pb::ReplicaReport {
+                        block_id: *b,
+                        generation: *g,
+                        len: *l,
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn path_entry(p: &str) -> Option<pb::EntryRef> {
+    Some(pb::EntryRef {
+        target: Some(pb::entry_ref::Target::Path(p.into())),
+    })
+}
+
+fn path_node(p: &str) -> Option<pb::NodeRef> {
+    Some(pb::NodeRef {
+        target: Some(pb::node_ref::Target::Path(p.into())),
+    })
+}
+
+async fn create(nn: &mut NamenodeClient<Channel>, path: &str) -> Result<pb::Attr, tonic::Status> {
+    nn.create(pb::CreateRequest {
+        entry: path_entry(path),
+        mode: 0o644,
+        client_id: "c1".into(),
+        open_for_write: true,
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().attr.unwrap())
+}
+
+async fn fsck(nn: &mut NamenodeClient<Channel>) -> pb::FsckResponse {
+    nn.fsck(pb::FsckRequest {
+        path: "/".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Writes a file of `blocks` full blocks through the protocol, with every pipeline node reporting.
+async fn write_file(
+    nn: &mut NamenodeClient<Channel>,
+    dns: &mut [FakeDn],
+    path: &str,
+    blocks: usize,
+) -> Vec<pb::LocatedBlock> {
+    let attr = create(nn, path).await.unwrap();
+    let mut previous: Option<pb::CommittedBlock> = None;
+    let mut out = Vec::new();
+    for _ in 0..blocks {
+        let lb = nn
+            .add_block(pb::AddBlockRequest {
+                inode: attr.inode,
+                client_id: "c1".into(),
+                previous,
+                excluded: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for loc in &lb.locations {
+            let dn = dns.iter_mut().find(|d| d.addr == loc.address).unwrap();
+            dn.received(lb.id, lb.generation, 1 << 20).await;
+        }
+        previous = Some(pb::CommittedBlock {
+            id: lb.id,
+            generation: lb.generation,
+            len: 1 << 20,
+        });
+        out.push(lb);
+    }
+    let committed: Vec<pb::CommittedBlock> = out
+        .iter()
+        .map(|b| pb::CommittedBlock {
+            id: b.id,
+            generation: b.generation,
+            len: 1 << 20,
+        })
+        .collect();
+    nn.commit_blocks(pb::CommitBlocksRequest {
+        inode: attr.inode,
+        client_id: "c1".into(),
+        blocks: committed,
+        size: (blocks as u64) << 20,
+        close: true,
+        mtime: None,
+    })
+    .await
+    .unwrap();
+    out
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn write_protocol_fsck_and_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let mut dns = vec![
+        FakeDn::register(&nn, 0).await,
+        FakeDn::register(&nn, 1).await,
+    ];
+
+    // Too few datanodes: a clear error and nothing created.
+    let e = create(&mut c, "/f").await.unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace);
+    assert_eq!(e.message(), "not enough live datanodes: need 3, have 2");
+    let e = c
+        .get_attr(pb::GetAttrRequest {
+            creds: None,
+            node: path_node("/f"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::NotFound);
+
+    dns.push(FakeDn::register(&nn, 2).await);
+    let blocks = write_file(&mut c, &mut dns, "/f", 3).await;
+    for b in &blocks {
+        let mut addrs: Vec<_> = b.locations.iter().map(|l| l.address.clone()).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 3);
+        assert!(!b.access_token.is_empty());
+    }
+    let f = fsck(&mut c).await;
+    assert_eq!(
+        (f.files, f.blocks, f.replicas, f.healthy_blocks),
+        (1, 3, 9, 3),
+        "{f:?}"
+    );
+    assert_eq!(
+        (f.under_replicated, f.corrupt, f.missing, f.open_files),
+        (0, 0, 0, 0)
+    );
+
+    let loc = c
+        .get_block_locations(pb::GetBlockLocationsRequest {
+            node: path_node("/f"),
+            offset: (1 << 20) + 5,
+            len: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(loc.attr.unwrap().size, 3 << 20);
+    assert_eq!(loc.blocks.len(), 1);
+    assert_eq!(loc.blocks[0].id, blocks[1].id);
+    assert_eq!(loc.blocks[0].offset, 1 << 20);
+    assert_eq!(loc.blocks[0].locations.len(), 3);
+
+    // A bad replica shows in fsck.
+    c.report_bad_replica(pb::ReportBadReplicaRequest {
+        block_id: blocks[0].id,
+        generation: blocks[0].generation,
+        datanode: blocks[0].locations[0].address.clone(),
+        reason: "test".into(),
+    })
+    .await
+    .unwrap();
+    let f = fsck(&mut c).await;
+    assert_eq!((f.corrupt, f.corrupt_replicas, f.healthy_blocks), (1, 1, 2));
+
+    // Report lists the datanodes.
+    let r = c.report(pb::ReportRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.datanodes.len(), 3);
+    assert!(r
+        .datanodes
+        .iter()
+        .all(|d| d.state == "live" && d.blocks == 3));
+
+    // Deleting the file sends delete commands to every holder.
+    c.remove(pb::RemoveRequest {
+        entry: path_entry("/f"),
+        any_kind: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut deletes = 0;
+    for d in &mut dns {
+        let hb = d.heartbeat().await;
+        deletes += hb
+            .commands
+            .iter()
+            .filter(|c| matches!(c.command, Some(pb::datanode_command::Command::Delete(_))))
+            .count();
+    }
+    assert_eq!(deletes, 9);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn dead_datanode_blocks_are_scheduled_for_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let mut dns = Vec::new();
+    for i in 0..4 {
+        dns.push(FakeDn::register(&nn, i).await);
+    }
+    let blocks = write_file(&mut c, &mut dns, "/f", 4).await;
+    // dn3 stops heartbeating; the others keep going and collect their commands.
+    let victim = dns.pop().unwrap();
+    let lost: Vec<u64> = blocks
+        .iter()
+        .filter(|b| b.locations.iter().any(|l| l.address == victim.addr))
+        .map(|b| b.id)
+        .collect();
+    let mut replicate: Vec<(u64, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replicate.len() < lost.len() {
+        assert!(
+            Instant::now() < deadline,
+            "no repair commands: got {replicate:?}, want blocks {lost:?}"
+        );
+        for d in &mut dns {
+            for cmd in d.heartbeat().await.commands {
+                if let Some(pb::datanode_command::Command::Replicate(r)) = cmd.command {
+                    assert_eq!(r.targets.len(), 1);
+                    assert_ne!(r.targets[0].address, victim.addr);
+                    assert_ne!(r.targets[0].address, d.addr);
+                    replicate.push((r.block_id, r.targets[0].address.clone()));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut got: Vec<u64> = replicate.iter().map(|r| r.0).collect();
+    got.sort();
+    assert_eq!(got, lost);
+    let r = c.report(pb::ReportRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.datanodes.iter().filter(|d| d.state == "dead").count(), 1);
+    // The copies land: fsck is healthy again.
+    for (block, target) in &replicate {
+        let gen = blocks.iter().find(|b| b.id == *block).unwrap().generation;
+        dns.iter_mut()
+            .find(|d| &d.addr == target)
+            .unwrap()
+            .received(*block, gen, 1 << 20)
+            .await;
+    }
+    let f = fsck(&mut c).await;
+    assert_eq!(
+        (f.blocks, f.healthy_blocks, f.replicas),
+        (4, 4, 12),
+        "{f:?}"
+    );
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_the_namespace_and_waits_in_safe_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let mut dns = Vec::new();
+    for i in 0..3 {
+        dns.push(FakeDn::register(&nn, i).await);
+    }
+    let blocks = write_file(&mut c, &mut dns, "/f", 2).await;
+    c.mkdir(pb::MkdirRequest {
+        entry: path_entry("/d"),
+        mode: 0o755,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    nn.stop().await;
+
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let f = fsck(&mut c).await;
+    assert_eq!((f.files, f.directories, f.blocks, f.missing), (1, 2, 2, 2));
+    assert!(f.safe_mode);
+    // Datanodes are unknown now: heartbeats ask them to register again, then they report.
+    for (i, d) in dns.iter_mut().enumerate() {
+        d.nn = nn.dn_client();
+        assert!(d.heartbeat().await.reregister);
+        *d = FakeDn::register(&nn, i).await;
+        let held: Vec<(u64, u64, u64)> = blocks
+            .iter()
+            .filter(|b| b.locations.iter().any(|l| l.address == d.addr))
+            .map(|b| (b.id, b.generation, 1 << 20))
+            .collect();
+        // An unknown replica is kept while in safe mode.
+        let mut with_junk = held.clone();
+        with_junk.push((999_999, 1, 10));
+        let r = d.report(&with_junk).await;
+        assert!(r.commands.is_empty(), "{r:?}");
+    }
+    wait_until("safe mode to end", || {
+        let mut c = c.clone();
+        async move { !fsck(&mut c).await.safe_mode }
+    })
+    .await;
+    let f = fsck(&mut c).await;
+    assert_eq!((f.healthy_blocks, f.replicas), (2, 6));
+    // Out of safe mode, an unknown replica is deleted.
+    let r = dns[0].report(&[(999_999, 1, 10)]).await;
+    assert_eq!(r.commands.len(), 1);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn locks_conflict_and_die_with_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let attr = c
+        .create(pb::CreateRequest {
+            entry: path_entry("/l"),
+            mode: 0o644,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    let req = |client: &str, typ: pb::LockType, start: u64, end: u64| pb::LockRequest {
+        inode: attr.inode,
+        client_id: client.into(),
+        owner: 1,
+        kind: pb::LockKind::Posix as i32,
+        r#type: typ as i32,
+        start,
+        end,
+        pid: 7,
+    };
+    let a = c
+        .lock(req("m1", pb::LockType::Write, 0, 99))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.granted && a.fencing_token > 0);
+    let b = c
+        .lock(req("m2", pb::LockType::Read, 50, 60))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!b.granted);
+    assert_eq!(
+        (
+            b.conflict_type,
+            b.conflict_start,
+            b.conflict_end,
+            b.conflict_pid
+        ),
+        (pb::LockType::Write as i32, 0, 99, 7)
+    );
+    let t = c
+        .test_lock(req("m2", pb::LockType::Read, 100, 200))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.granted);
+    assert_eq!(t.conflict_type, pb::LockType::Unlock as i32);
+    // m1 goes silent: after the soft limit its lock is gone, m2 gets one with a larger token.
+    wait_until("m1's lock to expire", || {
+        let mut c = c.clone();
+        let r = req("m2", pb::LockType::Write, 50, 60);
+        async move { c.lock(r).await.unwrap().into_inner().granted }
+    })
+    .await;
+    let again = c
+        .test_lock(req("m3", pb::LockType::Read, 0, 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.granted);
+    nn.stop().await;
+}
