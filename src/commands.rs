@@ -6,7 +6,7 @@ use crate::{
     FsckArgs, GetArgs, JsonArg, LsArgs, MkdirArgs, MountArgs, MvArgs, PathArg, PutArgs, RmArgs,
     StatArgs, UmountArgs,
 };
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringfs_client::{path_ref, pb, Client, ClientConfig, ClientError, CreateOptions, ErrorKind};
 use serde_json::{json, Value};
@@ -713,10 +713,68 @@ pub async fn decommission(namenode: Option<String>, address: &str) -> anyhow::Re
 
 // ------------------------------------------------------------------------------------------ mount
 
-/// Checks that `m` can be a mountpoint (and that the FUSE adapter exists).
+/// Makes sure `m` can be a mountpoint: an existing directory (created when missing).
 pub fn check_mountpoint(m: &Path) -> anyhow::Result<()> {
-    let _ = m;
-    bail!("mount: the FUSE adapter is not built yet")
+    match std::fs::metadata(m) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => bail!("{}: not a directory", m.display()),
+        // A stale mount of a killed process: `mount` cleans it.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(m).map_err(|e| {
+                anyhow!(
+                    "{}: cannot create mountpoint: {}",
+                    m.display(),
+                    io_reason(&e)
+                )
+            })
+        }
+        Err(e) => bail!("{}: {}", m.display(), io_reason(&e)),
+    }
+}
+
+fn mount_options(
+    allow_other: bool,
+    read_only: bool,
+    ttl: std::time::Duration,
+) -> ringfs_fuse::MountOptions {
+    ringfs_fuse::MountOptions {
+        allow_other,
+        read_only,
+        attr_ttl: ttl,
+        entry_ttl: ttl,
+        ..Default::default()
+    }
+}
+
+/// Whether `m` is listed as a mountpoint in /proc/self/mountinfo.
+fn is_mounted(m: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(m) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Prints `mounted at PATH` on stdout once the kernel lists the mount (scripts wait for it).
+fn announce_when_mounted(m: &Path) -> tokio::task::JoinHandle<()> {
+    let m = m.to_path_buf();
+    tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if is_mounted(&m) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "mounted at {}", m.display());
+                let _ = out.flush();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
 }
 
 /// Mounts the cluster at `m` in the background until `stop` turns true (for `up --mount`).
@@ -724,50 +782,42 @@ pub async fn spawn_mount(
     nn_addr: &str,
     m: &Path,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let _ = (nn_addr, stop);
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     check_mountpoint(m)?;
-    bail!("mount: the FUSE adapter is not built yet")
+    let client = connect(Some(nn_addr.to_string())).await?;
+    let mut stop = stop.clone();
+    let m = m.to_path_buf();
+    let announce = announce_when_mounted(&m);
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let r = ringfs_fuse::mount(
+            client,
+            &m,
+            mount_options(false, false, std::time::Duration::from_secs(1)),
+            shutdown,
+        )
+        .await;
+        announce.abort();
+        r.map_err(anyhow::Error::from)
+    }))
 }
 
 pub async fn mount(namenode: Option<String>, a: MountArgs) -> anyhow::Result<ExitCode> {
-    let _ = namenode;
     check_mountpoint(&a.mountpoint)?;
-    bail!("mount: the FUSE adapter is not built yet")
+    let client = connect(namenode).await?;
+    let announce = announce_when_mounted(&a.mountpoint);
+    let opts = mount_options(a.allow_other, a.read_only, a.ttl);
+    let r = ringfs_fuse::mount(client, &a.mountpoint, opts, crate::server::terminated()).await;
+    announce.abort();
+    r?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn umount(a: UmountArgs) -> anyhow::Result<ExitCode> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(a.mountpoint.as_os_str().as_bytes())
-        .with_context(|| format!("{}: invalid path", a.mountpoint.display()))?;
-    let flags = if a.lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: umount2 takes a NUL-terminated path that outlives the call.
-    let rc = unsafe { libc::umount2(path.as_ptr(), flags) };
-    if rc == 0 {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EPERM) {
-        // Not root: fusermount can unmount a FUSE mount of this user.
-        for tool in ["fusermount3", "fusermount"] {
-            let mut cmd = std::process::Command::new(tool);
-            cmd.arg("-u");
-            if a.lazy {
-                cmd.arg("-z");
-            }
-            if let Ok(s) = cmd.arg(&a.mountpoint).status() {
-                if s.success() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
-    }
-    let reason = match err.raw_os_error() {
-        Some(libc::EINVAL) => "not a mount point".to_string(),
-        Some(libc::EBUSY) => "target is busy (try --lazy)".to_string(),
-        _ => io_reason(&err),
-    };
-    bail!("{}: {reason}", a.mountpoint.display())
+    ringfs_fuse::unmount(&a.mountpoint)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

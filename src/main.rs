@@ -43,7 +43,7 @@ enum Cmd {
     Datanode(server::DatanodeArgs),
     /// Run a whole local cluster (namenode + datanodes) in this process, until Ctrl-C.
     Up(server::UpArgs),
-    /// Mount the cluster as a local directory (FUSE), in the foreground.
+    /// Mount the cluster as a local directory (FUSE), in the foreground; prints `mounted at DIR` when ready.
     Mount(MountArgs),
     /// Unmount a ringfs mount.
     Umount(UmountArgs),
@@ -98,11 +98,8 @@ pub struct MountArgs {
 
 #[derive(Args, Debug)]
 pub struct UmountArgs {
-    /// The mountpoint.
+    /// The mountpoint (a busy mount is detached lazily).
     pub mountpoint: PathBuf,
-    /// Detach now even when busy (umount -l).
-    #[arg(short, long)]
-    pub lazy: bool,
 }
 
 #[derive(Args, Debug)]

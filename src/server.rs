@@ -417,14 +417,41 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
+    let mut mount = mount;
+    let mount_ended = async {
+        match mount.as_mut() {
+            Some(h) => match h.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("mount task failed: {e}")),
+            },
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         _ = terminated() => Ok(()),
         Some(done) = nodes.join_next() => Err(node_exit(done)),
+        r = mount_ended => match r {
+            // Unmounted from outside: the cluster keeps running until Ctrl-C.
+            Ok(()) => {
+                tracing::info!("the mount ended; the cluster keeps running until Ctrl-C");
+                mount = None;
+                terminated().await;
+                Ok(())
+            }
+            Err(e) => {
+                mount = None;
+                Err(e.context("mount"))
+            }
+        },
     };
     tracing::info!("stopping the cluster");
     let _ = stop_tx.send(true);
     if let Some(m) = mount {
-        let _ = m.await;
+        match tokio::time::timeout(Duration::from_secs(20), m).await {
+            Ok(Ok(Err(e))) => tracing::warn!("mount: {e:#}"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the mount did not finish within 20s"),
+        }
     }
     drain(&mut nodes).await;
     result.map(|()| ExitCode::SUCCESS)

@@ -305,6 +305,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("inode", &self.attr.inode)
+            .field("size", &self.attr.size)
+            .finish()
+    }
+}
+
 impl FileReader {
     pub(crate) fn new(client: Client, _node: pb::NodeRef, layout: Layout) -> FileReader {
         FileReader {

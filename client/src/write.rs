@@ -200,7 +200,7 @@ impl BlockWriter {
 
     /// Closes the block: waits until every replica of the pipeline stored it (recovering as needed)
     /// and returns it as committed.
-    pub(crate) async fn finish(mut self) -> Result<pb::CommittedBlock, ClientError> {
+    pub(crate) async fn finish(&mut self) -> Result<pb::CommittedBlock, ClientError> {
         if self.stream.is_none() {
             self.establish().await?;
         }
@@ -212,6 +212,9 @@ impl BlockWriter {
             let failure = match s.close().await {
                 Ok(resp) => match self.check(&resp, &pipeline) {
                     Ok(()) => {
+                        // Nodes of the pipeline that finally stored the block are fine after all
+                        // (a failed hop reports everything downstream of it as failed).
+                        self.failed.retain(|a| !pipeline.contains(a));
                         return Ok(pb::CommittedBlock {
                             id: self.located.id,
                             generation: self.located.generation,
@@ -414,6 +417,17 @@ pub struct FileWriter {
     broken: bool,
 }
 
+impl std::fmt::Debug for FileWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWriter")
+            .field("path", &self.path)
+            .field("inode", &self.attr.inode)
+            .field("written", &self.size)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
 impl FileWriter {
     pub(crate) fn new(
         client: Client,
@@ -533,10 +547,16 @@ impl FileWriter {
 
     /// Waits for the current block's pipeline to acknowledge it and records it.
     async fn finish_block(&mut self) -> Result<(), ClientError> {
-        if let Some(cur) = self.current.take() {
-            let failed = cur.failed.clone();
+        if let Some(mut cur) = self.current.take() {
             let block = cur.finish().await?;
-            for a in failed {
+            let pipeline: Vec<&str> = cur
+                .located
+                .locations
+                .iter()
+                .map(|l| l.address.as_str())
+                .collect();
+            self.excluded.retain(|a| !pipeline.contains(&a.as_str()));
+            for a in cur.failed {
                 if !self.excluded.contains(&a) {
                     self.excluded.push(a);
                 }
