@@ -61,6 +61,8 @@ pub enum ReplicaVerdict {
     Unknown,
     /// An older generation than the block's: delete it.
     Stale,
+    /// A delete was already sent for it and is not confirmed yet: send it again.
+    Deleting,
 }
 
 /// Block id → block info, plus the reverse index node → blocks it holds.
@@ -68,6 +70,9 @@ pub enum ReplicaVerdict {
 pub struct BlockMap {
     blocks: HashMap<u64, BlockInfo>,
     by_node: HashMap<DatanodeId, HashSet<u64>>,
+    /// Replicas a delete command went out for, not confirmed yet: block → node → generation. A
+    /// report listing one of them must not resurrect it (e.g. a corrupt replica counted as good).
+    deleting: HashMap<u64, BTreeMap<DatanodeId, u64>>,
 }
 
 impl BlockMap {
@@ -206,6 +211,7 @@ impl BlockMap {
 
     /// Forgets a block (freed by the namespace). Returns its info so every replica can be deleted.
     pub fn remove(&mut self, id: BlockId) -> Option<BlockInfo> {
+        self.deleting.remove(&id.get());
         let b = self.blocks.remove(&id.get())?;
         for n in b.replicas.keys() {
             if let Some(s) = self.by_node.get_mut(n) {
@@ -232,6 +238,9 @@ impl BlockMap {
         generation: u64,
         len: u64,
     ) -> ReplicaVerdict {
+        if self.deleting.get(&id.get()).and_then(|m| m.get(node)) == Some(&generation) {
+            return ReplicaVerdict::Deleting;
+        }
         let Some(b) = self.blocks.get_mut(&id.get()) else {
             return ReplicaVerdict::Unknown;
         };
@@ -314,8 +323,54 @@ impl BlockMap {
         }
     }
 
+    /// A delete command goes out for this replica: it stops counting now, and reports of it are
+    /// answered with the delete again until the node confirms.
+    pub fn mark_deleting(&mut self, node: &DatanodeId, id: BlockId, generation: u64) {
+        self.deleting
+            .entry(id.get())
+            .or_default()
+            .insert(node.clone(), generation);
+        self.remove_replica(node, id);
+    }
+
+    /// Nodes with an unconfirmed delete of the block (not copy targets until it is gone).
+    pub fn deleting_on(&self, id: BlockId) -> impl Iterator<Item = &DatanodeId> + '_ {
+        self.deleting
+            .get(&id.get())
+            .into_iter()
+            .flat_map(|m| m.keys())
+    }
+
+    /// The node confirmed deleting its replica (incremental report).
+    pub fn deleted(&mut self, node: &DatanodeId, id: BlockId, generation: u64) {
+        if let Some(m) = self.deleting.get_mut(&id.get()) {
+            if m.get(node) == Some(&generation) {
+                m.remove(node);
+            }
+            if m.is_empty() {
+                self.deleting.remove(&id.get());
+            }
+        }
+        let ours = self
+            .blocks
+            .get(&id.get())
+            .and_then(|b| b.replicas.get(node))
+            .is_some_and(|r| r.generation == generation);
+        if ours {
+            self.remove_replica(node, id);
+        }
+    }
+
+    fn forget_deleting(&mut self, node: &DatanodeId, keep: impl Fn(u64, u64) -> bool) {
+        self.deleting.retain(|block, m| {
+            m.retain(|n, g| n != node || keep(*block, *g));
+            !m.is_empty()
+        });
+    }
+
     /// The node is dead: its replicas stop counting. Returns the blocks that lost a replica.
     pub fn remove_node(&mut self, node: &DatanodeId) -> Vec<BlockId> {
+        self.forget_deleting(node, |_, _| false);
         let ids = self.by_node.remove(node).unwrap_or_default();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -336,6 +391,12 @@ impl BlockMap {
     ) -> Vec<(BlockId, u64, ReplicaVerdict)> {
         let mut seen: BTreeSet<u64> = BTreeSet::new();
         let mut delete = Vec::new();
+        let replicas: Vec<(BlockId, u64, u64)> = replicas.into_iter().collect();
+        // Deletes not in the report any more are done.
+        let listed: HashSet<(u64, u64)> = replicas.iter().map(|(b, g, _)| (b.get(), *g)).collect();
+        self.forget_deleting(node, |block, generation| {
+            listed.contains(&(block, generation))
+        });
         for (id, generation, len) in replicas {
             match self.add_replica(node, id, generation, len) {
                 ReplicaVerdict::Accepted => {
@@ -445,6 +506,34 @@ mod tests {
             vec![dn(0)]
         );
         assert_eq!(b.valid_holders().cloned().collect::<Vec<_>>(), vec![dn(1)]);
+    }
+
+    #[test]
+    fn deleting_replicas_are_not_resurrected_by_reports() {
+        let mut m = map_with(1, 1);
+        m.add_replica(&dn(0), BlockId(1), 1, 100);
+        m.mark_corrupt(&dn(0), BlockId(1), 1);
+        m.mark_deleting(&dn(0), BlockId(1), 1);
+        assert_eq!(m.get(BlockId(1)).unwrap().replicas.len(), 0);
+        assert_eq!(
+            m.deleting_on(BlockId(1)).cloned().collect::<Vec<_>>(),
+            vec![dn(0)]
+        );
+        // Still listed: delete again, do not count it.
+        let del = m.full_report(&dn(0), [(BlockId(1), 1, 100)]);
+        assert_eq!(del, vec![(BlockId(1), 1, ReplicaVerdict::Deleting)]);
+        assert_eq!(m.get(BlockId(1)).unwrap().replicas.len(), 0);
+        // Gone from the next report: the delete is done and the node may hold the block again.
+        assert!(m.full_report(&dn(0), []).is_empty());
+        assert_eq!(m.deleting_on(BlockId(1)).count(), 0);
+        assert_eq!(
+            m.add_replica(&dn(0), BlockId(1), 1, 100),
+            ReplicaVerdict::Accepted
+        );
+        // Incremental confirmation works too.
+        m.mark_deleting(&dn(0), BlockId(1), 1);
+        m.deleted(&dn(0), BlockId(1), 1);
+        assert_eq!(m.deleting_on(BlockId(1)).count(), 0);
     }
 
     #[test]

@@ -106,8 +106,8 @@ pub struct Plan {
     pub commands: Vec<(DatanodeId, Command)>,
     /// The copies among them (to record as in flight).
     pub copies: Vec<PendingCopy>,
-    /// Replicas being deleted (to drop from the block map now).
-    pub deletes: Vec<(DatanodeId, BlockId)>,
+    /// Replicas being deleted (node, block, generation), to mark in the block map now.
+    pub deletes: Vec<(DatanodeId, BlockId, u64)>,
     /// Decommissioning nodes whose every block now has its replicas elsewhere.
     pub decommissioned: Vec<DatanodeId>,
     /// Blocks with fewer good replicas than wanted that this round could not (fully) serve.
@@ -148,6 +148,12 @@ struct Roles {
     corrupt: Vec<DatanodeId>,
     /// Every node with any replica of the block (any generation, dead or alive).
     holders: HashSet<DatanodeId>,
+}
+
+fn roles_in(blocks: &BlockMap, id: BlockId, b: &BlockInfo, nodes: &DatanodeRegistry) -> Roles {
+    let mut r = roles(b, nodes);
+    r.holders.extend(blocks.deleting_on(id).cloned());
+    r
 }
 
 fn roles(b: &BlockInfo, nodes: &DatanodeRegistry) -> Roles {
@@ -342,7 +348,7 @@ pub fn plan(
             plan.backlog += 1;
             continue;
         }
-        let r = roles(b, nodes);
+        let r = roles_in(blocks, *id, b, nodes);
         let flying: Vec<&DatanodeId> = inflight_targets.get(id).cloned().unwrap_or_default();
         let deficit = (b.replication as usize).saturating_sub(r.good.len() + flying.len());
         let at_risk = *good <= 1;
@@ -400,7 +406,7 @@ pub fn plan(
     let repairs_waiting = plan.backlog > 0;
     for id in settled {
         let Some(b) = blocks.get(id) else { continue };
-        let r = roles(b, nodes);
+        let r = roles_in(blocks, id, b, nodes);
         let expected = b.replication as usize;
         for n in &r.corrupt {
             plan.commands.push((
@@ -410,7 +416,7 @@ pub fn plan(
                     generation: b.generation,
                 },
             ));
-            plan.deletes.push((n.clone(), id));
+            plan.deletes.push((n.clone(), id, b.generation));
         }
         let owners = nodes.placement().owners(id, expected);
         if r.good.len() > expected {
@@ -433,7 +439,7 @@ pub fn plan(
                             generation: b.generation,
                         },
                     ));
-                    plan.deletes.push((n.clone(), id));
+                    plan.deletes.push((n.clone(), id, b.generation));
                 }
             }
         } else if limits.rebalance && !repairs_waiting && owners.len() == expected {
@@ -737,7 +743,7 @@ mod tests {
         w.blocks
             .add_replica(&p.copies[0].target, BlockId(1), 1, 1000);
         let p = w.plan(limits());
-        assert_eq!(p.deletes, vec![(owners[0].clone(), BlockId(1))]);
+        assert_eq!(p.deletes, vec![(owners[0].clone(), BlockId(1), 1)]);
         assert!(p.copies.is_empty());
         let h = health(
             BlockId(1),

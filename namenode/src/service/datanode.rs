@@ -178,15 +178,7 @@ impl DatanodeService {
             }
         }
         for r in &req.deleted {
-            let block = BlockId(r.block_id);
-            let ours = st
-                .blocks
-                .get(block)
-                .and_then(|b| b.replicas.get(&id))
-                .is_some_and(|rep| rep.generation == r.generation);
-            if ours {
-                st.blocks.remove_replica(&id, block);
-            }
+            st.blocks.deleted(&id, BlockId(r.block_id), r.generation);
         }
         Ok(())
     }

@@ -154,8 +154,8 @@ impl ReplicationMonitor {
                     "replication round"
                 );
             }
-            for (node, block) in &plan.deletes {
-                st.blocks.remove_replica(node, *block);
+            for (node, block, generation) in &plan.deletes {
+                st.blocks.mark_deleting(node, *block, *generation);
             }
             for (node, cmd) in plan.commands {
                 st.nodes.queue(&node, cmd);
