@@ -642,7 +642,7 @@ impl ReplicaWriter {
         if data.is_empty() {
             return Ok(());
         }
-        if self.len % CHUNK_SIZE as u64 != 0 {
+        if !self.len.is_multiple_of(CHUNK_SIZE as u64) {
             return Err(DatanodeError::InvalidRequest(format!(
                 "block {}: data after a short chunk at offset {}",
                 self.block, self.len

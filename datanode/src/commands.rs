@@ -1,0 +1,178 @@
+//! Executes namenode commands from heartbeat and block-report replies: Delete removes a replica,
+//! Replicate copies a verified local replica down a write pipeline, with bounded concurrency and a
+//! bandwidth limit so foreground reads and writes keep their speed.
+
+use crate::error::DatanodeError;
+use crate::throttle::Throttle;
+use crate::transfer::{blocking, Downstream};
+use crate::Node;
+use ringfs_proto::chunk::{hashes_to_wire, CHUNKS_PER_PACKET};
+use ringfs_proto::pb::datanode_command::Command;
+use ringfs_proto::pb::write_block_message::Msg;
+use ringfs_proto::pb::{
+    DataPacket, DatanodeCommand, DeleteCommand, ReplicateCommand, WriteBlockHeader,
+    WriteBlockMessage,
+};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+
+pub struct CommandRunner {
+    node: Arc<Node>,
+    /// Limits concurrent Replicate commands (each holds a disk reader and a pipeline).
+    slots: Arc<Semaphore>,
+    /// Shared by all replications of this node.
+    throttle: Arc<Throttle>,
+}
+
+impl CommandRunner {
+    pub fn new(node: Arc<Node>, concurrency: usize, bandwidth: u64) -> CommandRunner {
+        CommandRunner {
+            node,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            throttle: Arc::new(Throttle::new(bandwidth)),
+        }
+    }
+
+    /// Starts the commands in the background; returns at once.
+    pub fn execute(&self, commands: Vec<DatanodeCommand>) {
+        for c in commands {
+            match c.command {
+                Some(Command::Delete(d)) => {
+                    let node = self.node.clone();
+                    tokio::spawn(async move { delete(&node, d).await });
+                }
+                Some(Command::Replicate(r)) => {
+                    let node = self.node.clone();
+                    let slots = self.slots.clone();
+                    let throttle = self.throttle.clone();
+                    tokio::spawn(async move {
+                        let Ok(_slot) = slots.acquire_owned().await else {
+                            return;
+                        };
+                        let (block, generation) = (r.block_id, r.generation);
+                        match replicate(&node, &throttle, r).await {
+                            Ok(stored) => {
+                                tracing::info!(block, generation, ?stored, "replicated block")
+                            }
+                            Err(e) => {
+                                tracing::warn!(block, generation, error = %e, "replication failed")
+                            }
+                        }
+                    });
+                }
+                None => tracing::warn!("ignoring an empty namenode command"),
+            }
+        }
+    }
+}
+
+async fn delete(node: &Arc<Node>, d: DeleteCommand) {
+    let (block, generation) = (d.block_id, d.generation);
+    let store = node.store.clone();
+    match blocking(move || store.delete(block, generation)).await {
+        Ok(removed) => {
+            tracing::debug!(block, generation, removed, "deleted replica");
+            // Reported even when nothing was here, so the namenode stops expecting it.
+            node.namenode.deleted(block, generation);
+        }
+        Err(e) => tracing::warn!(block, generation, error = %e, "delete failed"),
+    }
+}
+
+/// Copies the local replica to `targets[0]`, which forwards to the rest. Returns the addresses
+/// that stored it.
+async fn replicate(
+    node: &Arc<Node>,
+    throttle: &Throttle,
+    cmd: ReplicateCommand,
+) -> Result<Vec<String>, DatanodeError> {
+    let (block, generation) = (cmd.block_id, cmd.generation);
+    let Some((first, rest)) = cmd.targets.split_first() else {
+        return Err(DatanodeError::InvalidRequest(format!(
+            "block {block}: replicate command without targets"
+        )));
+    };
+    let store = node.store.clone();
+    let reader = Arc::new(blocking(move || store.open_reader(block, generation)).await?);
+    let len = reader.info().len;
+    if cmd.len != 0 && cmd.len != len {
+        return Err(DatanodeError::InvalidRequest(format!(
+            "block {block} gen {generation}: namenode says {} bytes, local replica has {len}",
+            cmd.len
+        )));
+    }
+    let _active = node.transfer_started();
+    let mut ds = Downstream::open(
+        &first.address,
+        WriteBlockHeader {
+            block_id: block,
+            generation,
+            downstream: rest.to_vec(),
+            access_token: cmd.access_token.clone(),
+            client: format!("replication from {}", node.address),
+        },
+    );
+    // Disk reads (verified) run on a blocking thread, a few packets ahead of the network.
+    let (tx, mut rx) = mpsc::channel(4);
+    let r = reader.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = 0;
+        while c < r.chunks() {
+            let res = r.read_chunks(c, CHUNKS_PER_PACKET);
+            let failed = res.is_err();
+            if tx.blocking_send(res).is_err() || failed {
+                return;
+            }
+            c += CHUNKS_PER_PACKET as u64;
+        }
+    });
+    let mut sent = 0u64;
+    while let Some(res) = rx.recv().await {
+        let (data, hashes) = match res {
+            Ok(p) => p,
+            Err(e) => {
+                if let DatanodeError::ChecksumMismatch { .. } = e {
+                    node.replica_is_corrupt(
+                        &tokio::runtime::Handle::current(),
+                        block,
+                        generation,
+                        e.to_string(),
+                    );
+                }
+                return Err(e); // dropping `ds` cancels the copy: the target never finalizes it
+            }
+        };
+        throttle.consume(data.len() as u64).await;
+        sent += data.len() as u64;
+        let packet = DataPacket {
+            data,
+            chunk_hashes: hashes_to_wire(&hashes),
+        };
+        if !ds
+            .send(WriteBlockMessage {
+                msg: Some(Msg::Packet(packet)),
+            })
+            .await
+        {
+            break; // the target failed; finish() returns its error
+        }
+    }
+    if sent != len {
+        // The reader stopped early (it cannot, short of a panic): never end the copy cleanly short.
+        return Err(DatanodeError::InvalidRequest(format!(
+            "block {block}: read {sent} of {len} bytes"
+        )));
+    }
+    let resp = ds
+        .finish(len)
+        .await
+        .map_err(|s| DatanodeError::Downstream {
+            block,
+            node: first.address.clone(),
+            message: s.message().to_string(),
+        })?;
+    if !resp.failed.is_empty() {
+        tracing::warn!(block, generation, failed = ?resp.failed, "some replication targets failed");
+    }
+    Ok(resp.stored)
+}
