@@ -6,7 +6,7 @@
 
 use crate::creds::Caller;
 use crate::error::Res;
-use crate::ops::{locked, node, Inner};
+use crate::ops::{locked, node, Inner, HIDDEN_PREFIX};
 use fuser::Errno;
 use ringfs_proto::pb;
 use std::sync::Arc;
@@ -125,7 +125,7 @@ impl Inner {
             else {
                 return Ok(());
             };
-            if add(pos + 1, Entry::Child(e)) {
+            if !e.name.starts_with(HIDDEN_PREFIX) && add(pos + 1, Entry::Child(e)) {
                 return Ok(());
             }
             pos += 1;

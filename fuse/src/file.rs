@@ -8,6 +8,7 @@
 //! `flush` (each close), `fsync` and memory pressure write the remaining dirty blocks and commit
 //! the whole block list + size; the last writer's `release` commits with `close` (lease given back).
 
+use crate::attr::pb_time;
 use crate::creds::Caller;
 use crate::error::{Fail, Res};
 use crate::ops::{child, locked, node, Inner};
@@ -19,8 +20,8 @@ use ringfs_client::ClientError;
 use ringfs_proto::{pb, ErrorKind};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 /// First readahead window of a sequential reader; it doubles up to `RA_MAX`.
@@ -46,6 +47,12 @@ pub(crate) struct OpenFile {
     version: AtomicU64,
     /// Handles open on this inode (changed under `Inner::files`).
     refs: AtomicUsize,
+    /// When this mount last changed the data without committing it yet: `stat` shows it as
+    /// mtime/ctime until a commit brings the namenode's times.
+    touched: Mutex<Option<pb::Time>>,
+    /// Hidden names (parent, name) that keep the inode alive while it is open here after an
+    /// unlink or a rename over it on this mount (NFS "silly rename"); removed at the last close.
+    pub(crate) hidden: Mutex<Vec<(u64, String)>>,
 }
 
 impl OpenFile {
@@ -56,7 +63,39 @@ impl OpenFile {
             local_size: AtomicU64::new(NO_SIZE),
             version: AtomicU64::new(0),
             refs: AtomicUsize::new(0),
+            touched: Mutex::new(None),
+            hidden: Mutex::new(Vec::new()),
         }
+    }
+
+    /// `a` as this mount sees it: the overlay's size, uncommitted change times, and the link
+    /// count without the hidden names.
+    pub(crate) fn adjust(&self, a: &mut pb::Attr) {
+        if let Some(size) = self.local_size() {
+            a.size = size;
+        }
+        if let Some(t) = *locked(&self.touched) {
+            let newer = |cur: &Option<pb::Time>| {
+                cur.map(|c| (c.secs, c.nanos) < (t.secs, t.nanos))
+                    .unwrap_or(true)
+            };
+            if newer(&a.mtime) {
+                a.mtime = Some(t);
+            }
+            if newer(&a.ctime) {
+                a.ctime = Some(t);
+            }
+        }
+        let hidden = locked(&self.hidden).len() as u32;
+        a.nlink = a.nlink.saturating_sub(hidden);
+    }
+
+    fn touch(&self) {
+        *locked(&self.touched) = Some(pb_time(SystemTime::now()));
+    }
+
+    fn untouch(&self) {
+        *locked(&self.touched) = None;
     }
 
     pub(crate) fn local_size(&self) -> Option<u64> {
@@ -201,14 +240,35 @@ impl Inner {
         f
     }
 
-    /// Gives back a `file_ref`; the last one forgets the file.
-    fn file_unref(&self, f: &Arc<OpenFile>) {
-        let mut files = locked(&self.files);
-        if f.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// Like `file_ref`, but only for a file open on this mount.
+    pub(crate) fn file_ref_existing(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        let files = locked(&self.files);
+        let f = files.get(&ino)?.clone();
+        f.refs.fetch_add(1, Ordering::AcqRel);
+        Some(f)
+    }
+
+    /// Gives back a `file_ref`; the last one forgets the file and removes its hidden names.
+    pub(crate) async fn file_unref(&self, f: &Arc<OpenFile>) {
+        let hidden = {
+            let mut files = locked(&self.files);
+            if f.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return;
+            }
             if let Some(cur) = files.get(&f.ino) {
                 if Arc::ptr_eq(cur, f) {
                     files.remove(&f.ino);
                 }
+            }
+            std::mem::take(&mut *locked(&f.hidden))
+        };
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
+        for (parent, name) in hidden {
+            if let Err(e) = self.remove_entry(&me, parent, &name, false).await {
+                tracing::warn!(ino = f.ino, name, error = %e.why, "cannot remove the hidden name of an unlinked file");
             }
         }
     }
@@ -321,7 +381,7 @@ impl Inner {
             let mut st = f.state.lock().await;
             if let Err(e) = self.start_writer(c, &f, &mut st, None).await {
                 drop(st);
-                self.file_unref(&f);
+                self.file_unref(&f).await;
                 return Err(e);
             }
         }
@@ -374,7 +434,7 @@ impl Inner {
             let mut st = f.state.lock().await;
             if let Err(e) = self.start_writer(c, &f, &mut st, Some(resp)).await {
                 drop(st);
-                self.file_unref(&f);
+                self.file_unref(&f).await;
                 return Err(e);
             }
         }
@@ -518,6 +578,7 @@ impl Inner {
         }
         self.account(before, ov.bytes());
         f.changed(st);
+        f.touch();
         let excess = st.uploads.len().saturating_sub(self.opts.upload_ahead);
         self.reap_uploads(f, st, excess).await;
         if self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit {
@@ -633,6 +694,7 @@ impl Inner {
             ov.committed(list);
             self.account(before, ov.bytes());
             st.attr = attr;
+            f.untouch();
         } else if close {
             let (list, size, mtime) = (ov.base().to_vec(), ov.size(), st.attr.mtime);
             st.attr = self.commit(ino, list, size, true, mtime).await?;
@@ -706,7 +768,7 @@ impl Inner {
             }
         }
         drop(h);
-        self.file_unref(&f);
+        self.file_unref(&f).await;
         result
     }
 
@@ -733,6 +795,7 @@ impl Inner {
                     ov.truncate(size);
                     self.account(before, ov.bytes());
                     f.changed(st);
+                    f.touch();
                     return Ok(());
                 }
             }
@@ -776,7 +839,7 @@ impl Inner {
             }
         }
         .await;
-        self.file_unref(&f);
+        self.file_unref(&f).await;
         r
     }
 }

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tonic::transport::Channel;
 
+/// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
+pub(crate) const HIDDEN_PREFIX: &str = ".ringfs-open-";
+
 /// Largest number of inodes whose last-seen version `open` remembers (then the memory is reset:
 /// the only cost is one dropped page cache per file).
 const SEEN_LIMIT: usize = 100_000;
@@ -126,9 +129,7 @@ impl Inner {
     pub(crate) fn local_view(&self, mut a: pb::Attr) -> pb::Attr {
         if is_file(&a) {
             if let Some(f) = locked(&self.files).get(&a.inode) {
-                if let Some(size) = f.local_size() {
-                    a.size = size;
-                }
+                f.adjust(&mut a);
             }
         }
         a
@@ -304,10 +305,62 @@ impl Inner {
         Ok(self.local_view(a))
     }
 
-    /// unlink (`directory` false) or rmdir (true). A file still open elsewhere loses its name at
-    /// once; handles open on this mount keep reading and writing it for as long as the namenode
-    /// keeps the inode (see the crate note on unlinked open files).
+    /// The file `parent/name` if it is open on this mount and this is its last link (unlinking
+    /// or replacing it would free the inode under its open handles). Holds a file reference.
+    async fn open_last_link(&self, c: &Caller, parent: u64, name: &str) -> Option<Arc<OpenFile>> {
+        if locked(&self.files).is_empty() {
+            return None;
+        }
+        let req = pb::LookupRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+        };
+        let a = self.nn().lookup(req).await.ok()?.into_inner().attr?;
+        if !is_file(&a) || a.nlink != 1 {
+            return None;
+        }
+        self.file_ref_existing(a.inode)
+    }
+
+    fn hidden_name(&self, ino: u64) -> String {
+        let id: String = self
+            .client
+            .client_id()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
+        format!("{HIDDEN_PREFIX}{ino}-{id}")
+    }
+
+    /// unlink (`directory` false) or rmdir (true). A file open on this mount keeps working after
+    /// its last name goes: the name is renamed to a hidden one, removed at the last close (like
+    /// NFS). Handles on other mounts of an unlinked file get ESTALE.
     pub(crate) async fn remove(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        directory: bool,
+    ) -> Res<()> {
+        if !directory {
+            if let Some(f) = self.open_last_link(c, parent, name).await {
+                let hidden = self.hidden_name(f.ino);
+                let r = self
+                    .rename(c, parent, name, parent, &hidden, false, false)
+                    .await;
+                if r.is_ok() {
+                    locked(&f.hidden).push((parent, hidden));
+                }
+                self.file_unref(&f).await;
+                return r;
+            }
+        }
+        self.remove_entry(c, parent, name, directory).await
+    }
+
+    /// The Remove RPC alone.
+    pub(crate) async fn remove_entry(
         &self,
         c: &Caller,
         parent: u64,
@@ -325,6 +378,8 @@ impl Inner {
         Ok(())
     }
 
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE. Replacing a file open on this mount
+    /// first gives it a hidden link (see `remove`), so the rename itself stays one atomic step.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn rename(
         &self,
@@ -336,6 +391,16 @@ impl Inner {
         no_replace: bool,
         exchange: bool,
     ) -> Res<()> {
+        let mut kept = None;
+        if !no_replace && !exchange && !new_name.starts_with(HIDDEN_PREFIX) {
+            if let Some(f) = self.open_last_link(c, new_parent, new_name).await {
+                let hidden = self.hidden_name(f.ino);
+                match self.link(c, f.ino, new_parent, &hidden).await {
+                    Ok(_) => kept = Some((f, hidden)),
+                    Err(_) => self.file_unref(&f).await,
+                }
+            }
+        }
         let req = pb::RenameRequest {
             creds: Some(c.creds.clone()),
             from: Some(child(parent, name)),
@@ -343,7 +408,16 @@ impl Inner {
             no_replace,
             exchange,
         };
-        self.nn().rename(req).await?;
+        let r = self.nn().rename(req).await;
+        if let Some((f, hidden)) = kept {
+            if r.is_ok() {
+                locked(&f.hidden).push((new_parent, hidden));
+            } else {
+                let _ = self.remove_entry(c, new_parent, &hidden, false).await;
+            }
+            self.file_unref(&f).await;
+        }
+        r?;
         Ok(())
     }
 
@@ -376,12 +450,20 @@ impl Inner {
         let files: Vec<Arc<OpenFile>> = locked(&self.files).values().cloned().collect();
         let mut failed = 0;
         let mut first = String::new();
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
         for f in files {
             if let Err(e) = self.close_writer(&f).await {
                 failed += 1;
                 if first.is_empty() {
                     first = format!("inode {}: {}", f.ino, e.why);
                 }
+            }
+            let hidden = std::mem::take(&mut *locked(&f.hidden));
+            for (parent, name) in hidden {
+                let _ = self.remove_entry(&me, parent, &name, false).await;
             }
         }
         locked(&self.handles).clear();
