@@ -210,6 +210,7 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -250,6 +251,7 @@ fn main() -> ExitCode {
 /// Output piped into `head` and the like: stop quietly.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
+        c.downcast_ref::<serde_json::Error>().and_then(|j| j.io_error_kind()) == Some(std::io::ErrorKind::BrokenPipe) ||
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             || c.downcast_ref::<ringfs_client::ClientError>().is_some_and(
                 |ce| matches!(ce, ringfs_client::ClientError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
