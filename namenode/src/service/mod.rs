@@ -311,7 +311,8 @@ pub fn located_block(shared: &Shared, st: &State, b: &BlockRef, offset: u64) -> 
             ..Default::default()
         };
     }
-    let mut good: Vec<(u32, &DatanodeId)> = Vec::new();
+    // Least busy first; among equals an order that differs per block, so reads spread over replicas.
+    let mut good: Vec<(u32, u64, &DatanodeId)> = Vec::new();
     let mut corrupt: Vec<&DatanodeId> = Vec::new();
     if let Some(info) = st.blocks.get(BlockId(b.id)) {
         for (n, r) in &info.replicas {
@@ -324,7 +325,7 @@ pub fn located_block(shared: &Shared, st: &State, b: &BlockRef, offset: u64) -> 
             if r.corrupt {
                 corrupt.push(n);
             } else {
-                good.push((node.active_transfers, n));
+                good.push((node.active_transfers, spread(b.id, n), n));
             }
         }
     }
@@ -337,7 +338,7 @@ pub fn located_block(shared: &Shared, st: &State, b: &BlockRef, offset: u64) -> 
             .collect()
     } else {
         good.iter()
-            .map(|(_, n)| datanode_info(&st.nodes, n))
+            .map(|(_, _, n)| datanode_info(&st.nodes, n))
             .collect()
     };
     pb::LocatedBlock {
@@ -349,4 +350,14 @@ pub fn located_block(shared: &Shared, st: &State, b: &BlockRef, offset: u64) -> 
         access_token: shared.token(b.id, b.generation, AccessMode::Read),
         corrupt: all_corrupt,
     }
+}
+
+/// A per-(block, node) pseudo-random rank (FNV-1a), stable across calls.
+fn spread(block: u64, node: &DatanodeId) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in block.to_le_bytes().iter().chain(node.0.as_bytes()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
