@@ -302,6 +302,9 @@ pub fn plan(
         inflight_targets.entry(c.block).or_default().push(&c.target);
     }
 
+    // A node that has not sent its full report since it registered may hold anything: no copies to it.
+    let reported = |n: &DatanodeId| nodes.get(n).is_some_and(|d| d.reported);
+
     // Classify every block.
     let mut under: Vec<(u32, BlockId)> = Vec::new();
     let mut settled: Vec<BlockId> = Vec::new();
@@ -356,7 +359,7 @@ pub fn plan(
         let ordered = nodes
             .placement()
             .place_replicas(*id, writable.len(), &|n: &DatanodeId| {
-                r.holders.contains(n) || flying.contains(&n)
+                r.holders.contains(n) || flying.contains(&n) || !reported(n)
             });
         let mut targets: Vec<DatanodeId> = Vec::new();
         for t in ordered.iter() {
@@ -447,6 +450,9 @@ pub fn plan(
             let Some(target) = owners.iter().find(|o| !r.holders.contains(*o)) else {
                 continue;
             };
+            if !reported(target) {
+                continue;
+            }
             if !budget.global_free(CopyKind::Move, b.len)
                 || !budget.node_free(target, CopyKind::Move)
             {
@@ -593,6 +599,7 @@ mod tests {
                 0,
                 t0,
             );
+            nodes.mark_reported(&dn(i));
         }
         World {
             nodes,
@@ -786,6 +793,7 @@ mod tests {
             0,
             w.t0,
         );
+        w.nodes.mark_reported(&dn(5));
         let p = w.plan(Limits {
             per_node: 1000,
             total: 1000,

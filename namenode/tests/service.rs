@@ -89,7 +89,9 @@ impl FakeDn {
         })
         .await
         .unwrap();
-        FakeDn { id, addr, nn: c }
+        let mut dn = FakeDn { id, addr, nn: c };
+        dn.report(&[]).await;
+        dn
     }
 
     async fn heartbeat(&mut self) -> pb::HeartbeatResponse {
