@@ -73,8 +73,11 @@ struct FakeDn {
 
 impl FakeDn {
     async fn register(nn: &Namenode, i: usize) -> FakeDn {
+        FakeDn::register_at(nn, i, format!("127.0.0.1:{}", 40000 + i)).await
+    }
+
+    async fn register_at(nn: &Namenode, i: usize, addr: String) -> FakeDn {
         let id = format!("dn{i}");
-        let addr = format!("127.0.0.1:{}", 40000 + i);
         let mut c = nn.dn_client();
         let auth = Secret::new(DEV_SECRET.as_bytes()).node_auth(&id);
         c.register(pb::RegisterRequest {
@@ -516,5 +519,283 @@ async fn locks_conflict_and_die_with_the_lease() {
         .unwrap()
         .into_inner();
     assert!(again.granted);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn copy_on_write_commit_and_pipeline_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let mut dns = Vec::new();
+    for i in 0..4 {
+        dns.push(FakeDn::register(&nn, i).await);
+    }
+    let old = write_file(&mut c, &mut dns, "/f", 2).await;
+    let open = c
+        .open_write(pb::OpenWriteRequest {
+            node: path_node("/f"),
+            client_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.blocks.len(), 2);
+    let inode = open.attr.unwrap().inode;
+
+    // Rewrite block 0 as a new block; its pipeline loses a node and is repaired with a new generation.
+    let nb = c
+        .allocate_block(pb::AllocateBlockRequest {
+            inode,
+            client_id: "c1".into(),
+            excluded: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nb.locations.len(), 3);
+    let failed = nb.locations[1].address.clone();
+    let survivors = vec![
+        nb.locations[0].address.clone(),
+        nb.locations[2].address.clone(),
+    ];
+    let up = c
+        .update_pipeline(pb::UpdatePipelineRequest {
+            inode,
+            client_id: "c1".into(),
+            block_id: nb.id,
+            generation: nb.generation,
+            failed: vec![failed.clone()],
+            survivors: survivors.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(up.generation > nb.generation);
+    let addrs: Vec<String> = up.locations.iter().map(|l| l.address.clone()).collect();
+    assert_eq!(addrs.len(), 3);
+    assert_eq!(&addrs[..2], &survivors[..]);
+    assert!(!addrs.contains(&failed));
+    // A stale generation is refused.
+    let e = c
+        .update_pipeline(pb::UpdatePipelineRequest {
+            inode,
+            client_id: "c1".into(),
+            block_id: nb.id,
+            generation: nb.generation,
+            failed: vec![],
+            survivors: survivors.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::InvalidArgument);
+    for a in &addrs {
+        dns.iter_mut()
+            .find(|d| &d.addr == a)
+            .unwrap()
+            .received(nb.id, up.generation, 1 << 20)
+            .await;
+    }
+    // An unused copy-on-write block is freed at close.
+    let spare = c
+        .allocate_block(pb::AllocateBlockRequest {
+            inode,
+            client_id: "c1".into(),
+            excluded: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let spare_holder = spare.locations[0].address.clone();
+    dns.iter_mut()
+        .find(|d| d.addr == spare_holder)
+        .unwrap()
+        .received(spare.id, spare.generation, 10)
+        .await;
+
+    c.commit_blocks(pb::CommitBlocksRequest {
+        inode,
+        client_id: "c1".into(),
+        blocks: vec![
+            pb::CommittedBlock {
+                id: nb.id,
+                generation: up.generation,
+                len: 1 << 20,
+            },
+            pb::CommittedBlock {
+                id: old[1].id,
+                generation: old[1].generation,
+                len: 1 << 20,
+            },
+        ],
+        size: 2 << 20,
+        close: true,
+        mtime: None,
+    })
+    .await
+    .unwrap();
+    let f = fsck(&mut c).await;
+    assert_eq!(
+        (f.blocks, f.healthy_blocks, f.open_files),
+        (2, 2, 0),
+        "{f:?}"
+    );
+    // The replaced block's replicas and the spare are deleted.
+    let mut deleted: Vec<u64> = Vec::new();
+    for d in &mut dns {
+        for cmd in d.heartbeat().await.commands {
+            if let Some(pb::datanode_command::Command::Delete(del)) = cmd.command {
+                deleted.push(del.block_id);
+            }
+        }
+    }
+    deleted.sort();
+    let mut want = vec![old[0].id; 3];
+    want.push(spare.id);
+    want.sort();
+    assert_eq!(deleted, want);
+    nn.stop().await;
+}
+
+/// A DataTransfer server that only answers RecoverReplica: it holds `len` bytes of any block and
+/// finalizes at whatever length it is asked.
+struct FakeTransfer {
+    len: u64,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<pb::RecoverReplicaRequest>>>,
+}
+
+#[tonic::async_trait]
+impl pb::data_transfer_server::DataTransfer for FakeTransfer {
+    async fn write_block(
+        &self,
+        _req: tonic::Request<tonic::Streaming<pb::WriteBlockMessage>>,
+    ) -> Result<tonic::Response<pb::WriteBlockResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake"))
+    }
+
+    type ReadBlockStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::ReadBlockPacket, tonic::Status>> + Send>,
+    >;
+
+    async fn read_block(
+        &self,
+        _req: tonic::Request<pb::ReadBlockRequest>,
+    ) -> Result<tonic::Response<Self::ReadBlockStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake"))
+    }
+
+    async fn recover_replica(
+        &self,
+        req: tonic::Request<pb::RecoverReplicaRequest>,
+    ) -> Result<tonic::Response<pb::RecoverReplicaResponse>, tonic::Status> {
+        let req = req.into_inner();
+        self.calls.lock().unwrap().push(req.clone());
+        let (len, finalized) = match req.finalize_len {
+            Some(l) => (l.min(self.len), true),
+            None => (self.len, false),
+        };
+        Ok(tonic::Response::new(pb::RecoverReplicaResponse {
+            len,
+            finalized,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn lease_recovery_closes_the_file_at_the_agreed_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut dns = Vec::new();
+    for (i, len) in [700u64, 500, 900].into_iter().enumerate() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let svc = pb::data_transfer_server::DataTransferServer::new(FakeTransfer {
+            len,
+            calls: calls.clone(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        dns.push(FakeDn::register_at(&nn, i, addr).await);
+    }
+    // A writer creates a file, gets a block, and disappears without committing.
+    let attr = create(&mut c, "/r").await.unwrap();
+    let lb = c
+        .add_block(pb::AddBlockRequest {
+            inode: attr.inode,
+            client_id: "c1".into(),
+            previous: None,
+            excluded: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_until("the file to be recovered and closed", || {
+        let mut c = c.clone();
+        let mut dns: Vec<_> = dns.iter().map(|d| (d.id.clone(), d.nn.clone())).collect();
+        async move {
+            // Keep the datanodes alive meanwhile.
+            for (id, nn) in &mut dns {
+                let _ = nn
+                    .heartbeat(pb::HeartbeatRequest {
+                        datanode_id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            let a = c
+                .get_attr(pb::GetAttrRequest {
+                    creds: None,
+                    node: path_node("/r"),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            !a.attr.unwrap().under_construction
+        }
+    })
+    .await;
+    let loc = c
+        .get_block_locations(pb::GetBlockLocationsRequest {
+            node: path_node("/r"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(loc.attr.unwrap().size, 500);
+    assert_eq!(loc.blocks.len(), 1);
+    assert_eq!(loc.blocks[0].id, lb.id);
+    assert_eq!(loc.blocks[0].len, 500);
+    assert!(loc.blocks[0].generation > lb.generation);
+    assert_eq!(
+        loc.blocks[0].locations.len(),
+        3,
+        "finalized replicas are known"
+    );
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.iter().filter(|r| r.finalize_len.is_none()).count(), 3);
+    assert!(calls
+        .iter()
+        .filter(|r| r.finalize_len.is_some())
+        .all(|r| r.finalize_len == Some(500)));
+    // The old writer is fenced off.
+    let e = c
+        .commit_blocks(pb::CommitBlocksRequest {
+            inode: attr.inode,
+            client_id: "c1".into(),
+            size: 0,
+            close: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::Io);
+    drop(calls);
     nn.stop().await;
 }
