@@ -778,24 +778,25 @@ async fn lease_recovery_closes_the_file_at_the_agreed_length() {
         3,
         "finalized replicas are known"
     );
-    let calls = calls.lock().unwrap();
-    assert_eq!(calls.iter().filter(|r| r.finalize_len.is_none()).count(), 3);
-    assert!(calls
-        .iter()
-        .filter(|r| r.finalize_len.is_some())
-        .all(|r| r.finalize_len == Some(500)));
-    // The old writer is fenced off.
-    let e = c
-        .commit_blocks(pb::CommitBlocksRequest {
-            inode: attr.inode,
-            client_id: "c1".into(),
-            size: 0,
-            close: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(ErrorKind::of(&e), ErrorKind::Io);
-    drop(calls);
+    {
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.iter().filter(|r| r.finalize_len.is_none()).count(), 3);
+        assert!(calls
+            .iter()
+            .filter(|r| r.finalize_len.is_some())
+            .all(|r| r.finalize_len == Some(500)));
+        // The old writer is fenced off.
+        let e = c
+            .commit_blocks(pb::CommitBlocksRequest {
+                inode: attr.inode,
+                client_id: "c1".into(),
+                size: 0,
+                close: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&e), ErrorKind::Io);
+    }
     nn.stop().await;
 }
