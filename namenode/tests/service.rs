@@ -785,6 +785,8 @@ async fn lease_recovery_closes_the_file_at_the_agreed_length() {
             .iter()
             .filter(|r| r.finalize_len.is_some())
             .all(|r| r.finalize_len == Some(500)));
+    }
+    {
         // The old writer is fenced off.
         let e = c
             .commit_blocks(pb::CommitBlocksRequest {
