@@ -1,1 +1,622 @@
-//! (tests being written)
+//! Self-healing (issue 4): re-replication after a datanode dies, trimming when it returns, rebalancing onto
+//! a new node, pipeline recovery during a put, lease recovery after a client dies, the scrubber,
+//! re-replication priority, and decommissioning.
+
+use crate::cluster::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `count` random files of `size` bytes under /data; returns (path, blake3).
+fn put_files(c: &TestCluster, count: usize, size: u64, seed: u64) -> Vec<(String, blake3::Hash)> {
+    c.ok(&["mkdir", "-p", "/data"]);
+    (0..count)
+        .map(|n| {
+            let local = c.scratch_path("src");
+            let hash = write_random_file(&local, size, seed + n as u64);
+            let path = format!("/data/f{n}");
+            c.put_file(&local, &path, &[]);
+            let _ = std::fs::remove_file(&local);
+            (path, hash)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn verify_files(cli: &Cli, files: &[(String, blake3::Hash)]) {
+    for (path, hash) in files {
+        assert_eq!(cli.get_hash(path), *hash, "{path} reads back other bytes");
+    }
+}
+
+/// block id -> its locations, from `stat --json` of every file.
+fn locations(cli: &Cli, files: &[(String, blake3::Hash)]) -> BTreeMap<u64, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (path, _) in files {
+        for b in stat_blocks(&cli.stat_json(path)) {
+            out.insert(field_u64(&b, "id"), block_locations(&b));
+        }
+    }
+    out
+}
+
+/// The `state` of the datanode at `addr` in `report --json`.
+fn datanode_state(cli: &Cli, addr: &str) -> String {
+    let report = cli.report_json();
+    report_datanodes(&report)
+        .iter()
+        .find(|d| field_str(d, "address") == addr)
+        .map(|d| field_str(d, "state").to_string())
+        .unwrap_or_else(|| "absent".into())
+}
+
+/// Waits until every block has exactly `r` distinct locations, none of them in `gone`, and fsck is clean.
+fn wait_fully_replicated_without(
+    cli: &Cli,
+    files: &[(String, blake3::Hash)],
+    r: usize,
+    gone: &[&str],
+    timeout: Duration,
+) {
+    wait_for(
+        timeout,
+        &format!("every block at {r} live replicas, none on {gone:?}"),
+        || {
+            let f = cli.fsck_json("/");
+            if !fsck_is_healthy(&f, r as u64) {
+                return Err(format!("fsck: {f}"));
+            }
+            for (id, locs) in locations(cli, files) {
+                let distinct: BTreeSet<&String> = locs.iter().collect();
+                if locs.len() != r
+                    || distinct.len() != r
+                    || locs.iter().any(|l| gone.contains(&l.as_str()))
+                {
+                    return Err(format!("block {id} at {locs:?}"));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Replica files on every datanode's disk, per block id: how many nodes hold it.
+fn disk_copies(c: &TestCluster) -> BTreeMap<u64, usize> {
+    let mut out = BTreeMap::new();
+    for (_, r) in c.all_replicas() {
+        *out.entry(r.block_id).or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn dead_datanode_blocks_are_re_replicated_to_three_live_replicas() {
+    // Five datanodes, R=3, 200 MiB in 100 blocks: `kill -9` one; within a deadline every block is back at 3
+    // live replicas, none on the dead node, and every file reads back identical.
+    let mut c = TestCluster::builder()
+        .datanodes(5)
+        .replication(3)
+        .block_size("2MiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let files = put_files(&c, 4, 50 * MIB as u64, 10);
+    let before = locations(&c, &files);
+    assert_eq!(before.len(), 100);
+    let victim = c.datanode_addr(2).to_string();
+    let held = before.values().filter(|l| l.contains(&victim)).count();
+    assert!(held > 0, "the victim holds no block");
+    c.kill_datanode(2);
+    let start = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "the killed datanode to be reported dead",
+        || datanode_state(&c, &victim) == "dead",
+    );
+    wait_fully_replicated_without(&c, &files, 3, &[&victim], Duration::from_secs(120));
+    eprintln!(
+        "re-replicated {held} blocks ({} MiB) in {:?} after the kill",
+        held * 2,
+        start.elapsed()
+    );
+    // Untouched blocks kept their replicas; the repaired ones kept their two survivors.
+    let after = locations(&c, &files);
+    for (id, old) in &before {
+        let survivors: Vec<&String> = old.iter().filter(|l| **l != victim).collect();
+        assert!(
+            survivors.iter().all(|s| after[id].contains(s)),
+            "block {id}: {old:?} -> {:?}",
+            after[id]
+        );
+    }
+    // On disk: every block has at least 3 replica files on the live nodes.
+    let live_copies: BTreeMap<u64, usize> = (0..5)
+        .filter(|&i| i != 2)
+        .flat_map(|i| c.replicas_on(i))
+        .fold(BTreeMap::new(), |mut m, r| {
+            *m.entry(r.block_id).or_insert(0) += 1;
+            m
+        });
+    for id in before.keys() {
+        assert!(
+            live_copies.get(id).copied().unwrap_or(0) >= 3,
+            "block {id} has {:?} replica files on live nodes",
+            live_copies.get(id)
+        );
+    }
+    verify_files(&c, &files);
+}
+
+#[test]
+fn returning_datanode_has_excess_replicas_trimmed_to_three() {
+    // After a dead node's blocks were re-replicated, it comes back on the same dir: the excess replicas are
+    // deleted so every block has exactly 3, on its ring owners (the original locations), on disk too.
+    let mut c = TestCluster::builder()
+        .datanodes(5)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let files = put_files(&c, 4, 10 * MIB as u64, 20);
+    let before = locations(&c, &files);
+    let victim = c.datanode_addr(0).to_string();
+    assert!(!c.replicas_on(0).is_empty());
+    c.kill_datanode(0);
+    wait_until(
+        Duration::from_secs(20),
+        "the killed datanode to be reported dead",
+        || datanode_state(&c, &victim) == "dead",
+    );
+    wait_fully_replicated_without(&c, &files, 3, &[&victim], Duration::from_secs(60));
+    c.restart_datanode(0);
+    wait_until(
+        Duration::from_secs(20),
+        "the restarted datanode to be live",
+        || datanode_state(&c, &victim) == "live",
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "every block back at exactly 3 replicas, on disk too",
+        || {
+            let f = c.fsck_json("/");
+            if !fsck_is_healthy(&f, 3) {
+                return Err(format!("fsck: {f}"));
+            }
+            let disk = disk_copies(&c);
+            match disk.iter().find(|(_, n)| **n != 3) {
+                Some((id, n)) => Err(format!("block {id} has {n} replica files on disk")),
+                None if disk.len() != before.len() => Err(format!(
+                    "{} blocks on disk, want {}",
+                    disk.len(),
+                    before.len()
+                )),
+                None => Ok(()),
+            }
+        },
+    );
+    let after = locations(&c, &files);
+    for (id, old) in &before {
+        let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
+            (old.iter().collect(), after[id].iter().collect());
+        assert_eq!(a, b, "block {id} is not back on its ring owners");
+    }
+    verify_files(&c, &files);
+}
+
+#[test]
+fn new_datanode_receives_about_its_share_of_replicas() {
+    // A 6th datanode joins 5 (R=3, 400 blocks): replicas move to it until the ring is satisfied; the number
+    // moved is at most 1.25 × the ideal (1/6 of all replicas) and every file stays readable during the move.
+    let mut c = TestCluster::builder()
+        .datanodes(5)
+        .replication(3)
+        .block_size("128KiB")
+        .heartbeat("100ms")
+        .dead_after("2s")
+        .start();
+    let files = put_files(&c, 5, 10 * MIB as u64, 30);
+    let before = locations(&c, &files);
+    assert_eq!(before.len(), 400);
+    let total_replicas: usize = before.values().map(Vec::len).sum();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (cli, files, stop, reads) = (c.client(), files.clone(), stop.clone(), reads.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for (path, hash) in &files {
+                    let local = cli.scratch_path("during-move");
+                    let out = cli.run(&["get", path, local.to_str().unwrap()]);
+                    if !out.status.success() {
+                        return Err(format!(
+                            "get {path} during the move: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                    if hash_file(&local) != *hash {
+                        return Err(format!("get {path} during the move returned other bytes"));
+                    }
+                    let _ = std::fs::remove_file(&local);
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Ok(())
+        })
+    };
+
+    let new = c.add_datanode();
+    let new_addr = c.datanode_addr(new).to_string();
+    let after = wait_for(
+        Duration::from_secs(120),
+        "rebalancing onto the new datanode to finish",
+        || {
+            let f = c.fsck_json("/");
+            if !fsck_is_healthy(&f, 3) {
+                return Err(format!("fsck: {f}"));
+            }
+            let locs = locations(&c, &files);
+            let on_new = locs.values().filter(|l| l.contains(&new_addr)).count();
+            if on_new == 0 {
+                return Err("no replica on the new datanode yet".into());
+            }
+            Ok(locs)
+        },
+    );
+    let reads_during = reads.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+
+    let moved: usize = before
+        .iter()
+        .map(|(id, old)| after[id].iter().filter(|l| !old.contains(l)).count())
+        .sum();
+    let on_new: usize = after.values().filter(|l| l.contains(&new_addr)).count();
+    let ideal = total_replicas as f64 / 6.0;
+    eprintln!("rebalance: moved {moved} of {total_replicas} replicas (ideal {ideal:.0}, {:.2}× ideal); {on_new} on the new node; {reads_during} reads during the move", moved as f64 / ideal);
+    assert!(
+        moved as f64 <= 1.25 * ideal,
+        "moved {moved} replicas, more than 1.25 × the ideal {ideal:.0}"
+    );
+    assert!(
+        on_new as f64 >= 0.5 * ideal,
+        "the new node got only {on_new} replicas (ideal {ideal:.0})"
+    );
+    assert!(reads_during > 0, "no file was read during the move");
+    // The moved-away replicas are deleted from disk.
+    wait_until(
+        Duration::from_secs(30),
+        "exactly 3 replica files per block on disk",
+        || disk_copies(&c).values().all(|&n| n == 3),
+    );
+    verify_files(&c, &files);
+}
+
+#[test]
+fn pipeline_datanode_killed_during_a_500mib_put_does_not_fail_it() {
+    // `kill -9` a datanode of the current write pipeline while a 500 MiB put runs: the put succeeds, the
+    // file reads back identical, and every block ends with 3 good replicas.
+    let mut c = TestCluster::builder()
+        .datanodes(4)
+        .replication(3)
+        .block_size("32MiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let local = c.scratch_path("500mib");
+    let hash = write_random_file(&local, 500 * MIB as u64, 40);
+    let mut put = c.spawn(&["put", local.to_str().unwrap(), "/big"], Stdio::null());
+    // Wait until the file is being written with a second block open, then kill a node of that block's
+    // pipeline (the middle one, so the first node's forwarding fails).
+    let victim = wait_for(
+        Duration::from_secs(120),
+        "the put to be writing its second block",
+        || {
+            if let Ok(Some(status)) = put.try_wait() {
+                panic!("put ended ({status}) before a datanode could be killed");
+            }
+            let st = c
+                .file_being_written("/")
+                .ok_or("no file under construction in / yet")?;
+            let blocks = stat_blocks(&st);
+            match blocks.last() {
+                Some(b) if blocks.len() >= 2 && !block_locations(b).is_empty() => {
+                    let locs = block_locations(b);
+                    Ok(locs[locs.len() / 2].clone())
+                }
+                _ => Err(st.to_string()),
+            }
+        },
+    );
+    let i = c.datanode_index(&victim);
+    c.kill_datanode(i);
+    assert!(
+        matches!(put.try_wait(), Ok(None)),
+        "the put finished before the kill: the test did not test anything"
+    );
+    let status = wait_for(CLI_WAIT, "the put to finish", || {
+        put.try_wait().unwrap().ok_or_else(String::new)
+    });
+    assert!(
+        status.success(),
+        "put failed after a pipeline datanode died ({status})"
+    );
+    assert_eq!(c.get_hash("/big"), hash, "/big reads back other bytes");
+    let files = vec![("/big".to_string(), hash)];
+    wait_fully_replicated_without(&c, &files, 3, &[&victim], Duration::from_secs(120));
+}
+
+/// Long enough for a big put in a debug build.
+const CLI_WAIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn killed_writer_leaves_a_file_closed_at_a_consistent_length_after_the_lease_limit() {
+    // `kill -9` a client in the middle of a put from stdin: after the lease hard limit the namenode closes
+    // the file at a length the replicas agree on; it reads back a prefix of what was written.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("1MiB")
+        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "2s"])
+        .start();
+    // The CLI reads its input in 4 MiB pieces: write more than two of them and keep stdin open.
+    let written = random_bytes(9 * MIB + 300 * KIB, 50);
+    let mut put = c.spawn(&["put", "-", "/partial"], Stdio::piped());
+    let mut stdin = put.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        stdin.write_all(&written).unwrap();
+        stdin.flush().unwrap();
+    }
+    // Wait until the namenode has seen a third block allocated. (put writes
+    // under a temporary name in the same directory and renames at the end: find the file being written.)
+    let (tmp_path, committed) = wait_for(
+        Duration::from_secs(30),
+        "the writer to reach its third block",
+        || {
+            let st = c
+                .file_being_written("/")
+                .ok_or("no file under construction in / yet")?;
+            let blocks = stat_blocks(&st);
+            if blocks.len() >= 3 {
+                Ok((
+                    field_str(&st, "path").to_string(),
+                    ((blocks.len() - 1) * MIB) as u64,
+                ))
+            } else {
+                Err(st.to_string())
+            }
+        },
+    );
+    put.kill().unwrap();
+    put.wait().unwrap();
+    drop(stdin);
+    let st = wait_for(
+        Duration::from_secs(30),
+        "lease recovery to close the file",
+        || {
+            let st = c.stat_json(&tmp_path);
+            if under_construction(&st) {
+                Err(st.to_string())
+            } else {
+                Ok(st)
+            }
+        },
+    );
+    // The recovered file is an ordinary closed file: it can be renamed into place.
+    c.ok(&["mv", &tmp_path, "/partial"]);
+    let got = c.get_bytes("/partial");
+    assert_eq!(field_u64(&st, "size"), got.len() as u64);
+    assert!(
+        got.len() as u64 >= committed,
+        "recovered length {} is shorter than the {committed} bytes in finished blocks",
+        got.len()
+    );
+    assert!(got.len() <= written.len());
+    assert_same_bytes(&got, &written[..got.len()], "/partial after lease recovery");
+    c.wait_healthy("/", 3, Duration::from_secs(30));
+    // The file is free again: another client can replace it.
+    c.put_bytes_with("/partial", b"new owner", &["-f"]);
+    assert_eq!(c.get_bytes("/partial"), b"new owner");
+}
+
+#[test]
+fn scrubber_finds_and_repairs_corrupted_replicas_without_any_read() {
+    // Corrupt 5 replica files (5 blocks) on disk and read nothing: the scrubbers find them, the bad replicas
+    // are replaced from good ones, and every block ends with 3 identical good replicas.
+    let c = TestCluster::builder()
+        .datanodes(4)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("100ms")
+        .datanode_arg(&["--scrub-interval", "1s"])
+        .start();
+    let files = put_files(&c, 1, 4 * MIB as u64, 60);
+    let mut by_block: BTreeMap<u64, Vec<(usize, ReplicaFile)>> = BTreeMap::new();
+    for (i, r) in c.all_replicas() {
+        by_block.entry(r.block_id).or_default().push((i, r));
+    }
+    assert_eq!(by_block.len(), 16);
+    // 5 distinct blocks, spread over the datanodes.
+    let mut corrupted = Vec::new();
+    for (k, (id, reps)) in by_block.iter().enumerate().take(5) {
+        let (dn, r) = reps
+            .iter()
+            .find(|(dn, _)| *dn == k % 4)
+            .or(reps.first())
+            .unwrap();
+        let good = std::fs::read(&reps.iter().find(|(d, _)| d != dn).unwrap().1.path).unwrap();
+        corrupt_file(&r.path, r.len / 3, 64);
+        corrupted.push((*id, *dn, good));
+    }
+    wait_for(
+        Duration::from_secs(90),
+        "the 5 corrupted replicas to be replaced by good copies",
+        || {
+            let f = c.fsck_json("/");
+            if !fsck_is_healthy(&f, 3) {
+                return Err(format!("fsck: {f}"));
+            }
+            let disk = c.all_replicas();
+            for (id, _, good) in &corrupted {
+                let copies: Vec<&(usize, ReplicaFile)> =
+                    disk.iter().filter(|(_, r)| r.block_id == *id).collect();
+                if copies.len() != 3 {
+                    return Err(format!("block {id} has {} replica files", copies.len()));
+                }
+                for (dn, r) in copies {
+                    match std::fs::read(&r.path) {
+                        Ok(bytes) if bytes == *good => {}
+                        Ok(_) => {
+                            return Err(format!("block {id} on datanode {dn} is still corrupt"))
+                        }
+                        Err(e) => return Err(format!("read {}: {e}", r.path.display())),
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    verify_files(&c, &files);
+}
+
+/// block id -> live replicas, from one `fsck --json` (blocks not in `problems` are at full replication).
+fn live_replicas(f: &Value) -> BTreeMap<u64, u64> {
+    f.get("problems")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("fsck --json has no problems list: {f}"))
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.get("problem").and_then(Value::as_str),
+                Some("under_replicated" | "missing")
+            )
+        })
+        .map(|p| {
+            (
+                field_u64(p, "block_id"),
+                p.get("live_replicas").and_then(Value::as_u64).unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn blocks_with_one_live_replica_are_re_replicated_before_blocks_with_two() {
+    // R=3 on 5 datanodes, 2 killed at once: blocks that lost two replicas get back to two before more than a
+    // small share of the blocks that lost one are repaired (the planner works fewest-live-replicas first).
+    let mut c = TestCluster::builder()
+        .datanodes(5)
+        .replication(3)
+        .block_size("64KiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .namenode_arg(&["--replication-max-streams", "2"])
+        .start();
+    let files = put_files(&c, 4, 10 * MIB as u64, 70);
+    let before = locations(&c, &files);
+    let (a, b) = (
+        c.datanode_addr(0).to_string(),
+        c.datanode_addr(1).to_string(),
+    );
+    let at_risk: BTreeSet<u64> = before
+        .iter()
+        .filter(|(_, l)| l.contains(&a) && l.contains(&b))
+        .map(|(id, _)| *id)
+        .collect();
+    let others: BTreeSet<u64> = before
+        .iter()
+        .filter(|(_, l)| l.contains(&a) != l.contains(&b))
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        !at_risk.is_empty() && !others.is_empty(),
+        "{} at risk, {} others",
+        at_risk.len(),
+        others.len()
+    );
+    c.kill_datanode(0);
+    c.kill_datanode(1);
+    wait_until(
+        Duration::from_secs(20),
+        "both killed datanodes reported dead",
+        || datanode_state(&c, &a) == "dead" && datanode_state(&c, &b) == "dead",
+    );
+    let slack = (others.len() / 10).max(8);
+    let mut samples = Vec::new();
+    wait_for(
+        Duration::from_secs(180),
+        "every block back at 3 replicas",
+        || {
+            let f = c.fsck_json("/");
+            let live = live_replicas(&f);
+            let risky_left = at_risk
+                .iter()
+                .filter(|id| live.get(id).is_some_and(|&n| n <= 1))
+                .count();
+            let others_done = others.iter().filter(|id| !live.contains_key(id)).count();
+            samples.push((risky_left, others_done));
+            assert!(
+            risky_left == 0 || others_done <= slack,
+            "{others_done} of {} two-replica blocks repaired while {risky_left} of {} one-replica blocks still wait",
+            others.len(),
+            at_risk.len()
+        );
+            if fsck_is_healthy(&f, 3) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{risky_left} at-risk left, {others_done} others done"
+                ))
+            }
+        },
+    );
+    eprintln!(
+        "priority: {} samples; at-risk {} / others {}; first {:?}, last {:?}",
+        samples.len(),
+        at_risk.len(),
+        others.len(),
+        samples.first(),
+        samples.last()
+    );
+    verify_files(&c, &files);
+}
+
+#[test]
+fn decommissioned_datanode_can_be_stopped_without_losing_anything() {
+    // `admin decommission` drains a datanode holding data; once report says decommissioned, stopping it leaves
+    // every block with 3 live replicas and every file readable.
+    let mut c = TestCluster::builder()
+        .datanodes(4)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let files = put_files(&c, 2, 4 * MIB as u64, 80);
+    let addr = c.datanode_addr(0).to_string();
+    assert!(!c.replicas_on(0).is_empty());
+    c.ok(&["admin", "decommission", &addr]);
+    wait_until(
+        Duration::from_secs(60),
+        "the datanode to be decommissioned",
+        || datanode_state(&c, &addr) == "decommissioned",
+    );
+    // Before stopping it: every block has 3 replicas elsewhere.
+    for (id, locs) in locations(&c, &files) {
+        let elsewhere: BTreeSet<&String> = locs.iter().filter(|l| **l != addr).collect();
+        assert!(
+            elsewhere.len() >= 3,
+            "block {id} has only {elsewhere:?} besides the decommissioned node"
+        );
+    }
+    c.stop_datanode(0);
+    verify_files(&c, &files);
+    wait_fully_replicated_without(&c, &files, 3, &[&addr], Duration::from_secs(30));
+    // Decommissioning an unknown address is a clear error.
+    c.fails(&["admin", "decommission", "127.0.0.1:1"])
+        .says(&["127.0.0.1:1"]);
+}

@@ -1,1 +1,434 @@
-//! (tests being written)
+//! File data through the CLI: put/get/cat round trips, block layout and replica placement, stdin/stdout
+//! piping, overwrite rules, and the errors a user meets when writing and reading.
+
+use crate::cluster::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::process::Command;
+
+#[test]
+fn put_100mib_with_4mib_blocks_stores_25_blocks_on_3_distinct_datanodes() {
+    // Three datanodes, R=3, 4 MiB blocks: a 100 MiB random file reads back identical, fsck shows 25 healthy
+    // blocks and 75 replicas, each block on 3 distinct datanodes, and the replica files add up to 3 × 100 MiB.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("4MiB")
+        .start();
+    let size = 100 * MIB as u64;
+    let local = c.scratch_path("100mib");
+    let want = write_random_file(&local, size, 1);
+    c.put_file(&local, "/big", &[]);
+    assert_eq!(c.get_hash("/big"), want, "get /big returned other bytes");
+
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "files"), 1, "{f}");
+    assert_eq!(field_u64(&f, "blocks"), 25, "{f}");
+    assert_eq!(field_u64(&f, "replicas"), 75, "{f}");
+    assert_eq!(field_u64(&f, "healthy_blocks"), 25, "{f}");
+    for k in ["under_replicated", "corrupt", "missing"] {
+        assert_eq!(field_u64(&f, k), 0, "{k} in {f}");
+    }
+
+    let st = c.stat_json("/big");
+    assert_eq!(field_str(&st, "kind"), "file");
+    assert_eq!(field_u64(&st, "size"), size);
+    assert_eq!(field_u64(&st, "replication"), 3);
+    assert_eq!(field_u64(&st, "block_size"), 4 * MIB as u64);
+    let datanodes: BTreeSet<String> = (0..3).map(|i| c.datanode_addr(i).to_string()).collect();
+    let blocks = stat_blocks(&st);
+    assert_eq!(blocks.len(), 25);
+    let mut expected_on_disk: BTreeMap<(u64, u64), BTreeSet<String>> = BTreeMap::new();
+    for b in &blocks {
+        assert_eq!(field_u64(b, "len"), 4 * MIB as u64, "block {b}");
+        let locs = block_locations(b);
+        let distinct: BTreeSet<String> = locs.iter().cloned().collect();
+        assert_eq!(locs.len(), 3, "block {b} does not have 3 locations");
+        assert_eq!(distinct.len(), 3, "block {b} has a datanode twice");
+        assert!(
+            distinct.is_subset(&datanodes),
+            "block {b} is on an unknown datanode (have {datanodes:?})"
+        );
+        expected_on_disk.insert((field_u64(b, "id"), field_u64(b, "generation")), distinct);
+    }
+
+    // On disk: each block's replica file on exactly its 3 datanodes, 3 × 100 MiB of data in total.
+    let mut found: BTreeMap<(u64, u64), BTreeSet<String>> = BTreeMap::new();
+    let mut total = 0u64;
+    for (i, r) in c.all_replicas() {
+        total += r.len;
+        found
+            .entry((r.block_id, r.generation))
+            .or_default()
+            .insert(c.datanode_addr(i).to_string());
+    }
+    assert_eq!(
+        found, expected_on_disk,
+        "replica files on disk do not match stat's locations"
+    );
+    assert_eq!(
+        total,
+        3 * size,
+        "replica data files add up to {total} bytes"
+    );
+}
+
+#[test]
+fn piping_stdin_into_put_and_cat_into_sha256sum_round_trips() {
+    // `head -c 10M /dev/urandom | ringfs put - /x` then `ringfs cat /x | sha256sum` gives the input's sum.
+    let c = TestCluster::builder().block_size("1MiB").start();
+    let copy = c.scratch_path("stdin-copy");
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("RINGFS_NAMENODE", c.namenode_addr())
+            .env("RINGFS", bin())
+            .env("COPY", &copy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sh -c {script:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    sh("set -e; head -c 10M /dev/urandom | tee \"$COPY\" | \"$RINGFS\" put - /x");
+    let want = sh("sha256sum < \"$COPY\"");
+    let got = sh("\"$RINGFS\" cat /x | sha256sum");
+    assert_eq!(got, want, "cat /x | sha256sum differs from the piped input");
+    assert_eq!(field_u64(&c.stat_json("/x"), "size"), 10 * MIB as u64);
+    // `get REMOTE -` writes to stdout too.
+    let got = sh("\"$RINGFS\" get /x - | sha256sum");
+    assert_eq!(got, want, "get /x - | sha256sum differs");
+}
+
+#[test]
+fn files_of_chunk_and_block_boundary_sizes_round_trip() {
+    // Sizes around the 64 KiB chunk and the 256 KiB block boundaries read back identical, with the
+    // expected number of blocks and block lengths.
+    let c = TestCluster::builder().block_size("256KiB").start();
+    let bs = 256 * KIB;
+    let sizes = [
+        1,
+        100,
+        64 * KIB - 1,
+        64 * KIB,
+        64 * KIB + 1,
+        bs - 1,
+        bs,
+        bs + 1,
+        3 * bs + 12345,
+    ];
+    for (n, &len) in sizes.iter().enumerate() {
+        let data = random_bytes(len, 100 + n as u64);
+        let path = format!("/f{len}");
+        c.put_bytes(&path, &data);
+        assert_same_bytes(&c.get_bytes(&path), &data, &path);
+        let st = c.stat_json(&path);
+        assert_eq!(field_u64(&st, "size"), len as u64, "{path}");
+        let lens: Vec<u64> = stat_blocks(&st)
+            .iter()
+            .map(|b| field_u64(b, "len"))
+            .collect();
+        let mut want = vec![bs as u64; len / bs];
+        if len % bs != 0 {
+            want.push((len % bs) as u64);
+        }
+        assert_eq!(lens, want, "block lengths of {path}");
+    }
+}
+
+#[test]
+fn empty_file_round_trips_with_no_blocks() {
+    // Putting an empty file creates a zero-length file with no blocks that reads back empty.
+    let c = TestCluster::builder().start();
+    c.put_bytes("/empty", b"");
+    let st = c.stat_json("/empty");
+    assert_eq!(field_str(&st, "kind"), "file");
+    assert_eq!(field_u64(&st, "size"), 0);
+    assert!(stat_blocks(&st).is_empty(), "empty file has blocks: {st}");
+    assert!(c.get_bytes("/empty").is_empty());
+    assert!(c.ok(&["cat", "/empty"]).is_empty());
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "files"), 1);
+    assert_eq!(field_u64(&f, "blocks"), 0);
+}
+
+#[test]
+fn put_into_an_existing_directory_keeps_the_local_file_name() {
+    // `put LOCAL /dir` with /dir a directory stores the file as /dir/<local name>.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/dir"]);
+    let local = c.scratch_path("report.txt");
+    fs::write(&local, b"hello ringfs\n").unwrap();
+    let base = local.file_name().unwrap().to_str().unwrap().to_string();
+    c.ok(&["put", local.to_str().unwrap(), "/dir"]);
+    assert_eq!(c.ls_names("/dir"), vec![base.clone()]);
+    assert_eq!(c.get_bytes(&format!("/dir/{base}")), b"hello ringfs\n");
+    // A trailing slash means the same.
+    fs::write(&local, b"second\n").unwrap();
+    c.ok(&["put", "-f", local.to_str().unwrap(), "/dir/"]);
+    assert_eq!(c.get_bytes(&format!("/dir/{base}")), b"second\n");
+}
+
+#[test]
+fn put_refuses_to_replace_an_existing_file_unless_forced() {
+    // A second put to the same path fails with "already exists" and leaves the old contents; -f replaces them.
+    let c = TestCluster::builder().block_size("64KiB").start();
+    let old = random_bytes(200 * KIB, 1);
+    let new = random_bytes(70 * KIB, 2);
+    c.put_bytes("/f", &old);
+    let local = c.scratch_path("new");
+    fs::write(&local, &new).unwrap();
+    let before = c.tree("/");
+    c.fails(&["put", local.to_str().unwrap(), "/f"])
+        .says(&["/f", "already exists"]);
+    assert_eq!(c.tree("/"), before);
+    assert_same_bytes(&c.get_bytes("/f"), &old, "/f after a refused put");
+
+    c.ok(&["put", "-f", local.to_str().unwrap(), "/f"]);
+    assert_same_bytes(&c.get_bytes("/f"), &new, "/f after put -f");
+    let st = c.stat_json("/f");
+    assert_eq!(field_u64(&st, "size"), new.len() as u64);
+    assert_eq!(stat_blocks(&st).len(), 2);
+    // The old blocks are gone from the namenode's books.
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "blocks"), 2, "{f}");
+}
+
+#[test]
+fn put_records_replication_and_block_size_flags() {
+    // `put -r 2 --block-size 128KiB` and `put -r 1` store files with that layout; the defaults apply otherwise.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("1MiB")
+        .start();
+    let data = random_bytes(300 * KIB, 7);
+    c.put_bytes_with("/r2", &data, &["-r", "2", "--block-size", "128KiB"]);
+    c.put_bytes_with("/r1", &data, &["-r", "1"]);
+    c.put_bytes("/r3", &data);
+    for (path, r, bs, nblocks) in [
+        ("/r2", 2, 128 * KIB, 3),
+        ("/r1", 1, MIB, 1),
+        ("/r3", 3, MIB, 1),
+    ] {
+        assert_same_bytes(&c.get_bytes(path), &data, path);
+        let st = c.stat_json(path);
+        assert_eq!(field_u64(&st, "replication"), r, "{st}");
+        assert_eq!(field_u64(&st, "block_size"), bs as u64, "{st}");
+        let blocks = stat_blocks(&st);
+        assert_eq!(blocks.len(), nblocks, "{st}");
+        for b in &blocks {
+            let locs: BTreeSet<String> = block_locations(b).into_iter().collect();
+            assert_eq!(locs.len() as u64, r, "{path}: block {b}");
+        }
+    }
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "blocks"), 5, "{f}");
+    assert_eq!(field_u64(&f, "replicas"), 3 * 2 + 1 + 3, "{f}");
+    assert_eq!(field_u64(&f, "healthy_blocks"), 5, "{f}");
+}
+
+#[test]
+fn put_with_fewer_live_datanodes_than_replication_fails_and_creates_nothing() {
+    // Two datanodes and R=3: put fails with "not enough live datanodes: need 3, have 2" and leaves no file;
+    // asking for -r 2 works.
+    let c = TestCluster::builder().datanodes(2).replication(3).start();
+    let local = c.scratch_path("data");
+    fs::write(&local, random_bytes(10 * KIB, 3)).unwrap();
+    let before = c.tree("/");
+    c.fails(&["put", local.to_str().unwrap(), "/f"])
+        .says(&["not enough live datanodes: need 3, have 2"]);
+    assert_eq!(c.tree("/"), before, "a failed put left something behind");
+    c.fails(&["put", "-r", "3", local.to_str().unwrap(), "/f"])
+        .says(&["not enough live datanodes: need 3, have 2"]);
+    assert!(!c.exists("/f"));
+    c.ok(&["put", "-r", "2", local.to_str().unwrap(), "/f"]);
+    assert_eq!(c.get_bytes("/f"), fs::read(&local).unwrap());
+}
+
+#[test]
+fn get_and_cat_errors_name_the_path_and_create_no_local_file() {
+    // get/cat of a missing path or of a directory fail with a clear message; get leaves no local file.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/d"]);
+    let local = c.scratch_path("never");
+    let local_s = local.to_str().unwrap();
+    c.fails(&["get", "/missing", local_s])
+        .says(&["/missing", "no such file or directory"]);
+    assert!(!local.exists(), "get of a missing file created {local_s}");
+    c.fails(&["cat", "/missing"])
+        .says(&["/missing", "no such file or directory"]);
+    c.fails(&["get", "/d", local_s])
+        .says(&["/d", "is a directory"]);
+    assert!(!local.exists(), "get of a directory created {local_s}");
+    c.fails(&["cat", "/d"]).says(&["/d", "is a directory"]);
+    c.fails(&["cat", "/d/missing/deeper"])
+        .says(&["no such file or directory"]);
+}
+
+#[test]
+fn put_of_a_missing_local_file_fails_and_creates_nothing() {
+    // A put whose local source does not exist names the local path and creates no remote file.
+    let c = TestCluster::builder().start();
+    let missing = c.scratch_path("no-such-local-file");
+    let missing_s = missing.to_str().unwrap();
+    c.fails(&["put", missing_s, "/f"]).says(&[missing_s]);
+    assert!(!c.exists("/f"));
+    // Into a missing remote directory: the remote path is named.
+    let local = c.scratch_path("x");
+    fs::write(&local, b"x").unwrap();
+    c.fails(&["put", local.to_str().unwrap(), "/nodir/f"])
+        .says(&["/nodir", "no such file or directory"]);
+    assert_eq!(c.tree("/"), BTreeMap::new());
+}
+
+#[test]
+fn ls_long_and_json_show_names_kinds_and_sizes() {
+    // `ls` lists names, `ls -l` adds sizes, `ls --json` gives name, kind and size for each entry.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/d"]);
+    c.ok(&["mkdir", "/d/sub"]);
+    c.put_bytes("/d/a.bin", &random_bytes(12345, 1));
+    c.put_bytes("/d/b.txt", b"bee\n");
+    let plain = c.ok(&["ls", "/d"]);
+    for name in ["a.bin", "b.txt", "sub"] {
+        assert!(plain.contains(name), "ls /d does not show {name}: {plain}");
+    }
+    let long = c.ok(&["ls", "-l", "/d"]);
+    let a_line = long
+        .lines()
+        .find(|l| l.contains("a.bin"))
+        .unwrap_or_else(|| panic!("ls -l: no a.bin line: {long}"));
+    assert!(
+        a_line.contains("12345"),
+        "ls -l does not show a.bin's size: {a_line}"
+    );
+    assert!(long.lines().any(|l| l.contains("sub")), "{long}");
+
+    let entries = c.ls_entries("/d");
+    let by_name: BTreeMap<&str, &Value> =
+        entries.iter().map(|e| (field_str(e, "name"), e)).collect();
+    assert_eq!(
+        by_name.keys().copied().collect::<Vec<_>>(),
+        vec!["a.bin", "b.txt", "sub"]
+    );
+    assert_eq!(field_str(by_name["a.bin"], "kind"), "file");
+    assert_eq!(field_u64(by_name["a.bin"], "size"), 12345);
+    assert_eq!(field_u64(by_name["b.txt"], "size"), 4);
+    assert_eq!(field_str(by_name["sub"], "kind"), "dir");
+    // ls of an empty directory prints an empty list.
+    assert!(c.ls_entries("/d/sub").is_empty());
+}
+
+#[test]
+fn stat_json_describes_files_and_directories() {
+    // `stat --json` gives path, kind, size, replication, block_size and blocks for a file, and kind dir for a directory.
+    let c = TestCluster::builder().block_size("64KiB").start();
+    c.ok(&["mkdir", "/d"]);
+    c.put_bytes("/d/f", &random_bytes(100 * KIB, 5));
+    let st = c.stat_json("/d/f");
+    assert_eq!(field_str(&st, "path"), "/d/f");
+    assert_eq!(field_str(&st, "kind"), "file");
+    assert_eq!(field_u64(&st, "size"), 100 * KIB as u64);
+    assert_eq!(field_u64(&st, "replication"), 3);
+    assert_eq!(field_u64(&st, "block_size"), 64 * KIB as u64);
+    let blocks = stat_blocks(&st);
+    assert_eq!(blocks.len(), 2);
+    let ids: BTreeSet<u64> = blocks.iter().map(|b| field_u64(b, "id")).collect();
+    assert_eq!(ids.len(), 2, "block ids repeat: {st}");
+    assert!(
+        blocks
+            .iter()
+            .all(|b| field_u64(b, "id") != 0 && b.get("generation").is_some()),
+        "{st}"
+    );
+    let d = c.stat_json("/d");
+    assert_eq!(field_str(&d, "kind"), "dir");
+    assert_eq!(field_str(&d, "path"), "/d");
+    let root = c.stat_json("/");
+    assert_eq!(field_str(&root, "kind"), "dir");
+    // Plain stat prints something human about the file.
+    let human = c.ok(&["stat", "/d/f"]);
+    assert!(
+        human.contains("102400"),
+        "stat /d/f does not show the size: {human}"
+    );
+    c.fails(&["stat", "/d/nope"])
+        .says(&["/d/nope", "no such file or directory"]);
+}
+
+#[test]
+fn report_lists_every_datanode_with_capacity_and_usage() {
+    // `report --json` lists each datanode's address, state live, capacity, used and block count.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("64KiB")
+        .start();
+    c.put_bytes("/f", &random_bytes(256 * KIB, 9));
+    let addrs: BTreeSet<String> = (0..3).map(|i| c.datanode_addr(i).to_string()).collect();
+    // Block counts arrive with the next heartbeat or block report: poll.
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "report shows 4 blocks on every datanode",
+        || {
+            let report = c.report_json();
+            let dns = report_datanodes(&report);
+            let seen: BTreeSet<String> = dns
+                .iter()
+                .map(|d| field_str(d, "address").to_string())
+                .collect();
+            assert_eq!(seen, addrs, "{report}");
+            for d in &dns {
+                assert_eq!(field_str(d, "state"), "live", "{d}");
+                assert!(field_u64(d, "capacity") > 0, "{d}");
+                let _ = field_u64(d, "used");
+                if field_u64(d, "blocks") != 4 {
+                    return Err(report.to_string());
+                }
+            }
+            Ok(())
+        },
+    );
+    let human = c.ok(&["report"]);
+    for a in &addrs {
+        assert!(
+            human.contains(a.as_str()),
+            "report does not show {a}: {human}"
+        );
+    }
+}
+
+#[test]
+fn client_finds_the_namenode_from_the_environment() {
+    // Without --namenode the CLI uses RINGFS_NAMENODE; an unreachable namenode gives a clear error.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/via-flag"]);
+    let out = Command::new(bin())
+        .args(["ls", "/"])
+        .env("RINGFS_NAMENODE", c.namenode_addr())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-flag"));
+    // Nothing listens on port 1.
+    let out = Command::new(bin())
+        .args(["ls", "/"])
+        .env("RINGFS_NAMENODE", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:1"),
+        "error does not name the namenode address: {err}"
+    );
+}

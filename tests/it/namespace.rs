@@ -1,1 +1,308 @@
-//! (tests being written)
+//! Namespace semantics through the CLI: mkdir, ls, rm, mv, stat, names and path validation. Every error
+//! case checks the exit code, the one-line message (path + reason) and that the tree did not change.
+
+use crate::cluster::*;
+use std::collections::BTreeMap;
+
+/// A small tree used by several tests: /a/{f1, b/{f2, c/}}, /top.
+fn small_tree(c: &TestCluster) {
+    c.ok(&["mkdir", "-p", "/a/b/c"]);
+    c.put_bytes("/a/f1", b"one");
+    c.put_bytes("/a/b/f2", b"two");
+    c.put_bytes("/top", b"top");
+}
+
+/// Runs a command that must fail with `needles` in its message and must leave the tree unchanged.
+#[track_caller]
+fn fails_and_changes_nothing(c: &TestCluster, args: &[&str], needles: &[&str]) {
+    let before = c.tree("/");
+    c.fails(args).says(needles);
+    assert_eq!(
+        c.tree("/"),
+        before,
+        "`ringfs {}` failed but changed the tree",
+        args.join(" ")
+    );
+}
+
+fn tree_paths(t: &BTreeMap<String, (String, u64)>) -> Vec<&str> {
+    t.keys().map(String::as_str).collect()
+}
+
+#[test]
+fn mkdir_creates_directories_and_p_creates_missing_parents() {
+    // mkdir makes one directory; mkdir -p makes the whole chain and accepts an existing directory.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/x"]);
+    c.ok(&["mkdir", "/x/y"]);
+    c.ok(&["mkdir", "-p", "/p/q/r"]);
+    c.ok(&["mkdir", "-p", "/p/q/r"]);
+    c.ok(&["mkdir", "-p", "/x"]);
+    assert_eq!(
+        tree_paths(&c.tree("/")),
+        vec!["/p", "/p/q", "/p/q/r", "/x", "/x/y"]
+    );
+    for d in ["/x", "/x/y", "/p/q/r"] {
+        assert_eq!(field_str(&c.stat_json(d), "kind"), "dir", "{d}");
+    }
+}
+
+#[test]
+fn mkdir_errors_name_the_path_and_change_nothing() {
+    // mkdir over an existing entry, under a missing parent or under a file fails clearly and changes nothing.
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    fails_and_changes_nothing(&c, &["mkdir", "/a"], &["/a", "already exists"]);
+    fails_and_changes_nothing(&c, &["mkdir", "/top"], &["/top", "already exists"]);
+    fails_and_changes_nothing(
+        &c,
+        &["mkdir", "/nope/x"],
+        &["/nope", "no such file or directory"],
+    );
+    fails_and_changes_nothing(&c, &["mkdir", "/top/x"], &["/top", "not a directory"]);
+    fails_and_changes_nothing(
+        &c,
+        &["mkdir", "-p", "/top/x/y"],
+        &["/top", "not a directory"],
+    );
+    fails_and_changes_nothing(&c, &["mkdir", "-p", "/a/f1"], &["/a/f1", "already exists"]);
+    fails_and_changes_nothing(&c, &["mkdir", "/"], &["/", "already exists"]);
+}
+
+#[test]
+fn ls_lists_a_directory_sorted_and_a_file_as_itself() {
+    // ls of a directory shows its children in name order; ls of a file shows that file; ls of a missing path fails.
+    let c = TestCluster::builder().start();
+    for name in ["zeta", "alpha", "Mid", "beta"] {
+        c.put_bytes(&format!("/{name}"), name.as_bytes());
+    }
+    let names: Vec<String> = c
+        .ls_entries("/")
+        .iter()
+        .map(|e| field_str(e, "name").to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["Mid", "alpha", "beta", "zeta"],
+        "ls --json / is not in name order"
+    );
+    let plain = c.ok(&["ls", "/"]);
+    let order: Vec<usize> = ["Mid", "alpha", "beta", "zeta"]
+        .iter()
+        .map(|n| plain.find(n).unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "ls / is not in name order: {plain}"
+    );
+    let one = c.ok(&["ls", "/beta"]);
+    assert!(
+        one.contains("beta") && !one.contains("zeta"),
+        "ls of a file: {one}"
+    );
+    c.fails(&["ls", "/missing"])
+        .says(&["/missing", "no such file or directory"]);
+}
+
+#[test]
+fn rm_removes_files_and_empty_directories_and_r_removes_whole_trees() {
+    // rm deletes a file or an empty directory; rm -r deletes a directory with everything below it and frees its blocks.
+    let c = TestCluster::builder().block_size("64KiB").start();
+    small_tree(&c);
+    c.put_bytes("/a/b/c/big", &random_bytes(200 * KIB, 1));
+    c.ok(&["rm", "/top"]);
+    assert!(!c.exists("/top"));
+    c.ok(&["mkdir", "/empty"]);
+    c.ok(&["rm", "/empty"]);
+    assert!(!c.exists("/empty"));
+    c.ok(&["rm", "-r", "/a"]);
+    assert_eq!(c.tree("/"), BTreeMap::new());
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "files"), 0, "{f}");
+    assert_eq!(field_u64(&f, "blocks"), 0, "{f}");
+    // The replicas of deleted files are removed from the datanodes' disks.
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "replica files of deleted files to be removed",
+        || c.all_replicas().is_empty(),
+    );
+    // The name can be reused.
+    c.put_bytes("/a", b"again");
+    assert_eq!(c.get_bytes("/a"), b"again");
+}
+
+#[test]
+fn rm_errors_name_the_path_and_change_nothing() {
+    // rm of a missing path, of a non-empty directory without -r, and of the root fail and change nothing.
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    fails_and_changes_nothing(
+        &c,
+        &["rm", "/missing"],
+        &["/missing", "no such file or directory"],
+    );
+    fails_and_changes_nothing(&c, &["rm", "/a/missing/x"], &["no such file or directory"]);
+    fails_and_changes_nothing(&c, &["rm", "/a"], &["/a", "directory not empty"]);
+    fails_and_changes_nothing(&c, &["rm", "/a/b"], &["/a/b", "directory not empty"]);
+    fails_and_changes_nothing(&c, &["rm", "/top/x"], &["/top", "not a directory"]);
+    let before = c.tree("/");
+    let f = c.fails(&["rm", "-r", "/"]);
+    assert!(
+        f.stderr.contains('/'),
+        "rm -r / error does not name the path: {}",
+        f.stderr
+    );
+    assert_eq!(c.tree("/"), before, "rm -r / removed something");
+}
+
+#[test]
+fn mv_renames_files_and_moves_directories_with_their_contents() {
+    // mv renames a file, moves a file to another directory, and moves a whole directory tree.
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    c.ok(&["mv", "/top", "/top2"]);
+    assert_eq!(c.get_bytes("/top2"), b"top");
+    assert!(!c.exists("/top"));
+    c.ok(&["mv", "/top2", "/a/b/c/moved"]);
+    assert_eq!(c.get_bytes("/a/b/c/moved"), b"top");
+    c.ok(&["mkdir", "/dest"]);
+    c.ok(&["mv", "/a/b", "/dest/bb"]);
+    assert_eq!(
+        tree_paths(&c.tree("/")),
+        vec![
+            "/a",
+            "/a/f1",
+            "/dest",
+            "/dest/bb",
+            "/dest/bb/c",
+            "/dest/bb/c/moved",
+            "/dest/bb/f2"
+        ]
+    );
+    assert_eq!(c.get_bytes("/dest/bb/f2"), b"two");
+    assert_eq!(c.get_bytes("/dest/bb/c/moved"), b"top");
+    // Renaming to the same name is a no-op that succeeds.
+    c.ok(&["mv", "/a/f1", "/a/f1"]);
+    assert_eq!(c.get_bytes("/a/f1"), b"one");
+}
+
+#[test]
+fn mv_over_an_existing_file_replaces_it() {
+    // mv onto an existing file atomically replaces it: the target has the source's bytes, the source is gone.
+    let c = TestCluster::builder().block_size("64KiB").start();
+    let src = random_bytes(150 * KIB, 1);
+    c.put_bytes("/src", &src);
+    c.put_bytes("/dst", &random_bytes(300 * KIB, 2));
+    c.ok(&["mv", "/src", "/dst"]);
+    assert!(!c.exists("/src"));
+    assert_same_bytes(&c.get_bytes("/dst"), &src, "/dst after mv");
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "files"), 1, "{f}");
+    assert_eq!(
+        field_u64(&f, "blocks"),
+        3,
+        "the replaced file's blocks are still counted: {f}"
+    );
+    // A directory can replace an empty directory.
+    c.ok(&["mkdir", "-p", "/d1/inner"]);
+    c.ok(&["mkdir", "/d2"]);
+    c.ok(&["mv", "/d1", "/d2"]);
+    assert_eq!(tree_paths(&c.tree("/")), vec!["/d2", "/d2/inner", "/dst"]);
+}
+
+#[test]
+fn mv_errors_name_the_paths_and_change_nothing() {
+    // mv refuses a directory into itself, missing sources or parents, and kind mismatches; nothing changes.
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    c.ok(&["mkdir", "/full"]);
+    c.put_bytes("/full/x", b"x");
+    fails_and_changes_nothing(&c, &["mv", "/a", "/a/b/inside"], &["/a"]);
+    fails_and_changes_nothing(&c, &["mv", "/a", "/a/inside"], &["/a"]);
+    fails_and_changes_nothing(
+        &c,
+        &["mv", "/missing", "/x"],
+        &["/missing", "no such file or directory"],
+    );
+    fails_and_changes_nothing(
+        &c,
+        &["mv", "/top", "/nodir/top"],
+        &["/nodir", "no such file or directory"],
+    );
+    fails_and_changes_nothing(&c, &["mv", "/top", "/top/x"], &["/top", "not a directory"]);
+    fails_and_changes_nothing(
+        &c,
+        &["mv", "/a/b", "/full"],
+        &["/full", "directory not empty"],
+    );
+    fails_and_changes_nothing(&c, &["mv", "/a/b", "/top"], &["/top", "not a directory"]);
+    fails_and_changes_nothing(&c, &["mv", "/", "/root2"], &["/"]);
+}
+
+#[test]
+fn mv_into_a_descendant_is_refused_even_deep_down() {
+    // Moving a directory under its own grandchild would detach a cycle: it is refused and nothing changes.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "-p", "/r/s/t/u"]);
+    let before = c.tree("/");
+    let f = c.fails(&["mv", "/r/s", "/r/s/t/u/s"]);
+    f.says(&["/r/s"]);
+    assert_eq!(c.tree("/"), before);
+}
+
+#[test]
+fn names_with_spaces_and_unicode_work_everywhere() {
+    // Paths with spaces, quotes and non-ASCII characters work for mkdir, put, ls, get, mv, stat and rm.
+    let c = TestCluster::builder().start();
+    let dir = "/my documents/café ☕ 日本語";
+    let file = format!("{dir}/rapport final (v2) 'draft'.txt");
+    c.ok(&["mkdir", "-p", dir]);
+    c.put_bytes(&file, "ünïcödé contents\n".as_bytes());
+    assert_eq!(
+        c.ls_names(dir),
+        vec!["rapport final (v2) 'draft'.txt".to_string()]
+    );
+    assert_eq!(c.get_bytes(&file), "ünïcödé contents\n".as_bytes());
+    assert_eq!(field_str(&c.stat_json(&file), "path"), file);
+    let renamed = format!("{dir}/ファイル name.txt");
+    c.ok(&["mv", &file, &renamed]);
+    assert_eq!(c.get_bytes(&renamed), "ünïcödé contents\n".as_bytes());
+    assert!(c.ok(&["ls", dir]).contains("ファイル name.txt"));
+    c.ok(&["rm", "-r", "/my documents"]);
+    assert_eq!(c.tree("/"), BTreeMap::new());
+}
+
+#[test]
+fn invalid_paths_are_rejected_with_clear_errors() {
+    // Relative paths, names over 255 bytes and `.`/`..` components are refused with a message; nothing is created.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/d"]);
+    let long = format!("/d/{}", "n".repeat(256));
+    fails_and_changes_nothing(&c, &["mkdir", &long], &["/d/nnnn"]);
+    let local = c.scratch_path("small");
+    std::fs::write(&local, b"x").unwrap();
+    fails_and_changes_nothing(&c, &["put", local.to_str().unwrap(), &long], &["/d/nnnn"]);
+    fails_and_changes_nothing(&c, &["mkdir", "relative/dir"], &["relative/dir"]);
+    fails_and_changes_nothing(&c, &["mkdir", "/d/../e"], &["/d/../e"]);
+    fails_and_changes_nothing(&c, &["mkdir", "/d/./e"], &["/d/./e"]);
+    fails_and_changes_nothing(&c, &["mkdir", ""], &[]);
+    // A 255-byte name is fine, and so is a 255-byte name made of 3-byte characters (85 × "語").
+    let max = format!("/d/{}", "m".repeat(255));
+    c.ok(&["mkdir", &max]);
+    let max_utf8 = format!("/d/{}", "語".repeat(85));
+    c.put_bytes(&max_utf8, b"x");
+    let too_long_utf8 = format!("/d/{}", "語".repeat(86));
+    fails_and_changes_nothing(&c, &["mkdir", &too_long_utf8], &["/d/"]);
+    assert_eq!(c.ls_names("/d").len(), 2);
+}
+
+#[test]
+fn trailing_and_repeated_slashes_name_the_same_entry() {
+    // "/a/b/", "//a//b" and "/a/b" name one directory.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "-p", "/a/b/"]);
+    c.put_bytes("//a//b//f", b"slashes");
+    assert_eq!(c.get_bytes("/a/b/f"), b"slashes");
+    assert_eq!(c.ls_names("/a/b/"), vec!["f".to_string()]);
+    assert_eq!(tree_paths(&c.tree("/")), vec!["/a", "/a/b", "/a/b/f"]);
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Issue 2 benchmark (prints figures; not a timed test).
+#
+# Starts a local cluster (namenode + 3 datanodes as separate processes, data under one temp dir on the
+# same disk as the local copies), then measures for a 1 GiB random file:
+#   local cp (+ sync of the copy) and local read (cat > /dev/null)     -- the reference figures
+#   ringfs put at R=3 and R=1, ringfs get (to stdout > /dev/null) of each
+# The page cache is dropped before every operation (sync; echo 3 > /proc/sys/vm/drop_caches).
+# Prints MiB/s, the ratio to the local figure, and CPU seconds per GiB: the client's (from /usr/bin/time)
+# and the cluster processes' (from /proc/PID/stat), and their sum.
+#
+# Targets (issue 2): put R=3 >= 0.5 x local cp; get >= 0.7 x local read; CPU per GiB of put R=3 <= 5 s.
+#
+# Environment: SIZE_MIB (default 1024), RINGFS_BIN (default target/release/ringfs, built if absent),
+#              BENCH_DIR (parent of the temp dir, default target/), KEEP=1 keeps the temp dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+BIN=${RINGFS_BIN:-target/release/ringfs}
+BLOCK_SIZE=${BLOCK_SIZE:-64MiB}
+
+if [ ! -x "$BIN" ]; then
+    echo "building $BIN ..." >&2
+    cargo build --release --bin ringfs >&2
+fi
+BIN=$(realpath "$BIN")
+if [ ! -x /usr/bin/time ]; then
+    echo "installing GNU time ..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >&2
+fi
+
+mkdir -p "${BENCH_DIR:-target}"
+WORK=$(mktemp -d "$(realpath "${BENCH_DIR:-target}")/bench-put-get.XXXXXX")
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+CAN_DROP=1
+if ! [ -w /proc/sys/vm/drop_caches ]; then
+    CAN_DROP=0
+    echo "warning: cannot write /proc/sys/vm/drop_caches (not root?): reads may come from the page cache" >&2
+fi
+drop_caches() {
+    sync
+    if [ "$CAN_DROP" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
+
+# start NAME ARGS... : runs `ringfs ARGS --listen 127.0.0.1:0` in the background, waits for its
+# `listening on ADDR` line, sets ADDR and appends the pid to PIDS.
+start() {
+    local name=$1; shift
+    "$BIN" "$@" --listen 127.0.0.1:0 > "$WORK/$name.out" 2> "$WORK/$name.log" &
+    PIDS+=($!)
+    local i
+    for i in $(seq 1 300); do
+        ADDR=$(sed -n 's/^listening on //p' "$WORK/$name.out" | head -n1)
+        [ -n "$ADDR" ] && return 0
+        kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "$name exited:" >&2; tail -20 "$WORK/$name.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "$name did not print 'listening on'" >&2; tail -20 "$WORK/$name.log" >&2; exit 1
+}
+
+export RUST_LOG=${RUST_LOG:-warn}
+start namenode namenode --data-dir "$WORK/namenode" --replication 3 --block-size "$BLOCK_SIZE"
+NN=$ADDR
+for i in 0 1 2; do
+    start "datanode-$i" datanode --data-dir "$WORK/datanode-$i" --namenode "$NN"
+done
+export RINGFS_NAMENODE=$NN
+for i in $(seq 1 300); do
+    live=$("$BIN" report --json 2>/dev/null | grep -o '"state": *"live"' | wc -l || true)
+    [ "$live" = 3 ] && break
+    [ "$i" = 300 ] && { echo "datanodes did not all register" >&2; exit 1; }
+    sleep 0.1
+done
+
+# CPU ticks used so far by the cluster processes.
+CLK_TCK=$(getconf CLK_TCK)
+server_ticks() {
+    local total=0 p t
+    for p in "${PIDS[@]}"; do
+        # fields after the "(comm)" part: utime is the 12th, stime the 13th
+        t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+SRC="$WORK/src.bin"
+echo "writing a ${SIZE_MIB} MiB random file ..." >&2
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$SRC"
+mkdir -p "$WORK/local"
+GIB=$(awk -v m="$SIZE_MIB" 'BEGIN { print m / 1024 }')
+
+RESULTS=()
+# measure LABEL CMD... : drop caches, run CMD under /usr/bin/time, record elapsed + CPU.
+measure() {
+    local label=$1; shift
+    drop_caches
+    local before after
+    before=$(server_ticks)
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$@"
+    after=$(server_ticks)
+    read -r elapsed user sys < "$WORK/time"
+    local srv
+    srv=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')
+    RESULTS+=("$label $elapsed $user $sys $srv")
+    echo "$label: ${elapsed}s" >&2
+}
+
+measure local_cp sh -c 'cp "$1" "$2" && sync "$2"' sh "$SRC" "$WORK/local/copy.bin"
+measure local_read sh -c 'cat "$1" > /dev/null' sh "$SRC"
+measure put_r3 "$BIN" put -r 3 "$SRC" /r3.bin
+measure get_r3 sh -c '"$1" get /r3.bin - > /dev/null' sh "$BIN"
+measure put_r1 "$BIN" put -r 1 "$SRC" /r1.bin
+measure get_r1 sh -c '"$1" get /r1.bin - > /dev/null' sh "$BIN"
+
+# Sanity: what was stored is what was read.
+want=$(sha256sum < "$SRC" | cut -d' ' -f1)
+for f in /r3.bin /r1.bin; do
+    got=$("$BIN" cat "$f" | sha256sum | cut -d' ' -f1)
+    [ "$got" = "$want" ] || { echo "MISMATCH: $f reads back other bytes" >&2; exit 1; }
+done
+
+echo
+echo "ringfs put/get benchmark: ${SIZE_MIB} MiB file, block size $BLOCK_SIZE, 3 datanodes on one host, caches dropped: $([ $CAN_DROP = 1 ] && echo yes || echo NO)"
+printf '%-12s %9s %10s %10s %14s %14s %12s\n' operation seconds MiB/s "vs local" "client CPU/GiB" "cluster CPU/GiB" "total CPU/GiB"
+declare -A RATE
+for r in "${RESULTS[@]}"; do
+    read -r label elapsed user sys srv <<< "$r"
+    RATE[$label]=$(awk -v m="$SIZE_MIB" -v e="$elapsed" 'BEGIN { printf "%.1f", (e > 0 ? m / e : 0) }')
+done
+for r in "${RESULTS[@]}"; do
+    read -r label elapsed user sys srv <<< "$r"
+    case $label in
+        put_*) ref=${RATE[local_cp]} ;;
+        get_*) ref=${RATE[local_read]} ;;
+        *) ref="" ;;
+    esac
+    ratio=$( [ -n "$ref" ] && awk -v a="${RATE[$label]}" -v b="$ref" 'BEGIN { printf "%.2fx", (b > 0 ? a / b : 0) }' || echo "-")
+    awk -v l="$label" -v e="$elapsed" -v rate="${RATE[$label]}" -v ratio="$ratio" -v u="$user" -v s="$sys" -v srv="$srv" -v g="$GIB" \
+        'BEGIN { c = (u + s) / g; k = srv / g; printf "%-12s %9.2f %10.1f %10s %14.2f %14.2f %12.2f\n", l, e, rate, ratio, c, k, c + k }'
+done
+echo
+awk -v p="${RATE[put_r3]}" -v cp="${RATE[local_cp]}" -v g="${RATE[get_r3]}" -v rd="${RATE[local_read]}" 'BEGIN {
+    printf "target put R=3 >= 0.5 x local cp:   %.2fx %s\n", p / cp, (p / cp >= 0.5 ? "OK" : "MISSED")
+    printf "target get R=3 >= 0.7 x local read: %.2fx %s\n", g / rd, (g / rd >= 0.7 ? "OK" : "MISSED")
+}'
+for r in "${RESULTS[@]}"; do
+    read -r label elapsed user sys srv <<< "$r"
+    [ "$label" = put_r3 ] && awk -v u="$user" -v s="$sys" -v srv="$srv" -v g="$GIB" 'BEGIN {
+        t = (u + s + srv) / g; printf "target CPU per GiB of put R=3 <= 5 s: %.2f s (client + cluster) %s\n", t, (t <= 5 ? "OK" : "MISSED") }'
+done
