@@ -622,8 +622,23 @@ pub fn fsck_is_healthy(f: &Value, replication: u64) -> bool {
         .all(|k| zero(k))
 }
 
-/// Runs a command to completion with a timeout, feeding `stdin` if given.
-fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, what: &str) -> Output {
+/// Runs a client command to completion (see [`run_with_timeout`]) with `CLI_TIMEOUT`.
+fn run_command(cmd: Command, stdin: Option<Vec<u8>>, what: &str) -> Output {
+    run_with_timeout(cmd, stdin, what, CLI_TIMEOUT)
+}
+
+/// Runs a command to completion with stdout and stderr captured, feeding `stdin` if given; kills it and
+/// fails the test after `timeout`.
+pub fn run_with_timeout(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    what: &str,
+    timeout: Duration,
+) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let pid = child.id();
     let feeder = stdin.map(|data| {
@@ -637,12 +652,12 @@ fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, what: &str) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = match rx.recv_timeout(CLI_TIMEOUT) {
+    let out = match rx.recv_timeout(timeout) {
         Ok(res) => res.unwrap_or_else(|e| panic!("wait for {what}: {e}")),
         Err(_) => {
             // SAFETY: plain kill(2) of our own child's pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("{what} did not finish within {CLI_TIMEOUT:?} (killed)");
+            panic!("{what} did not finish within {timeout:?} (killed)");
         }
     };
     if let Some(f) = feeder {
@@ -708,8 +723,10 @@ struct Node {
     name: String,
     data_dir: PathBuf,
     log: PathBuf,
-    /// Arguments after the binary, except `--listen`.
+    /// Arguments after the binary, except the listen flag.
     args: Vec<String>,
+    /// `--listen` (`--namenode-listen` for `ringfs up`).
+    listen_flag: &'static str,
     /// Address printed by the first start; restarts listen on it again.
     addr: Option<String>,
     child: Option<Child>,
@@ -724,6 +741,7 @@ impl Node {
             log: root.join(format!("{name}.log")),
             data_dir,
             args,
+            listen_flag: "--listen",
             addr: None,
             child: None,
         }
@@ -770,12 +788,13 @@ impl Node {
             .map_err(|e| e.to_string())?;
         let _ = writeln!(
             log,
-            "=== {} start: ringfs {} --listen {listen}",
+            "=== {} start: ringfs {} {} {listen}",
             self.name,
-            self.args.join(" ")
+            self.args.join(" "),
+            self.listen_flag
         );
         let mut cmd = Command::new(bin());
-        cmd.args(&self.args).arg("--listen").arg(listen);
+        cmd.args(&self.args).arg(self.listen_flag).arg(listen);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.try_clone().map_err(|e| e.to_string())?);
@@ -1202,6 +1221,78 @@ impl Drop for TestCluster {
                     eprintln!("kept test dir {}", root.keep().display());
                 }
             }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ ringfs up
+
+/// `ringfs up` (namenode + datanodes in one process) on an ephemeral port in a temp dir; killed on drop.
+pub struct UpCluster {
+    node: Node,
+    cli: Cli,
+    root: tempfile::TempDir,
+}
+
+impl std::ops::Deref for UpCluster {
+    type Target = Cli;
+    fn deref(&self) -> &Cli {
+        &self.cli
+    }
+}
+
+impl UpCluster {
+    /// Runs `ringfs up --data-dir DIR --datanodes N --namenode-listen 127.0.0.1:0` and waits for its
+    /// `listening on` line (printed once every datanode is live).
+    pub fn start(datanodes: usize) -> UpCluster {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(&base).unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("ringfs-up-")
+            .tempdir_in(&base)
+            .unwrap();
+        let scratch = root.path().join("scratch");
+        fs::create_dir_all(&scratch).unwrap();
+        let dir = root.path().join("cluster");
+        let args = vec![
+            "up".to_string(),
+            "--data-dir".into(),
+            dir.to_str().unwrap().into(),
+            "--datanodes".into(),
+            datanodes.to_string(),
+        ];
+        let mut node = Node::new(root.path(), "cluster", args);
+        node.listen_flag = "--namenode-listen";
+        node.start();
+        let cli = Cli::new(node.addr(), &scratch);
+        UpCluster { node, cli, root }
+    }
+
+    /// The data dir given to `up`.
+    pub fn data_dir(&self) -> &Path {
+        &self.node.data_dir
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.node.stop()
+    }
+
+    /// Starts `up` again on the same dir and namenode address.
+    pub fn restart(&mut self) {
+        self.node.start();
+    }
+}
+
+impl Drop for UpCluster {
+    fn drop(&mut self) {
+        self.node.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "===== ringfs up ({}) =====\n{}",
+                self.root.path().display(),
+                log_tail(&self.node.log, 40)
+            );
         }
     }
 }

@@ -432,3 +432,99 @@ fn client_finds_the_namenode_from_the_environment() {
         "error does not name the namenode address: {err}"
     );
 }
+
+#[test]
+fn get_into_an_existing_local_directory_keeps_the_remote_name() {
+    // `get /d/report.txt LOCALDIR` writes LOCALDIR/report.txt; `put - DIR` (stdin into a directory) is refused.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/d"]);
+    c.put_bytes("/d/report.txt", b"quarterly\n");
+    let dir = c.scratch_path("downloads");
+    fs::create_dir(&dir).unwrap();
+    c.ok(&["get", "/d/report.txt", dir.to_str().unwrap()]);
+    assert_eq!(fs::read(dir.join("report.txt")).unwrap(), b"quarterly\n");
+    let before = c.tree("/");
+    let out = c.run_stdin(&["put", "-", "/d"], b"from stdin");
+    assert!(!out.status.success(), "put - /d succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/d") && err.contains("is a directory"),
+        "{err}"
+    );
+    assert_eq!(c.tree("/"), before);
+}
+
+#[test]
+fn up_runs_a_whole_cluster_in_one_command_and_keeps_data_across_restarts() {
+    // `ringfs up --datanodes 3` prints the namenode address once 3 datanodes are live; put/get work; after
+    // SIGTERM and another `up` on the same dir the file is still there and healthy.
+    let mut up = UpCluster::start(3);
+    assert_eq!(up.live_datanodes(), 3);
+    let data = random_bytes(3 * MIB + 17, 1);
+    up.put_bytes("/hello.bin", &data);
+    assert_same_bytes(&up.get_bytes("/hello.bin"), &data, "/hello.bin");
+    assert_eq!(field_u64(&up.stat_json("/hello.bin"), "replication"), 3);
+    let status = up.stop();
+    assert!(
+        status.success(),
+        "ringfs up exited with {status} on SIGTERM"
+    );
+    up.restart();
+    assert_eq!(up.live_datanodes(), 3);
+    up.wait_healthy("/", 3, std::time::Duration::from_secs(30));
+    assert_same_bytes(
+        &up.get_bytes("/hello.bin"),
+        &data,
+        "/hello.bin after restart",
+    );
+}
+
+#[test]
+fn namenode_refuses_nonsense_settings_with_a_clear_message() {
+    // A namenode with dead-after shorter than the heartbeat, a block size that is not a multiple of 64 KiB or
+    // replication 0 exits at once, naming the setting, without listening.
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--heartbeat-interval", "2s", "--dead-after", "1s"],
+            "dead",
+        ),
+        (&["--block-size", "1000"], "block"),
+        (&["--replication", "0"], "replication"),
+    ];
+    for (extra, needle) in cases {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "namenode",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+        let out = run_with_timeout(
+            cmd,
+            None,
+            &format!("ringfs namenode {extra:?}"),
+            std::time::Duration::from_secs(30),
+        );
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            !out.status.success(),
+            "namenode {extra:?} started: {stdout}"
+        );
+        assert!(
+            !stdout.contains("listening on"),
+            "namenode {extra:?} listened: {stdout}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "namenode {extra:?}: error does not name {needle:?}: {stderr}"
+        );
+    }
+}

@@ -306,3 +306,17 @@ fn trailing_and_repeated_slashes_name_the_same_entry() {
     assert_eq!(c.ls_names("/a/b/"), vec!["f".to_string()]);
     assert_eq!(tree_paths(&c.tree("/")), vec!["/a", "/a/b", "/a/b/f"]);
 }
+
+#[test]
+fn mkdir_and_rm_accept_several_paths() {
+    // `mkdir A B` and `rm -r A B` act on every path given.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/one", "/two", "/three"]);
+    c.put_bytes("/two/f", b"f");
+    assert_eq!(
+        tree_paths(&c.tree("/")),
+        vec!["/one", "/three", "/two", "/two/f"]
+    );
+    c.ok(&["rm", "-r", "/one", "/two"]);
+    assert_eq!(tree_paths(&c.tree("/")), vec!["/three"]);
+}
