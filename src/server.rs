@@ -412,8 +412,17 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         a.data_dir.display()
     );
 
+    // The mount stops first (it commits what it still holds while the nodes are up).
+    let (unmount_tx, unmount_rx) = watch::channel(false);
     let mount = match &a.mount {
-        Some(m) => Some(crate::commands::spawn_mount(&nn_addr, m, &stop_rx).await?),
+        Some(m) => match crate::commands::spawn_mount(&nn_addr, m, &unmount_rx).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                drain(&mut nodes).await;
+                return Err(e);
+            }
+        },
         None => None,
     };
 
@@ -444,8 +453,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    tracing::info!("stopping the cluster");
-    let _ = stop_tx.send(true);
+    let _ = unmount_tx.send(true);
     if let Some(m) = mount {
         match tokio::time::timeout(Duration::from_secs(20), m).await {
             Ok(Ok(Err(e))) => tracing::warn!("mount: {e:#}"),
@@ -453,6 +461,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
             Err(_) => tracing::warn!("the mount did not finish within 20s"),
         }
     }
+    tracing::info!("stopping the cluster");
+    let _ = stop_tx.send(true);
     drain(&mut nodes).await;
     result.map(|()| ExitCode::SUCCESS)
 }
