@@ -19,7 +19,8 @@
 //! 16  4  flags: bit 0 = finalized (len and replica hash are valid)
 //! 20  4  reserved (0)
 //! 24  8  replica length in bytes
-//! 32 32  blake3 of the whole replica
+//! 32 32  replica hash: blake3 of the concatenated chunk hashes (a whole-replica digest that
+//!        costs no second pass over the data)
 //! 64 ..  chunk hashes, ceil(len / chunk size) of them
 //! ```
 //! A replica being written has flags = 0 and its chunk hashes appended as packets arrive, so lease
@@ -58,7 +59,7 @@ pub struct ReplicaInfo {
     pub len: u64,
 }
 
-/// A finalized replica plus its whole-replica hash.
+/// A finalized replica plus its replica hash (see [`replica_hash`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finalized {
     pub info: ReplicaInfo,
@@ -664,7 +665,9 @@ impl ReplicaWriter {
                 .write_all(h)
                 .map_err(DatanodeError::io("write", &self.paths.meta))?;
         }
-        self.hasher.update(data);
+        for h in hashes {
+            self.hasher.update(h);
+        }
         self.len += data.len() as u64;
         if self.len - self.synced_upto >= WRITEBACK_EVERY {
             start_writeback(&self.data, self.synced_upto, self.len - self.synced_upto);
@@ -714,7 +717,7 @@ impl ReplicaReader {
         self.info
     }
 
-    /// The whole-replica blake3 recorded at finalization.
+    /// The replica hash recorded at finalization (see [`replica_hash`]).
     pub fn hash(&self) -> Hash {
         self.hash
     }
@@ -774,6 +777,17 @@ impl ReplicaReader {
 }
 
 // ---------------------------------------------------------------------- helpers
+
+/// The whole-replica hash of a replica whose chunk hashes are `chunk_hashes`: blake3 over their
+/// concatenation. Equal content gives equal hashes, and it is computed without another pass over
+/// the data.
+pub fn replica_hash(chunk_hashes: &[Hash]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    for c in chunk_hashes {
+        h.update(c);
+    }
+    *h.finalize().as_bytes()
+}
 
 struct Header {
     flags: u32,
@@ -1037,7 +1051,7 @@ mod tests {
                 len: bytes.len() as u64
             }
         );
-        assert_eq!(fin.hash, *blake3::hash(&bytes).as_bytes());
+        assert_eq!(fin.hash, replica_hash(&hash_chunks(&bytes)));
         assert_eq!(read_all(&store, 300, 1).unwrap(), bytes);
         assert!(dir.path().join("blocks/2c/300_1.data").exists());
         assert!(dir.path().join("blocks/2c/300_1.meta").exists());
@@ -1130,7 +1144,7 @@ mod tests {
                 len: 1000
             }
         );
-        assert_eq!(fin.hash, *blake3::hash(&bytes[..1000]).as_bytes());
+        assert_eq!(fin.hash, replica_hash(&hash_chunks(&bytes[..1000])));
         assert_eq!(read_all(&store, 42, 2).unwrap(), &bytes[..1000]);
         assert!(!tmp.exists(), "the recovered tmp replica is gone");
         assert!(

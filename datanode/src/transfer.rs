@@ -192,10 +192,7 @@ async fn receive_block(
 
     let store = node.store.clone();
     let writer = blocking(move || store.create(block, generation)).await?;
-    let (disk_tx, disk_rx) = mpsc::channel(QUEUE);
-    let disk = tokio::task::spawn_blocking(move || write_to_disk(writer, disk_rx));
-
-    let mut downstream = header.downstream.split_first().map(|(next, rest)| {
+    let downstream = header.downstream.split_first().map(|(next, rest)| {
         Downstream::open(
             &next.address,
             WriteBlockHeader {
@@ -207,6 +204,12 @@ async fn receive_block(
             },
         )
     });
+
+    // The disk thread writes each packet, then moves it on to the downstream node: one pass over
+    // the bytes while they are hot, and no copy per hop.
+    let (disk_tx, disk_rx) = mpsc::channel(QUEUE);
+    let forward = downstream.as_ref().and_then(Downstream::sender);
+    let disk = tokio::task::spawn_blocking(move || write_and_forward(writer, disk_rx, forward));
 
     let mut chunks = 0u64;
     let mut received = 0u64;
@@ -262,17 +265,7 @@ async fn receive_block(
         chunks += hashes.len() as u64;
         received += packet.data.len() as u64;
         short_chunk = packet.data.len() % CHUNK_SIZE != 0;
-        if let Some(ds) = downstream.as_mut() {
-            let fwd = DataPacket {
-                data: packet.data.clone(),
-                chunk_hashes: packet.chunk_hashes,
-            };
-            ds.send(WriteBlockMessage {
-                msg: Some(Msg::Packet(fwd)),
-            })
-            .await;
-        }
-        if disk_tx.send((packet.data, hashes)).await.is_err() {
+        if disk_tx.send((packet, hashes)).await.is_err() {
             break; // the disk task failed: its error is collected below
         }
     }
@@ -323,13 +316,23 @@ async fn receive_block(
     })
 }
 
-/// The disk side of a write: appends packets until the channel closes, then hands the writer back.
-fn write_to_disk(
+/// The disk side of a write: appends each packet, then forwards it downstream (while the
+/// downstream lives); when the channel closes, hands the writer back for finishing.
+fn write_and_forward(
     mut writer: ReplicaWriter,
-    mut rx: mpsc::Receiver<(Vec<u8>, Vec<Hash>)>,
+    mut rx: mpsc::Receiver<(DataPacket, Vec<Hash>)>,
+    mut forward: Option<mpsc::Sender<Forward>>,
 ) -> Result<ReplicaWriter> {
-    while let Some((data, hashes)) = rx.blocking_recv() {
-        writer.write_packet(&data, &hashes)?;
+    while let Some((packet, hashes)) = rx.blocking_recv() {
+        writer.write_packet(&packet.data, &hashes)?;
+        if let Some(tx) = &forward {
+            let msg = WriteBlockMessage {
+                msg: Some(Msg::Packet(packet)),
+            };
+            if tx.blocking_send(Forward::Msg(msg)).is_err() {
+                forward = None; // the downstream call ended: Downstream::finish reports why
+            }
+        }
     }
     Ok(writer)
 }
@@ -345,7 +348,7 @@ fn to_hashes(wire: &[Vec<u8>]) -> Vec<Hash> {
         .collect()
 }
 
-enum Forward {
+pub(crate) enum Forward {
     Msg(WriteBlockMessage),
     End,
 }
@@ -389,6 +392,12 @@ impl Downstream {
             tx: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// A sender for packets (e.g. for a blocking thread); `None` once the call failed. The stream
+    /// still ends cleanly only through [`finish`](Self::finish).
+    pub fn sender(&self) -> Option<mpsc::Sender<Forward>> {
+        self.tx.clone()
     }
 
     /// Queues a message; after the call failed, messages are dropped (the failure is reported by
