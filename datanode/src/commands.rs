@@ -13,7 +13,8 @@ use ringfs_proto::pb::{
     DataPacket, DatanodeCommand, DeleteCommand, ReplicateCommand, WriteBlockHeader,
     WriteBlockMessage,
 };
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Semaphore};
 
 pub struct CommandRunner {
@@ -22,6 +23,9 @@ pub struct CommandRunner {
     slots: Arc<Semaphore>,
     /// Shared by all replications of this node.
     throttle: Arc<Throttle>,
+    /// (block, generation, first target) of copies queued or running: the namenode repeats a
+    /// command until it sees the result, and a repeat must not start a second copy.
+    in_flight: Arc<Mutex<HashSet<(u64, u64, String)>>>,
 }
 
 impl CommandRunner {
@@ -30,6 +34,7 @@ impl CommandRunner {
             node,
             slots: Arc::new(Semaphore::new(concurrency)),
             throttle: Arc::new(Throttle::new(bandwidth)),
+            in_flight: Arc::default(),
         }
     }
 
@@ -42,10 +47,21 @@ impl CommandRunner {
                     tokio::spawn(async move { delete(&node, d).await });
                 }
                 Some(Command::Replicate(r)) => {
+                    let first = r
+                        .targets
+                        .first()
+                        .map(|t| t.address.clone())
+                        .unwrap_or_default();
+                    let key = (r.block_id, r.generation, first);
+                    if !lock(&self.in_flight).insert(key.clone()) {
+                        continue;
+                    }
                     let node = self.node.clone();
                     let slots = self.slots.clone();
                     let throttle = self.throttle.clone();
+                    let in_flight = self.in_flight.clone();
                     tokio::spawn(async move {
+                        let _done = InFlight(in_flight, key);
                         let Ok(_slot) = slots.acquire_owned().await else {
                             return;
                         };
@@ -63,6 +79,19 @@ impl CommandRunner {
                 None => tracing::warn!("ignoring an empty namenode command"),
             }
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes a copy from the in-flight set when its task ends.
+struct InFlight(Arc<Mutex<HashSet<(u64, u64, String)>>>, (u64, u64, String));
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).remove(&self.1);
     }
 }
 
