@@ -3,7 +3,10 @@
 //! pipeline (which forwards down the chain) and recovers the pipeline when a node fails.
 //!
 //! Only the block being written is kept in memory (its packets), so that after a failure the whole
-//! block can be rewritten to the new pipeline under a new generation stamp.
+//! block can be rewritten to the new pipeline under a new generation stamp. A block is acknowledged
+//! by every replica before the next one is added: `AddBlock(previous)` tells the namenode the
+//! previous block is complete, which must not happen before its replicas are durable (a writer
+//! killed in between would leave a "complete" block with partial replicas).
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -209,9 +212,18 @@ impl BlockWriter {
                 return Err(ClientError::Protocol("write stream vanished".into()));
             };
             let pipeline = s.pipeline.clone();
+            let waited = std::time::Instant::now();
             let failure = match s.close().await {
                 Ok(resp) => match self.check(&resp, &pipeline) {
                     Ok(()) => {
+                        tracing::debug!(
+                            block = self.located.id,
+                            len = self.len,
+                            ack_wait_ms = waited.elapsed().as_millis() as u64,
+                            "{}: block stored on {} datanodes",
+                            self.what,
+                            pipeline.len()
+                        );
                         // Nodes of the pipeline that finally stored the block are fine after all
                         // (a failed hop reports everything downstream of it as failed).
                         self.failed.retain(|a| !pipeline.contains(a));
