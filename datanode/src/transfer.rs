@@ -118,7 +118,10 @@ impl DataTransfer for TransferService {
         request: Request<Streaming<WriteBlockMessage>>,
     ) -> std::result::Result<Response<WriteBlockResponse>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
+        let first = stream.message().await.map_err(|s| {
+            DatanodeError::InvalidRequest(format!("WriteBlock stream: {}", s.message()))
+        })?;
+        let header = match first {
             Some(WriteBlockMessage {
                 msg: Some(Msg::Header(h)),
             }) => h,
