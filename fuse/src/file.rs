@@ -302,6 +302,7 @@ impl Inner {
             match self.nn().open_write(req).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if ErrorKind::of(&s) == ErrorKind::Busy && Instant::now() < deadline => {
+                    tracing::debug!(ino, error = %s.message(), "lease busy, retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(250));
                 }
@@ -310,34 +311,33 @@ impl Inner {
         }
     }
 
-    /// Makes `st` a writer's state: takes the lease and builds the overlay unless this mount
-    /// already writes the file (then only the permission is checked).
-    async fn start_writer(
-        &self,
-        c: &Caller,
-        f: &OpenFile,
-        st: &mut FileState,
-        created: Option<pb::OpenResponse>,
-    ) -> Res<()> {
-        if st.overlay.is_none() {
-            let resp = match created {
-                Some(r) => r,
-                None => self.open_write(c, f.ino).await?,
-            };
-            let attr = resp
-                .attr
-                .ok_or_else(|| Fail::new(Errno::EIO, "OpenWrite answered without attributes"))?;
-            st.overlay = Some(Overlay::new(
-                attr.block_size,
-                committed_list(&resp.blocks),
-                attr.size,
-            ));
-            st.attr = attr;
-            f.changed(st);
-        } else if created.is_none() {
-            self.access(c, f.ino, libc::W_OK as u32).await?;
+    /// Takes the file's lease for this mount and builds the overlay, unless it is held already.
+    /// Permission was checked when the handle was opened (a later chmod does not take an open
+    /// descriptor's write access away), so the mount asks as itself.
+    async fn ensure_lease(&self, f: &OpenFile, st: &mut FileState) -> Res<()> {
+        if st.overlay.is_some() {
+            return Ok(());
         }
-        st.writers += 1;
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
+        let resp = self.open_write(&me, f.ino).await?;
+        self.adopt_lease(f, st, resp)
+    }
+
+    /// Builds the overlay of a file whose lease this mount just took (OpenWrite or Create).
+    fn adopt_lease(&self, f: &OpenFile, st: &mut FileState, resp: pb::OpenResponse) -> Res<()> {
+        let attr = resp
+            .attr
+            .ok_or_else(|| Fail::new(Errno::EIO, "namenode answered without attributes"))?;
+        st.overlay = Some(Overlay::new(
+            attr.block_size,
+            committed_list(&resp.blocks),
+            attr.size,
+        ));
+        st.attr = attr;
+        f.changed(st);
         Ok(())
     }
 
@@ -373,17 +373,11 @@ impl Inner {
         if attr.kind == pb::FileKind::Directory as i32 && write {
             return Err(Errno::EISDIR.into());
         }
-        if read {
-            self.access(c, ino, libc::R_OK as u32).await?;
-        }
+        let mask = if read { libc::R_OK } else { 0 } | if write { libc::W_OK } else { 0 };
+        self.access(c, ino, mask as u32).await?;
         let f = self.file_ref(ino);
         if write {
-            let mut st = f.state.lock().await;
-            if let Err(e) = self.start_writer(c, &f, &mut st, None).await {
-                drop(st);
-                self.file_unref(&f).await;
-                return Err(e);
-            }
+            f.state.lock().await.writers += 1;
         }
         let fl = self.cache_flags(&attr).await;
         Ok((self.add_handle(f, write, flags & libc::O_APPEND != 0), fl))
@@ -432,7 +426,9 @@ impl Inner {
         let f = self.file_ref(attr.inode);
         if write {
             let mut st = f.state.lock().await;
-            if let Err(e) = self.start_writer(c, &f, &mut st, Some(resp)).await {
+            st.writers += 1;
+            if let Err(e) = self.adopt_lease(&f, &mut st, resp) {
+                st.writers -= 1;
                 drop(st);
                 self.file_unref(&f).await;
                 return Err(e);
@@ -546,6 +542,7 @@ impl Inner {
         let f = &h.file;
         let mut guard = f.state.lock().await;
         let st = &mut *guard;
+        self.ensure_lease(f, st).await?;
         let Some(ov) = st.overlay.as_mut() else {
             return Err(Errno::EBADF.into());
         };
@@ -699,7 +696,22 @@ impl Inner {
             let (list, size, mtime) = (ov.base().to_vec(), ov.size(), st.attr.mtime);
             st.attr = self.commit(ino, list, size, true, mtime).await?;
         }
+        if close {
+            self.drop_lease_state(f, st);
+        }
         Ok(())
+    }
+
+    /// Forgets the overlay (the lease was given back, or cannot be used any more).
+    fn drop_lease_state(&self, f: &OpenFile, st: &mut FileState) {
+        let before = st.overlay.as_ref().map(|o| o.bytes()).unwrap_or(0);
+        self.account(before, 0);
+        st.overlay = None;
+        for u in st.uploads.drain(..) {
+            u.task.abort();
+        }
+        f.untouch();
+        f.changed(st);
     }
 
     /// Commits dirty data of `ino` if this mount writes it.
@@ -712,29 +724,30 @@ impl Inner {
         Ok(())
     }
 
-    /// Ends this mount's writing of `f`: commits with close and drops the overlay.
+    /// Ends this mount's writing of `f`: commits with close (the lease goes back) and drops the
+    /// overlay, even when the commit fails (the error is returned; `flush` reported it already).
     pub(crate) async fn close_writer(&self, f: &OpenFile) -> Res<()> {
         let mut st = f.state.lock().await;
         if st.overlay.is_none() {
             return Ok(());
         }
         let r = self.sync_locked(f, &mut st, true).await;
-        let before = st.overlay.as_ref().map(|o| o.bytes()).unwrap_or(0);
-        self.account(before, 0);
-        st.overlay = None;
-        st.writers = 0;
-        st.uploads.clear();
-        f.changed(&st);
+        if r.is_err() {
+            self.drop_lease_state(f, &mut st);
+        }
         r
     }
 
     /// flush (each close of a descriptor): POSIX locks of `owner` go; written data is committed.
+    /// When this is the only handle writing the file here, the commit also gives the lease back
+    /// (a later write through a duplicate descriptor takes it again).
     pub(crate) async fn flush(&self, fh: u64, owner: u64) -> Res<()> {
         let h = self.handle(fh)?;
         self.unlock_owner(h.file.ino, owner).await;
         if h.write {
             let mut st = h.file.state.lock().await;
-            self.sync_locked(&h.file, &mut st, false).await?;
+            let close = st.writers <= 1;
+            self.sync_locked(&h.file, &mut st, close).await?;
         }
         Ok(())
     }
@@ -749,7 +762,7 @@ impl Inner {
     }
 
     /// release (last close of an open file description): flock locks of `flock_owner` go; the
-    /// last writer on this mount commits with close, which gives the lease back.
+    /// last writer on this mount commits what is left and gives the lease back.
     pub(crate) async fn release(&self, fh: u64, flock_owner: Option<u64>) -> Res<()> {
         let Some(h) = locked(&self.handles).remove(&fh) else {
             return Err(Errno::EBADF.into());
@@ -772,9 +785,9 @@ impl Inner {
         result
     }
 
-    /// truncate/ftruncate. With a writer on this mount the overlay is cut (committed at the next
-    /// flush); otherwise the namenode grows the file or cuts it at a block boundary itself, and a
-    /// cut inside a block is a copy-on-write of that block under a short lease.
+    /// truncate/ftruncate. While this mount holds the file's lease the overlay is cut (committed
+    /// at the next flush). Otherwise the namenode grows the file or cuts it at a block boundary
+    /// itself, and a cut inside a block is a copy-on-write of that block under the lease.
     pub(crate) async fn truncate(
         &self,
         c: &Caller,
@@ -782,22 +795,18 @@ impl Inner {
         size: u64,
         by_handle: bool,
     ) -> Res<()> {
-        let f = locked(&self.files).get(&ino).cloned();
-        if let Some(f) = f {
-            if f.local_size().is_some() {
-                if !by_handle {
-                    self.access(c, ino, libc::W_OK as u32).await?;
-                }
-                let mut guard = f.state.lock().await;
-                let st = &mut *guard;
-                if let Some(ov) = st.overlay.as_mut() {
-                    let before = ov.bytes();
-                    ov.truncate(size);
-                    self.account(before, ov.bytes());
-                    f.changed(st);
-                    f.touch();
-                    return Ok(());
-                }
+        // The namenode checks SetAttr itself; local cuts and copy-on-write need a check here
+        // (ftruncate: the kernel checked that the descriptor is writable).
+        let mut checked = by_handle;
+        if !checked && locked(&self.files).contains_key(&ino) {
+            self.access(c, ino, libc::W_OK as u32).await?;
+            checked = true;
+        }
+        if let Some(f) = self.file_ref_existing(ino) {
+            let r = self.truncate_local(&f, size).await;
+            self.file_unref(&f).await;
+            if r? {
+                return Ok(());
             }
         }
         let attr = self.getattr_remote(c, ino).await?;
@@ -821,26 +830,47 @@ impl Inner {
             }
             return Ok(());
         }
-        // Cut inside a block: copy-on-write of the cut block under a lease held just for this.
+        // A cut inside a block: copy-on-write of that block.
+        if !checked {
+            self.access(c, ino, libc::W_OK as u32).await?;
+        }
         let f = self.file_ref(ino);
         let r = async {
             let mut st = f.state.lock().await;
-            self.start_writer(c, &f, &mut st, None).await?;
+            self.ensure_lease(&f, &mut st).await?;
             if let Some(ov) = st.overlay.as_mut() {
+                let before = ov.bytes();
                 ov.truncate(size);
+                self.account(before, ov.bytes());
             }
-            st.writers -= 1;
-            let writers = st.writers;
-            drop(st);
-            if writers == 0 {
-                self.close_writer(&f).await
-            } else {
-                Ok(())
+            f.changed(&st);
+            f.touch();
+            if st.writers == 0 {
+                if let Err(e) = self.sync_locked(&f, &mut st, true).await {
+                    self.drop_lease_state(&f, &mut st);
+                    return Err(e);
+                }
             }
+            Ok(())
         }
         .await;
         self.file_unref(&f).await;
         r
+    }
+
+    /// Cuts the overlay if this mount holds the lease; false when it does not.
+    async fn truncate_local(&self, f: &OpenFile, size: u64) -> Res<bool> {
+        let mut guard = f.state.lock().await;
+        let st = &mut *guard;
+        let Some(ov) = st.overlay.as_mut() else {
+            return Ok(false);
+        };
+        let before = ov.bytes();
+        ov.truncate(size);
+        self.account(before, ov.bytes());
+        f.changed(st);
+        f.touch();
+        Ok(true)
     }
 }
 

@@ -99,7 +99,15 @@ impl RingFs {
         Ok: FnOnce(R, T) + Send + 'static,
     {
         self.inner.rt.spawn(async move {
-            match fut.await {
+            let start = std::time::Instant::now();
+            let r = fut.await;
+            tracing::trace!(
+                op = what,
+                us = start.elapsed().as_micros() as u64,
+                ok = r.is_ok(),
+                "done"
+            );
+            match r {
                 Ok(v) => ok(reply, v),
                 Err(Fail { errno, why }) => {
                     if errno == Errno::EIO || errno == Errno::ENOSPC {

@@ -116,10 +116,22 @@ pub async fn mount(
     inner.set_notifier(session.notifier());
     let mut session = session;
     let mut unmounter = session.unmount_callable();
+    let device = mountpoint::mounted_device(&path);
     tracing::info!(mountpoint = %path.display(), client_id = inner.client.client_id(), "mounted");
-    let mut run = tokio::task::spawn_blocking(move || session.run());
+    // A plain thread, not spawn_blocking: a session that never ends must not keep the runtime
+    // (and the process) from shutting down.
+    let (done_tx, mut done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ringfs-fuse".into())
+        .spawn(move || {
+            let _ = done_tx.send(session.run());
+        })
+        .map_err(|source| FuseError::Mount {
+            path: path.clone(),
+            source,
+        })?;
     let ended = tokio::select! {
-        r = &mut run => Some(r),
+        r = &mut done => Some(r),
         _ = shutdown => None,
     };
     let commit_err = |(files, first)| FuseError::Commit {
@@ -131,25 +143,35 @@ pub async fn mount(
         Some(r) => {
             tracing::info!(mountpoint = %path.display(), "unmounted");
             let committed = inner.finish().await;
-            r.map_err(|e| FuseError::Session {
-                path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?
-            .map_err(|source| FuseError::Session {
-                path: path.clone(),
-                source,
-            })?;
+            match r {
+                Ok(Err(source)) => {
+                    return Err(FuseError::Session {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+                Err(_) => tracing::warn!("FUSE session thread ended without a result"),
+                Ok(Ok(())) => {}
+            }
             committed.map_err(commit_err)
         }
         None => {
             tracing::info!(mountpoint = %path.display(), "shutting down: committing and unmounting");
             let committed = inner.finish().await;
             if let Err(e) = unmounter.unmount() {
-                tracing::debug!(error = %e, "unmount failed, detaching lazily");
+                tracing::info!(error = %e, "mount busy: detaching it lazily");
                 let _ = unmount(&path);
             }
-            // A lazily detached mount ends when its last user goes; don't wait for that forever.
-            let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
+            // A lazily detached mount lives until its last user goes: end the connection then.
+            if tokio::time::timeout(Duration::from_secs(2), &mut done)
+                .await
+                .is_err()
+            {
+                if let Some((_, minor)) = device {
+                    mountpoint::abort_connection(minor);
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut done).await;
+            }
             committed.map_err(commit_err)
         }
     }

@@ -45,18 +45,23 @@ pub fn unmount(mountpoint: &Path) -> Result<(), FuseError> {
     }
 }
 
-/// If `mountpoint` is a dead FUSE mount (its process was killed: `stat` fails with ENOTCONN),
+/// If `mountpoint` is a dead FUSE mount (its process was killed: the kernel answers ENOTCONN),
 /// detaches it and returns true. A healthy or unmounted directory is left alone (false).
+/// `statfs` is the probe because it always reaches the file system's daemon, where `stat` may be
+/// answered from the kernel's attribute cache.
 pub fn clean_stale_mount(mountpoint: &Path) -> Result<bool, FuseError> {
-    match std::fs::metadata(mountpoint) {
-        Ok(_) => Ok(false),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
-            ) =>
-        {
-            let c = c_path(mountpoint)?;
+    let c = c_path(mountpoint)?;
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is NUL-terminated.
+    let rc = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st)
+    };
+    if rc == 0 {
+        return Ok(false);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) => {
             umount2(&c, libc::MNT_DETACH).map_err(|source| FuseError::Unmount {
                 path: mountpoint.to_path_buf(),
                 source,
@@ -64,15 +69,60 @@ pub fn clean_stale_mount(mountpoint: &Path) -> Result<bool, FuseError> {
             tracing::info!(mountpoint = %mountpoint.display(), "cleaned a stale mount");
             Ok(true)
         }
-        Err(e) => Err(FuseError::BadMountpoint {
+        _ => Err(FuseError::BadMountpoint {
             path: mountpoint.to_path_buf(),
             reason: e.to_string(),
         }),
     }
 }
 
-/// Checks that `mountpoint` is a directory we can mount on.
+/// The `major:minor` device of the topmost mount at `path` (from /proc/self/mountinfo).
+pub(crate) fn mounted_device(path: &Path) -> Option<(u32, u32)> {
+    let canon = path.canonicalize().ok()?;
+    let want = canon.to_str()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let point = unescape_mountinfo(f.get(4)?);
+        let (maj, min) = f.get(2)?.split_once(':')?;
+        (point == want).then(|| Some((maj.parse().ok()?, min.parse().ok()?)))?
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes the kernel end a FUSE connection (`/sys/fs/fuse/connections/<minor>/abort`): the
+/// session's threads then see the device close. Used when a lazily detached mount stays busy.
+pub(crate) fn abort_connection(minor: u32) -> bool {
+    std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1").is_ok()
+}
+
+/// Checks that `mountpoint` is a directory we can mount on (and not a live mount already).
 pub(crate) fn check_mountpoint(mountpoint: &Path) -> Result<(), FuseError> {
+    if mounted_device(mountpoint).is_some() {
+        return Err(FuseError::BadMountpoint {
+            path: mountpoint.to_path_buf(),
+            reason: "already mounted (unmount it first)".into(),
+        });
+    }
     match std::fs::metadata(mountpoint) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(FuseError::BadMountpoint {
@@ -100,5 +150,11 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(clean_stale_mount(&dir.path().join("missing")).is_err());
+        assert_eq!(mounted_device(dir.path()), None);
+        assert!(
+            mounted_device(Path::new("/")).is_some(),
+            "/ is a mount point"
+        );
+        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
     }
 }
