@@ -52,7 +52,8 @@ pub struct Config {
     /// How often the replication scheduler looks for work.
     #[serde(with = "duration")]
     pub replication_interval: Duration,
-    /// A scheduled copy not reported done after this long is given up and planned again.
+    /// A scheduled copy not reported done after this long (plus 1 s per 8 MiB of block) is given up and
+    /// planned again elsewhere. Copies that fail while their source is otherwise idle are noticed sooner.
     #[serde(with = "duration")]
     pub replication_timeout: Duration,
     /// Move replicas to their ring owners after membership changes (a new node gets its share).
@@ -77,7 +78,7 @@ impl Default for Config {
             replication_max_streams: 64,
             replication_bandwidth: 0,
             replication_interval: Duration::from_secs(1),
-            replication_timeout: Duration::from_secs(120),
+            replication_timeout: Duration::from_secs(30),
             rebalance: true,
         }
     }

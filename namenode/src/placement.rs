@@ -256,6 +256,14 @@ mod tests {
         let ideal_share = r as f64 / n; // blocks that should gain the new node
         let block_share = changed_blocks as f64 / blocks as f64;
         let replica_share = moved_replicas as f64 / (blocks as f64 * r as f64);
+        eprintln!(
+            "ring 5 -> 6 nodes, R={r}, {blocks} blocks: {:.1} % of blocks changed (ideal {:.1} %), \
+             {:.1} % of replicas moved (ideal {:.1} %)",
+            100.0 * changed_blocks as f64 / blocks as f64,
+            100.0 * r as f64 / 6.0,
+            100.0 * replica_share,
+            100.0 / 6.0
+        );
         assert!(
             block_share <= 1.25 * ideal_share,
             "{block_share:.3} of blocks changed, ideal {ideal_share:.3}"

@@ -29,12 +29,25 @@ pub struct PendingCopy {
     pub target: DatanodeId,
     pub kind: CopyKind,
     pub started: Instant,
+    /// When the command reached the source (in a heartbeat reply).
+    pub delivered: Option<Instant>,
 }
 
-/// Copies in flight, so the planner neither repeats them nor exceeds its limits.
+/// How long a copy may take: the configured timeout plus 1 s per 8 MiB (a throttled copy of a big
+/// block is slow, not lost).
+pub fn copy_timeout(base: Duration, len: u64) -> Duration {
+    base + Duration::from_secs(len >> 23)
+}
+
+/// How long a copy target that failed is avoided for the same block.
+pub const FAILED_TARGET_PAUSE: Duration = Duration::from_secs(30);
+
+/// Copies in flight, so the planner neither repeats them nor exceeds its limits, and targets that
+/// recently failed a copy of a block, so it is not sent there again right away.
 #[derive(Debug, Default)]
 pub struct InFlight {
     copies: Vec<PendingCopy>,
+    failed: HashMap<(BlockId, DatanodeId), Instant>,
 }
 
 impl InFlight {
@@ -54,12 +67,57 @@ impl InFlight {
         before != self.copies.len()
     }
 
-    /// Gives up copies older than `timeout` (they are planned again). Returns how many.
+    /// Gives up copies older than `timeout` (they are planned again, to another target). Returns how many.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> usize {
-        let before = self.copies.len();
-        self.copies
-            .retain(|c| now.saturating_duration_since(c.started) < timeout);
-        before - self.copies.len()
+        let (gone, kept): (Vec<PendingCopy>, Vec<PendingCopy>) =
+            self.copies.drain(..).partition(|c| {
+                let since = c.delivered.unwrap_or(c.started);
+                now.saturating_duration_since(since) >= copy_timeout(timeout, c.len)
+            });
+        self.copies = kept;
+        for c in &gone {
+            self.failed.insert((c.block, c.target.clone()), now);
+        }
+        self.failed
+            .retain(|_, t| now.saturating_duration_since(*t) < FAILED_TARGET_PAUSE);
+        gone.len()
+    }
+
+    /// The command for this copy went out to its source.
+    pub fn mark_delivered(&mut self, block: BlockId, target: &DatanodeId, now: Instant) {
+        for c in self
+            .copies
+            .iter_mut()
+            .filter(|c| c.block == block && &c.target == target)
+        {
+            c.delivered.get_or_insert(now);
+        }
+    }
+
+    /// The source reports no transfer running: copies it was given before `delivered_before` ended
+    /// without their target reporting the block, so they failed. Returns them.
+    pub fn source_idle(
+        &mut self,
+        source: &DatanodeId,
+        delivered_before: Instant,
+        now: Instant,
+    ) -> Vec<PendingCopy> {
+        let (failed, kept): (Vec<PendingCopy>, Vec<PendingCopy>) =
+            self.copies.drain(..).partition(|c| {
+                &c.source == source && c.delivered.is_some_and(|d| d <= delivered_before)
+            });
+        self.copies = kept;
+        for c in &failed {
+            self.failed.insert((c.block, c.target.clone()), now);
+        }
+        failed
+    }
+
+    /// Whether `target` failed a copy of `block` lately.
+    pub fn failed_recently(&self, block: BlockId, target: &DatanodeId, now: Instant) -> bool {
+        self.failed
+            .get(&(block, target.clone()))
+            .is_some_and(|t| now.saturating_duration_since(*t) < FAILED_TARGET_PAUSE)
     }
 
     /// Forgets copies from or to a node (it died).
@@ -95,7 +153,8 @@ pub struct Limits {
     pub total: u32,
     /// Bytes of copies this round may start (`None` = unlimited).
     pub bytes: Option<u64>,
-    /// Move misplaced replicas to their ring owners.
+    /// Check placement and move misplaced replicas to their ring owners (the caller skips this while
+    /// nothing changed since a round found every block in place).
     pub rebalance: bool,
 }
 
@@ -112,6 +171,8 @@ pub struct Plan {
     pub decommissioned: Vec<DatanodeId>,
     /// Blocks with fewer good replicas than wanted that this round could not (fully) serve.
     pub backlog: usize,
+    /// Misplaced blocks seen (when placement was checked), moved this round or not.
+    pub misplaced: usize,
 }
 
 /// The health of one block, as fsck reports it.
@@ -359,7 +420,10 @@ pub fn plan(
         let ordered = nodes
             .placement()
             .place_replicas(*id, writable.len(), &|n: &DatanodeId| {
-                r.holders.contains(n) || flying.contains(&n) || !reported(n)
+                r.holders.contains(n)
+                    || flying.contains(&n)
+                    || !reported(n)
+                    || in_flight.failed_recently(*id, n, now)
             });
         let mut targets: Vec<DatanodeId> = Vec::new();
         for t in ordered.iter() {
@@ -421,6 +485,10 @@ pub fn plan(
             ));
             plan.deletes.push((n.clone(), id, b.generation));
         }
+        let check_placement = limits.rebalance && !repairs_waiting;
+        if r.good.len() <= expected && !check_placement {
+            continue;
+        }
         let owners = nodes.placement().owners(id, expected);
         if r.good.len() > expected {
             // Keep ring owners first, then the rest in id order.
@@ -445,12 +513,13 @@ pub fn plan(
                     plan.deletes.push((n.clone(), id, b.generation));
                 }
             }
-        } else if limits.rebalance && !repairs_waiting && owners.len() == expected {
+        } else if check_placement && owners.len() == expected {
             // Misplaced: copy to one missing owner; trimming removes the non-owner once it arrived.
             let Some(target) = owners.iter().find(|o| !r.holders.contains(*o)) else {
                 continue;
             };
-            if !reported(target) {
+            plan.misplaced += 1;
+            if !reported(target) || in_flight.failed_recently(id, target, now) {
                 continue;
             }
             if !budget.global_free(CopyKind::Move, b.len)
@@ -517,6 +586,7 @@ fn schedule(
         target,
         kind,
         started: now,
+        delivered: None,
     });
 }
 
@@ -868,6 +938,35 @@ mod tests {
             w.t0,
         );
         assert_eq!(p.copies.len(), 2);
+    }
+
+    #[test]
+    fn failed_copies_are_detected_and_their_target_avoided() {
+        let mut w = world(5);
+        w.block(1, &[0, 1]);
+        let p = w.plan(limits());
+        assert_eq!(p.copies.len(), 1);
+        let first = p.copies[0].clone();
+        let mut inf = InFlight::new();
+        inf.add(first.clone());
+        let t1 = w.t0 + Duration::from_secs(1);
+        // Not delivered yet: an idle source says nothing about it.
+        assert!(inf.source_idle(&first.source, t1, t1).is_empty());
+        inf.mark_delivered(first.block, &first.target, w.t0);
+        assert_eq!(
+            inf.source_idle(&first.source, t1, t1),
+            vec![PendingCopy {
+                delivered: Some(w.t0),
+                ..first.clone()
+            }]
+        );
+        assert!(inf.is_empty());
+        assert!(inf.failed_recently(first.block, &first.target, t1));
+        // Planned again, elsewhere.
+        let p = plan(&w.blocks, &w.nodes, &inf, &limits(), t1);
+        assert_eq!(p.copies.len(), 1);
+        assert_ne!(p.copies[0].target, first.target);
+        assert!(!inf.failed_recently(first.block, &first.target, t1 + FAILED_TARGET_PAUSE));
     }
 
     #[test]

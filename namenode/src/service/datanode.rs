@@ -8,7 +8,7 @@ use crate::error::{NamenodeError, Result};
 use ringfs_proto::pb::{self, datanode_protocol_server::DatanodeProtocol};
 use ringfs_proto::{BlockId, DatanodeId};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 /// Most commands one heartbeat reply carries.
@@ -87,10 +87,12 @@ impl DatanodeService {
             active_transfers: req.active_transfers,
             blocks: req.blocks,
         };
+        let now = Instant::now();
         let mut st = self.shared.lock();
+        let st = &mut *st;
         let Some(cmds) = st
             .nodes
-            .heartbeat(&id, stats, Instant::now(), MAX_COMMANDS_PER_HEARTBEAT)
+            .heartbeat(&id, stats, now, MAX_COMMANDS_PER_HEARTBEAT)
         else {
             return Ok(pb::HeartbeatResponse {
                 reregister: true,
@@ -101,6 +103,24 @@ impl DatanodeService {
             .nodes
             .get(&id)
             .is_some_and(|n| n.admin == AdminState::Decommissioned);
+        // Nothing running on the node: copies handed to it a while ago ended without their target
+        // reporting the block, so they failed (datanodes do not report failed copies).
+        if req.active_transfers == 0 {
+            let grace = (self.shared.config.heartbeat_interval * 3).max(Duration::from_millis(500));
+            if let Some(before) = now.checked_sub(grace) {
+                for c in st.in_flight.source_idle(&id, before, now) {
+                    tracing::warn!(block = %c.block, source = %c.source, target = %c.target,
+                        "copy failed (source idle, target did not report the block): planning it again");
+                }
+            }
+        }
+        for c in &cmds {
+            if let Command::Replicate { block, targets, .. } = c {
+                for t in targets {
+                    st.in_flight.mark_delivered(*block, t, now);
+                }
+            }
+        }
         let commands = cmds
             .into_iter()
             .map(|c| encode_command(&self.shared, &st.nodes, c))

@@ -331,6 +331,26 @@ pub fn located_block(shared: &Shared, st: &State, b: &BlockRef, offset: u64) -> 
     }
     good.sort();
     let all_corrupt = good.is_empty() && !corrupt.is_empty();
+    // A block still being written has no finalized replica yet: show its pipeline.
+    if good.is_empty() && corrupt.is_empty() {
+        if let Some(info) = st.blocks.get(BlockId(b.id)).filter(|i| i.writing) {
+            let locations = info
+                .pipeline
+                .iter()
+                .filter(|n| st.nodes.is_alive(n))
+                .map(|n| datanode_info(&st.nodes, n))
+                .collect();
+            return pb::LocatedBlock {
+                id: b.id,
+                generation: info.generation,
+                offset,
+                len: b.len,
+                locations,
+                access_token: shared.token(b.id, info.generation, AccessMode::Read),
+                corrupt: false,
+            };
+        }
+    }
     let locations: Vec<pb::DatanodeInfo> = if all_corrupt {
         corrupt
             .iter()

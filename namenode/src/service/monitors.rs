@@ -4,10 +4,13 @@
 
 use super::Shared;
 use crate::namespace::RECOVERY_HOLDER;
-use crate::replication::{self, Limits};
+use crate::replication::{self, CopyKind, Limits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How long a "every block is on its ring owners" verdict is trusted without a change.
+const RECHECK: Duration = Duration::from_secs(10);
 
 /// Waits for `period` or shutdown; false on shutdown.
 async fn tick(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
@@ -106,6 +109,9 @@ impl ReplicationMonitor {
             .max(Duration::from_millis(20));
         let mut allowance: u64 = 0;
         let mut last = Instant::now();
+        // Placement is checked (an O(blocks × ring) scan) only when something may have moved blocks
+        // off their owners: the ring changed, repairs ran, or a while passed.
+        let mut balanced: Option<(u64, Instant)> = None;
         while tick(period, &mut shutdown).await {
             let now = Instant::now();
             let mut st = self.shared.lock();
@@ -136,13 +142,25 @@ impl ReplicationMonitor {
                 Some(allowance)
             };
             last = now;
+            let epoch = st.nodes.ring_epoch();
+            let settled = balanced
+                .is_some_and(|(e, at)| e == epoch && now.saturating_duration_since(at) < RECHECK);
             let limits = Limits {
                 per_node: cfg.replication_max_streams_per_node,
                 total: cfg.replication_max_streams,
                 bytes,
-                rebalance: cfg.rebalance,
+                rebalance: cfg.rebalance && !settled,
             };
             let plan = replication::plan(&st.blocks, &st.nodes, &st.in_flight, &limits, now);
+            let repairs = plan.copies.iter().any(|c| c.kind == CopyKind::Repair);
+            if repairs || plan.backlog > 0 {
+                balanced = None;
+            } else if limits.rebalance
+                && plan.misplaced == 0
+                && !st.in_flight.iter().any(|c| c.kind == CopyKind::Move)
+            {
+                balanced = Some((epoch, now));
+            }
             let scheduled: u64 = plan.copies.iter().map(|c| c.len).sum();
             allowance = allowance.saturating_sub(scheduled);
             if !plan.copies.is_empty() || !plan.deletes.is_empty() {
