@@ -414,8 +414,8 @@ impl Client {
 
     /// Opens a file for reading: fetches its attributes and block locations once.
     pub async fn open(&self, node: pb::NodeRef) -> Result<FileReader, ClientError> {
-        let layout = self.layout(node.clone(), 0, 0).await?;
-        Ok(FileReader::new(self.clone(), node, layout))
+        let layout = self.layout(node, 0, 0).await?;
+        Ok(FileReader::new(self.clone(), layout))
     }
 
     /// Attributes and block locations of `node` for `[offset, offset+len)` (len 0 = to the end).

@@ -315,7 +315,7 @@ impl std::fmt::Debug for FileReader {
 }
 
 impl FileReader {
-    pub(crate) fn new(client: Client, _node: pb::NodeRef, layout: Layout) -> FileReader {
+    pub(crate) fn new(client: Client, layout: Layout) -> FileReader {
         FileReader {
             client,
             attr: layout.attr,
