@@ -9,14 +9,14 @@
 #    replicas that moved (block locations before/after from `stat --json`) against the ideal 1/6 of them.
 #
 # Targets (issue 4): >= 100 MB/s of re-replication; moved <= 1.25 x ideal.
-# Environment: SIZE_MIB (2048), FILES (8), BLOCK_SIZE (64MiB), HEARTBEAT (1s), DEAD_AFTER (4s),
+# Environment: SIZE_MIB (2048), FILES (8), BLOCK_SIZE (16MiB: enough blocks for the share figure), HEARTBEAT (1s), DEAD_AFTER (4s),
 #              RINGFS_BIN (target/release/ringfs, built if absent), BENCH_DIR (target/), KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZE_MIB=${SIZE_MIB:-2048}
 FILES=${FILES:-8}
-BLOCK_SIZE=${BLOCK_SIZE:-64MiB}
+BLOCK_SIZE=${BLOCK_SIZE:-16MiB}
 HEARTBEAT=${HEARTBEAT:-1s}
 DEAD_AFTER=${DEAD_AFTER:-4s}
 BIN=${RINGFS_BIN:-target/release/ringfs}
@@ -142,10 +142,15 @@ REPAIR_READ=$(cat "$WORK/read-during")
 REPAIR_S=$(secs "$T_DEAD" "$T_HEALTHY")
 REPAIR_MBS=$(awk -v b="$VBYTES" -v s="$REPAIR_S" 'BEGIN { printf "%.1f", (s > 0 ? b / 1e6 / s : 0) }')
 
+# Replica data files on all datanode disks.
+disk_replicas() { find "$WORK"/dn*/blocks -name '*.data' 2>/dev/null | wc -l; }
+BLOCKS=$("$BIN" fsck --json / | jq .blocks)
 echo "restarting $VICTIM (excess replicas get trimmed) ..." >&2
+T0=$(now)
 start_datanode "$VICTIM" "$VADDR"
 wait_live 5
-T0=$(now); wait_healthy 600; TRIM_S=$(secs "$T0" "$(now)")
+until [ "$(disk_replicas)" = $((3 * BLOCKS)) ] && healthy; do sleep 0.2; done
+TRIM_S=$(secs "$T0" "$(now)")
 
 locations > "$WORK/before"
 TOTAL=$(wc -l < "$WORK/before")
@@ -154,7 +159,7 @@ T0=$(now)
 start_datanode dn5
 wait_live 6
 NEWADDR=${ADDRS[dn5]}
-until healthy && locations | grep -q " $NEWADDR\$"; do sleep 0.2; done
+until healthy && [ "$(disk_replicas)" = $((3 * BLOCKS)) ] && locations | grep -q " $NEWADDR\$"; do sleep 0.2; done
 JOIN_S=$(secs "$T0" "$(now)")
 locations > "$WORK/after"
 MOVED=$(comm -13 "$WORK/before" "$WORK/after" | wc -l)
@@ -167,5 +172,5 @@ echo "detection:            $(secs "$T_KILL" "$T_DEAD") s after kill -9"
 echo "re-replication:       $VBLOCKS replicas, $((VBYTES / 1048576)) MiB in $REPAIR_S s after detection = $REPAIR_MBS MB/s (target >= 100)"
 echo "time to healthy:      $(secs "$T_KILL" "$T_HEALTHY") s after kill -9"
 echo "foreground get:       $BASE_READ MiB/s before, $REPAIR_READ MiB/s during repair"
-echo "trim after return:    $TRIM_S s to healthy"
+echo "trim after return:    $TRIM_S s from restart to exactly 3 replica files per block"
 echo "6th node joins:       moved $MOVED of $TOTAL replicas (ideal $IDEAL = 1/6; $(awk -v m="$MOVED" -v i="$IDEAL" 'BEGIN { printf "%.2f", m / i }')x ideal, target <= 1.25x), $ON_NEW now on the new node, $JOIN_S s to settle"
