@@ -574,9 +574,13 @@ impl Inner {
             }
         }
         self.account(before, ov.bytes());
+        let ahead = match self.opts.upload_ahead {
+            0 => ((64 << 20) / ov.block_size().max(1)).clamp(2, 16) as usize,
+            n => n,
+        };
         f.changed(st);
         f.touch();
-        let excess = st.uploads.len().saturating_sub(self.opts.upload_ahead);
+        let excess = st.uploads.len().saturating_sub(ahead);
         self.reap_uploads(f, st, excess).await;
         if self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit {
             self.sync_locked(f, st, false).await?;

@@ -57,7 +57,8 @@ pub struct MountOptions {
     /// Dirty (written, not yet committed) bytes the mount keeps in memory before it commits the
     /// file being written (default 256 MiB).
     pub dirty_limit: u64,
-    /// Blocks of one file uploaded in the background while its writer continues (default 2).
+    /// Full blocks of one file uploaded in the background while its writer continues
+    /// (0 = automatic: 64 MiB worth of blocks, at least 2 and at most 16).
     pub upload_ahead: usize,
     /// Longest pause between two attempts of a blocking lock request (default 500 ms).
     pub lock_poll_max: Duration,
@@ -75,7 +76,7 @@ impl Default for MountOptions {
             default_permissions: false,
             threads: 4,
             dirty_limit: 256 << 20,
-            upload_ahead: 2,
+            upload_ahead: 0,
             lock_poll_max: Duration::from_millis(500),
             fsname: "ringfs".to_string(),
         }

@@ -131,6 +131,10 @@ impl Overlay {
         self.size = self.size.max(size);
     }
 
+    pub(crate) fn block_size(&self) -> u64 {
+        self.bs
+    }
+
     /// Logical size (what `stat` on this mount reports).
     pub(crate) fn size(&self) -> u64 {
         self.size

@@ -1296,3 +1296,178 @@ impl Drop for UpCluster {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------ FUSE mounts
+// (Added for tests/it/fuse.rs; kept separate from the cluster code above.)
+
+/// A `ringfs mount` process on its own temp mountpoint. Drop stops it (SIGTERM, then SIGKILL) and
+/// detaches the mount if one is left behind, so a failing test never leaves a mount around.
+pub struct Mount {
+    namenode: String,
+    extra: Vec<String>,
+    /// The mountpoint.
+    pub dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    _root: tempfile::TempDir,
+}
+
+impl Cli {
+    /// Mounts this cluster with `ringfs mount [extra...] DIR` and waits for `mounted at DIR`.
+    pub fn mount(&self, extra: &[&str]) -> Mount {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(&base).unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("ringfs-mnt-")
+            .tempdir_in(&base)
+            .unwrap();
+        let dir = root.path().join("mnt");
+        fs::create_dir_all(&dir).unwrap();
+        let mut m = Mount {
+            namenode: self.namenode().to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            log: root.path().join("mount.log"),
+            child: None,
+            _root: root,
+        };
+        m.start();
+        m
+    }
+}
+
+impl Mount {
+    /// `ringfs mount` on the same mountpoint again (after `kill`/`stop`).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "mount already running");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("mount")
+            .arg("--namenode")
+            .arg(&self.namenode)
+            .args(&self.extra)
+            .arg(&self.dir);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().unwrap());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: prctl in the forked child before exec only sets a process attribute.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("mounted at ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                let _ = writeln!(log, "[stdout] {line}");
+            }
+        });
+        if rx.recv_timeout(START_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "ringfs mount {} did not mount\n{}",
+                self.dir.display(),
+                log_tail(&self.log, 40)
+            );
+        }
+        self.child = Some(child);
+    }
+
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("mount not running").id()
+    }
+
+    /// SIGKILL the mount process (leaves a stale mountpoint behind).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the mount commits, unmounts and exits.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("mount not running");
+        // SAFETY: kill(2) of our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "ringfs mount did not exit after SIGTERM\n{}",
+                    log_tail(&self.log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the kernel lists `dir` as a mountpoint.
+    pub fn is_mounted(&self) -> bool {
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        let want = self.dir.to_string_lossy().replace(' ', "\\040");
+        info.lines()
+            .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) of our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if self.is_mounted() {
+            let p = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: umount2 with a NUL-terminated path that outlives the call.
+            unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "===== ringfs mount {} =====\n{}",
+                self.dir.display(),
+                log_tail(&self.log, 40)
+            );
+        }
+    }
+}

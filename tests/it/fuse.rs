@@ -1,1 +1,618 @@
-//! (tests being written)
+//! The FUSE mount (issue 3), for real: `ringfs mount` processes over a real cluster, driven with
+//! ordinary file system calls and tools (`cp`, `setpriv`, `fsx`, `pjdfstest`).
+
+use crate::cluster::*;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` through `sh -c`; panics with its output unless it succeeds.
+#[track_caller]
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `tool` is on PATH (tests that need it are skipped, with a note, when it is not).
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn flock(f: &File, op: i32) -> io::Result<()> {
+    // SAFETY: flock(2) on an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// fcntl F_SETLK/F_SETLKW of `[start, start+len)` (len 0 = to EOF).
+fn setlk(f: &File, typ: i32, start: i64, len: i64, wait: bool) -> io::Result<()> {
+    // SAFETY: a zeroed `struct flock` is valid; fcntl reads it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    let cmd = if wait { libc::F_SETLKW } else { libc::F_SETLK };
+    // SAFETY: fcntl with a valid descriptor and a pointer to a live `struct flock`.
+    if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &fl) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// fcntl F_GETLK: the type of the lock that would block `typ` on the range (F_UNLCK = none).
+fn getlk(f: &File, typ: i32, start: i64, len: i64) -> i32 {
+    // SAFETY: as in `setlk`; F_GETLK writes the result into `fl`.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) },
+        0,
+        "F_GETLK"
+    );
+    i32::from(fl.l_type)
+}
+
+fn would_block(r: io::Result<()>) -> bool {
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) || e.raw_os_error() == Some(libc::EAGAIN))
+}
+
+fn open_rw(p: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn files_round_trip_through_the_mount_big_small_empty_and_nested() {
+    // cp a 200 MiB file in and out, small/empty files in nested dirs; the CLI sees the same bytes.
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    let scratch = cluster.scratch_path("big.in");
+    let want = write_random_file(&scratch, 200 << 20, 7);
+    sh(&format!(
+        "cp {} {}",
+        scratch.display(),
+        m.path("big").display()
+    ));
+    assert_eq!(fs::metadata(m.path("big")).unwrap().len(), 200 << 20);
+    let out = cluster.scratch_path("big.out");
+    sh(&format!("cp {} {}", m.path("big").display(), out.display()));
+    assert_eq!(hash_file(&out), want, "cp out of the mount");
+    assert_eq!(
+        cluster.get_hash("/big"),
+        want,
+        "ringfs get of a file written through the mount"
+    );
+
+    fs::create_dir_all(m.path("a/b/c")).unwrap();
+    let sizes = [0usize, 1, 4095, 4096, (1 << 20) + 7];
+    for (i, &n) in sizes.iter().enumerate() {
+        let data = random_bytes(n, i as u64);
+        fs::write(m.path(&format!("a/b/c/f{i}")), &data).unwrap();
+        assert_same_bytes(
+            &fs::read(m.path(&format!("a/b/c/f{i}"))).unwrap(),
+            &data,
+            "read back",
+        );
+        assert_same_bytes(
+            &cluster.get_bytes(&format!("/a/b/c/f{i}")),
+            &data,
+            "ringfs get",
+        );
+        let md = fs::metadata(m.path(&format!("a/b/c/f{i}"))).unwrap();
+        assert_eq!(
+            (md.len(), md.blocks()),
+            (n as u64, (n as u64).div_ceil(512)),
+            "size and st_blocks"
+        );
+    }
+    let mut names: Vec<String> = fs::read_dir(m.path("a/b/c"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["f0", "f1", "f2", "f3", "f4"]);
+
+    // A file put by the CLI reads through the mount.
+    let put = random_bytes(3 << 20, 99);
+    cluster.put_bytes("/a/put.bin", &put);
+    assert_same_bytes(
+        &fs::read(m.path("a/put.bin")).unwrap(),
+        &put,
+        "CLI put, read through the mount",
+    );
+
+    // Inode numbers are ringfs inode ids: stable across remounts.
+    let ino = fs::metadata(m.path("a/b/c/f3")).unwrap().ino();
+    drop(m);
+    let m = cluster.mount(&[]);
+    assert_eq!(fs::metadata(m.path("a/b/c/f3")).unwrap().ino(), ino);
+    assert_eq!(cluster.stat_json("/a/b/c/f3")["inode"].as_u64(), Some(ino));
+}
+
+#[test]
+fn random_writes_truncates_and_appends_match_a_local_file() {
+    // Overwrites inside blocks, extensions past holes and cuts inside blocks (copy-on-write),
+    // checked against the same operations on a local file, through reopen and `ringfs get`.
+    let cluster = TestCluster::builder().block_size("64KiB").start();
+    let m = cluster.mount(&[]);
+    let local_path = cluster.scratch_path("model");
+    let mut local = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&local_path)
+        .unwrap();
+    let remote = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("f"))
+        .unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for step in 0..300u64 {
+        match rnd(10) {
+            0..=5 => {
+                let (off, len) = (rnd(400_000), 1 + rnd(100_000) as usize);
+                let data = random_bytes(len, step);
+                local.write_all_at(&data, off).unwrap();
+                remote.write_all_at(&data, off).unwrap();
+            }
+            6 => {
+                let size = rnd(450_000);
+                local.set_len(size).unwrap();
+                remote.set_len(size).unwrap();
+            }
+            7 => remote.sync_all().unwrap(),
+            _ => {
+                let (off, len) = (rnd(450_000), rnd(200_000) as usize);
+                let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
+                let na = local.read_at(&mut a, off).unwrap();
+                let nb = remote.read_at(&mut b, off).unwrap();
+                assert_eq!(na, nb, "step {step}: read length at {off}");
+                assert_same_bytes(&b[..nb], &a[..na], &format!("step {step}: read at {off}"));
+            }
+        }
+        assert_eq!(
+            remote.metadata().unwrap().len(),
+            local.metadata().unwrap().len(),
+            "step {step}: size"
+        );
+    }
+    // Append mode writes at the end whatever the offset.
+    drop(remote);
+    let mut app = OpenOptions::new().append(true).open(m.path("f")).unwrap();
+    app.write_all(b"tail").unwrap();
+    drop(app);
+    local.seek_end_write(b"tail");
+    let want = fs::read(&local_path).unwrap();
+    assert_same_bytes(&fs::read(m.path("f")).unwrap(), &want, "after reopen");
+    assert_same_bytes(&cluster.get_bytes("/f"), &want, "ringfs get");
+}
+
+trait SeekEndWrite {
+    fn seek_end_write(&mut self, data: &[u8]);
+}
+
+impl SeekEndWrite for File {
+    fn seek_end_write(&mut self, data: &[u8]) {
+        let len = self.metadata().unwrap().len();
+        self.write_all_at(data, len).unwrap();
+    }
+}
+
+#[test]
+fn two_mounts_see_close_to_open_data_renames_and_each_others_locks() {
+    // Mount A writes and locks; mount B sees the data after close, the rename, and the locks.
+    let cluster = TestCluster::builder().start();
+    let a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+
+    fs::write(a.path("f"), b"version one").unwrap();
+    assert_eq!(fs::read(b.path("f")).unwrap(), b"version one");
+    // B has the file cached now; A rewrites the middle and grows it; B's next open sees both.
+    {
+        let f = open_rw(&a.path("f"));
+        f.write_all_at(b"TWO", 8).unwrap();
+        f.write_all_at(b"+more", 11).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut f = File::open(b.path("f")).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 16, "size after open on B");
+    f.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"version TWO+more");
+
+    fs::rename(a.path("f"), a.path("g")).unwrap();
+    wait_until(Duration::from_secs(10), "B sees the rename", || {
+        b.path("g").exists() && !b.path("f").exists()
+    });
+
+    // flock: exclusive across mounts, handed over on unlock.
+    let fa = open_rw(&a.path("g"));
+    let fb = open_rw(&b.path("g"));
+    flock(&fa, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    assert!(
+        would_block(flock(&fb, libc::LOCK_EX | libc::LOCK_NB)),
+        "B must not get A's flock"
+    );
+    assert!(would_block(flock(&fb, libc::LOCK_SH | libc::LOCK_NB)));
+    flock(&fa, libc::LOCK_UN).unwrap();
+    flock(&fb, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    flock(&fa, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    assert!(
+        would_block(flock(&fa, libc::LOCK_EX | libc::LOCK_NB)),
+        "shared locks block exclusive"
+    );
+    flock(&fa, libc::LOCK_UN).unwrap();
+    flock(&fb, libc::LOCK_UN).unwrap();
+
+    // fcntl byte ranges: overlapping ranges conflict, disjoint ones do not; F_GETLK reports it.
+    setlk(&fa, libc::F_WRLCK, 0, 100, false).unwrap();
+    assert!(would_block(setlk(&fb, libc::F_RDLCK, 50, 10, false)));
+    assert_eq!(getlk(&fb, libc::F_WRLCK, 0, 0), libc::F_WRLCK);
+    assert_eq!(getlk(&fb, libc::F_WRLCK, 200, 10), libc::F_UNLCK);
+    setlk(&fb, libc::F_WRLCK, 200, 100, false).unwrap();
+    // A blocking request on B waits until A unlocks.
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        setlk(&fb, libc::F_WRLCK, 0, 100, true).unwrap();
+        (t.elapsed(), fb)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !waiter.is_finished(),
+        "F_SETLKW returned while A holds the range"
+    );
+    setlk(&fa, libc::F_UNLCK, 0, 100, false).unwrap();
+    let (waited, fb) = waiter.join().unwrap();
+    assert!(waited >= Duration::from_millis(400), "waited {waited:?}");
+    // Closing a descriptor drops the process's POSIX locks (B's lock goes, A can lock).
+    drop(fb);
+    wait_until(Duration::from_secs(10), "A gets the range B closed", || {
+        setlk(&fa, libc::F_WRLCK, 0, 0, false).is_ok()
+    });
+}
+
+#[test]
+fn lock_of_a_killed_mount_is_released_when_its_lease_expires() {
+    // kill -9 of a mount holding a flock: the other mount gets the lock after the lease expiry.
+    let cluster = TestCluster::builder()
+        .namenode_arg(&["--lease-soft-limit", "2s"])
+        .start();
+    let mut a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    fs::write(a.path("lockfile"), b"x").unwrap();
+    let fa = open_rw(&a.path("lockfile"));
+    flock(&fa, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    let fb = open_rw(&b.path("lockfile"));
+    assert!(would_block(flock(&fb, libc::LOCK_EX | libc::LOCK_NB)));
+    a.kill();
+    let t = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "B gets the dead mount's lock",
+        || flock(&fb, libc::LOCK_EX | libc::LOCK_NB).is_ok(),
+    );
+    eprintln!("lock of the killed mount released after {:?}", t.elapsed());
+    drop(fa);
+}
+
+#[test]
+fn killed_mount_leaves_a_stale_mountpoint_that_the_next_mount_recovers() {
+    // SIGKILL the mount process: the mountpoint answers ENOTCONN until `ringfs mount` cleans it.
+    let cluster = TestCluster::builder().start();
+    let mut m = cluster.mount(&[]);
+    fs::write(m.path("kept"), b"still here").unwrap();
+    m.kill();
+    let err = fs::read_dir(&m.dir)
+        .err()
+        .expect("a dead mount cannot be listed");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    m.start();
+    assert_eq!(fs::read(m.path("kept")).unwrap(), b"still here");
+    // A clean stop unmounts.
+    assert!(m.stop().success());
+    assert!(!m.is_mounted(), "unmounted after SIGTERM");
+}
+
+#[test]
+fn permissions_follow_the_callers_uid() {
+    // uid 1000 cannot write into a root-owned 0755 directory (EACCES) and can in its own.
+    if !have("setpriv") {
+        eprintln!("note: setpriv not found; permission test skipped");
+        return;
+    }
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&["--allow-other"]);
+    fs::create_dir(m.path("rootdir")).unwrap();
+    fs::set_permissions(m.path("rootdir"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(m.path("userdir")).unwrap();
+    sh(&format!("chown 1000:1000 {}", m.path("userdir").display()));
+    let as_user = |cmd: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "1000",
+                "--regid",
+                "1000",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .output()
+            .unwrap()
+    };
+    let denied = as_user(&format!("echo x > {}", m.path("rootdir/f").display()));
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),
+        "{denied:?}"
+    );
+    assert!(!m.path("rootdir/f").exists());
+    let ok = as_user(&format!(
+        "echo mine > {} && mkdir {}",
+        m.path("userdir/f").display(),
+        m.path("userdir/d").display()
+    ));
+    assert!(ok.status.success(), "{ok:?}");
+    let md = fs::metadata(m.path("userdir/f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    assert_eq!(fs::read(m.path("userdir/f")).unwrap(), b"mine\n");
+    // Root's file in the user's directory: readable (0644) but not writable for the user.
+    fs::write(m.path("userdir/rootfile"), b"r").unwrap();
+    let w = as_user(&format!(
+        "echo y >> {}",
+        m.path("userdir/rootfile").display()
+    ));
+    assert!(!w.status.success(), "{w:?}");
+}
+
+#[test]
+fn unlinked_open_file_stays_usable_and_rename_flags_work() {
+    // An open file keeps working after unlink (nlink 0); RENAME_NOREPLACE and RENAME_EXCHANGE.
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("tmp"))
+        .unwrap();
+    f.write_all_at(b"before", 0).unwrap();
+    fs::remove_file(m.path("tmp")).unwrap();
+    assert!(!m.path("tmp").exists());
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    f.write_all_at(b" after", 6).unwrap();
+    let mut buf = [0u8; 12];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"before after");
+    assert_eq!(
+        fs::read_dir(&m.dir).unwrap().count(),
+        0,
+        "the hidden name is not listed"
+    );
+    drop(f);
+    wait_until(
+        Duration::from_secs(10),
+        "hidden name removed after the last close",
+        || cluster.ls_names("/").is_empty(),
+    );
+
+    fs::write(m.path("x"), b"x").unwrap();
+    fs::write(m.path("y"), b"y").unwrap();
+    let rename2 = |from: &str, to: &str, flags: u32| -> io::Result<()> {
+        let (a, b) = (cstr(&m.path(from)), cstr(&m.path(to)));
+        // SAFETY: renameat2 with two NUL-terminated paths.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let e = rename2("x", "y", libc::RENAME_NOREPLACE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    rename2("x", "y", libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(m.path("x")).unwrap(), b"y");
+    assert_eq!(fs::read(m.path("y")).unwrap(), b"x");
+    rename2("x", "z", libc::RENAME_NOREPLACE).unwrap();
+    assert_eq!(fs::read(m.path("z")).unwrap(), b"y");
+}
+
+fn cstr(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+#[test]
+fn big_directory_lists_in_pages_and_times_survive_close() {
+    // 2 100 entries (more than one ReadDir page); utimens before close sticks (cp -p, rsync).
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    fs::create_dir(m.path("d")).unwrap();
+    for i in 0..2100 {
+        File::create(m.path(&format!("d/{i:05}"))).unwrap();
+    }
+    let mut names: Vec<String> = fs::read_dir(m.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2100);
+    assert_eq!(names.first().map(String::as_str), Some("00000"));
+    assert_eq!(names.last().map(String::as_str), Some("02099"));
+
+    let mut f = File::create(m.path("timed")).unwrap();
+    f.write_all(b"data").unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    f.set_modified(when).unwrap();
+    drop(f);
+    assert_eq!(
+        fs::metadata(m.path("timed")).unwrap().modified().unwrap(),
+        when
+    );
+    let other = cluster.mount(&[]);
+    assert_eq!(
+        fs::metadata(other.path("timed"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        when
+    );
+}
+
+/// fsx config: reads, writes, truncates, mapped reads/writes, close/reopen, fsync.
+const FSX_CONFIG: &str = "\
+flen = 262144
+nomsyncafterwrite = true
+[weights]
+close_open = 1
+read = 10
+write = 10
+mapread = 5
+mapwrite = 5
+truncate = 5
+fsync = 1
+fdatasync = 1
+";
+
+#[test]
+fn fsx_finds_no_miscompare_on_the_mount() {
+    // fsx (crate fsx 0.3.2): 10 000 random operations with two fixed seeds, no miscompare.
+    if !have("fsx") {
+        eprintln!(
+            "note: fsx not found on PATH; fsx test skipped (cargo install fsx --version 0.3.2)"
+        );
+        return;
+    }
+    let cluster = TestCluster::builder().block_size("64KiB").start();
+    let m = cluster.mount(&[]);
+    let cfg = cluster.scratch_path("fsx.toml");
+    fs::write(&cfg, FSX_CONFIG).unwrap();
+    for seed in ["1", "42"] {
+        let art = cluster.scratch_path(&format!("fsx-{seed}"));
+        fs::create_dir_all(&art).unwrap();
+        let t = Instant::now();
+        let out = Command::new("fsx")
+            .args(["-N", "10000", "-S", seed, "-f"])
+            .arg(&cfg)
+            .arg("-P")
+            .arg(&art)
+            .arg(m.path(&format!("fsx-{seed}")))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("All operations completed A-OK"),
+            "fsx seed {seed}:\n{text}"
+        );
+        eprintln!("fsx seed {seed}: 10000 operations in {:?}", t.elapsed());
+    }
+}
+
+/// pjdfstest cases that pass on a local file system but not on ringfs, with the reason.
+const PJDFSTEST_EXCEPTIONS: &[(&str, &str)] = &[(
+    "link::link_count_max",
+    "skipped, not failed: pathconf(_PC_LINK_MAX) has no value on a FUSE mount (glibc knows the \
+     limit only for file system types it recognises), so pjdfstest cannot learn the limit",
+)];
+
+fn pjdfstest_ok(dir: &Path, config: &Path) -> (Vec<String>, String) {
+    let out = Command::new("pjdfstest")
+        .arg("-c")
+        .arg(config)
+        .arg("-p")
+        .arg(dir)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let ok = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" ok"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    (ok, text)
+}
+
+#[test]
+fn pjdfstest_passes_on_the_mount_what_passes_locally() {
+    // pjdfstest 0.2.2 on a local directory and on the mount: no case passes only locally.
+    if !have("pjdfstest") {
+        eprintln!("note: pjdfstest not found on PATH; test skipped (cargo install pjdfstest --version 0.2.2)");
+        return;
+    }
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pjdfstest/pjdfstest.toml");
+    let local = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (local_ok, _) = pjdfstest_ok(local.path(), &config);
+    assert!(local_ok.len() > 100, "pjdfstest did not run locally");
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&["--allow-other"]);
+    fs::create_dir(m.path("pjd")).unwrap();
+    let (mount_ok, text) = pjdfstest_ok(&m.path("pjd"), &config);
+    let missing: Vec<&String> = local_ok
+        .iter()
+        .filter(|t| !mount_ok.contains(t) && !PJDFSTEST_EXCEPTIONS.iter().any(|(e, _)| e == t))
+        .collect();
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Summary"))
+        .unwrap_or("");
+    eprintln!(
+        "pjdfstest: local {} ok, mount {} ok; {summary}",
+        local_ok.len(),
+        mount_ok.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "pass locally but not on ringfs: {missing:?}\n{text}"
+    );
+}
