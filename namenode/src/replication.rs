@@ -991,6 +991,11 @@ mod tests {
         assert!(s.update(10, 10, t0 + Duration::from_secs(3)));
         assert!(!s.is_on());
         assert!(!SafeMode::new(false, 0.9, Duration::ZERO).is_on());
+        let mut s = SafeMode::new(true, 0.9, Duration::ZERO);
+        assert!(!s.give_up(false, Duration::ZERO, Instant::now()));
+        assert!(!s.give_up(true, Duration::from_secs(60), Instant::now()));
+        assert!(s.give_up(true, Duration::ZERO, Instant::now()));
+        assert!(!s.is_on());
         let mut w = world(3);
         w.block(1, &[0]);
         w.block(2, &[]);
@@ -1034,6 +1039,7 @@ pub struct SafeMode {
     extension: Duration,
     /// When the threshold was first met.
     reached: Option<Instant>,
+    started: Instant,
 }
 
 impl SafeMode {
@@ -1043,11 +1049,23 @@ impl SafeMode {
             threshold,
             extension,
             reached: None,
+            started: Instant::now(),
         }
     }
 
     pub fn is_on(&self) -> bool {
         self.on
+    }
+
+    /// Ends safe mode even below the threshold once every live datanode has sent its full report and
+    /// `wait` has passed since the start: the missing blocks are missing (a namenode stuck in safe mode
+    /// would repair nothing). Returns true when safe mode just ended.
+    pub fn give_up(&mut self, all_reported: bool, wait: Duration, now: Instant) -> bool {
+        if self.on && all_reported && now.saturating_duration_since(self.started) >= wait {
+            self.on = false;
+            return true;
+        }
+        false
     }
 
     /// Re-evaluates with the current share of reported blocks. Returns true when safe mode just ended.

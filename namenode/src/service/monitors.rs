@@ -121,6 +121,17 @@ impl ReplicationMonitor {
                 if st.safe_mode.update(reported, total, now) {
                     tracing::info!(reported, total, "leaving safe mode");
                 }
+                let alive: Vec<_> = st.nodes.all().filter(|n| n.alive).collect();
+                let all_reported = !alive.is_empty() && alive.iter().all(|n| n.reported);
+                let wait = cfg.dead_after * 2 + cfg.safe_mode_extension;
+                if st.safe_mode.give_up(all_reported, wait, now) {
+                    tracing::warn!(
+                        reported,
+                        total,
+                        "leaving safe mode below the threshold: every live datanode \
+                        has reported, the other blocks are missing"
+                    );
+                }
                 if st.safe_mode.is_on() {
                     last = now;
                     continue;
