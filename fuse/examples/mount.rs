@@ -12,7 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: mount NAMENODE MOUNTPOINT [--allow-other]");
+        eprintln!("usage: mount NAMENODE MOUNTPOINT [--allow-other] [--default-permissions]");
         std::process::exit(2);
     }
     let cfg = ClientConfig {
@@ -22,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(cfg).await?;
     let opts = MountOptions {
         allow_other: args.iter().any(|a| a == "--allow-other"),
+        default_permissions: args.iter().any(|a| a == "--default-permissions"),
         ..Default::default()
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -10,23 +10,25 @@
 
 use crate::attr::pb_time;
 use crate::creds::Caller;
-use crate::error::{Fail, Res};
+use crate::error::{errno_of, Fail, Res};
 use crate::ops::{child, locked, node, Inner};
 use crate::overlay::{Overlay, Piece, Planned};
 use bytes::Bytes;
 use fuser::{Errno, FopenFlags};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 use ringfs_client::ClientError;
 use ringfs_proto::{pb, ErrorKind};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
-/// First readahead window of a sequential reader; it doubles up to `RA_MAX`.
-const RA_MIN: u64 = 1 << 20;
-const RA_MAX: u64 = 8 << 20;
+/// A sequential reader reads the file in aligned chunks of this size, fetched ahead.
+const RA_CHUNK: u64 = 2 << 20;
+/// Chunks fetched ahead of a sequential reader.
+const RA_AHEAD: u64 = 4;
 /// Blocks written or copied at once by a full commit.
 const COMMIT_PARALLELISM: usize = 4;
 /// How long `open` for writing retries while another writer's lease is being given back
@@ -136,60 +138,40 @@ pub(crate) struct Handle {
     pub(crate) file: Arc<OpenFile>,
     pub(crate) write: bool,
     append: bool,
-    ra: tokio::sync::Mutex<ReadAhead>,
+    ra: Mutex<ReadAhead>,
 }
 
-/// A window being read ahead: (offset, length, task).
-type Prefetch = (u64, u64, JoinHandle<Result<Bytes, ClientError>>);
+/// A chunk being read or read: shared by every request that needs it (the kernel sends
+/// readahead requests concurrently and out of order).
+type Chunk = Shared<BoxFuture<'static, Result<Bytes, (Errno, String)>>>;
 
-/// Per-handle readahead: the last window read and a prefetch of the next one.
+/// Per-handle readahead state.
 #[derive(Default)]
 struct ReadAhead {
+    /// `OpenFile::version` the chunks belong to.
     version: u64,
-    buf_off: u64,
-    buf: Bytes,
-    /// The read ended at the end of the file.
-    eof: bool,
-    next: u64,
-    window: u64,
-    prefetch: Option<Prefetch>,
+    chunks: BTreeMap<u64, Chunk>,
+    /// Chunk index the previous read ended in.
+    last: Option<u64>,
+    /// Consecutive sequential reads.
+    streak: u32,
+    /// First chunk known to end at end of file (nothing to fetch after it).
+    eof: Option<u64>,
 }
 
 impl ReadAhead {
     fn reset(&mut self, version: u64) {
-        if let Some((_, _, t)) = self.prefetch.take() {
-            t.abort();
-        }
         *self = ReadAhead {
             version,
             ..Default::default()
         };
     }
 
-    fn end(&self) -> u64 {
-        self.buf_off + self.buf.len() as u64
-    }
-
-    /// The requested bytes if the buffer has them (to EOF when it reached EOF).
-    fn serve(&self, off: u64, size: u64) -> Option<Bytes> {
-        if off < self.buf_off || off > self.end() {
-            return None;
-        }
-        let want_end = off + size;
-        if want_end <= self.end() || (self.eof && off < self.end()) {
-            let from = (off - self.buf_off) as usize;
-            let to = (want_end.min(self.end()) - self.buf_off) as usize;
-            return Some(self.buf.slice(from..to));
-        }
-        None
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if let Some((_, _, t)) = self.ra.get_mut().prefetch.take() {
-            t.abort();
-        }
+    /// Whether a read starting in chunk `k0` at `off` continues the previous reads.
+    fn sequential(&self, k0: u64, off: u64) -> bool {
+        off == 0
+            || self.chunks.contains_key(&k0)
+            || self.last.is_some_and(|l| k0 == l || k0 == l + 1)
     }
 }
 
@@ -348,7 +330,7 @@ impl Inner {
             file: f,
             write,
             append,
-            ra: tokio::sync::Mutex::new(ReadAhead::default()),
+            ra: Mutex::new(ReadAhead::default()),
         };
         locked(&self.handles).insert(fh, Arc::new(h));
         fh
@@ -477,61 +459,91 @@ impl Inner {
         Ok(out.into())
     }
 
+    /// A chunk fetch running on the runtime (it goes on when the reader stops waiting).
+    fn fetch_chunk(&self, ino: u64, k: u64) -> Chunk {
+        let client = self.client.clone();
+        let task = self
+            .rt
+            .spawn(async move { client.read_range(ino, k * RA_CHUNK, RA_CHUNK).await });
+        async move {
+            match task.await {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err((errno_of(e.kind()), e.to_string())),
+                Err(e) => Err((Errno::EIO, e.to_string())),
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Reads of a file nobody writes through this mount: sequential readers get aligned chunks
+    /// fetched ahead; other reads go straight to the datanodes.
     async fn read_ahead(&self, h: &Handle, off: u64, size: u64) -> Res<Bytes> {
         let ino = h.file.ino;
-        let mut ra = h.ra.lock().await;
-        let version = h.file.version.load(Ordering::Acquire);
-        if ra.version != version {
-            ra.reset(version);
+        if size == 0 {
+            return Ok(Bytes::new());
         }
-        let sequential = off == ra.next;
-        let mut out = ra.serve(off, size);
-        if out.is_none() {
-            if let Some((poff, plen, task)) = ra.prefetch.take() {
-                if poff <= off && off < poff + plen {
-                    if let Ok(Ok(buf)) = task.await {
-                        ra.eof = (buf.len() as u64) < plen;
-                        ra.buf_off = poff;
-                        ra.buf = buf;
-                        out = ra.serve(off, size);
-                    }
-                } else {
-                    task.abort();
-                }
+        let (k0, k1) = (off / RA_CHUNK, (off + size - 1) / RA_CHUNK);
+        let chunks: Option<Vec<(u64, Chunk)>> = {
+            let mut ra = locked(&h.ra);
+            let version = h.file.version.load(Ordering::Acquire);
+            if ra.version != version {
+                ra.reset(version);
             }
-        }
-        let out = match out {
-            Some(b) => b,
-            None => {
-                ra.window = if sequential {
-                    (ra.window * 2).clamp(RA_MIN, RA_MAX)
-                } else {
-                    0
-                };
-                let want = size.max(ra.window);
-                let buf = self.client.read_range(ino, off, want).await?;
-                ra.eof = (buf.len() as u64) < want;
-                ra.buf_off = off;
-                ra.buf = buf;
-                ra.serve(off, size).unwrap_or_default()
+            if !ra.sequential(k0, off) {
+                ra.streak = 0;
+                ra.last = Some(k1);
+                None
+            } else {
+                ra.streak += 1;
+                ra.last = Some(k1);
+                let ahead = if ra.streak >= 2 { RA_AHEAD } else { 0 };
+                let last = ra.eof.map_or(k1 + ahead, |e| e.min(k1 + ahead)).max(k1);
+                for k in k0..=last {
+                    ra.chunks
+                        .entry(k)
+                        .or_insert_with(|| self.fetch_chunk(ino, k));
+                }
+                // Chunks behind the reader are done with.
+                ra.chunks = ra.chunks.split_off(&k0.saturating_sub(1));
+                Some(
+                    (k0..=k1)
+                        .filter_map(|k| ra.chunks.get(&k).map(|c| (k, c.clone())))
+                        .collect(),
+                )
             }
         };
-        ra.next = off + out.len() as u64;
-        // Keep a sequential reader ahead: fetch the next window while this one is consumed.
-        if sequential
-            && ra.window > 0
-            && !ra.eof
-            && ra.prefetch.is_none()
-            && ra.end() - ra.next < ra.window / 2
-        {
-            let (poff, plen) = (ra.end(), ra.window);
-            let client = self.client.clone();
-            let task = self
-                .rt
-                .spawn(async move { client.read_range(ino, poff, plen).await });
-            ra.prefetch = Some((poff, plen, task));
+        let Some(chunks) = chunks else {
+            return Ok(self.client.read_range(ino, off, size).await?);
+        };
+        let mut out: Vec<Bytes> = Vec::with_capacity(chunks.len());
+        for (k, c) in chunks {
+            let data = match c.await {
+                Ok(d) => d,
+                Err((errno, why)) => {
+                    locked(&h.ra).chunks.remove(&k);
+                    return Err(Fail::new(errno, why));
+                }
+            };
+            let start = k * RA_CHUNK;
+            let from = off.max(start) - start;
+            let to = (off + size)
+                .min(start + data.len() as u64)
+                .saturating_sub(start);
+            if from < to {
+                out.push(data.slice(from as usize..to as usize));
+            }
+            if (data.len() as u64) < RA_CHUNK {
+                let mut ra = locked(&h.ra);
+                ra.eof = Some(ra.eof.map_or(k, |e| e.min(k)));
+                break;
+            }
         }
-        Ok(out)
+        Ok(match out.len() {
+            0 => Bytes::new(),
+            1 => out.pop().unwrap_or_default(),
+            _ => out.concat().into(),
+        })
     }
 
     pub(crate) async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Res<u32> {
@@ -897,21 +909,18 @@ mod tests {
     }
 
     #[test]
-    fn readahead_serves_inside_the_buffer_and_to_eof() {
-        let ra = ReadAhead {
-            buf_off: 100,
-            buf: Bytes::from(vec![7u8; 50]),
-            eof: true,
-            ..Default::default()
-        };
-        assert_eq!(ra.serve(100, 10).map(|b| b.len()), Some(10));
-        assert_eq!(ra.serve(140, 100).map(|b| b.len()), Some(10));
+    fn readahead_treats_neighbouring_chunks_as_sequential() {
+        let mut ra = ReadAhead::default();
+        assert!(ra.sequential(0, 0), "a read from the start");
         assert!(
-            ra.serve(150, 10).is_none(),
-            "at EOF ask again (the file may have grown)"
+            !ra.sequential(5, 5 * RA_CHUNK + 7),
+            "a first read in the middle"
         );
-        assert!(ra.serve(99, 10).is_none());
-        let ra = ReadAhead { eof: false, ..ra };
-        assert!(ra.serve(140, 100).is_none());
+        ra.last = Some(5);
+        assert!(ra.sequential(5, 5 * RA_CHUNK + 4096));
+        assert!(ra.sequential(6, 6 * RA_CHUNK));
+        assert!(!ra.sequential(9, 9 * RA_CHUNK));
+        ra.reset(3);
+        assert_eq!((ra.version, ra.last, ra.streak), (3, None, 0));
     }
 }

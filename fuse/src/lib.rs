@@ -16,6 +16,28 @@
 //! Consistency is close-to-open (design §4): data written on this mount is visible to this mount
 //! at once and to other mounts after `close`/`fsync` returns; `open` revalidates attributes and
 //! drops the kernel's cached pages when the file changed elsewhere.
+//!
+//! # Semantics worth knowing
+//! - **Writes** go into a per-inode overlay of whole blocks (copy-on-write): the first write takes
+//!   the file's lease (`OpenWrite`, one writer per file in the cluster), full blocks of a
+//!   sequential writer are uploaded in the background, and `flush` (every `close`), `fsync` or
+//!   memory pressure write the rest and commit the new block list atomically. The last `close`
+//!   on this mount gives the lease back in the same commit. A second mount writing the same file
+//!   at the same time waits up to 3 s for the lease, then gets EBUSY.
+//! - **Unlink of an open file**: on the mount that has it open, the file stays readable and
+//!   writable (`nlink` 0): its last name becomes a hidden link `.ringfs-open-<inode>-<mount>`,
+//!   not listed by readdir and removed at the last close (as NFS does). A directory holding such
+//!   a name cannot be removed until then (ENOTEMPTY), and a killed mount leaves the name behind.
+//!   Handles on *other* mounts of an unlinked file get ESTALE: the namenode frees the inode.
+//! - **Locks**: `fcntl` and `flock` are cluster-wide through the namenode; see `lock` for why a
+//!   `flock` and an `fcntl` lock on the same file conflict (as on NFS). A lock of a mount that
+//!   dies goes when its lease expires (namenode `--lease-soft-limit`).
+//! - **Permissions** are checked by the namenode with each request's uid, gid and supplementary
+//!   groups (`/proc/<pid>/status`). `default_permissions` is off by default: pjdfstest passes every
+//!   case without it, and the namenode sees changes made on other mounts the kernel has not.
+//! - Directories report their number of entries as `st_size`; `statfs` reports the raw capacity
+//!   of all datanodes; extended attributes are not supported (EOPNOTSUPP); `posix_fallocate`
+//!   works through glibc's emulation; shared writable `mmap` works (pages come back as writes).
 
 mod attr;
 mod creds;

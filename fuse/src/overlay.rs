@@ -234,11 +234,19 @@ impl Overlay {
             d.version = version;
             let was = d.buf.as_slice().len();
             let v = d.buf.make_mut();
-            if v.len() < to {
-                v.resize(to, 0);
+            let src = &data[(s + from as u64 - offset) as usize..][..to - from];
+            if v.len() < from {
+                v.resize(from, 0); // a gap inside the block reads as zeros
             }
-            let src = (s + from as u64 - offset) as usize;
-            v[from..to].copy_from_slice(&data[src..src + (to - from)]);
+            // Overwrite what exists, append the rest (no zero-fill pass over appended bytes).
+            let overlap = to.min(v.len());
+            if overlap > from {
+                v[from..overlap].copy_from_slice(&src[..overlap - from]);
+            }
+            if to > v.len() {
+                let start = v.len() - from;
+                v.extend_from_slice(&src[start..]);
+            }
             self.bytes += (v.len() - was) as u64;
             if to as u64 == self.bs {
                 full.push(i);
