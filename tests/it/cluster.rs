@@ -23,14 +23,20 @@ use std::time::{Duration, Instant};
 /// The `ringfs` binary cargo built for this test run (see [`bin`] for the copy the tests run).
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringfs");
 
-/// A private copy of [`BIN`], made once per test process: others rebuilding the shared `target/` while
-/// tests run must not swap the binary under a running cluster (or make a spawn fail with ETXTBSY).
+/// A private copy of [`BIN`], made once per test process (and removed when it exits): others rebuilding
+/// the shared `target/` while tests run must not swap the binary under a running cluster (or make a
+/// spawn fail with ETXTBSY).
 pub fn bin() -> &'static Path {
     static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    extern "C" fn remove_copy() {
+        if let Some(p) = COPY.get() {
+            let _ = fs::remove_file(p);
+        }
+    }
     COPY.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ringfs-bin");
         fs::create_dir_all(&dir).unwrap();
-        // Remove copies left by earlier test processes that are gone.
+        // Remove copies left by earlier test processes that were killed.
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let pid = e
                 .file_name()
@@ -46,6 +52,8 @@ pub fn bin() -> &'static Path {
         let tmp = copy.with_extension("tmp");
         fs::copy(BIN, &tmp).unwrap_or_else(|e| panic!("copy {BIN}: {e}"));
         fs::rename(&tmp, &copy).unwrap();
+        // SAFETY: registers a plain extern "C" function with no captured state.
+        unsafe { libc::atexit(remove_copy) };
         copy
     })
 }
