@@ -320,3 +320,72 @@ fn mkdir_and_rm_accept_several_paths() {
     c.ok(&["rm", "-r", "/one", "/two"]);
     assert_eq!(tree_paths(&c.tree("/")), vec!["/three"]);
 }
+
+#[test]
+fn another_user_may_read_but_not_change_a_root_owned_directory() {
+    // As uid/gid 65534 (via setpriv) the CLI lists and reads root's 0755 directory and 0644 file, but mkdir,
+    // put, rm and mv there fail with "permission denied" and change nothing.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!(
+            "skipped: needs root and /usr/bin/setpriv (util-linux) to run the CLI as another user"
+        );
+        return;
+    }
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/shared"]);
+    c.put_bytes("/shared/f", b"root data");
+    assert_eq!(
+        field_u64(&c.stat_json("/shared"), "mode") & 0o777,
+        0o755,
+        "test assumes umask 022"
+    );
+    let as_nobody = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .args(["--namenode", c.namenode_addr()])
+            .args(args);
+        run_with_timeout(
+            cmd,
+            stdin.map(<[u8]>::to_vec),
+            &format!("(uid 65534) ringfs {}", args.join(" ")),
+            std::time::Duration::from_secs(60),
+        )
+    };
+    let ls = as_nobody(&["ls", "/shared"], None);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let cat = as_nobody(&["cat", "/shared/f"], None);
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert_eq!(cat.stdout, b"root data");
+    let before = c.tree("/");
+    let refused: [(&[&str], Option<&[u8]>); 5] = [
+        (&["mkdir", "/shared/x"], None),
+        (&["put", "-", "/shared/new"], Some(b"x")),
+        (&["rm", "/shared/f"], None),
+        (&["mv", "/shared/f", "/shared/g"], None),
+        (&["mkdir", "/mine"], None),
+    ];
+    for (args, stdin) in refused {
+        let out = as_nobody(args, stdin);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "uid 65534 could run ringfs {args:?}");
+        assert!(
+            err.contains("permission denied") && (err.contains("/shared") || err.contains("/mine")),
+            "ringfs {args:?} as uid 65534: {err}"
+        );
+        assert_eq!(
+            c.tree("/"),
+            before,
+            "refused ringfs {args:?} changed the tree"
+        );
+    }
+}
