@@ -1135,12 +1135,13 @@ impl TestCluster {
         i
     }
 
-    /// Starts one more datanode with extra arguments (e.g. `--capacity`, `--rack`); does not wait.
-    pub fn add_datanode_with(&mut self, extra: &[&str]) -> usize {
-        let saved = self.builder.datanode_args.clone();
-        self.builder
-            .datanode_args
-            .extend(extra.iter().map(|s| s.to_string()));
+    /// Starts one more datanode with `args` in place of the builder's datanode arguments (e.g.
+    /// `--capacity`, `--rack`, another `--secret-file`); does not wait for it to be live.
+    pub fn add_datanode_with(&mut self, args: &[&str]) -> usize {
+        let saved = std::mem::replace(
+            &mut self.builder.datanode_args,
+            args.iter().map(|s| s.to_string()).collect(),
+        );
         let i = self.spawn_datanode();
         self.builder.datanode_args = saved;
         i

@@ -463,3 +463,36 @@ fn namenode_restart_after_sigterm_keeps_everything() {
     assert_same_bytes(&c.get_bytes("/x/y/f"), &data, "/x/y/f");
     assert_eq!(c.tree("/").len(), 3);
 }
+
+#[test]
+fn datanode_with_another_cluster_secret_is_refused() {
+    // A cluster run with a secret file serves reads and writes; a datanode started with a different secret is
+    // refused at registration ("wrong cluster secret") and never shows up in report.
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    let secrets = tempfile::tempdir_in(&base).unwrap();
+    let (good, bad) = (secrets.path().join("good"), secrets.path().join("bad"));
+    std::fs::write(&good, "the-real-cluster-secret\n").unwrap();
+    std::fs::write(&bad, "somebody-elses-secret\n").unwrap();
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    let mut c = TestCluster::builder()
+        .namenode_arg(&["--secret-file", good])
+        .datanode_arg(&["--secret-file", good])
+        .start();
+    let data = random_bytes(300 * KIB, 1);
+    c.put_bytes("/f", &data);
+    assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
+    let intruder = c.add_datanode_with(&["--secret-file", bad]);
+    let log = c.datanode_log(intruder).to_path_buf();
+    wait_until(
+        Duration::from_secs(15),
+        "the datanode with the wrong secret to be refused",
+        || log_tail(&log, 200).contains("wrong cluster secret"),
+    );
+    let addrs: Vec<String> = report_datanodes(&c.report_json())
+        .iter()
+        .map(|d| field_str(d, "address").to_string())
+        .collect();
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    assert!(!addrs.contains(&c.datanode_addr(intruder).to_string()));
+}

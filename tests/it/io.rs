@@ -528,3 +528,55 @@ fn namenode_refuses_nonsense_settings_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn replicas_are_spread_over_declared_racks() {
+    // Six datanodes in three racks (two each), R=3: every block has one replica in each rack.
+    let mut c = TestCluster::builder()
+        .datanodes(0)
+        .block_size("64KiB")
+        .start();
+    let mut rack_of = BTreeMap::new();
+    for i in 0..6 {
+        let rack = format!("rack{}", i % 3);
+        let n = c.add_datanode_with(&["--rack", &rack]);
+        rack_of.insert(c.datanode_addr(n).to_string(), rack);
+    }
+    c.wait_live_datanodes(6, std::time::Duration::from_secs(30));
+    c.put_bytes("/f", &random_bytes(64 * 64 * KIB, 3));
+    let blocks = stat_blocks(&c.stat_json("/f"));
+    assert_eq!(blocks.len(), 64);
+    for b in &blocks {
+        let racks: BTreeSet<&String> = block_locations(b).iter().map(|a| &rack_of[a]).collect();
+        assert_eq!(racks.len(), 3, "block {b} is not on 3 racks: {racks:?}");
+    }
+}
+
+#[test]
+fn datanode_capacity_weights_placement() {
+    // Three datanodes declaring 40, 40 and 80 GiB, R=1, 400 blocks: the 80 GiB node gets about half of them.
+    let mut c = TestCluster::builder()
+        .datanodes(0)
+        .replication(1)
+        .block_size("64KiB")
+        .start();
+    for cap in ["40GiB", "40GiB", "80GiB"] {
+        c.add_datanode_with(&["--capacity", cap]);
+    }
+    c.wait_live_datanodes(3, std::time::Duration::from_secs(30));
+    c.put_bytes("/f", &random_bytes(400 * 64 * KIB, 4));
+    let counts: Vec<usize> = (0..3).map(|i| c.replicas_on(i).len()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 400, "{counts:?}");
+    let big = counts[2] as f64 / 400.0;
+    assert!(
+        (0.40..=0.60).contains(&big),
+        "the 80 GiB node holds {:.0}% of the blocks: {counts:?}",
+        big * 100.0
+    );
+    let report = c.report_json();
+    let caps: BTreeSet<u64> = report_datanodes(&report)
+        .iter()
+        .map(|d| field_u64(d, "capacity"))
+        .collect();
+    assert_eq!(caps, BTreeSet::from([40 << 30, 80 << 30]), "{report}");
+}
