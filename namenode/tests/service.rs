@@ -104,6 +104,8 @@ impl FakeDn {
                 capacity: 100 << 30,
                 used: 0,
                 remaining: 100 << 30,
+                // Busy: copies handed out are never taken for failed by an idle source.
+                active_transfers: 1,
                 ..Default::default()
             })
             .await
