@@ -625,3 +625,79 @@ fn decommissioned_datanode_can_be_stopped_without_losing_anything() {
     c.fails(&["admin", "decommission", "127.0.0.1:1"])
         .says(&["127.0.0.1:1"]);
 }
+
+#[test]
+fn restarted_namenode_copies_nothing_until_enough_blocks_are_reported() {
+    // The namenode restarts while one of four datanodes is down and holds the only replica of some R=1
+    // blocks: it stays in safe mode and schedules no copy; once that datanode is back every block is
+    // reported, safe mode ends and the R=3 blocks that missed the node are complete again. (The namenode
+    // gives up waiting 2 × dead-after + extension after every live node reported; the window observed
+    // here is shorter.)
+    let mut c = TestCluster::builder()
+        .datanodes(4)
+        .block_size("64KiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .namenode_arg(&[
+            "--safe-mode-extension",
+            "300ms",
+            "--replication-interval",
+            "100ms",
+        ])
+        .start();
+    let r3 = random_bytes(20 * 64 * KIB, 1);
+    let r1 = random_bytes(40 * 64 * KIB, 2);
+    c.put_bytes("/r3", &r3);
+    c.put_bytes_with("/r1", &r1, &["-r", "1"]);
+    let down = c.datanode_addr(0).to_string();
+    let only_there = stat_blocks(&c.stat_json("/r1"))
+        .iter()
+        .filter(|b| block_locations(b) == vec![down.clone()])
+        .count();
+    assert!(only_there > 0, "no R=1 block landed on {down}");
+    c.kill_namenode();
+    c.kill_datanode(0);
+    c.restart_namenode();
+    c.wait_live_datanodes(3, Duration::from_secs(30));
+    let files_before = c.all_replicas().len();
+    // A negative property needs a window: 2 s (20 replication intervals) in safe mode without a copy.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let f = c.fsck_json("/");
+        assert_eq!(
+            f.get("safe_mode").and_then(Value::as_bool),
+            Some(true),
+            "left safe mode with {only_there} blocks unreported: {f}"
+        );
+        assert_eq!(
+            c.all_replicas().len(),
+            files_before,
+            "replicas were copied in safe mode"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.restart_datanode(0);
+    wait_until(
+        Duration::from_secs(30),
+        "safe mode to end once every block is reported",
+        || c.fsck_json("/").get("safe_mode").and_then(Value::as_bool) == Some(false),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "every block at its replication",
+        || {
+            let f = c.fsck_json("/");
+            let n = |k: &str| f.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX);
+            if n("healthy_blocks") == n("blocks")
+                && n("replicas") == 20 * 3 + 40
+                && n("missing") == 0
+            {
+                Ok(())
+            } else {
+                Err(f.to_string())
+            }
+        },
+    );
+    assert_same_bytes(&c.get_bytes("/r3"), &r3, "/r3");
+    assert_same_bytes(&c.get_bytes("/r1"), &r1, "/r1");
+}
