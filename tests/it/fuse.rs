@@ -287,9 +287,8 @@ fn two_mounts_see_close_to_open_data_renames_and_each_others_locks() {
     setlk(&fb, libc::F_WRLCK, 200, 100, false).unwrap();
     // A blocking request on B waits until A unlocks.
     let waiter = std::thread::spawn(move || {
-        let t = Instant::now();
         setlk(&fb, libc::F_WRLCK, 0, 100, true).unwrap();
-        (t.elapsed(), fb)
+        fb
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -297,8 +296,7 @@ fn two_mounts_see_close_to_open_data_renames_and_each_others_locks() {
         "F_SETLKW returned while A holds the range"
     );
     setlk(&fa, libc::F_UNLCK, 0, 100, false).unwrap();
-    let (waited, fb) = waiter.join().unwrap();
-    assert!(waited >= Duration::from_millis(400), "waited {waited:?}");
+    let fb = waiter.join().unwrap();
     // Closing a descriptor drops the process's POSIX locks (B's lock goes, A can lock).
     drop(fb);
     wait_until(Duration::from_secs(10), "A gets the range B closed", || {
@@ -466,21 +464,27 @@ fn cstr(p: &Path) -> std::ffi::CString {
 
 #[test]
 fn big_directory_lists_in_pages_and_times_survive_close() {
-    // 2 100 entries (more than one ReadDir page); utimens before close sticks (cp -p, rsync).
+    // 1 100 entries (more than one ReadDir page of 1 000); utimens before close sticks (cp -p, rsync).
     let cluster = TestCluster::builder().start();
     let m = cluster.mount(&[]);
     fs::create_dir(m.path("d")).unwrap();
-    for i in 0..2100 {
-        File::create(m.path(&format!("d/{i:05}"))).unwrap();
+    for i in 0..1100 {
+        let p = cstr(&m.path(&format!("d/{i:05}")));
+        // SAFETY: mknod with a NUL-terminated path.
+        assert_eq!(
+            unsafe { libc::mknod(p.as_ptr(), libc::S_IFREG | 0o644, 0) },
+            0,
+            "mknod {i}"
+        );
     }
     let mut names: Vec<String> = fs::read_dir(m.path("d"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 2100);
+    assert_eq!(names.len(), 1100);
     assert_eq!(names.first().map(String::as_str), Some("00000"));
-    assert_eq!(names.last().map(String::as_str), Some("02099"));
+    assert_eq!(names.last().map(String::as_str), Some("01099"));
 
     let mut f = File::create(m.path("timed")).unwrap();
     f.write_all(b"data").unwrap();
