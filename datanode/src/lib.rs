@@ -160,7 +160,7 @@ pub async fn run(
     )
     .max_decoding_message_size(ringfs_proto::net::MAX_MESSAGE_SIZE)
     .max_encoding_message_size(ringfs_proto::net::MAX_MESSAGE_SIZE);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = ringfs_proto::net::incoming(listener);
     let signal_tx = stop_tx.clone();
     let serve = ringfs_proto::net::server()
         .add_service(transfer::CancelAware(service))

@@ -95,10 +95,7 @@ pub async fn run(
     let served = ringfs_proto::net::server()
         .add_service(client)
         .add_service(datanode)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(ringfs_proto::net::incoming(listener), shutdown)
         .await;
 
     let _ = stop_tx.send(true);
