@@ -402,7 +402,13 @@ pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode>
 
 pub async fn mv(namenode: Option<String>, a: MvArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
-    client.rename(&a.from, &a.to).await?;
+    // Like `mv` and `hdfs dfs -mv`: an existing directory as the target receives the source by name;
+    // otherwise rename(2) rules (atomic, replaces an existing file).
+    let to = match client.stat(&a.to).await {
+        Ok(attr) if is_dir(&attr) && basename(&a.from) != "/" => join(&a.to, basename(&a.from)),
+        _ => a.to.clone(),
+    };
+    client.rename(&a.from, &to).await?;
     Ok(ExitCode::SUCCESS)
 }
 

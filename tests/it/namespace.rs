@@ -203,11 +203,19 @@ fn mv_over_an_existing_file_replaces_it() {
         3,
         "the replaced file's blocks are still counted: {f}"
     );
-    // A directory can replace an empty directory.
+    // Like mv(1) and `hdfs dfs -mv`, an existing directory receives the source by name.
     c.ok(&["mkdir", "-p", "/d1/inner"]);
     c.ok(&["mkdir", "/d2"]);
     c.ok(&["mv", "/d1", "/d2"]);
-    assert_eq!(tree_paths(&c.tree("/")), vec!["/d2", "/d2/inner", "/dst"]);
+    assert_eq!(
+        tree_paths(&c.tree("/")),
+        vec!["/d2", "/d2/d1", "/d2/d1/inner", "/dst"]
+    );
+    c.ok(&["mv", "/dst", "/d2/"]);
+    assert_eq!(
+        tree_paths(&c.tree("/")),
+        vec!["/d2", "/d2/d1", "/d2/d1/inner", "/d2/dst"]
+    );
 }
 
 #[test]
@@ -215,8 +223,8 @@ fn mv_errors_name_the_paths_and_change_nothing() {
     // mv refuses a directory into itself, missing sources or parents, and kind mismatches; nothing changes.
     let c = TestCluster::builder().start();
     small_tree(&c);
-    c.ok(&["mkdir", "/full"]);
-    c.put_bytes("/full/x", b"x");
+    c.ok(&["mkdir", "-p", "/full/b"]);
+    c.put_bytes("/full/b/x", b"x");
     fails_and_changes_nothing(&c, &["mv", "/a", "/a/b/inside"], &["/a"]);
     fails_and_changes_nothing(&c, &["mv", "/a", "/a/inside"], &["/a"]);
     fails_and_changes_nothing(
@@ -233,7 +241,7 @@ fn mv_errors_name_the_paths_and_change_nothing() {
     fails_and_changes_nothing(
         &c,
         &["mv", "/a/b", "/full"],
-        &["/full", "directory not empty"],
+        &["/full/b", "directory not empty"],
     );
     fails_and_changes_nothing(&c, &["mv", "/a/b", "/top"], &["/top", "not a directory"]);
     fails_and_changes_nothing(&c, &["mv", "/", "/root2"], &["/"]);
