@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Issue 3 benchmark (prints figures; not a timed test).
+#
+# Starts `ringfs up --mount` (namenode + 3 datanodes, replication 3) with its data under a temp dir,
+# and runs the same operations on the mount and on a local directory of the same disk:
+#   1 GiB sequential write + fsync, cold read (caches dropped), 4 KiB random reads,
+#   2 000 x 4 KiB files: create, stat, `ls -l`, read, delete; `mkdir -p` of 200 five-deep paths.
+# Prints each figure and its ratio to local.
+# Targets (issue 3): seq write >= 0.5 x local, cold read >= 0.6 x local, creates >= 3 500 files/s,
+# `ls -l` of 2 000 files <= 100 ms.
+#
+# Environment: SIZE_MIB (default 1024), FILES (2000), RINGFS_BIN (default target/release/ringfs,
+# built if absent), BENCH_DIR (parent of the temp dir, default target/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+FILES=${FILES:-2000}
+BIN=${RINGFS_BIN:-target/release/ringfs}
+if [ ! -x "$BIN" ]; then
+    echo "building $BIN ..." >&2
+    cargo build --release --bin ringfs >&2
+fi
+BIN=$(realpath "$BIN")
+
+mkdir -p "${BENCH_DIR:-target}"
+WORK=$(mktemp -d "$(realpath "${BENCH_DIR:-target}")/bench-mount.XXXXXX")
+MNT="$WORK/mnt"
+LOCAL="$WORK/local"
+mkdir -p "$MNT" "$LOCAL"
+UP_PID=
+cleanup() {
+    if [ -n "$UP_PID" ]; then
+        kill -TERM "$UP_PID" 2>/dev/null || true
+        wait "$UP_PID" 2>/dev/null || true
+    fi
+    umount -l "$MNT" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" up --data-dir "$WORK/cluster" --namenode-listen 127.0.0.1:0 --mount "$MNT" \
+    >"$WORK/up.out" 2>"$WORK/up.log" &
+UP_PID=$!
+deadline=$((SECONDS + 60))
+until grep -q "mounted at" "$WORK/up.out" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ] || ! kill -0 "$UP_PID" 2>/dev/null; then
+        echo "ringfs up did not get ready; log:" >&2
+        tail -20 "$WORK/up.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+python3 - "$MNT" "$LOCAL" "$SIZE_MIB" "$FILES" <<'PY'
+import os, random, subprocess, sys, time
+
+mnt, local, size_mib, nfiles = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+MIB = 1 << 20
+
+def drop_caches():
+    subprocess.run(["sync"])
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+def seq_write(root):
+    path = os.path.join(root, "big")
+    buf = os.urandom(MIB)
+    t = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for _ in range(size_mib):
+        os.write(fd, buf)
+    os.fsync(fd)
+    os.close(fd)
+    return size_mib / (time.perf_counter() - t)
+
+def cold_read(root):
+    drop_caches()
+    t = time.perf_counter()
+    with open(os.path.join(root, "big"), "rb", buffering=0) as f:
+        while f.read(4 * MIB):
+            pass
+    return size_mib / (time.perf_counter() - t)
+
+def random_reads(root, n=2000):
+    drop_caches()
+    size = size_mib * MIB
+    rng = random.Random(7)
+    fd = os.open(os.path.join(root, "big"), os.O_RDONLY)
+    t = time.perf_counter()
+    for _ in range(n):
+        os.pread(fd, 4096, rng.randrange(0, size // 4096) * 4096)
+    os.close(fd)
+    return n / (time.perf_counter() - t)
+
+def small_files(root):
+    d = os.path.join(root, "small")
+    os.mkdir(d)
+    data = os.urandom(4096)
+    out = {}
+    t = time.perf_counter()
+    for i in range(nfiles):
+        with open(os.path.join(d, f"f{i:05}"), "wb") as f:
+            f.write(data)
+    out["create 4 KiB files/s"] = nfiles / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(nfiles):
+        os.stat(os.path.join(d, f"f{i:05}"))
+    out["stat/s"] = nfiles / (time.perf_counter() - t)
+    t = time.perf_counter()
+    subprocess.run(["ls", "-l", d], stdout=subprocess.DEVNULL, check=True)
+    out["ls -l (ms, lower is better)"] = (time.perf_counter() - t) * 1000
+    drop_caches()
+    t = time.perf_counter()
+    for i in range(nfiles):
+        with open(os.path.join(d, f"f{i:05}"), "rb") as f:
+            f.read()
+    out["read 4 KiB files/s"] = nfiles / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(nfiles):
+        os.unlink(os.path.join(d, f"f{i:05}"))
+    out["delete/s"] = nfiles / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(200):
+        os.makedirs(os.path.join(d, f"a{i}", "b", "c", "d", "e"))
+    out["mkdir -p 200 x 5-deep (ms, lower is better)"] = (time.perf_counter() - t) * 1000
+    return out
+
+results = {}
+for name, root in (("local", local), ("ringfs", mnt)):
+    r = {}
+    r["seq write+fsync MiB/s"] = seq_write(root)
+    r["cold read MiB/s"] = cold_read(root)
+    r["4 KiB random reads/s"] = random_reads(root)
+    r.update(small_files(root))
+    results[name] = r
+
+print(f"{'operation':<46}{'local':>12}{'ringfs':>12}{'ratio':>9}")
+for k in results["local"]:
+    lo, rf = results["local"][k], results["ringfs"][k]
+    lower_better = "lower is better" in k
+    ratio = (lo / rf) if lower_better else (rf / lo)
+    print(f"{k:<46}{lo:>12.1f}{rf:>12.1f}{ratio:>8.2f}x")
+print("(ratio: ringfs relative to local, >1 is better than local)")
+PY
