@@ -12,7 +12,9 @@
 # Targets (issue 2): put R=3 >= 0.5 x local cp; get >= 0.7 x local read; CPU per GiB of put R=3 <= 5 s.
 #
 # Environment: SIZE_MIB (default 1024), RINGFS_BIN (default target/release/ringfs, built if absent),
-#              BENCH_DIR (parent of the temp dir, default target/), KEEP=1 keeps the temp dir.
+#              BENCH_DIR (parent of the temp dir, default target/), KEEP=1 keeps the temp dir,
+#              PERF_OP=put_r3 (any operation label) records a system-wide `perf record` of that operation
+#              into PERF_OUT (default target/perf-<op>.data; PERF_ARGS adds options, e.g. "-g").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,8 +107,19 @@ measure() {
     drop_caches
     local before after
     before=$(server_ticks)
+    local perf_pid=""
+    if [ "${PERF_OP:-}" = "$label" ]; then
+        # shellcheck disable=SC2086
+        perf record -a -q ${PERF_ARGS:-} -o "${PERF_OUT:-target/perf-$label.data}" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.5
+    fi
     /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$@"
     after=$(server_ticks)
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+    fi
     read -r elapsed user sys < "$WORK/time"
     local srv
     srv=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')

@@ -236,7 +236,7 @@ async fn read_replica<S: Sink>(
         }
         let s = (*pos - pkt.offset) as usize;
         let e = (end.min(pkt_end) - pkt.offset) as usize;
-        let data = Bytes::from(pkt.data).slice(s..e);
+        let data = pkt.data.slice(s..e);
         *pos += (e - s) as u64;
         if !sink.put(data).await || *pos >= end {
             return Ok(());

@@ -2,11 +2,15 @@
 //! `BlockWriter` streams one block's packets with their chunk hashes to the first datanode of the
 //! pipeline (which forwards down the chain) and recovers the pipeline when a node fails.
 //!
-//! Only the block being written is kept in memory (its packets), so that after a failure the whole
-//! block can be rewritten to the new pipeline under a new generation stamp. A block is acknowledged
-//! by every replica before the next one is added: `AddBlock(previous)` tells the namenode the
-//! previous block is complete, which must not happen before its replicas are durable (a writer
-//! killed in between would leave a "complete" block with partial replicas).
+//! A block's packets stay in memory until every replica acknowledged it, so that after a failure
+//! the whole block can be rewritten to the new pipeline under a new generation stamp.
+//!
+//! Two blocks are in flight: while the pipeline of block N writes its tail and fsyncs (and
+//! recovers, if a node fails), block N+1 already streams. Blocks are allocated with
+//! `AllocateBlock` (not yet in the file) and enter the file's block list through `CommitBlocks`
+//! only once all their replicas acknowledged them, so the namenode never lists a block whose
+//! replicas may be partial: every listed block is complete, and a writer killed at any point leaves
+//! a file that lease recovery closes at its listed blocks (the unlisted in-flight blocks are freed).
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -26,6 +30,8 @@ const PACKETS_IN_FLIGHT: usize = 8;
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the pipeline may take to acknowledge a finished block (every replica fsynced).
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Packet buffers a `FileWriter` keeps for reuse (one 64 MiB block's worth).
+const SPARE_PACKETS: usize = 64;
 /// Used when the namenode reports no block size for a file (should not happen).
 const FALLBACK_BLOCK_SIZE: u64 = 64 * 1024 * 1024;
 
@@ -45,7 +51,7 @@ impl Packet {
     fn message(&self) -> pb::WriteBlockMessage {
         pb::WriteBlockMessage {
             msg: Some(pb::write_block_message::Msg::Packet(pb::DataPacket {
-                data: self.data.to_vec(),
+                data: self.data.clone(),
                 chunk_hashes: self.hashes.clone(),
             })),
         }
@@ -135,6 +141,10 @@ pub(crate) struct BlockWriter {
     /// Every address that failed while writing this block.
     pub(crate) failed: Vec<String>,
 }
+
+/// The outcome of a block finishing in the background: the writer (for its packets and failed
+/// nodes) and the committed block.
+type Finishing = JoinHandle<(BlockWriter, Result<pb::CommittedBlock, ClientError>)>;
 
 impl BlockWriter {
     /// A writer for a freshly allocated block; the stream opens with the first packet (or `finish`).
@@ -407,15 +417,17 @@ impl BlockWriter {
 }
 
 /// Writes a new file sequentially: blocks of the file's block size, each through a replica
-/// pipeline; `finish` commits the block list and closes the file (releasing the lease).
+/// pipeline, two blocks in flight; `finish` commits the block list and closes the file (releasing
+/// the lease).
 ///
-/// A writer dropped without `finish`/`abort` leaves the file under construction until the lease
-/// expires (the client keeps renewing it while it lives).
+/// A writer dropped without `finish`/`abort` cancels its blocks in flight and leaves the file under
+/// construction (with the blocks acknowledged so far) until the lease expires.
 pub struct FileWriter {
     client: Client,
     path: String,
     attr: pb::Attr,
     block_size: u64,
+    /// Blocks every replica acknowledged, in file order.
     blocks: Vec<pb::CommittedBlock>,
     size: u64,
     /// The packet being filled.
@@ -423,6 +435,11 @@ pub struct FileWriter {
     /// Bytes of the current block, including `packet`.
     block_len: u64,
     current: Option<BlockWriter>,
+    /// The previous block: its stream is closed and a task waits for the pipeline's acknowledgement
+    /// (recovering the pipeline if needed).
+    finishing: Option<Finishing>,
+    /// Packet buffers of acknowledged blocks, for reuse (fresh memory costs a page fault per 4 KiB).
+    spare: Vec<BytesMut>,
     /// Datanodes that failed during this write: the namenode avoids them for the next blocks.
     excluded: Vec<String>,
     /// Set after an error: the writer refuses further writes.
@@ -437,6 +454,15 @@ impl std::fmt::Debug for FileWriter {
             .field("written", &self.size)
             .field("blocks", &self.blocks.len())
             .finish()
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // Like the current block's stream, the finishing block's is cancelled.
+        if let Some(t) = self.finishing.take() {
+            t.abort();
+        }
     }
 }
 
@@ -461,6 +487,8 @@ impl FileWriter {
             packet: BytesMut::with_capacity(PACKET_SIZE),
             block_len: 0,
             current: None,
+            finishing: None,
+            spare: Vec::new(),
             excluded: Vec::new(),
             broken: false,
         })
@@ -491,8 +519,8 @@ impl FileWriter {
         self.size == 0
     }
 
-    /// Appends `data`. Returns once the bytes are queued towards the pipeline (backpressured); a
-    /// block is acknowledged by all replicas before the next one starts.
+    /// Appends `data`. Returns once the bytes are queued towards the pipeline (backpressured); at
+    /// most two blocks are unacknowledged at any time.
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
         if self.broken {
             return Err(ClientError::Protocol(format!(
@@ -529,16 +557,23 @@ impl FileWriter {
         if self.packet.is_empty() {
             return Ok(());
         }
-        let data = self.packet.split().freeze();
-        self.packet.reserve(PACKET_SIZE);
+        // List the previous block as soon as it is acknowledged (the namenode then knows the file's
+        // progress, and failed nodes are excluded from the next blocks sooner).
+        if self.finishing.as_ref().is_some_and(|t| t.is_finished()) {
+            self.settle(true).await?;
+        }
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(PACKET_SIZE));
+        let data = std::mem::replace(&mut self.packet, next).freeze();
         if self.current.is_none() {
             let located = self
                 .client
                 .namenode()
-                .add_block(pb::AddBlockRequest {
+                .allocate_block(pb::AllocateBlockRequest {
                     inode: self.attr.inode,
                     client_id: self.client.client_id().to_string(),
-                    previous: self.blocks.last().cloned(),
                     excluded: self.excluded.clone(),
                 })
                 .await
@@ -557,25 +592,59 @@ impl FileWriter {
         }
     }
 
-    /// Waits for the current block's pipeline to acknowledge it and records it.
+    /// Ends the current block: waits for the previous one (at most two blocks in flight), then
+    /// leaves the current one finishing in the background.
     async fn finish_block(&mut self) -> Result<(), ClientError> {
-        if let Some(mut cur) = self.current.take() {
-            let block = cur.finish().await?;
-            let pipeline: Vec<&str> = cur
-                .located
-                .locations
-                .iter()
-                .map(|l| l.address.as_str())
-                .collect();
-            self.excluded.retain(|a| !pipeline.contains(&a.as_str()));
-            for a in cur.failed {
-                if !self.excluded.contains(&a) {
-                    self.excluded.push(a);
-                }
-            }
-            self.blocks.push(block);
+        if let Some(cur) = self.current.take() {
+            self.settle(true).await?;
+            self.finishing = Some(tokio::spawn(async move {
+                let mut cur = cur;
+                let r = cur.finish().await;
+                (cur, r)
+            }));
         }
         self.block_len = 0;
+        Ok(())
+    }
+
+    /// Waits for the finishing block (if any) to be acknowledged by every replica and records it;
+    /// with `list`, also puts it into the file's block list at the namenode.
+    async fn settle(&mut self, list: bool) -> Result<(), ClientError> {
+        let Some(task) = self.finishing.take() else {
+            return Ok(());
+        };
+        let (mut done, result) = task
+            .await
+            .map_err(|e| ClientError::Protocol(format!("{}: block writer task: {e}", self.path)))?;
+        let block = result?;
+        let pipeline: Vec<&str> = done
+            .located
+            .locations
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect();
+        self.excluded.retain(|a| !pipeline.contains(&a.as_str()));
+        for a in std::mem::take(&mut done.failed) {
+            if !self.excluded.contains(&a) {
+                self.excluded.push(a);
+            }
+        }
+        // Nobody else holds the packets now (the streams are closed): reuse their buffers.
+        for p in done.packets.drain(..) {
+            if let Ok(mut b) = p.data.try_into_mut() {
+                if b.capacity() >= PACKET_SIZE && self.spare.len() < SPARE_PACKETS {
+                    b.clear();
+                    self.spare.push(b);
+                }
+            }
+        }
+        self.blocks.push(block);
+        if list {
+            let size = self.blocks.iter().map(|b| b.len).sum();
+            self.client
+                .commit_blocks(self.attr.inode, self.blocks.clone(), size, false)
+                .await?;
+        }
         Ok(())
     }
 
@@ -589,16 +658,20 @@ impl FileWriter {
         }
         self.flush_packet().await?;
         self.finish_block().await?;
+        self.settle(false).await?;
         let blocks = std::mem::take(&mut self.blocks);
         self.client
             .commit_blocks(self.attr.inode, blocks, self.size, true)
             .await
     }
 
-    /// Stops writing: cancels the block in flight and closes the file with the blocks already
+    /// Stops writing: cancels the blocks in flight and closes the file with the blocks already
     /// acknowledged (best effort, so the lease is released). The caller decides whether to remove it.
     pub async fn abort(mut self) {
         self.current.take();
+        if let Some(t) = self.finishing.take() {
+            t.abort();
+        }
         let size = self.blocks.iter().map(|b| b.len).sum();
         let blocks = std::mem::take(&mut self.blocks);
         if let Err(e) = self

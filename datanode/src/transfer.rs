@@ -3,8 +3,9 @@
 //! Write pipeline (one WriteBlock call per hop): each packet is verified against its chunk hashes,
 //! forwarded to the next datanode through a bounded channel (the hop does not wait for downstream
 //! per packet) and handed to a blocking disk task through another bounded channel, so a block is
-//! never held in memory. At the end of the stream: fsync + rename locally, a synchronous
-//! BlockReceived to the namenode, then the downstream answer, then the reply.
+//! never held in memory. Packets are `Bytes` slices of the receive buffer: forwarding and storing
+//! share them, nothing is copied per hop. At the end of the stream: fsync + rename locally, a
+//! synchronous BlockReceived to the namenode, then the downstream answer, then the reply.
 //!
 //! Completion and aborts: a replica is finalized only when the request stream ends cleanly (and
 //! matches the writer's `WriteBlockEnd`, when sent). A cancelled or broken stream leaves the tmp
@@ -12,15 +13,16 @@
 //! so [`CancelAware`] wraps the service to keep a cancel an error. [`Downstream`] ends its stream
 //! (with `WriteBlockEnd`) only in [`Downstream::finish`]; dropping it cancels the call.
 
-use crate::block_store::{Finalized, ReplicaWriter};
+use crate::block_store::{Finalized, ReplicaWriter, READ_UNIT};
 use crate::error::DatanodeError;
 use crate::Node;
+use bytes::Bytes;
 use futures::Stream;
 use ringfs_proto::chunk::{Hash, CHUNKS_PER_PACKET, CHUNK_SIZE};
 use ringfs_proto::pb::data_transfer_server::DataTransfer;
 use ringfs_proto::pb::write_block_message::Msg;
 use ringfs_proto::pb::{
-    DataPacket, ReadBlockPacket, ReadBlockRequest, RecoverReplicaRequest, RecoverReplicaResponse,
+    ReadBlockPacket, ReadBlockRequest, RecoverReplicaRequest, RecoverReplicaResponse,
     WriteBlockEnd, WriteBlockHeader, WriteBlockMessage, WriteBlockResponse,
 };
 use ringfs_proto::token::AccessMode;
@@ -195,7 +197,7 @@ async fn receive_block(
 
     let store = node.store.clone();
     let writer = blocking(move || store.create(block, generation)).await?;
-    let downstream = header.downstream.split_first().map(|(next, rest)| {
+    let mut downstream = header.downstream.split_first().map(|(next, rest)| {
         Downstream::open(
             &next.address,
             WriteBlockHeader {
@@ -208,11 +210,10 @@ async fn receive_block(
         )
     });
 
-    // The disk thread writes each packet, then moves it on to the downstream node: one pass over
-    // the bytes while they are hot, and no copy per hop.
+    // Each verified packet goes to the downstream node and to the disk thread: two bounded queues,
+    // so network and disk overlap and a slow one holds the writer back; both share the bytes.
     let (disk_tx, disk_rx) = mpsc::channel(QUEUE);
-    let forward = downstream.as_ref().and_then(Downstream::sender);
-    let disk = tokio::task::spawn_blocking(move || write_and_forward(writer, disk_rx, forward));
+    let disk = tokio::task::spawn_blocking(move || write_packets(writer, disk_rx));
 
     let mut chunks = 0u64;
     let mut received = 0u64;
@@ -268,7 +269,15 @@ async fn receive_block(
         chunks += hashes.len() as u64;
         received += packet.data.len() as u64;
         short_chunk = packet.data.len() % CHUNK_SIZE != 0;
-        if disk_tx.send((packet, hashes)).await.is_err() {
+        let data = packet.data.clone();
+        if let Some(ds) = downstream.as_mut() {
+            // A failed downstream drops the packet; `finish` reports why.
+            ds.send(WriteBlockMessage {
+                msg: Some(Msg::Packet(packet)),
+            })
+            .await;
+        }
+        if disk_tx.send((data, hashes)).await.is_err() {
             break; // the disk task failed: its error is collected below
         }
     }
@@ -319,23 +328,14 @@ async fn receive_block(
     })
 }
 
-/// The disk side of a write: appends each packet, then forwards it downstream (while the
-/// downstream lives); when the channel closes, hands the writer back for finishing.
-fn write_and_forward(
+/// The disk side of a write: appends each packet; when the channel closes, hands the writer back
+/// for finishing.
+fn write_packets(
     mut writer: ReplicaWriter,
-    mut rx: mpsc::Receiver<(DataPacket, Vec<Hash>)>,
-    mut forward: Option<mpsc::Sender<Forward>>,
+    mut rx: mpsc::Receiver<(Bytes, Vec<Hash>)>,
 ) -> Result<ReplicaWriter> {
-    while let Some((packet, hashes)) = rx.blocking_recv() {
-        writer.write_packet(&packet.data, &hashes)?;
-        if let Some(tx) = &forward {
-            let msg = WriteBlockMessage {
-                msg: Some(Msg::Packet(packet)),
-            };
-            if tx.blocking_send(Forward::Msg(msg)).is_err() {
-                forward = None; // the downstream call ended: Downstream::finish reports why
-            }
-        }
+    while let Some((data, hashes)) = rx.blocking_recv() {
+        writer.write_packet(&data, &hashes)?;
     }
     Ok(writer)
 }
@@ -395,12 +395,6 @@ impl Downstream {
             tx: Some(tx),
             task: Some(task),
         }
-    }
-
-    /// A sender for packets (e.g. for a blocking thread); `None` once the call failed. The stream
-    /// still ends cleanly only through [`finish`](Self::finish).
-    pub fn sender(&self) -> Option<mpsc::Sender<Forward>> {
-        self.tx.clone()
     }
 
     /// Queues a message; after the call failed, messages are dropped (the failure is reported by
@@ -479,20 +473,26 @@ async fn send_block(
     let node = node.clone();
     let runtime = tokio::runtime::Handle::current();
     let active = node.transfer_started();
+    // Large disk reads (READ_UNIT), sent as 1 MiB packets that share the read buffer.
+    let unit = (READ_UNIT / CHUNK_SIZE) as u64;
     tokio::task::spawn_blocking(move || {
         let _active = active;
         let mut c = first;
         while c < last {
-            let n = (last - c).min(CHUNKS_PER_PACKET as u64);
+            let n = (last - c).min(unit);
             match reader.read_chunks(c, n as usize) {
                 Ok((data, hashes)) => {
-                    let packet = ReadBlockPacket {
-                        offset: c * CHUNK_SIZE as u64,
-                        data,
-                        chunk_hashes: ringfs_proto::chunk::hashes_to_wire(&hashes),
-                    };
-                    if tx.blocking_send(Ok(packet)).is_err() {
-                        return; // the reader went away
+                    for (i, h) in hashes.chunks(CHUNKS_PER_PACKET).enumerate() {
+                        let from = i * CHUNKS_PER_PACKET * CHUNK_SIZE;
+                        let to = (from + h.len() * CHUNK_SIZE).min(data.len());
+                        let packet = ReadBlockPacket {
+                            offset: (c + (i * CHUNKS_PER_PACKET) as u64) * CHUNK_SIZE as u64,
+                            data: data.slice(from..to),
+                            chunk_hashes: ringfs_proto::chunk::hashes_to_wire(h),
+                        };
+                        if tx.blocking_send(Ok(packet)).is_err() {
+                            return; // the reader went away
+                        }
                     }
                 }
                 Err(e) => {

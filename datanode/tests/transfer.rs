@@ -124,7 +124,7 @@ fn packets(data: &[u8]) -> Vec<WriteBlockMessage> {
     data.chunks(PACKET_SIZE)
         .map(|p| WriteBlockMessage {
             msg: Some(Msg::Packet(DataPacket {
-                data: p.to_vec(),
+                data: bytes::Bytes::copy_from_slice(p),
                 chunk_hashes: hashes_to_wire(&hash_chunks(p)),
             })),
         })
@@ -284,7 +284,9 @@ async fn bad_chunk_hash_is_rejected_and_nothing_is_finalized() {
     let mut msgs = vec![header(9, 1, vec![b.info()])];
     msgs.extend(packets(&data));
     if let Some(Msg::Packet(p)) = &mut msgs[2].msg {
-        p.data[5 * CHUNK_SIZE + 3] ^= 1; // chunk 16 + 5 of the block
+        let mut bad = p.data.to_vec();
+        bad[5 * CHUNK_SIZE + 3] ^= 1; // chunk 16 + 5 of the block
+        p.data = bad.into();
     }
     let err = a
         .client()

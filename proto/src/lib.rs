@@ -4,10 +4,12 @@
 //! - [`ids`]: `InodeId`, `BlockId`, `GenerationStamp`, `DatanodeId` newtypes
 //! - [`chunk`]: the 64 KiB chunking and blake3 hashing shared by writers, datanodes and readers
 //! - [`token`]: keyed-hash block access tokens and node authentication
+//! - [`codec`]: the prost gRPC codec of every service (encodes each message with one copy)
 //! - [`net`]: one `connect()` helper with timeouts and message-size limits, server builder settings
 //! - [`units`]: human sizes ("64MiB") and durations ("3s") for flags and config
 
 pub mod chunk;
+pub mod codec;
 pub mod error_kind;
 pub mod ids;
 pub mod net;
