@@ -22,7 +22,7 @@ const PARALLEL_BLOCKS: usize = 4;
 /// Blocks streamed ahead of the one being written out by `copy_to`.
 const READAHEAD_BLOCKS: usize = 2;
 /// Verified packets buffered per block in `copy_to` (about 1 MiB each).
-const READAHEAD_PACKETS: usize = 16;
+const READAHEAD_PACKETS: usize = 64;
 /// Block tokens live 10 minutes; locations older than this are fetched again before use.
 const LOCATIONS_MAX_AGE: Duration = Duration::from_secs(300);
 

@@ -803,6 +803,12 @@ impl ReplicaReader {
     /// returned: the error names the first bad chunk. The bytes live in a pooled buffer that goes
     /// back to the pool when the last `Bytes` referring to it is dropped.
     pub fn read_chunks(&self, first: u64, max_chunks: usize) -> Result<(Bytes, Vec<Hash>)> {
+        self.verify(self.read_raw(first, max_chunks)?)
+    }
+
+    /// The disk half of [`read_chunks`](Self::read_chunks): reads the chunks without verifying
+    /// them (so a caller can read ahead while earlier chunks are verified).
+    pub fn read_raw(&self, first: u64, max_chunks: usize) -> Result<RawChunks> {
         let ReplicaInfo {
             block,
             generation,
@@ -810,7 +816,7 @@ impl ReplicaReader {
         } = self.info;
         let start = first.saturating_mul(CHUNK_SIZE as u64);
         if start >= len {
-            return Ok((Bytes::new(), Vec::new()));
+            return Ok(RawChunks { first, io: None });
         }
         let end = (start + (max_chunks as u64) * CHUNK_SIZE as u64).min(len);
         let want = (end - start) as usize;
@@ -836,21 +842,31 @@ impl ReplicaReader {
                 chunk,
             });
         }
-        let buf = io.as_mut_slice(want);
-        let mut hashes = Vec::with_capacity(want.div_ceil(CHUNK_SIZE));
-        for (i, c) in buf.chunks(CHUNK_SIZE).enumerate() {
-            let idx = first + i as u64;
+        io.len = want;
+        Ok(RawChunks {
+            first,
+            io: Some(io),
+        })
+    }
+
+    /// The checking half of [`read_chunks`](Self::read_chunks): every chunk against the meta file.
+    pub fn verify(&self, raw: RawChunks) -> Result<(Bytes, Vec<Hash>)> {
+        let Some(io) = raw.io else {
+            return Ok((Bytes::new(), Vec::new()));
+        };
+        let mut hashes = Vec::with_capacity(io.len.div_ceil(CHUNK_SIZE));
+        for (i, c) in io.as_ref().chunks(CHUNK_SIZE).enumerate() {
+            let idx = raw.first + i as u64;
             let h = hash_chunk(c);
             if self.hashes.get(idx as usize) != Some(&h) {
                 return Err(DatanodeError::ChecksumMismatch {
-                    block,
-                    generation,
+                    block: self.info.block,
+                    generation: self.info.generation,
                     chunk: idx,
                 });
             }
             hashes.push(h);
         }
-        io.len = want;
         Ok((Bytes::from_owner(io), hashes))
     }
 
@@ -882,6 +898,12 @@ impl ReplicaReader {
         }
         Ok(got.min(want))
     }
+}
+
+/// Chunks read by [`ReplicaReader::read_raw`], not verified yet.
+pub struct RawChunks {
+    first: u64,
+    io: Option<IoBuf>,
 }
 
 /// A heap buffer whose usable part starts at a 4 KiB boundary (direct I/O needs aligned memory).

@@ -101,6 +101,8 @@ impl http_body::Body for CancelIsError {
 /// Packets in flight per pipeline stage (to disk, to downstream): bounds memory per write to a
 /// few MiB while letting network and disk overlap.
 const QUEUE: usize = 4;
+/// Disk reads (of `READ_UNIT`) done ahead of verification by a ReadBlock.
+const READS_AHEAD: usize = 2;
 
 /// The tonic adapter: decode, call the node, encode.
 pub struct TransferService {
@@ -473,14 +475,29 @@ async fn send_block(
     let node = node.clone();
     let runtime = tokio::runtime::Handle::current();
     let active = node.transfer_started();
-    // Large disk reads (READ_UNIT), sent as 1 MiB packets that share the read buffer.
+    // Two blocking stages: large disk reads (READ_UNIT) run ahead of the verification, which sends
+    // 1 MiB packets sharing the read buffer; the disk never waits for hashing or the network.
+    let reader = Arc::new(reader);
     let unit = (READ_UNIT / CHUNK_SIZE) as u64;
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(READS_AHEAD);
+    let disk = reader.clone();
     tokio::task::spawn_blocking(move || {
-        let _active = active;
         let mut c = first;
         while c < last {
             let n = (last - c).min(unit);
-            match reader.read_chunks(c, n as usize) {
+            let r = disk.read_raw(c, n as usize);
+            let failed = r.is_err();
+            if raw_tx.send(r).is_err() || failed {
+                return; // the sender stopped, or the error is on its way
+            }
+            c += n;
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let _active = active;
+        let mut c = first;
+        for raw in raw_rx {
+            match raw.and_then(|r| reader.verify(r)) {
                 Ok((data, hashes)) => {
                     for (i, h) in hashes.chunks(CHUNKS_PER_PACKET).enumerate() {
                         let from = i * CHUNKS_PER_PACKET * CHUNK_SIZE;
@@ -494,6 +511,7 @@ async fn send_block(
                             return; // the reader went away
                         }
                     }
+                    c += hashes.len() as u64;
                 }
                 Err(e) => {
                     if let DatanodeError::ChecksumMismatch { .. } = e {
@@ -504,7 +522,6 @@ async fn send_block(
                     return;
                 }
             }
-            c += n;
         }
     });
     Ok(rx)
