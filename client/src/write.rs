@@ -420,6 +420,9 @@ impl BlockWriter {
 /// pipeline, two blocks in flight; `finish` commits the block list and closes the file (releasing
 /// the lease).
 ///
+/// Memory: the packets of both blocks in flight (kept to rewrite a block after a pipeline failure)
+/// plus up to `SPARE_PACKETS` reusable packet buffers; with 64 MiB blocks, at most about 192 MiB.
+///
 /// A writer dropped without `finish`/`abort` cancels its blocks in flight and leaves the file under
 /// construction (with the blocks acknowledged so far) until the lease expires.
 pub struct FileWriter {
