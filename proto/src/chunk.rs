@@ -47,7 +47,9 @@ mod tests {
 
     #[test]
     fn verify_accepts_good_and_names_first_bad_chunk() {
-        let data: Vec<u8> = (0..(CHUNK_SIZE * 3 + 100)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 3 + 100))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let hashes = hashes_to_wire(&hash_chunks(&data));
         assert_eq!(hashes.len(), 4);
         assert_eq!(verify_chunks(&data, &hashes), Ok(()));

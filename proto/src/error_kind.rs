@@ -82,8 +82,25 @@ impl ErrorKind {
     fn from_name(s: &str) -> Option<ErrorKind> {
         use ErrorKind::*;
         [
-            NotFound, AlreadyExists, NotADirectory, IsADirectory, DirectoryNotEmpty, PermissionDenied, NotPermitted, InvalidArgument,
-            NameTooLong, TooManyLinks, TooManyHardLinks, NotSupported, NoSpace, CrossDevice, FileTooBig, ReadOnly, Busy, WouldBlock, Io,
+            NotFound,
+            AlreadyExists,
+            NotADirectory,
+            IsADirectory,
+            DirectoryNotEmpty,
+            PermissionDenied,
+            NotPermitted,
+            InvalidArgument,
+            NameTooLong,
+            TooManyLinks,
+            TooManyHardLinks,
+            NotSupported,
+            NoSpace,
+            CrossDevice,
+            FileTooBig,
+            ReadOnly,
+            Busy,
+            WouldBlock,
+            Io,
             Stale,
         ]
         .into_iter()
@@ -96,9 +113,13 @@ impl ErrorKind {
         match self {
             NotFound | Stale => Code::NotFound,
             AlreadyExists => Code::AlreadyExists,
-            NotADirectory | IsADirectory | DirectoryNotEmpty | CrossDevice => Code::FailedPrecondition,
+            NotADirectory | IsADirectory | DirectoryNotEmpty | CrossDevice => {
+                Code::FailedPrecondition
+            }
             PermissionDenied | NotPermitted | ReadOnly => Code::PermissionDenied,
-            InvalidArgument | NameTooLong | TooManyLinks | TooManyHardLinks | FileTooBig => Code::InvalidArgument,
+            InvalidArgument | NameTooLong | TooManyLinks | TooManyHardLinks | FileTooBig => {
+                Code::InvalidArgument
+            }
             NotSupported => Code::Unimplemented,
             NoSpace => Code::ResourceExhausted,
             Busy | WouldBlock => Code::Unavailable,
@@ -108,7 +129,12 @@ impl ErrorKind {
 
     /// The kind of a Status: from its metadata when a ringfs server set it, else guessed from the code.
     pub fn of(status: &Status) -> ErrorKind {
-        if let Some(k) = status.metadata().get(KEY).and_then(|v| v.to_str().ok()).and_then(ErrorKind::from_name) {
+        if let Some(k) = status
+            .metadata()
+            .get(KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorKind::from_name)
+        {
             return k;
         }
         match status.code() {
@@ -127,7 +153,10 @@ impl ErrorKind {
 /// A Status of `kind` with a message that names what failed (path, block, node) and why.
 pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
     let mut s = Status::new(kind.code(), message);
-    s.metadata_mut().insert(KEY, tonic::metadata::MetadataValue::from_static(kind.name()));
+    s.metadata_mut().insert(
+        KEY,
+        tonic::metadata::MetadataValue::from_static(kind.name()),
+    );
     s
 }
 
@@ -137,9 +166,17 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_status() {
-        for k in [ErrorKind::NotADirectory, ErrorKind::DirectoryNotEmpty, ErrorKind::NoSpace, ErrorKind::Stale] {
+        for k in [
+            ErrorKind::NotADirectory,
+            ErrorKind::DirectoryNotEmpty,
+            ErrorKind::NoSpace,
+            ErrorKind::Stale,
+        ] {
             assert_eq!(ErrorKind::of(&status(k, "x")), k);
         }
-        assert_eq!(ErrorKind::of(&Status::not_found("plain")), ErrorKind::NotFound);
+        assert_eq!(
+            ErrorKind::of(&Status::not_found("plain")),
+            ErrorKind::NotFound
+        );
     }
 }

@@ -75,8 +75,15 @@ impl fmt::Display for DatanodeId {
 impl TryFrom<String> for DatanodeId {
     type Error = tonic::Status;
     fn try_from(v: String) -> Result<Self, Self::Error> {
-        if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            Err(tonic::Status::invalid_argument(format!("invalid datanode id {v:?}")))
+        if v.is_empty()
+            || v.len() > 128
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            Err(tonic::Status::invalid_argument(format!(
+                "invalid datanode id {v:?}"
+            )))
         } else {
             Ok(DatanodeId(v))
         }

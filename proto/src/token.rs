@@ -54,7 +54,9 @@ pub enum TokenError {
 impl Secret {
     /// Derives the key from any secret bytes (a file's content or an env var).
     pub fn new(secret: &[u8]) -> Secret {
-        Secret { key: blake3::derive_key("ringfs cluster secret v1", secret) }
+        Secret {
+            key: blake3::derive_key("ringfs cluster secret v1", secret),
+        }
     }
 
     fn mac(&self, block_id: u64, generation: u64, mode: AccessMode, expiry: u64) -> String {
@@ -70,11 +72,21 @@ impl Secret {
     /// Issues a token for one block generation.
     pub fn block_token(&self, block_id: u64, generation: u64, mode: AccessMode) -> String {
         let expiry = now_secs() + TOKEN_LIFETIME.as_secs();
-        format!("{expiry}.{}.{}", mode.as_char(), self.mac(block_id, generation, mode, expiry))
+        format!(
+            "{expiry}.{}.{}",
+            mode.as_char(),
+            self.mac(block_id, generation, mode, expiry)
+        )
     }
 
     /// Checks a token; a write token also allows reads.
-    pub fn check_block_token(&self, token: &str, block_id: u64, generation: u64, want: AccessMode) -> Result<(), TokenError> {
+    pub fn check_block_token(
+        &self,
+        token: &str,
+        block_id: u64,
+        generation: u64,
+        want: AccessMode,
+    ) -> Result<(), TokenError> {
         let mut parts = token.splitn(3, '.');
         let (Some(exp), Some(mode), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -88,7 +100,10 @@ impl Secret {
         if want == AccessMode::Write && mode != AccessMode::Write {
             return Err(TokenError::Invalid(want));
         }
-        if !constant_time_eq(mac.as_bytes(), self.mac(block_id, generation, mode, expiry).as_bytes()) {
+        if !constant_time_eq(
+            mac.as_bytes(),
+            self.mac(block_id, generation, mode, expiry).as_bytes(),
+        ) {
             return Err(TokenError::Invalid(want));
         }
         if expiry < now_secs() {
@@ -115,7 +130,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -132,8 +150,13 @@ mod tests {
         assert!(s.check_block_token(&t, 7, 3, AccessMode::Write).is_err());
         let w = s.block_token(7, 3, AccessMode::Write);
         assert_eq!(s.check_block_token(&w, 7, 3, AccessMode::Read), Ok(()));
-        assert!(Secret::new(b"other").check_block_token(&w, 7, 3, AccessMode::Write).is_err());
-        assert_eq!(s.check_block_token("junk", 7, 3, AccessMode::Read), Err(TokenError::Malformed));
+        assert!(Secret::new(b"other")
+            .check_block_token(&w, 7, 3, AccessMode::Write)
+            .is_err());
+        assert_eq!(
+            s.check_block_token("junk", 7, 3, AccessMode::Read),
+            Err(TokenError::Malformed)
+        );
         assert!(s.check_node_auth("dn1", &s.node_auth("dn1")));
         assert!(!s.check_node_auth("dn2", &s.node_auth("dn1")));
     }

@@ -8,16 +8,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if let Ok(n) = t.parse::<u64>() {
         return Ok(n);
     }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (expected e.g. 4096, 64MiB, 1G)"))?;
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (expected e.g. 4096, 64MiB, 1G)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("invalid size unit in {s:?} (use KiB, MiB, GiB, TiB)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     let v = num * mult as f64;
     if !(0.0..1.8e19).contains(&v) {
