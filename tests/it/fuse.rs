@@ -592,7 +592,11 @@ fn pjdfstest_passes_on_the_mount_what_passes_locally() {
         return;
     }
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pjdfstest/pjdfstest.toml");
-    let local = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Same parent as the mount (see `Cli::mount`), so both runs see paths of the same length.
+    let local = tempfile::Builder::new()
+        .prefix("ringfs-mnt-")
+        .tempdir()
+        .unwrap();
     let (local_ok, _) = pjdfstest_ok(local.path(), &config);
     assert!(local_ok.len() > 100, "pjdfstest did not run locally");
     let cluster = TestCluster::builder().start();
