@@ -53,6 +53,34 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 20] = {
+        use ErrorKind::*;
+        [
+            NotFound,
+            AlreadyExists,
+            NotADirectory,
+            IsADirectory,
+            DirectoryNotEmpty,
+            PermissionDenied,
+            NotPermitted,
+            InvalidArgument,
+            NameTooLong,
+            TooManyLinks,
+            TooManyHardLinks,
+            NotSupported,
+            NoSpace,
+            CrossDevice,
+            FileTooBig,
+            ReadOnly,
+            Busy,
+            WouldBlock,
+            Io,
+            Stale,
+        ]
+    };
+
+    /// The kind's name on the wire (the `ringfs-error` metadata value).
     pub fn name(self) -> &'static str {
         use ErrorKind::*;
         match self {
@@ -80,31 +108,7 @@ impl ErrorKind {
     }
 
     fn from_name(s: &str) -> Option<ErrorKind> {
-        use ErrorKind::*;
-        [
-            NotFound,
-            AlreadyExists,
-            NotADirectory,
-            IsADirectory,
-            DirectoryNotEmpty,
-            PermissionDenied,
-            NotPermitted,
-            InvalidArgument,
-            NameTooLong,
-            TooManyLinks,
-            TooManyHardLinks,
-            NotSupported,
-            NoSpace,
-            CrossDevice,
-            FileTooBig,
-            ReadOnly,
-            Busy,
-            WouldBlock,
-            Io,
-            Stale,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+        ErrorKind::ALL.into_iter().find(|k| k.name() == s)
     }
 
     /// The gRPC code that goes with the kind.
@@ -166,12 +170,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_status() {
-        for k in [
-            ErrorKind::NotADirectory,
-            ErrorKind::DirectoryNotEmpty,
-            ErrorKind::NoSpace,
-            ErrorKind::Stale,
-        ] {
+        for k in ErrorKind::ALL {
             assert_eq!(ErrorKind::of(&status(k, "x")), k);
         }
         assert_eq!(
