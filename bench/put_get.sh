@@ -13,11 +13,14 @@
 #
 # The local figures are the fastest of LOCAL_RUNS runs (default 3): on a VM the first large page-cache
 # write after dropping caches can be several times slower than the next ones (the guest's freed pages
-# have to be faulted in again on the host), and a slow reference would flatter the ratios.
+# have to be faulted in again on the host), and a slow reference would flatter the ratios. The ringfs
+# figures are the fastest of RUNS runs (default 3; each put writes a new file) for the same reason:
+# on a shared machine single runs vary by 2x.
 #
 # Environment: SIZE_MIB (default 1024), RINGFS_BIN (default target/release/ringfs, built if absent),
 #              BENCH_DIR (parent of the temp dir, default target/), KEEP=1 keeps the temp dir,
 #              LOCAL_RUNS (runs of each local reference, default 3; the fastest counts),
+#              RUNS (runs of each ringfs operation, default 3; the fastest counts), R1=0 skips replication 1,
 #              PERF_OP=put_r3 (any operation label) records a system-wide `perf record` of that operation
 #              into PERF_OUT (default target/perf-<op>.data; PERF_ARGS adds options, e.g. "-g").
 set -euo pipefail
@@ -137,6 +140,7 @@ best_of() {
     local n=$1 label=$2 i best="" r; shift 2
     for i in $(seq 1 "$n"); do
         rm -f "$WORK/local/copy.bin"
+        export RUN=$i
         measure "$label" "$@"
         r=${RESULTS[-1]}
         unset 'RESULTS[-1]'
@@ -149,20 +153,24 @@ best_of() {
 LOCAL_RUNS=${LOCAL_RUNS:-3}
 best_of "$LOCAL_RUNS" local_cp sh -c 'cp "$1" "$2" && sync "$2"' sh "$SRC" "$WORK/local/copy.bin"
 best_of "$LOCAL_RUNS" local_read sh -c 'cat "$1" > /dev/null' sh "$SRC"
-measure put_r3 "$BIN" put -r 3 "$SRC" /r3.bin
-measure get_r3 sh -c '"$1" get /r3.bin - > /dev/null' sh "$BIN"
-measure put_r1 "$BIN" put -r 1 "$SRC" /r1.bin
-measure get_r1 sh -c '"$1" get /r1.bin - > /dev/null' sh "$BIN"
+# Each put run writes /rN-RUN.bin (RUN is set by best_of); gets read the first one.
+RUNS=${RUNS:-3}
+REPLICATIONS="3"
+[ "${R1:-1}" = 0 ] || REPLICATIONS="3 1"
+for r in $REPLICATIONS; do
+    best_of "$RUNS" "put_r$r" sh -c '"$1" put -r "$2" "$3" "/r$2-$RUN.bin"' sh "$BIN" "$r" "$SRC"
+    best_of "$RUNS" "get_r$r" sh -c '"$1" get "$2" - > /dev/null' sh "$BIN" "/r$r-1.bin"
+done
 
 # Sanity: what was stored is what was read.
 want=$(sha256sum < "$SRC" | cut -d' ' -f1)
-for f in /r3.bin /r1.bin; do
+for f in $(for r in $REPLICATIONS; do echo "/r$r-1.bin"; done); do
     got=$("$BIN" cat "$f" | sha256sum | cut -d' ' -f1)
     [ "$got" = "$want" ] || { echo "MISMATCH: $f reads back other bytes" >&2; exit 1; }
 done
 
 echo
-echo "ringfs put/get benchmark: ${SIZE_MIB} MiB file, block size $BLOCK_SIZE, 3 datanodes on one host, caches dropped: $([ $CAN_DROP = 1 ] && echo yes || echo NO), local figures: fastest of $LOCAL_RUNS"
+echo "ringfs put/get benchmark: ${SIZE_MIB} MiB file, block size $BLOCK_SIZE, 3 datanodes on one host, caches dropped: $([ $CAN_DROP = 1 ] && echo yes || echo NO), figures: fastest of $LOCAL_RUNS (local) and $RUNS (ringfs)"
 printf '%-12s %9s %10s %10s %14s %14s %12s\n' operation seconds MiB/s "vs local" "client CPU/GiB" "cluster CPU/GiB" "total CPU/GiB"
 declare -A RATE
 for r in "${RESULTS[@]}"; do

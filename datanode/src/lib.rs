@@ -4,6 +4,7 @@
 //! - [`error`]: `DatanodeError` and its one mapping to `tonic::Status`
 //! - [`block_store`]: replica files (`blocks/`, `tmp/`), `.meta` format, startup scan, lock, id
 //! - [`transfer`]: the DataTransfer service (pipelined WriteBlock, verified ReadBlock, RecoverReplica)
+//! - [`framing`]: request data frames re-cut at gRPC message headers (one copy per packet in tonic)
 //! - [`heartbeat`]: register, heartbeats, block reports, re-register after a namenode restart
 //! - [`commands`]: Replicate / Delete commands from the namenode (throttled)
 //! - [`scrubber`]: throttled background re-verification of every replica
@@ -14,6 +15,7 @@ pub mod block_store;
 mod commands;
 pub mod config;
 pub mod error;
+mod framing;
 mod heartbeat;
 mod namenode_link;
 mod scrubber;

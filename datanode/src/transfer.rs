@@ -15,6 +15,7 @@
 
 use crate::block_store::{Finalized, ReplicaWriter, READ_UNIT};
 use crate::error::DatanodeError;
+use crate::framing::MessageCuts;
 use crate::Node;
 use bytes::Bytes;
 use futures::Stream;
@@ -26,6 +27,7 @@ use ringfs_proto::pb::{
     WriteBlockEnd, WriteBlockHeader, WriteBlockMessage, WriteBlockResponse,
 };
 use ringfs_proto::token::AccessMode;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -58,8 +60,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        self.0
-            .call(req.map(|b| tonic::body::Body::new(CancelIsError(b))))
+        self.0.call(req.map(|b| {
+            tonic::body::Body::new(CancelIsError {
+                inner: b,
+                cuts: MessageCuts::default(),
+                pending: VecDeque::new(),
+            })
+        }))
     }
 }
 
@@ -68,7 +75,14 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for CancelAware
 }
 
 /// A request body whose `Cancelled` errors become `Aborted`, which tonic passes on as errors.
-struct CancelIsError(tonic::body::Body);
+/// Data frames are also cut after gRPC message headers (see [`crate::framing`]), which saves a
+/// copy of every received packet.
+struct CancelIsError {
+    inner: tonic::body::Body,
+    cuts: MessageCuts,
+    /// Pieces of the last data frame not handed out yet.
+    pending: VecDeque<Bytes>,
+}
 
 impl http_body::Body for CancelIsError {
     type Data = bytes::Bytes;
@@ -78,23 +92,42 @@ impl http_body::Body for CancelIsError {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        match Pin::new(&mut self.get_mut().0).poll_frame(cx) {
+        let this = self.get_mut();
+        if let Some(piece) = this.pending.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             std::task::Poll::Ready(Some(Err(s))) if s.code() == tonic::Code::Cancelled => {
                 std::task::Poll::Ready(Some(Err(Status::aborted(format!(
                     "request stream cancelled by the sender: {}",
                     s.message()
                 )))))
             }
+            std::task::Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    this.pending.extend(this.cuts.cut(data));
+                    let first = this.pending.pop_front().unwrap_or_default();
+                    std::task::Poll::Ready(Some(Ok(http_body::Frame::data(first))))
+                }
+                Err(frame) => std::task::Poll::Ready(Some(Ok(frame))),
+            },
             other => other,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.pending.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
+        let pending: u64 = self.pending.iter().map(|p| p.len() as u64).sum();
+        let inner = self.inner.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + pending);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + pending);
+        }
+        hint
     }
 }
 
