@@ -176,6 +176,7 @@ pub fn attr_json(name: &str, path: &str, a: &pb::Attr) -> Value {
         v["block_size"] = json!(a.block_size);
         v["under_construction"] = json!(a.under_construction);
         v["generation"] = json!(a.generation);
+        v["inline"] = json!(a.inline);
     }
     v
 }

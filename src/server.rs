@@ -76,6 +76,13 @@ pub struct NamenodeArgs {
     /// Move replicas to their ring owners after membership changes [default: true].
     #[arg(long, value_name = "BOOL")]
     pub rebalance: Option<bool>,
+    /// Files of at most this many bytes are stored inline in the namenode's metadata, not in
+    /// blocks (0 = off; at most 1MiB) [default: 64KiB].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub inline_max: Option<u64>,
+    /// Most inline file content the namenode holds in total (it is kept in memory) [default: 512MiB].
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub inline_max_total: Option<u64>,
 }
 
 /// Flags of `ringfs datanode` (the namenode address is the global `--namenode`).
@@ -218,7 +225,9 @@ pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<ringfs_namenode::Conf
         replication_bandwidth,
         replication_interval,
         replication_timeout,
-        rebalance
+        rebalance,
+        inline_max,
+        inline_max_total
     );
     c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
     c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -571,6 +580,8 @@ mod tests {
             replication_interval: None,
             replication_timeout: None,
             rebalance: None,
+            inline_max: None,
+            inline_max_total: None,
         };
         let c = namenode_config(&a).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));

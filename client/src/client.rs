@@ -9,6 +9,7 @@ use ringfs_proto::net;
 use ringfs_proto::pb;
 use ringfs_proto::pb::namenode_client::NamenodeClient;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -114,6 +115,9 @@ pub(crate) struct Shared {
     /// DataTransfer channels by datanode address: one HTTP/2 connection per datanode, reused by
     /// every block read and write (lazy: connects on first use, reconnects after failures).
     datanodes: Mutex<HashMap<String, Channel>>,
+    /// Largest file content the namenode last said it stores inline (`OpenResponse.inline_limit`;
+    /// 0 until a create or open for writing told, or when inline data is off or its budget is used up).
+    inline_limit: AtomicU64,
 }
 
 impl Shared {
@@ -190,6 +194,7 @@ impl Client {
             nn: net::namenode_client(ch),
             cfg: cfg.clone(),
             datanodes: Mutex::new(HashMap::new()),
+            inline_limit: AtomicU64::new(0),
         });
         tokio::spawn(renew_leases(
             Arc::downgrade(&shared),
@@ -408,7 +413,9 @@ impl Client {
             })
             .await
             .map_err(|s| self.nn_err(s))?;
-        let attr = attr_of(resp.into_inner().attr, path)?;
+        let resp = resp.into_inner();
+        self.note_inline_limit(resp.inline_limit);
+        let attr = attr_of(resp.attr, path)?;
         FileWriter::new(self.clone(), path.to_string(), attr)
     }
 
@@ -453,7 +460,54 @@ impl Client {
                 format!("{what}: is a directory"),
             ));
         }
-        Ok(Layout::new(what, attr, resp.blocks))
+        Ok(Layout::new(what, attr, resp.blocks).with_inline(resp.inline_data.into()))
+    }
+
+    // ------------------------------------------------------------------ inline data
+
+    /// The largest content the namenode last said it stores inline (0 = none).
+    pub fn inline_limit(&self) -> u64 {
+        self.shared.inline_limit.load(Ordering::Relaxed)
+    }
+
+    /// Records `OpenResponse.inline_limit` from a Create or OpenWrite answer.
+    pub fn note_inline_limit(&self, limit: u64) {
+        self.shared.inline_limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Commits the whole content of `inode` (whose lease this client holds) inline in the namenode's
+    /// metadata instead of in blocks: `data` is bytes `[0, data.len())`, the rest of `size` reads as
+    /// zeros, the old blocks are freed, `close` releases the lease. `Ok(None)` when the namenode
+    /// does not take it inline (over its limit, or its inline budget is used up): the caller writes
+    /// blocks instead, and the limit is 0 until the next create or open tells otherwise.
+    pub async fn commit_inline(
+        &self,
+        inode: u64,
+        data: Vec<u8>,
+        size: u64,
+        close: bool,
+        mtime: Option<pb::Time>,
+    ) -> Result<Option<pb::Attr>, ClientError> {
+        let r = self
+            .namenode()
+            .commit_blocks(pb::CommitBlocksRequest {
+                inode,
+                client_id: self.shared.client_id.clone(),
+                blocks: Vec::new(),
+                size,
+                close,
+                mtime,
+                inline_data: Some(data),
+            })
+            .await;
+        match r {
+            Ok(resp) => attr_of(resp.into_inner().attr, &format!("inode {inode}")).map(Some),
+            Err(s) if ringfs_proto::ErrorKind::of(&s) == ringfs_proto::ErrorKind::NoSpace => {
+                self.note_inline_limit(0);
+                Ok(None)
+            }
+            Err(s) => Err(self.nn_err(s)),
+        }
     }
 
     // ------------------------------------------------------------------ block level
@@ -503,6 +557,7 @@ impl Client {
                 size,
                 close,
                 mtime: None,
+                inline_data: None,
             })
             .await
             .map_err(|s| self.nn_err(s))?;

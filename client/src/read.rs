@@ -33,6 +33,8 @@ pub(crate) struct Layout {
     attr: pb::Attr,
     blocks: Vec<pb::LocatedBlock>,
     fetched: Instant,
+    /// An inline file's content (no blocks): bytes `[0, len)`, the rest of the size is zeros.
+    inline: Bytes,
 }
 
 impl Layout {
@@ -43,7 +45,14 @@ impl Layout {
             attr,
             blocks,
             fetched: Instant::now(),
+            inline: Bytes::new(),
         }
+    }
+
+    /// The layout of an inline file (`GetBlockLocationsResponse.inline_data`; empty = not inline).
+    pub(crate) fn with_inline(mut self, data: Bytes) -> Layout {
+        self.inline = data;
+        self
     }
 
     /// The pieces `[offset, offset+len)` (clamped to the file size) is made of, in order.
@@ -51,6 +60,18 @@ impl Layout {
         let size = self.attr.size;
         let end = offset.saturating_add(len).min(size);
         let mut out = Vec::new();
+        if !self.inline.is_empty() {
+            let data_end = (self.inline.len() as u64).min(end);
+            if offset < data_end {
+                out.push(Segment::Data(
+                    self.inline.slice(offset as usize..data_end as usize),
+                ));
+            }
+            if offset.max(data_end) < end {
+                out.push(Segment::Zeros(end - offset.max(data_end)));
+            }
+            return out;
+        }
         let mut pos = offset;
         for b in &self.blocks {
             if pos >= end {
@@ -90,6 +111,8 @@ impl Layout {
 #[derive(Debug)]
 enum Segment {
     Zeros(u64),
+    /// Bytes at hand (an inline file's content).
+    Data(Bytes),
     Block {
         block: pb::LocatedBlock,
         start: u64,
@@ -266,6 +289,7 @@ pub(crate) async fn read_layout(
         .map(|seg| async move {
             match seg {
                 Segment::Zeros(n) => Ok(vec![zeros(n)]),
+                Segment::Data(b) => Ok(vec![b]),
                 Segment::Block { block, start, end } => {
                     let mut out = Vec::new();
                     read_block(client, &layout.what, &block, start, end, &mut out).await?;
@@ -388,7 +412,7 @@ impl FileReader {
                     break;
                 };
                 let reader = match &seg {
-                    Segment::Zeros(_) => None,
+                    Segment::Zeros(_) | Segment::Data(_) => None,
                     Segment::Block { block, start, end } => {
                         let (tx, rx) = mpsc::channel(READAHEAD_PACKETS);
                         let (client, what, block, start, end) = (
@@ -422,6 +446,10 @@ impl FileReader {
                         n -= z.len() as u64;
                         written += z.len() as u64;
                     }
+                }
+                (Segment::Data(b), _) => {
+                    w.write_all(&b).await?;
+                    written += b.len() as u64;
                 }
                 (Segment::Block { block, start, end }, Some((mut rx, _task))) => {
                     let mut got = 0u64;
@@ -474,6 +502,7 @@ mod tests {
         segs.iter()
             .map(|s| match s {
                 Segment::Zeros(n) => (0, 0, *n),
+                Segment::Data(b) => (u64::MAX, 0, b.len() as u64),
                 Segment::Block { block, start, end } => (block.id, *start, *end),
             })
             .collect()
@@ -496,5 +525,16 @@ mod tests {
         assert!(l.plan(350, 10).is_empty());
         let gap = Layout::new("/g".into(), attr(300), vec![block(9, 200, 100)]);
         assert_eq!(shape(&gap.plan(0, 300)), vec![(0, 0, 200), (9, 0, 100)]);
+    }
+
+    #[test]
+    fn plan_of_an_inline_file_is_its_data_then_zeros() {
+        let l =
+            Layout::new("/i".into(), attr(100), Vec::new()).with_inline(Bytes::from(vec![7u8; 60]));
+        assert_eq!(shape(&l.plan(0, 1000)), vec![(u64::MAX, 0, 60), (0, 0, 40)]);
+        assert_eq!(shape(&l.plan(10, 20)), vec![(u64::MAX, 0, 20)]);
+        assert_eq!(shape(&l.plan(50, 20)), vec![(u64::MAX, 0, 10), (0, 0, 10)]);
+        assert_eq!(shape(&l.plan(70, 100)), vec![(0, 0, 30)]);
+        assert!(l.plan(100, 10).is_empty());
     }
 }

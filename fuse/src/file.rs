@@ -318,6 +318,13 @@ impl Inner {
             committed_list(&resp.blocks),
             attr.size,
         ));
+        let inline = crate::small::adopt(
+            &self.client,
+            st.overlay.as_mut(),
+            resp.inline_data,
+            resp.inline_limit,
+        );
+        self.account(0, inline);
         st.attr = attr;
         f.changed(st);
         Ok(())
@@ -660,6 +667,7 @@ impl Inner {
             size,
             close,
             mtime,
+            inline_data: None,
         };
         let a = self.nn().commit_blocks(req).await?.into_inner().attr;
         let a =
@@ -679,6 +687,12 @@ impl Inner {
         };
         if ov.is_dirty() {
             let before = ov.bytes();
+            if let Some(attr) = crate::small::commit(&self.client, ino, ov, close).await? {
+                self.note_seen(&attr);
+                st.attr = attr;
+                self.drop_lease_state(f, st);
+                return Ok(());
+            }
             let size = ov.size();
             let plan = ov.commit_plan();
             let client = self.client.clone();

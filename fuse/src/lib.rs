@@ -49,6 +49,7 @@ mod lock;
 mod mountpoint;
 mod ops;
 mod overlay;
+mod small;
 
 pub use error::{errno_of, FuseError};
 pub use mountpoint::{clean_stale_mount, unmount};

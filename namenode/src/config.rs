@@ -58,6 +58,15 @@ pub struct Config {
     pub replication_timeout: Duration,
     /// Move replicas to their ring owners after membership changes (a new node gets its share).
     pub rebalance: bool,
+    /// Files whose whole content is at most this long may be stored inline in the metadata store
+    /// (journaled with their commit, read without a datanode) instead of in replicated blocks.
+    /// 0 turns inline data off. At most 1 MiB (and never more than a file's block size).
+    #[serde(with = "size")]
+    pub inline_max: u64,
+    /// Most bytes of inline content the namenode holds in total (it keeps them in memory with the
+    /// namespace); past it, small files go to blocks like any other.
+    #[serde(with = "size")]
+    pub inline_max_total: u64,
 }
 
 impl Default for Config {
@@ -80,6 +89,8 @@ impl Default for Config {
             replication_interval: Duration::from_secs(1),
             replication_timeout: Duration::from_secs(30),
             rebalance: true,
+            inline_max: 64 << 10,
+            inline_max_total: 512 << 20,
         }
     }
 }
@@ -114,6 +125,12 @@ impl Config {
             return bad(format!(
                 "block_size {} must be a positive multiple of 64 KiB",
                 self.block_size
+            ));
+        }
+        if self.inline_max > 1 << 20 {
+            return bad(format!(
+                "inline_max {} is larger than 1 MiB",
+                self.inline_max
             ));
         }
         if self.block_size > 1 << 40 {

@@ -102,6 +102,10 @@ pub enum NamenodeError {
     /// FAILED_PRECONDITION with kind `Io`; the string is the whole message.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// ENOSPC: the namenode does not take this content inline (over the limit, or its budget for
+    /// inline content is used up); the writer stores the file in blocks instead. The whole message.
+    #[error("{0}")]
+    InlineRefused(String),
 }
 
 impl NamenodeError {
@@ -122,7 +126,7 @@ impl NamenodeError {
             NameTooLong(_) => ErrorKind::NameTooLong,
             SymlinkLoop(_) => ErrorKind::TooManyLinks,
             TooManyLinks(_) => ErrorKind::TooManyHardLinks,
-            NotEnoughDatanodes { .. } => ErrorKind::NoSpace,
+            NotEnoughDatanodes { .. } | InlineRefused(_) => ErrorKind::NoSpace,
             LeaseHeld { .. } | SafeMode(_) => ErrorKind::Busy,
             NoLease { .. } | Storage(_) | FailedPrecondition(_) => ErrorKind::Io,
             NotSupported(_) => ErrorKind::NotSupported,

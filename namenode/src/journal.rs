@@ -22,8 +22,13 @@ use crate::namespace::{Counters, InodeRecord, Mutation, Namespace};
 
 /// The store's file name inside the namenode data directory.
 pub const FILE_NAME: &str = "namespace.redb";
-/// Version of the row encoding (stored in `meta` and as the first byte of every inode row).
-const FORMAT: u64 = 1;
+/// Version of the row encoding (stored in `meta` and as the first byte of every inode row). Version 2
+/// added inline file content; rows written as version 1 are still read (see [`v1`]), and opening a
+/// version-1 store marks it version 2 (a namenode that only reads version 1 then refuses it clearly
+/// instead of misreading new rows).
+const FORMAT: u64 = 2;
+/// Oldest row encoding this namenode reads.
+const FORMAT_V1: u64 = 1;
 /// Most mutations put in one transaction; the rest of a backlog goes into the next one.
 const MAX_GROUP_ROWS: usize = 200_000;
 
@@ -125,10 +130,16 @@ impl Journal {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| storage(&path, e))?;
         let ns = match load(&db, &path)? {
-            Some(ns) => ns,
+            Some((ns, format)) => {
+                if format != FORMAT {
+                    write_group(&db, &[], true).map_err(|e| storage(&path, e))?;
+                    tracing::info!(path = %path.display(), from = format, to = FORMAT, "metadata store format upgraded");
+                }
+                ns
+            }
             None => {
                 let mut ns = Namespace::new();
-                write_group(&db, &[&ns.drain_changes()]).map_err(|e| storage(&path, e))?;
+                write_group(&db, &[&ns.drain_changes()], true).map_err(|e| storage(&path, e))?;
                 ns
             }
         };
@@ -227,7 +238,7 @@ fn writer_loop(
             Some(e) => Err(NamenodeError::Storage(e.clone())),
             None => {
                 let batches: Vec<&Vec<Mutation>> = group.iter().map(|p| &p.batch).collect();
-                write_group(&db, &batches).map_err(|e| {
+                write_group(&db, &batches, false).map_err(|e| {
                     let msg = format!("{}: {e}", path.display());
                     tracing::error!(error = %msg, "journal commit failed; refusing further mutations");
                     let _ = failed.set(msg.clone());
@@ -248,14 +259,21 @@ fn writer_loop(
     }
 }
 
-/// Apply batches, in order, in one durable transaction.
-fn write_group(db: &Database, batches: &[&Vec<Mutation>]) -> std::result::Result<(), redb::Error> {
+/// Apply batches, in order, in one durable transaction (with `set_format`, also record [`FORMAT`]:
+/// on creation and upgrade only, so a commit does not rewrite the meta table for nothing).
+fn write_group(
+    db: &Database,
+    batches: &[&Vec<Mutation>],
+    set_format: bool,
+) -> std::result::Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
         let mut inodes = txn.open_table(INODES)?;
         let mut entries = txn.open_table(ENTRIES)?;
         let mut meta = txn.open_table(META)?;
-        meta.insert("format", FORMAT)?;
+        if set_format {
+            meta.insert("format", FORMAT)?;
+        }
         let mut buf = Vec::new();
         for m in batches.iter().flat_map(|b| b.iter()) {
             match m {
@@ -291,8 +309,8 @@ fn write_group(db: &Database, batches: &[&Vec<Mutation>]) -> std::result::Result
     Ok(())
 }
 
-/// Read the whole store; `None` if it is new (no format row yet).
-fn load(db: &Database, path: &Path) -> Result<Option<Namespace>> {
+/// Read the whole store and its format version; `None` if it is new (no format row yet).
+fn load(db: &Database, path: &Path) -> Result<Option<(Namespace, u64)>> {
     let err = |e: &dyn std::fmt::Display| storage(path, e);
     let txn = db.begin_read().map_err(|e| err(&e))?;
     let meta = match txn.open_table(META) {
@@ -305,15 +323,16 @@ fn load(db: &Database, path: &Path) -> Result<Option<Namespace>> {
             .map(|v| v.map(|v| v.value()))
             .map_err(|e| err(&e))
     };
-    match get("format")? {
+    let format = match get("format")? {
         None => return Ok(None),
-        Some(FORMAT) => {}
+        Some(v @ (FORMAT_V1 | FORMAT)) => v,
         Some(v) => {
             return Err(err(&format!(
-                "unknown store format {v} (this namenode reads {FORMAT})"
+                "unknown store format {v} (this namenode reads {FORMAT_V1} to {FORMAT}); \
+                 it was written by a newer ringfs"
             )))
         }
-    }
+    };
     let defaults = Counters::default();
     let counters = Counters {
         next_inode: get("next_inode")?.unwrap_or(defaults.next_inode),
@@ -329,9 +348,15 @@ fn load(db: &Database, path: &Path) -> Result<Option<Namespace>> {
     {
         let (k, v) = row.map_err(|e| err(&e))?;
         let bytes = v.value();
+        let bad_row = |e: postcard::Error| err(&format!("inode {}: {e}", k.value()));
         let record: InodeRecord = match bytes.split_first() {
             Some((&v, rest)) if u64::from(v) == FORMAT => {
-                postcard::from_bytes(rest).map_err(|e| err(&format!("inode {}: {e}", k.value())))?
+                postcard::from_bytes(rest).map_err(bad_row)?
+            }
+            Some((&v, rest)) if u64::from(v) == FORMAT_V1 => {
+                postcard::from_bytes::<v1::InodeRecord>(rest)
+                    .map_err(bad_row)?
+                    .into()
             }
             _ => return Err(err(&format!("inode {}: unknown row format", k.value()))),
         };
@@ -355,7 +380,67 @@ fn load(db: &Database, path: &Path) -> Result<Option<Namespace>> {
         let (parent, name) = k.value();
         entries.push((parent, name.to_string(), v.value()));
     }
-    Namespace::from_records(inodes, entries, counters).map(Some)
+    Namespace::from_records(inodes, entries, counters).map(|ns| Some((ns, format)))
+}
+
+/// Row encoding version 1 (before inline file content), read from stores written by older
+/// namenodes and converted on load.
+mod v1 {
+    use crate::namespace::{self, BlockRef, InodeKind, Timestamp};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct FileMeta {
+        pub(super) size: u64,
+        pub(super) replication: u32,
+        pub(super) block_size: u64,
+        pub(super) blocks: Vec<BlockRef>,
+        pub(super) lease: Option<String>,
+        pub(super) generation: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct InodeRecord {
+        pub(super) id: u64,
+        pub(super) kind: InodeKind,
+        pub(super) mode: u32,
+        pub(super) uid: u32,
+        pub(super) gid: u32,
+        pub(super) atime: Timestamp,
+        pub(super) mtime: Timestamp,
+        pub(super) ctime: Timestamp,
+        pub(super) crtime: Timestamp,
+        pub(super) rdev: u32,
+        pub(super) symlink_target: Option<String>,
+        pub(super) file: Option<FileMeta>,
+    }
+
+    impl From<InodeRecord> for namespace::InodeRecord {
+        fn from(r: InodeRecord) -> namespace::InodeRecord {
+            namespace::InodeRecord {
+                id: r.id,
+                kind: r.kind,
+                mode: r.mode,
+                uid: r.uid,
+                gid: r.gid,
+                atime: r.atime,
+                mtime: r.mtime,
+                ctime: r.ctime,
+                crtime: r.crtime,
+                rdev: r.rdev,
+                symlink_target: r.symlink_target,
+                file: r.file.map(|f| namespace::FileMeta {
+                    size: f.size,
+                    replication: f.replication,
+                    block_size: f.block_size,
+                    blocks: f.blocks,
+                    lease: f.lease,
+                    generation: f.generation,
+                    inline: None,
+                }),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +453,121 @@ mod tests {
 
     fn now() -> Timestamp {
         Timestamp::now()
+    }
+
+    #[test]
+    fn inline_content_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Caller::root();
+        let expected = {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            let o = CreateFile {
+                mode: 0o644,
+                replication: 3,
+                block_size: 1 << 16,
+                lease: Some("c".into()),
+                ..Default::default()
+            };
+            let (f, _) = ns
+                .create_file(&root, EntrySel::Path("/small"), o, now())
+                .unwrap();
+            let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+            ns.commit_inline(f, "c", data, 5000, true, None, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            dump(&ns)
+        };
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(dump(&ns), expected);
+        assert_eq!(ns.inline_bytes(), 4096);
+    }
+
+    /// A store written by a namenode of row format 1 (before inline data).
+    fn write_v1_store(path: &Path, format: u64) {
+        let db = Database::create(path).unwrap();
+        let t = Timestamp { secs: 5, nanos: 0 };
+        let rec = |id, kind, file| v1::InodeRecord {
+            id,
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            symlink_target: None,
+            file,
+        };
+        let file = v1::FileMeta {
+            size: 10,
+            replication: 3,
+            block_size: 1 << 20,
+            blocks: vec![BlockRef {
+                id: 4,
+                generation: 9,
+                len: 10,
+            }],
+            lease: None,
+            generation: 2,
+        };
+        let txn = db.begin_write().unwrap();
+        {
+            let mut inodes = txn.open_table(INODES).unwrap();
+            for r in [
+                rec(1, crate::namespace::InodeKind::Directory, None),
+                rec(2, crate::namespace::InodeKind::File, Some(file)),
+            ] {
+                let mut buf = vec![FORMAT_V1 as u8];
+                buf = postcard::to_extend(&r, buf).unwrap();
+                inodes.insert(r.id, buf.as_slice()).unwrap();
+            }
+            let mut entries = txn.open_table(ENTRIES).unwrap();
+            entries.insert((1, "old"), 2).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("format", format).unwrap();
+            meta.insert("next_inode", 3).unwrap();
+            meta.insert("next_block", 5).unwrap();
+            meta.insert("next_generation", 10).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_format_1_store_is_read_and_upgraded_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_store(&dir.path().join(FILE_NAME), FORMAT_V1);
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            let id = ns.lookup(&Caller::root(), EntrySel::Path("/old")).unwrap();
+            let f = ns.get(id).unwrap().file.clone().unwrap();
+            assert_eq!((f.size, f.blocks.len(), f.inline), (10, 1, None));
+            // old rows and new rows live side by side
+            ns.mkdir(&Caller::root(), EntrySel::Path("/new"), 0o755, false, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+        }
+        let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+        let format = db
+            .begin_read()
+            .unwrap()
+            .open_table(META)
+            .unwrap()
+            .get("format")
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(format, Some(FORMAT));
+        drop(db);
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(ns.inode_count(), 3);
+
+        let newer = tempfile::tempdir().unwrap();
+        write_v1_store(&newer.path().join(FILE_NAME), FORMAT + 1);
+        let e = Journal::open(newer.path())
+            .err()
+            .expect("a newer format is refused");
+        assert!(e.to_string().contains("unknown store format 3"), "{e}");
     }
 
     /// Everything observable about a namespace, for comparing before/after a reopen.

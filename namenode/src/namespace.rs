@@ -231,6 +231,9 @@ pub struct FileMeta {
     pub lease: Option<String>,
     /// Content version, bumped on every content change (client cache validation).
     pub generation: u64,
+    /// Inline content (small files): bytes `[0, len)` of the file, stored in the metadata instead of
+    /// in blocks; `blocks` is then empty and the rest of `size` reads as zeros. Never empty.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// A namespace node. Read it through [`Namespace::get`]; change it only through `Namespace` methods.
@@ -304,6 +307,7 @@ impl Inode {
             under_construction: file.is_some_and(|f| f.lease.is_some()),
             generation: file.map_or(0, |f| f.generation),
             crtime: Some(self.crtime.into()),
+            inline: file.is_some_and(|f| f.inline.is_some()),
         }
     }
 }
@@ -475,6 +479,8 @@ pub struct Namespace {
     dirty_entries: BTreeSet<(InodeId, String)>,
     /// Whether the counters changed since the last drain.
     counters_dirty: bool,
+    /// Bytes of inline file content held (the service caps it: inline data lives in memory).
+    inline_bytes: u64,
 }
 
 /// How an operand appears in error messages; the path of an inode is only computed for an error.
@@ -644,6 +650,7 @@ impl Namespace {
             dirty_inodes: BTreeSet::new(),
             dirty_entries: BTreeSet::new(),
             counters_dirty: false,
+            inline_bytes: 0,
         }
     }
 
@@ -667,6 +674,17 @@ impl Namespace {
                 return Err(bad(format!(
                     "inode {id}: file data does not match its kind"
                 )));
+            }
+            if let Some((f, d)) = r.file.as_ref().and_then(|f| Some((f, f.inline.as_ref()?))) {
+                if !f.blocks.is_empty() || d.is_empty() || d.len() as u64 > f.size {
+                    return Err(bad(format!(
+                        "inode {id}: inline data of {} bytes with {} blocks and size {}",
+                        d.len(),
+                        f.blocks.len(),
+                        f.size
+                    )));
+                }
+                ns.inline_bytes += d.len() as u64;
             }
             let inode = Inode {
                 id,
@@ -1103,6 +1121,7 @@ impl Namespace {
                 check_client(c, &shown())?;
             }
             let freed = self.truncate_blocks(existing, 0);
+            self.cut_inline(existing, 0);
             self.set_lease(existing, opts.lease);
             if let Some(n) = self.touch(existing) {
                 if let Some(f) = n.file.as_mut() {
@@ -1137,6 +1156,7 @@ impl Namespace {
                 blocks: Vec::new(),
                 lease: None,
                 generation: 1,
+                inline: None,
             });
         }
         self.set_lease(id, opts.lease);
@@ -1536,6 +1556,7 @@ impl Namespace {
         let mut freed = Vec::new();
         if let Some((keep, size)) = kept {
             freed = self.truncate_blocks(id, keep);
+            self.cut_inline(id, size);
             if let Some(f) = self.touch(id).and_then(|n| n.file.as_mut()) {
                 f.size = size;
                 f.generation += 1;
@@ -1605,6 +1626,7 @@ impl Namespace {
         self.set_lease(id, Some(client.to_string()));
         if truncate {
             freed = self.truncate_blocks(id, 0);
+            self.cut_inline(id, 0);
             if let Some(n) = self.touch(id) {
                 if let Some(f) = n.file.as_mut() {
                     f.size = 0;
@@ -1629,6 +1651,12 @@ impl Namespace {
     ) -> Result<()> {
         let f = self.leased_file(inode, client)?;
         let shown = || self.show(&Shown::Node(inode));
+        if f.inline.is_some() {
+            return Err(NamenodeError::FailedPrecondition(format!(
+                "{}: its content is inline; commit the whole block list instead of adding a block",
+                shown()
+            )));
+        }
         let mut blocks = f.blocks.clone();
         match (previous, blocks.last_mut()) {
             (Some(p), Some(last)) if p.id == last.id && !p.is_hole() => *last = p,
@@ -1699,6 +1727,7 @@ impl Namespace {
         for &id in &keep {
             self.block_owner.insert(id, inode);
         }
+        self.cut_inline(inode, 0);
         if let Some(n) = self.touch(inode) {
             if let Some(f) = n.file.as_mut() {
                 f.blocks = blocks;
@@ -1712,6 +1741,56 @@ impl Namespace {
             self.set_lease(inode, None);
         }
         Ok(freed)
+    }
+
+    /// Store the whole content of a file whose lease `client` holds inline (small files): `data` is
+    /// bytes `[0, data.len())`, the rest of `size` reads as zeros; every old block is freed (returned).
+    /// Like [`Namespace::commit_blocks`] it sets mtime (default `now`), bumps the generation and with
+    /// `close` releases the lease. The caller enforces the size limits; here `data` must fit the block
+    /// size and `size`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_inline(
+        &mut self,
+        inode: InodeId,
+        client: &str,
+        data: Vec<u8>,
+        size: u64,
+        close: bool,
+        mtime: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Vec<BlockRef>> {
+        let f = self.leased_file(inode, client)?;
+        let shown = || self.show(&Shown::Node(inode));
+        if data.len() as u64 > size || data.len() as u64 > f.block_size {
+            return Err(NamenodeError::InvalidArgument(format!(
+                "{}: {} bytes of inline data do not fit size {size} or block size {}",
+                shown(),
+                data.len(),
+                f.block_size
+            )));
+        }
+        let freed = self.truncate_blocks(inode, 0);
+        self.cut_inline(inode, 0);
+        let added = data.len() as u64;
+        if let Some(n) = self.touch(inode) {
+            if let Some(f) = n.file.as_mut() {
+                f.inline = (!data.is_empty()).then_some(data);
+                f.size = size;
+                f.generation += 1;
+            }
+            n.mtime = mtime.unwrap_or(now);
+            n.ctime = now;
+        }
+        self.inline_bytes += added;
+        if close {
+            self.set_lease(inode, None);
+        }
+        Ok(freed)
+    }
+
+    /// Bytes of inline content held by all files.
+    pub fn inline_bytes(&self) -> u64 {
+        self.inline_bytes
     }
 
     /// Give up `client`'s lease on the file (NoLease if it does not hold it).
@@ -2291,6 +2370,9 @@ impl Namespace {
         self.dirty_inodes.insert(id);
         self.extra_parents.remove(&id);
         if let Some(f) = n.file {
+            if let Some(d) = &f.inline {
+                self.inline_bytes -= d.len() as u64;
+            }
             for b in f.blocks.into_iter().filter(|b| !b.is_hole()) {
                 self.block_owner.remove(&b.id);
                 freed.push(b);
@@ -2342,6 +2424,30 @@ impl Namespace {
             self.block_owner.remove(&b.id);
         }
         dropped
+    }
+
+    /// Cut file `id`'s inline content to `size` bytes (none left: no inline content).
+    fn cut_inline(&mut self, id: InodeId, size: u64) {
+        let has = self
+            .inodes
+            .get(&id)
+            .and_then(|n| n.file.as_ref())
+            .and_then(|f| f.inline.as_ref())
+            .is_some_and(|d| d.len() as u64 > size);
+        if !has {
+            return;
+        }
+        let mut cut = 0;
+        if let Some(f) = self.touch(id).and_then(|n| n.file.as_mut()) {
+            if let Some(d) = f.inline.as_mut() {
+                cut = d.len() as u64 - size;
+                d.truncate(size as usize);
+                if d.is_empty() {
+                    f.inline = None;
+                }
+            }
+        }
+        self.inline_bytes -= cut;
     }
 
     fn set_lease(&mut self, id: InodeId, lease: Option<String>) {
@@ -3609,6 +3715,145 @@ mod tests {
             ns.set_attr(&alice(), NodeSel::Inode(f), attr, T0),
             Err(NamenodeError::LeaseHeld { .. })
         ));
+    }
+
+    fn inline_of(ns: &Namespace, f: InodeId) -> (Option<Vec<u8>>, u64, usize) {
+        let m = ns.get(f).unwrap().file.as_ref().unwrap();
+        (m.inline.clone(), m.size, m.blocks.len())
+    }
+
+    #[test]
+    fn inline_content_is_committed_cut_grown_and_freed() {
+        let mut ns = Namespace::new();
+        let o = CreateFile {
+            lease: Some("c".into()),
+            block_size: 64,
+            ..opts()
+        };
+        let (f, _) = ns.create_file(&root(), p("/f"), o, T0).unwrap();
+        // only the lease holder, and never more than the block size or the size
+        assert!(matches!(
+            ns.commit_inline(f, "other", b"abc".to_vec(), 3, false, None, T0),
+            Err(NamenodeError::NoLease { .. })
+        ));
+        assert!(ns
+            .commit_inline(f, "c", vec![1; 65], 65, false, None, T0)
+            .is_err());
+        assert!(ns
+            .commit_inline(f, "c", b"abc".to_vec(), 2, false, None, T0)
+            .is_err());
+        assert_eq!(ns.inline_bytes(), 0);
+        let g0 = ns.get(f).unwrap().file.as_ref().unwrap().generation;
+        assert_eq!(
+            ns.commit_inline(f, "c", b"hello".to_vec(), 8, true, Some(t(5)), t(6))
+                .unwrap(),
+            vec![]
+        );
+        assert_eq!(inline_of(&ns, f), (Some(b"hello".to_vec()), 8, 0));
+        let node = ns.get(f).unwrap();
+        assert!(node.to_attr().inline && !node.to_attr().under_construction);
+        assert_eq!((node.mtime, node.ctime), (t(5), t(6)));
+        assert!(node.file.as_ref().unwrap().generation > g0);
+        assert_eq!(ns.inline_bytes(), 5);
+        assert_consistent(&ns);
+        // adding a block to an inline file would lose its content
+        ns.open_write(&root(), n("/f"), "c", false, T0).unwrap();
+        let b = BlockRef {
+            id: ns.next_block_id(),
+            generation: ns.next_generation(),
+            len: 0,
+        };
+        assert!(matches!(
+            ns.add_block(f, "c", None, b),
+            Err(NamenodeError::FailedPrecondition(_))
+        ));
+        ns.release_lease(f, "c").unwrap();
+        // truncate: any size; cutting drops bytes, growing adds zeros after them
+        let trunc = |s: u64| SetAttr {
+            size: Some(s),
+            ..Default::default()
+        };
+        ns.set_attr(&root(), n("/f"), trunc(3), T0).unwrap();
+        assert_eq!(inline_of(&ns, f), (Some(b"hel".to_vec()), 3, 0));
+        ns.set_attr(&root(), n("/f"), trunc(1000), T0).unwrap();
+        assert_eq!(inline_of(&ns, f), (Some(b"hel".to_vec()), 1000, 0));
+        assert_eq!(ns.inline_bytes(), 3);
+        assert_consistent(&ns);
+        ns.set_attr(&root(), n("/f"), trunc(0), T0).unwrap();
+        assert_eq!(inline_of(&ns, f), (None, 0, 0));
+        assert_eq!(ns.inline_bytes(), 0);
+        // an inline commit frees the file's blocks; a block commit ends the inline content
+        let (g, blocks) = file_with_blocks(&mut ns, "/g", &[4, 2]);
+        ns.open_write(&root(), n("/g"), "w", false, T0).unwrap();
+        let freed = ns
+            .commit_inline(g, "w", b"xy".to_vec(), 2, false, None, T0)
+            .unwrap();
+        assert_eq!(freed, blocks);
+        assert_eq!(ns.block_owner(blocks[0].id), None);
+        assert_eq!(inline_of(&ns, g), (Some(b"xy".to_vec()), 2, 0));
+        let grown = BlockRef {
+            id: ns.next_block_id(),
+            generation: ns.next_generation(),
+            len: 4,
+        };
+        ns.commit_blocks(g, "w", vec![grown], 4, true, None, T0)
+            .unwrap();
+        assert_eq!(inline_of(&ns, g), (None, 4, 1));
+        assert_eq!(ns.inline_bytes(), 0);
+        // open with O_TRUNC, create over it, unlink: the content goes, and so does its count
+        ns.open_write(&root(), n("/g"), "w", false, T0).unwrap();
+        ns.commit_inline(g, "w", b"abcd".to_vec(), 4, true, None, T0)
+            .unwrap();
+        ns.open_write(&root(), n("/g"), "w", true, T0).unwrap();
+        assert_eq!(inline_of(&ns, g), (None, 0, 0));
+        ns.commit_inline(g, "w", b"abcd".to_vec(), 4, true, None, T0)
+            .unwrap();
+        let over = CreateFile {
+            overwrite: true,
+            ..opts()
+        };
+        ns.create_file(&root(), p("/g"), over, T0).unwrap();
+        assert_eq!(inline_of(&ns, g), (None, 0, 0));
+        ns.open_write(&root(), n("/g"), "w", false, T0).unwrap();
+        ns.commit_inline(g, "w", b"ab".to_vec(), 2, true, None, T0)
+            .unwrap();
+        ns.link(&root(), NodeSel::Path("/g"), p("/h"), T0).unwrap();
+        ns.remove(&root(), p("/g"), unlink(), T0).unwrap();
+        assert_eq!(ns.inline_bytes(), 2, "a hard link keeps it");
+        ns.rename(&root(), p("/h"), p("/k"), RenameFlags::default(), T0)
+            .unwrap();
+        assert_eq!(inline_of(&ns, g), (Some(b"ab".to_vec()), 2, 0));
+        assert_consistent(&ns);
+        ns.remove(&root(), p("/k"), unlink(), T0).unwrap();
+        assert_eq!(ns.inline_bytes(), 0);
+        assert_consistent(&ns);
+    }
+
+    #[test]
+    fn from_records_checks_inline_content() {
+        let mut ns = Namespace::new();
+        let o = CreateFile {
+            lease: Some("c".into()),
+            block_size: 64,
+            ..opts()
+        };
+        let (f, _) = ns.create_file(&root(), p("/f"), o, T0).unwrap();
+        ns.commit_inline(f, "c", b"data".to_vec(), 10, true, None, T0)
+            .unwrap();
+        let (inodes, entries) = records(&ns);
+        let reloaded =
+            Namespace::from_records(inodes.clone(), entries.clone(), ns.counters).unwrap();
+        assert_eq!(reloaded.inline_bytes(), 4);
+        let broken: Vec<InodeRecord> = inodes
+            .into_iter()
+            .map(|mut r| {
+                if let Some(m) = r.file.as_mut() {
+                    m.size = 2;
+                }
+                r
+            })
+            .collect();
+        assert!(Namespace::from_records(broken, entries, ns.counters).is_err());
     }
 
     #[test]

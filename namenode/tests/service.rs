@@ -228,6 +228,7 @@ async fn write_file(
         size: (blocks as u64) << 20,
         close: true,
         mtime: None,
+        inline_data: None,
     })
     .await
     .unwrap();
@@ -634,6 +635,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
         size: 2 << 20,
         close: true,
         mtime: None,
+        inline_data: None,
     })
     .await
     .unwrap();
@@ -802,5 +804,143 @@ async fn lease_recovery_closes_the_file_at_the_agreed_length() {
             .unwrap_err();
         assert_eq!(ErrorKind::of(&e), ErrorKind::Io);
     }
+    nn.stop().await;
+}
+
+async fn commit_inline(
+    nn: &mut NamenodeClient<Channel>,
+    inode: u64,
+    data: &[u8],
+    size: u64,
+) -> Result<pb::Attr, tonic::Status> {
+    nn.commit_blocks(pb::CommitBlocksRequest {
+        inode,
+        client_id: "c1".into(),
+        size,
+        close: true,
+        inline_data: Some(data.to_vec()),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().attr.unwrap())
+}
+
+#[tokio::test]
+async fn inline_commits_limits_budget_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        inline_max: 1000,
+        inline_max_total: 1500,
+        ..config(dir.path())
+    };
+    let nn = Namenode::start(cfg.clone()).await;
+    let mut c = nn.client();
+    let _dns = [
+        FakeDn::register(&nn, 0).await,
+        FakeDn::register(&nn, 1).await,
+        FakeDn::register(&nn, 2).await,
+    ];
+    // Create tells the writer the limit; a small commit stores the content inline.
+    let resp = c
+        .create(pb::CreateRequest {
+            entry: path_entry("/a"),
+            mode: 0o644,
+            client_id: "c1".into(),
+            open_for_write: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.inline_limit, 1000);
+    let a = resp.attr.unwrap();
+    let attr = commit_inline(&mut c, a.inode, &[7; 900], 1200)
+        .await
+        .unwrap();
+    assert!(attr.inline && !attr.under_construction);
+    assert_eq!(attr.size, 1200);
+    let loc = c
+        .get_block_locations(pb::GetBlockLocationsRequest {
+            node: path_node("/a"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(loc.blocks.is_empty());
+    assert_eq!(loc.inline_data, vec![7; 900]);
+
+    // Over the per-file limit, or with blocks: refused, nothing changed.
+    let b = create(&mut c, "/b").await.unwrap();
+    let e = commit_inline(&mut c, b.inode, &[1; 1001], 1001)
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace, "{e:?}");
+    let e = c
+        .commit_blocks(pb::CommitBlocksRequest {
+            inode: b.inode,
+            client_id: "c1".into(),
+            blocks: vec![pb::CommittedBlock {
+                id: 0,
+                generation: 0,
+                len: 10,
+            }],
+            size: 10,
+            inline_data: Some(vec![1; 10]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::InvalidArgument, "{e:?}");
+    // The budget: 900 of 1500 used, so 700 more is refused and 600 fits; then creates say 0.
+    let e = commit_inline(&mut c, b.inode, &[2; 700], 700)
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace, "{e:?}");
+    commit_inline(&mut c, b.inode, &[2; 600], 600)
+        .await
+        .unwrap();
+    let resp = c
+        .open_write(pb::OpenWriteRequest {
+            node: path_node("/a"),
+            client_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.inline_limit, 0, "budget used up");
+    assert_eq!(resp.inline_data, vec![7; 900], "a writer gets the content");
+    // Rewriting a file's own inline content counts its old bytes as given back.
+    commit_inline(&mut c, a.inode, &[8; 800], 800)
+        .await
+        .unwrap();
+    let f = fsck(&mut c).await;
+    assert_eq!(
+        (
+            f.files,
+            f.blocks,
+            f.inline_files,
+            f.inline_bytes,
+            f.total_bytes
+        ),
+        (2, 0, 2, 1400, 1400)
+    );
+
+    // A restart keeps the content.
+    drop(c);
+    nn.stop().await;
+    let nn = Namenode::start(cfg).await;
+    let mut c = nn.client();
+    let loc = c
+        .get_block_locations(pb::GetBlockLocationsRequest {
+            node: path_node("/b"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(loc.attr.unwrap().inline);
+    assert_eq!(loc.inline_data, vec![2; 600]);
     nn.stop().await;
 }

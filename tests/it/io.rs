@@ -108,8 +108,11 @@ fn piping_stdin_into_put_and_cat_into_sha256sum_round_trips() {
 #[test]
 fn files_of_chunk_and_block_boundary_sizes_round_trip() {
     // Sizes around the 64 KiB chunk and the 256 KiB block boundaries read back identical, with the
-    // expected number of blocks and block lengths.
-    let c = TestCluster::builder().block_size("256KiB").start();
+    // expected number of blocks and block lengths (inline data off: every size gets blocks).
+    let c = TestCluster::builder()
+        .block_size("256KiB")
+        .namenode_arg(&["--inline-max", "0"])
+        .start();
     let bs = 256 * KIB;
     let sizes = [
         1,

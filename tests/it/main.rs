@@ -7,3 +7,4 @@ mod fuse;
 mod healing;
 mod io;
 mod namespace;
+mod small;

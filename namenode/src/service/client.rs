@@ -130,6 +130,58 @@ fn pipeline(
     p
 }
 
+/// The most a file with this block size may commit inline now: the configured limit while the
+/// inline budget lasts, else 0 (clients then write blocks).
+fn inline_limit(shared: &Shared, st: &State, block_size: u64) -> u64 {
+    let cfg = &shared.config;
+    if st.ns.inline_bytes() >= cfg.inline_max_total {
+        return 0;
+    }
+    cfg.inline_max.min(block_size)
+}
+
+/// An inline commit of `len` bytes to `inode` is allowed: no blocks with it, within the per-file
+/// limit and the block size, and within the namenode's budget (counting the file's old inline data
+/// as given back).
+fn check_inline(
+    shared: &Shared,
+    st: &State,
+    inode: InodeId,
+    blocks: &[BlockRef],
+    len: u64,
+    block_size: u64,
+) -> Result<()> {
+    let cfg = &shared.config;
+    let shown = || path_or_inode(st, inode);
+    if !blocks.is_empty() {
+        return Err(NamenodeError::InvalidArgument(format!(
+            "{}: a commit with inline data cannot list blocks",
+            shown()
+        )));
+    }
+    let max = cfg.inline_max.min(block_size);
+    if len > max {
+        return Err(NamenodeError::InlineRefused(format!(
+            "{}: {len} bytes of inline data exceed the inline limit of {max} bytes",
+            shown()
+        )));
+    }
+    let old = st
+        .ns
+        .get(inode)
+        .and_then(|i| i.file.as_ref())
+        .and_then(|f| f.inline.as_ref())
+        .map_or(0, |d| d.len() as u64);
+    if st.ns.inline_bytes() - old + len > cfg.inline_max_total {
+        return Err(NamenodeError::InlineRefused(format!(
+            "{}: the namenode's inline data budget ({} bytes) is used up",
+            shown(),
+            cfg.inline_max_total
+        )));
+    }
+    Ok(())
+}
+
 /// The offset of block `id` in a file's block list (sum of the lengths before it).
 fn offset_of(st: &State, inode: InodeId, id: u64) -> u64 {
     let Some(f) = st.ns.get(inode).and_then(|i| i.file.as_ref()) else {
@@ -248,6 +300,8 @@ impl ClientService {
                 Ok(pb::OpenResponse {
                     attr: Some(attr_of(st, id)?),
                     blocks: Vec::new(),
+                    inline_data: Vec::new(),
+                    inline_limit: inline_limit(&self.shared, st, block_size),
                 })
             })
             .await;
@@ -273,16 +327,15 @@ impl ClientService {
                 after.freed = freed;
                 st.leases.renew(&client, Instant::now());
                 let attr = attr_of(st, id)?;
-                let blocks = st
-                    .ns
-                    .get(id)
-                    .and_then(|i| i.file.as_ref())
-                    .map(|f| f.blocks.clone())
-                    .unwrap_or_default();
+                let file = st.ns.get(id).and_then(|i| i.file.as_ref());
+                let blocks = file.map(|f| f.blocks.clone()).unwrap_or_default();
+                let inline_data = file.and_then(|f| f.inline.clone()).unwrap_or_default();
                 let blocks = locate(&self.shared, st, &blocks, 0, 0);
                 Ok(pb::OpenResponse {
+                    inline_limit: inline_limit(&self.shared, st, attr.block_size),
                     attr: Some(attr),
                     blocks,
+                    inline_data,
                 })
             })
             .await;
@@ -406,10 +459,36 @@ impl ClientService {
         let blocks: Vec<BlockRef> = req.blocks.iter().map(block_ref).collect();
         let mtime = req.mtime.map(Timestamp::from);
         let now = Timestamp::now();
+        let mut inline = req.inline_data;
         self.shared
             .mutate(|st, after| {
-                let (replication, _) = leased_file(st, inode, &client)?;
+                let (replication, block_size) = leased_file(st, inode, &client)?;
                 st.leases.renew(&client, Instant::now());
+                if let Some(data) = inline.take() {
+                    check_inline(
+                        &self.shared,
+                        st,
+                        inode,
+                        &blocks,
+                        data.len() as u64,
+                        block_size,
+                    )?;
+                    after.freed = st
+                        .ns
+                        .commit_inline(inode, &client, data, req.size, req.close, mtime, now)?;
+                    if req.close {
+                        for id in st.blocks.pending_of(inode, &client) {
+                            after.freed.push(BlockRef {
+                                id: id.get(),
+                                generation: 0,
+                                len: 0,
+                            });
+                        }
+                    }
+                    return Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, inode)?),
+                    });
+                }
                 for b in blocks.iter().filter(|b| !b.is_hole()) {
                     if let Some(info) = st.blocks.get(BlockId(b.id)) {
                         if info.inode != inode {
@@ -530,6 +609,7 @@ impl ClientService {
         Ok(pb::GetBlockLocationsResponse {
             attr: Some(inode.to_attr()),
             blocks,
+            inline_data: f.inline.clone().unwrap_or_default(),
         })
     }
 
@@ -567,6 +647,10 @@ impl ClientService {
             };
             out.files += 1;
             out.total_bytes += f.size;
+            if let Some(d) = &f.inline {
+                out.inline_files += 1;
+                out.inline_bytes += d.len() as u64;
+            }
             if f.lease.is_some() {
                 out.open_files += 1;
             }

@@ -1,0 +1,67 @@
+//! Small files on the mount: content stored inline in the namenode's metadata instead of in
+//! replicated blocks. Closing a small file is then one journaled `CommitBlocks` (no block
+//! allocation, no datanode pipeline), and reading it needs no datanode (the client's reader serves
+//! `inline_data`). `file.rs` calls in at two points: when it takes a file's lease (the inline
+//! content becomes the overlay's dirty block 0, since it is not in any block) and when it commits
+//! with close.
+
+use crate::error::Res;
+use crate::overlay::{Overlay, Piece};
+use ringfs_client::Client;
+use ringfs_proto::pb;
+
+/// After `Create`/`OpenWrite` answered `inline_data`/`inline_limit` and the overlay was built on the
+/// (empty) block list: records the limit and makes the inline content the overlay's dirty copy of
+/// block 0. Returns the bytes it added to the overlay (for the mount's dirty-bytes count).
+pub(crate) fn adopt(client: &Client, ov: Option<&mut Overlay>, data: Vec<u8>, limit: u64) -> u64 {
+    client.note_inline_limit(limit);
+    let Some(ov) = ov else { return 0 };
+    if data.is_empty() || data.len() as u64 > ov.block_size() {
+        return 0;
+    }
+    let before = ov.bytes();
+    ov.insert_loaded(0, data);
+    ov.bytes() - before
+}
+
+/// The whole content of the overlay when it is small enough to be stored inline and entirely in
+/// memory (no byte has to be read from a committed block).
+fn inline_content(client: &Client, ov: &Overlay) -> Option<Vec<u8>> {
+    let size = ov.size();
+    let limit = client.inline_limit().min(ov.block_size());
+    if size == 0 || size > limit {
+        return None;
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    for piece in ov.read_plan(0, size) {
+        match piece {
+            Piece::Mem(b) => data.extend_from_slice(&b),
+            Piece::Zeros(n) => data.resize(data.len() + n as usize, 0),
+            Piece::Base { .. } => return None,
+        }
+    }
+    (data.len() as u64 == size).then_some(data)
+}
+
+/// The closing commit of a dirty overlay, inline when it qualifies (see [`inline_content`]);
+/// `None` = it does not (or the namenode's inline budget is used up): the caller commits blocks as
+/// usual. Only a closing commit goes inline: the overlay is dropped after it, whereas an overlay
+/// that stays (fsync, or a commit before a timestamp change) would have to keep the content dirty,
+/// since an overlay's base can only be blocks, and its next commit would overwrite the file's
+/// times. Such a file is committed in blocks; its next closing commit can make it inline again.
+pub(crate) async fn commit(
+    client: &Client,
+    ino: u64,
+    ov: &Overlay,
+    close: bool,
+) -> Res<Option<pb::Attr>> {
+    if !close {
+        return Ok(None);
+    }
+    let Some(data) = inline_content(client, ov) else {
+        return Ok(None);
+    };
+    Ok(client
+        .commit_inline(ino, data, ov.size(), true, None)
+        .await?)
+}
