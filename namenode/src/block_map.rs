@@ -1,9 +1,15 @@
 //! The block map: for every block the namespace knows (plus blocks allocated but not yet committed),
 //! its owner, generation, length, expected replication and where its replicas are. Locations are not
 //! persisted: they are rebuilt from datanode block reports after a restart.
+//!
+//! Replicas of blocks the map does not know are *unclaimed*, not deleted at once: a namenode
+//! restart forgets blocks that were allocated but not yet committed, and the writer that holds
+//! them commits them after the restart (its lease survives). Unclaimed replicas are attached when
+//! their block is committed, and deleted only when nobody claimed them within a grace period.
 
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// One replica as a datanode reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +63,8 @@ impl BlockInfo {
 pub enum ReplicaVerdict {
     /// Recorded (or already known).
     Accepted,
-    /// Not a block of any file nor pending: delete it.
-    Unknown,
+    /// Not a block of any file nor pending: held as unclaimed (see the module doc), not deleted yet.
+    Unclaimed,
     /// An older generation than the block's: delete it.
     Stale,
     /// A delete was already sent for it and is not confirmed yet: send it again.
@@ -73,6 +79,8 @@ pub struct BlockMap {
     /// Replicas a delete command went out for, not confirmed yet: block → node → generation. A
     /// report listing one of them must not resurrect it (e.g. a corrupt replica counted as good).
     deleting: HashMap<u64, BTreeMap<DatanodeId, u64>>,
+    /// Replicas of unknown blocks: block → node → (replica, when first reported).
+    unclaimed: HashMap<u64, BTreeMap<DatanodeId, (Replica, Instant)>>,
 }
 
 impl BlockMap {
@@ -134,6 +142,17 @@ impl BlockMap {
         b.replication = replication;
         b.pending = pending;
         b.pipeline = pipeline;
+        // Held replicas of an older generation stay held (the grace sweep deletes them).
+        if let Some(found) = self.unclaimed.remove(&id.get()) {
+            for (node, (r, since)) in found {
+                if self.add_replica(&node, id, r.generation, r.len) == ReplicaVerdict::Stale {
+                    self.unclaimed
+                        .entry(id.get())
+                        .or_default()
+                        .insert(node, (r, since));
+                }
+            }
+        }
     }
 
     /// The block is (now) in `inode`'s block list at `generation` with `len` bytes. Returns replicas that
@@ -161,7 +180,50 @@ impl BlockMap {
         b.len = len;
         b.replication = replication;
         b.pending = None;
-        Self::advance(b, generation)
+        let mut stale = Self::advance(b, generation);
+        stale.extend(self.claim(id));
+        stale
+    }
+
+    /// Attaches the unclaimed replicas of a block that just became known. Returns those of an
+    /// older generation (stale: to delete).
+    fn claim(&mut self, id: BlockId) -> Vec<(DatanodeId, u64)> {
+        let Some(found) = self.unclaimed.remove(&id.get()) else {
+            return Vec::new();
+        };
+        let mut stale = Vec::new();
+        for (node, (r, _)) in found {
+            if self.add_replica(&node, id, r.generation, r.len) == ReplicaVerdict::Stale {
+                stale.push((node, r.generation));
+            }
+        }
+        stale
+    }
+
+    /// Unclaimed replicas first reported at least `grace` before `now`, taken out of the map:
+    /// (node, block, generation) to delete.
+    pub fn expire_unclaimed(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+    ) -> Vec<(DatanodeId, BlockId, u64)> {
+        let mut out = Vec::new();
+        self.unclaimed.retain(|block, nodes| {
+            nodes.retain(|node, (r, since)| {
+                let expired = now.saturating_duration_since(*since) >= grace;
+                if expired {
+                    out.push((node.clone(), BlockId(*block), r.generation));
+                }
+                !expired
+            });
+            !nodes.is_empty()
+        });
+        out
+    }
+
+    /// How many unclaimed replicas are held.
+    pub fn unclaimed_count(&self) -> usize {
+        self.unclaimed.values().map(BTreeMap::len).sum()
     }
 
     /// Sets a newer generation (pipeline recovery, lease recovery). Returns stale replicas to delete.
@@ -242,7 +304,20 @@ impl BlockMap {
             return ReplicaVerdict::Deleting;
         }
         let Some(b) = self.blocks.get_mut(&id.get()) else {
-            return ReplicaVerdict::Unknown;
+            let replica = Replica {
+                generation,
+                len,
+                corrupt: false,
+            };
+            let held = self.unclaimed.entry(id.get()).or_default();
+            match held.get_mut(node) {
+                // Re-reported: keep the time it was first seen, so the grace period runs out.
+                Some((r, _)) => *r = replica,
+                None => {
+                    held.insert(node.clone(), (replica, Instant::now()));
+                }
+            }
+            return ReplicaVerdict::Unclaimed;
         };
         if generation < b.generation {
             // An older replica we still track on this node is replaced by nothing: forget it too.
@@ -361,6 +436,13 @@ impl BlockMap {
         }
     }
 
+    fn forget_unclaimed(&mut self, node: &DatanodeId, keep: impl Fn(u64, u64) -> bool) {
+        self.unclaimed.retain(|block, m| {
+            m.retain(|n, (r, _)| n != node || keep(*block, r.generation));
+            !m.is_empty()
+        });
+    }
+
     fn forget_deleting(&mut self, node: &DatanodeId, keep: impl Fn(u64, u64) -> bool) {
         self.deleting.retain(|block, m| {
             m.retain(|n, g| n != node || keep(*block, *g));
@@ -371,6 +453,7 @@ impl BlockMap {
     /// The node is dead: its replicas stop counting. Returns the blocks that lost a replica.
     pub fn remove_node(&mut self, node: &DatanodeId) -> Vec<BlockId> {
         self.forget_deleting(node, |_, _| false);
+        self.forget_unclaimed(node, |_, _| false);
         let ids = self.by_node.remove(node).unwrap_or_default();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -383,7 +466,8 @@ impl BlockMap {
     }
 
     /// A full block report: the node's replica set becomes exactly what it reports. Returns the
-    /// replicas to delete (unknown blocks, stale generations) as (block, generation).
+    /// replicas to delete (stale generations, deletes not confirmed yet) with the reason; replicas
+    /// of unknown blocks are held as unclaimed.
     pub fn full_report(
         &mut self,
         node: &DatanodeId,
@@ -397,11 +481,15 @@ impl BlockMap {
         self.forget_deleting(node, |block, generation| {
             listed.contains(&(block, generation))
         });
+        self.forget_unclaimed(node, |block, generation| {
+            listed.contains(&(block, generation))
+        });
         for (id, generation, len) in replicas {
             match self.add_replica(node, id, generation, len) {
                 ReplicaVerdict::Accepted => {
                     seen.insert(id.get());
                 }
+                ReplicaVerdict::Unclaimed => {}
                 v => delete.push((id, generation, v)),
             }
         }
@@ -446,7 +534,7 @@ mod tests {
         );
         assert_eq!(
             m.add_replica(&dn(1), BlockId(2), 1, 100),
-            ReplicaVerdict::Unknown
+            ReplicaVerdict::Unclaimed
         );
         // A newer generation is kept but not counted.
         assert_eq!(
@@ -477,13 +565,8 @@ mod tests {
                 (BlockId(1), 0, 100),
             ],
         );
-        assert_eq!(
-            del,
-            vec![
-                (BlockId(9), 1, ReplicaVerdict::Unknown),
-                (BlockId(1), 0, ReplicaVerdict::Stale)
-            ]
-        );
+        assert_eq!(del, vec![(BlockId(1), 0, ReplicaVerdict::Stale)]);
+        assert_eq!(m.unclaimed_count(), 1, "block 9 is held, not deleted");
         assert_eq!(m.blocks_on(&dn(0)).collect::<Vec<_>>(), vec![BlockId(2)]);
         assert_eq!(m.get(BlockId(1)).unwrap().replicas.len(), 0);
     }
@@ -566,5 +649,49 @@ mod tests {
         assert_eq!(m.pending_of(InodeId(5), "c1"), vec![BlockId(7)]);
         m.commit(BlockId(7), 3, 10, InodeId(5), 3);
         assert!(m.pending_of(InodeId(5), "c1").is_empty());
+    }
+
+    #[test]
+    fn unclaimed_replicas_join_their_block_when_it_is_committed() {
+        // A restart forgot block 8's allocation; its replicas are reported before the writer's
+        // commit: they are held, then counted once the commit makes the block known.
+        let mut m = BlockMap::new();
+        for i in 0..3 {
+            assert_eq!(
+                m.add_replica(&dn(i), BlockId(8), 4, 100),
+                ReplicaVerdict::Unclaimed
+            );
+        }
+        m.add_replica(&dn(3), BlockId(8), 3, 100);
+        assert_eq!(m.unclaimed_count(), 4);
+        let stale = m.commit(BlockId(8), 4, 100, InodeId(2), 3);
+        assert_eq!(stale, vec![(dn(3), 3)], "the old generation is stale");
+        let b = m.get(BlockId(8)).unwrap();
+        assert_eq!(b.valid_holders().count(), 3);
+        assert_eq!(m.unclaimed_count(), 0);
+        assert_eq!(m.blocks_on(&dn(1)).collect::<Vec<_>>(), vec![BlockId(8)]);
+    }
+
+    #[test]
+    fn unclaimed_replicas_expire_after_the_grace_period() {
+        let mut m = BlockMap::new();
+        m.add_replica(&dn(0), BlockId(9), 1, 10);
+        m.full_report(&dn(1), [(BlockId(9), 1, 10), (BlockId(10), 2, 10)]);
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(60);
+        assert!(
+            m.expire_unclaimed(t0, grace).is_empty(),
+            "expired too early"
+        );
+        // A full report that no longer lists a replica drops it; a dead node's are forgotten.
+        m.full_report(&dn(1), [(BlockId(9), 1, 10)]);
+        assert_eq!(m.unclaimed_count(), 2);
+        let mut gone = m.expire_unclaimed(t0 + grace + Duration::from_secs(1), grace);
+        gone.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        assert_eq!(gone, vec![(dn(0), BlockId(9), 1), (dn(1), BlockId(9), 1)]);
+        assert_eq!(m.unclaimed_count(), 0);
+        m.add_replica(&dn(2), BlockId(11), 1, 10);
+        m.remove_node(&dn(2));
+        assert_eq!(m.unclaimed_count(), 0);
     }
 }

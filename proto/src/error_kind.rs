@@ -148,7 +148,8 @@ impl ErrorKind {
             Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
             Code::Unimplemented => ErrorKind::NotSupported,
             Code::ResourceExhausted => ErrorKind::NoSpace,
-            Code::Unavailable => ErrorKind::Busy,
+            // A ringfs server says "busy" with the kind set; a bare Unavailable is a transport
+            // failure (connection refused or reset), which callers see as an I/O error.
             _ => ErrorKind::Io,
         }
     }
@@ -176,6 +177,10 @@ mod tests {
         assert_eq!(
             ErrorKind::of(&Status::not_found("plain")),
             ErrorKind::NotFound
+        );
+        assert_eq!(
+            ErrorKind::of(&Status::unavailable("connection reset")),
+            ErrorKind::Io
         );
     }
 }

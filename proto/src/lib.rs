@@ -6,6 +6,7 @@
 //! - [`token`]: keyed-hash block access tokens and node authentication
 //! - [`codec`]: the prost gRPC codec of every service (encodes each message with one copy)
 //! - [`net`]: one `connect()` helper with timeouts and message-size limits, server builder settings
+//! - [`reconnect`]: a channel whose calls wait out a server restart instead of failing
 //! - [`units`]: human sizes ("64MiB") and durations ("3s") for flags and config
 
 pub mod chunk;
@@ -13,6 +14,7 @@ pub mod codec;
 pub mod error_kind;
 pub mod ids;
 pub mod net;
+pub mod reconnect;
 pub mod token;
 pub mod units;
 

@@ -1,9 +1,13 @@
 //! Faults against the core: `kill -9` of the namenode during and after a burst of metadata operations,
-//! `kill -9` of a datanode before anyone notices, corrupted replica files, live/dead reporting.
+//! `kill -9` of a datanode before anyone notices, corrupted replica files, live/dead reporting, a mount
+//! and a put riding out a namenode restart.
 
 use crate::cluster::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -495,4 +499,70 @@ fn datanode_with_another_cluster_secret_is_refused() {
         .collect();
     assert_eq!(addrs.len(), 3, "{addrs:?}");
     assert!(!addrs.contains(&c.datanode_addr(intruder).to_string()));
+}
+
+#[test]
+fn a_mount_and_a_running_put_ride_out_a_namenode_restart() {
+    // `kill -9` of the namenode while a mount is in use and a put streams from a pipe: calls made
+    // while it is down wait for it (they never reached it, so waiting is safe), and after the
+    // restart both finish and every byte reads back.
+    let mut c = TestCluster::builder().block_size("1MiB").start();
+    let m = c.client().mount(&[]);
+    fs::write(m.path("before"), b"written before the restart").unwrap();
+    // The CLI reads stdin in 4 MiB pieces: two whole pieces reach the cluster, the rest waits.
+    let first = random_bytes(9 * MIB + 300 * KIB, 81);
+    let second = random_bytes(2 * MIB, 82);
+    let mut put = c.spawn(&["put", "-", "/streamed"], Stdio::piped());
+    let mut stdin = put.stdin.take().unwrap();
+    stdin.write_all(&first).unwrap();
+    // Kill when the put is idle (7 blocks committed; the 8th, full, ends when more input comes), so no
+    // call of it is on the wire: those calls have an unknown outcome and fail.
+    wait_for(
+        Duration::from_secs(30),
+        "the put to commit 7 blocks",
+        || match c.file_being_written("/") {
+            Some(st) if stat_blocks(&st).len() == 7 => Ok(()),
+            Some(st) => Err(st.to_string()),
+            None => Err(c.ok(&["ls", "-l", "/"])),
+        },
+    );
+    c.kill_namenode();
+    // A create through the mount while nothing listens on the namenode's address.
+    let during = m.path("during");
+    let writer =
+        std::thread::spawn(move || fs::write(during, b"written while the namenode was down"));
+    wait_until(
+        Duration::from_secs(30),
+        "the mount to wait for the namenode",
+        || fs::read_to_string(m.log()).is_ok_and(|l| l.contains("server not reachable; waiting")),
+    );
+    assert!(
+        !writer.is_finished(),
+        "the write returned while the namenode was down"
+    );
+    c.restart_namenode();
+    writer
+        .join()
+        .unwrap()
+        .expect("a write made while the namenode was down failed after it came back");
+    stdin.write_all(&second).unwrap();
+    drop(stdin);
+    let out = put.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "put failed across the namenode restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut want = first;
+    want.extend_from_slice(&second);
+    assert_same_bytes(&c.get_bytes("/streamed"), &want, "/streamed");
+    assert_eq!(
+        c.get_bytes("/during"),
+        b"written while the namenode was down"
+    );
+    assert_eq!(
+        fs::read(m.path("before")).unwrap(),
+        b"written before the restart"
+    );
+    c.wait_healthy("/", 3, Duration::from_secs(30));
 }

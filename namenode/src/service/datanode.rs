@@ -139,7 +139,6 @@ impl DatanodeService {
         if !st.nodes.is_alive(&id) {
             return Err(unknown(&id));
         }
-        let safe_mode = st.safe_mode.is_on();
         let reported = req.replicas.len();
         let verdicts = st.blocks.full_report(
             &id,
@@ -152,13 +151,8 @@ impl DatanodeService {
         }
         st.nodes.mark_reported(&id);
         let mut commands = Vec::new();
-        let (mut unknown_kept, mut deleted) = (0, 0);
-        for (block, generation, verdict) in verdicts {
-            // In safe mode the namespace may not be fully known to be right yet: keep unknown replicas.
-            if safe_mode && verdict == ReplicaVerdict::Unknown {
-                unknown_kept += 1;
-                continue;
-            }
+        let mut deleted = 0;
+        for (block, generation, _) in verdicts {
             deleted += 1;
             commands.push(encode_command(
                 &self.shared,
@@ -166,7 +160,8 @@ impl DatanodeService {
                 Command::Delete { block, generation },
             ));
         }
-        tracing::info!(datanode = %id, replicas = reported, deleted, unknown_kept, "block report");
+        let unclaimed = st.blocks.unclaimed_count();
+        tracing::info!(datanode = %id, replicas = reported, deleted, unclaimed, "block report");
         Ok(pb::BlockReportResponse { commands })
     }
 
@@ -184,6 +179,9 @@ impl DatanodeService {
                     if st.in_flight.complete(block, &id) {
                         tracing::debug!(datanode = %id, %block, "copy done");
                     }
+                }
+                ReplicaVerdict::Unclaimed => {
+                    tracing::info!(datanode = %id, %block, generation = r.generation, "replica of a block not known (yet): held until committed or expired");
                 }
                 verdict => {
                     tracing::info!(datanode = %id, %block, generation = r.generation, ?verdict, "received replica not wanted: deleting");

@@ -26,7 +26,7 @@ use ringfs_proto::token::{AccessMode, Secret};
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything the namenode knows, behind one lock. Critical sections are short and never span an
 /// `.await`: handlers lock, apply, submit the journal batch (so journal order = operation order),
@@ -68,6 +68,9 @@ pub struct Shared {
     pub secret: Secret,
     pub journal: Journal,
     state: Mutex<State>,
+    /// When this namenode started on a namespace that already held files (a restart): datanodes
+    /// are still re-registering for a while after it.
+    restarted: Option<Instant>,
 }
 
 impl Shared {
@@ -77,7 +80,9 @@ impl Shared {
         let now = Instant::now();
         let mut blocks = BlockMap::new();
         let mut leases = Leases::new();
-        for (_, id) in ns.walk_files(ROOT) {
+        let files = ns.walk_files(ROOT);
+        let restarted = (!files.is_empty()).then_some(now);
+        for (_, id) in files {
             let Some(f) = ns.get(id).and_then(|i| i.file.as_ref()) else {
                 continue;
             };
@@ -111,6 +116,7 @@ impl Shared {
             config,
             secret,
             journal,
+            restarted,
             state: Mutex::new(State {
                 ns,
                 blocks,
@@ -121,6 +127,20 @@ impl Shared {
                 safe_mode,
                 recovering: HashMap::new(),
             }),
+        }
+    }
+
+    /// Waits until `needed` datanodes are writable, but only in the first `dead_after` after a
+    /// restart: until then a datanode that has not re-registered is late, not dead (it notices the
+    /// restart at its next heartbeat), so a write waits for it instead of failing at once with
+    /// "not enough live datanodes". Returns at once otherwise; the caller then checks as usual.
+    pub async fn await_datanodes_after_restart(&self, needed: u32) {
+        let Some(started) = self.restarted else {
+            return;
+        };
+        let deadline = started + self.config.dead_after;
+        while Instant::now() < deadline && self.lock().nodes.writable_count() < needed as usize {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

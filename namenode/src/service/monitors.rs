@@ -3,6 +3,7 @@
 //! (safe mode, then planning rounds whose commands ride on heartbeat replies).
 
 use super::Shared;
+use crate::datanodes::Command;
 use crate::namespace::RECOVERY_HOLDER;
 use crate::replication::{self, CopyKind, Limits};
 use std::sync::Arc;
@@ -136,6 +137,13 @@ impl ReplicationMonitor {
                     last = now;
                     continue;
                 }
+            }
+            // Replicas of blocks nobody committed within the lease hard limit (after it, the
+            // writer that might still commit them has lost its lease) are garbage.
+            for (node, block, generation) in st.blocks.expire_unclaimed(now, cfg.lease_hard_limit) {
+                tracing::info!(datanode = %node, %block, generation, "unclaimed replica expired: deleting");
+                st.blocks.mark_deleting(&node, block, generation);
+                st.nodes.queue(&node, Command::Delete { block, generation });
             }
             let expired = st.in_flight.expire(now, cfg.replication_timeout);
             if expired > 0 {
