@@ -14,7 +14,8 @@
 
 use crate::client::Client;
 use crate::error::ClientError;
-use bytes::{Bytes, BytesMut};
+/// The buffer types of [`FileWriter::write_bytes`] (re-exported so callers need no `bytes` dependency).
+pub use bytes::{Bytes, BytesMut};
 use ringfs_proto::chunk::{self, PACKET_SIZE};
 use ringfs_proto::pb;
 use std::time::Duration;
@@ -40,12 +41,15 @@ const FALLBACK_BLOCK_SIZE: u64 = 64 * 1024 * 1024;
 struct Packet {
     data: Bytes,
     hashes: Vec<Vec<u8>>,
+    /// `data` is a `FileWriter` packet buffer (reused once the block is acknowledged), not a slice
+    /// of the caller's buffer (see [`FileWriter::write_bytes`]).
+    own: bool,
 }
 
 impl Packet {
-    fn new(data: Bytes) -> Packet {
+    fn new(data: Bytes, own: bool) -> Packet {
         let hashes = chunk::hashes_to_wire(&chunk::hash_chunks(&data));
-        Packet { data, hashes }
+        Packet { data, hashes, own }
     }
 
     fn message(&self) -> pb::WriteBlockMessage {
@@ -169,8 +173,13 @@ impl BlockWriter {
 
     /// Appends one packet (whole chunks, except possibly the block's last packet).
     pub(crate) async fn push(&mut self, data: Bytes) -> Result<(), ClientError> {
+        self.push_packet(data, false).await
+    }
+
+    /// [`push`](Self::push), marking whether `data` is a reusable `FileWriter` packet buffer.
+    async fn push_packet(&mut self, data: Bytes, own: bool) -> Result<(), ClientError> {
         self.len += data.len() as u64;
-        let packet = Packet::new(data);
+        let packet = Packet::new(data, own);
         let msg = packet.message();
         self.packets.push(packet);
         match &self.stream {
@@ -555,21 +564,62 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Appends `data` like [`write`](Self::write), without copying whole packets: while no
+    /// partial packet is pending, each full packet (or a block's end) of `data` is sent as a slice
+    /// of it. The slices are held until their block is acknowledged, so a caller that wants to
+    /// reuse the buffer waits until it is unique again (`Bytes::try_into_mut`).
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::Protocol(format!(
+                "{}: writer failed earlier",
+                self.path
+            )));
+        }
+        while !data.is_empty() {
+            let block_room = (self.block_size - self.block_len) as usize;
+            let n = data.len().min(block_room).min(PACKET_SIZE);
+            if !self.packet.is_empty() || (n < PACKET_SIZE && n < block_room) {
+                // A partial packet: fill it by copying, like `write`.
+                return self.write(&data).await;
+            }
+            let packet = data.split_to(n);
+            self.block_len += n as u64;
+            self.size += n as u64;
+            let r = match self.send_packet(packet, false).await {
+                Ok(()) if self.block_len == self.block_size => self.finish_block().await,
+                r => r,
+            };
+            if r.is_err() {
+                self.broken = true;
+                return r;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the packet being filled into the current block (starting the block if needed).
     async fn flush_packet(&mut self) -> Result<(), ClientError> {
         if self.packet.is_empty() {
             return Ok(());
         }
+        let data = std::mem::take(&mut self.packet).freeze();
+        let r = self.send_packet(data, true).await;
+        // After sending: settling the previous block may have returned buffers to `spare`.
+        self.packet = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(PACKET_SIZE));
+        r
+    }
+
+    /// Sends one packet into the current block (starting the block if needed); `own` = the bytes
+    /// are a packet buffer of this writer, reusable once the block is acknowledged.
+    async fn send_packet(&mut self, data: Bytes, own: bool) -> Result<(), ClientError> {
         // List the previous block as soon as it is acknowledged (the namenode then knows the file's
         // progress, and failed nodes are excluded from the next blocks sooner).
         if self.finishing.as_ref().is_some_and(|t| t.is_finished()) {
             self.settle(true).await?;
         }
-        let next = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(PACKET_SIZE));
-        let data = std::mem::replace(&mut self.packet, next).freeze();
         if self.current.is_none() {
             let located = self
                 .client
@@ -590,7 +640,7 @@ impl FileWriter {
             ));
         }
         match self.current.as_mut() {
-            Some(cur) => cur.push(data).await,
+            Some(cur) => cur.push_packet(data, own).await,
             None => Err(ClientError::Protocol("no block in progress".into())),
         }
     }
@@ -633,7 +683,7 @@ impl FileWriter {
             }
         }
         // Nobody else holds the packets now (the streams are closed): reuse their buffers.
-        for p in done.packets.drain(..) {
+        for p in done.packets.drain(..).filter(|p| p.own) {
             if let Ok(mut b) = p.data.try_into_mut() {
                 if b.capacity() >= PACKET_SIZE && self.spare.len() < SPARE_PACKETS {
                     b.clear();
