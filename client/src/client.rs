@@ -27,6 +27,9 @@ pub struct ClientConfig {
     pub replication: u32,
     /// Block size of files this client creates (0 = the cluster default).
     pub block_size: u64,
+    /// Once connected, how long a call waits for the namenode to accept connections again after
+    /// it went away (a restart), instead of failing at once. Zero: fail at once.
+    pub reconnect_wait: Duration,
 }
 
 impl Default for ClientConfig {
@@ -37,6 +40,7 @@ impl Default for ClientConfig {
             lease_renew_interval: Duration::from_secs(1),
             replication: 0,
             block_size: 0,
+            reconnect_wait: Duration::from_secs(60),
         }
     }
 }
@@ -180,14 +184,19 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Connects to the namenode (fails fast when nobody listens) and starts the lease renewer.
+    /// Later calls ride out a namenode restart for up to `cfg.reconnect_wait`.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         let addr = cfg.namenode.clone();
-        let ch = net::connect(&addr)
-            .await
-            .map_err(|e| ClientError::Connect {
-                addr: addr.clone(),
-                reason: error_chain(&e),
-            })?;
+        let connect_err = |e: tonic::transport::Error| ClientError::Connect {
+            addr: addr.clone(),
+            reason: error_chain(&e),
+        };
+        let mut ch = net::connect(&addr).await.map_err(connect_err)?;
+        if !cfg.reconnect_wait.is_zero() {
+            // The address answered: from now on a lost connection is waited for, not an error.
+            ch = ringfs_proto::reconnect::connect_lazy_waiting(&addr, cfg.reconnect_wait)
+                .map_err(connect_err)?;
+        }
         let shared = Arc::new(Shared {
             addr,
             client_id: uuid::Uuid::new_v4().to_string(),

@@ -277,6 +277,9 @@ impl ClientService {
         } else {
             None
         };
+        if req.open_for_write {
+            self.shared.await_datanodes_after_restart(replication).await;
+        }
         let now = Timestamp::now();
         let r = self
             .shared
@@ -346,6 +349,9 @@ impl ClientService {
     }
 
     async fn do_add_block(&self, req: pb::AddBlockRequest) -> Result<pb::LocatedBlock> {
+        self.shared
+            .await_datanodes_after_restart(self.shared.config.replication)
+            .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
         let previous = req.previous.as_ref().map(block_ref);
@@ -385,6 +391,9 @@ impl ClientService {
     }
 
     async fn do_allocate_block(&self, req: pb::AllocateBlockRequest) -> Result<pb::LocatedBlock> {
+        self.shared
+            .await_datanodes_after_restart(self.shared.config.replication)
+            .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
         self.shared
