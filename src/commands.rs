@@ -633,6 +633,8 @@ pub async fn fsck(namenode: Option<String>, a: FsckArgs) -> anyhow::Result<ExitC
             "missing": f.missing,
             "corrupt_replicas": f.corrupt_replicas,
             "open_files": f.open_files,
+            "inline_files": f.inline_files,
+            "inline_bytes": f.inline_bytes,
             "safe_mode": f.safe_mode,
             "problems": problems,
         });
@@ -661,6 +663,14 @@ pub async fn fsck(namenode: Option<String>, a: FsckArgs) -> anyhow::Result<ExitC
             "  blocks: {}   replicas: {}   healthy blocks: {}",
             f.blocks, f.replicas, f.healthy_blocks
         )?;
+        if f.inline_files > 0 {
+            writeln!(
+                out,
+                "  inline files (content in the namenode metadata, no blocks): {} ({})",
+                f.inline_files,
+                ringfs_proto::units::format_size(f.inline_bytes)
+            )?;
+        }
         writeln!(
             out,
             "  under-replicated: {}   over-replicated: {}   misplaced: {}",

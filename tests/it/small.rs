@@ -71,6 +71,13 @@ fn small_puts_are_inline_read_back_and_counted_by_fsck() {
         "{f}"
     );
     assert!(fsck_is_healthy(&f, 3), "{f}");
+    assert_eq!(field_u64(&f, "inline_files"), 3, "{f}");
+    assert_eq!(
+        field_u64(&f, "inline_bytes"),
+        (small.len() + limit.len() + 1) as u64,
+        "{f}"
+    );
+    assert!(c.ok(&["fsck", "/"]).contains("inline files"));
 
     // Overwriting an inline file with a big one and back.
     c.put_bytes_with("/small", &big, &["--force"]);
