@@ -24,26 +24,32 @@ pub(crate) fn adopt(client: &Client, ov: Option<&mut Overlay>, data: Vec<u8>, li
     ov.bytes() - before
 }
 
-/// The whole content of the overlay when it is small enough to be stored inline and entirely in
-/// memory (no byte has to be read from a committed block).
-fn inline_content(client: &Client, ov: &Overlay) -> Option<Vec<u8>> {
+/// The whole content of the overlay when it is small enough to be stored inline. Bytes still in
+/// a committed block (a block file cut or partly rewritten below the limit) are read from it: this
+/// mount holds the lease, so the committed file is what the overlay was built on. The read costs
+/// less than the copy-on-write of that block it replaces, and the block is freed.
+async fn inline_content(client: &Client, ino: u64, ov: &Overlay) -> Res<Option<Vec<u8>>> {
     let size = ov.size();
     let limit = client.inline_limit().min(ov.block_size());
     if size == 0 || size > limit {
-        return None;
+        return Ok(None);
     }
     let mut data = Vec::with_capacity(size as usize);
     for piece in ov.read_plan(0, size) {
         match piece {
             Piece::Mem(b) => data.extend_from_slice(&b),
             Piece::Zeros(n) => data.resize(data.len() + n as usize, 0),
-            Piece::Base { .. } => return None,
+            Piece::Base { offset, len } => {
+                let b = client.read_range(ino, offset, len).await?;
+                data.extend_from_slice(&b[..b.len().min(len as usize)]);
+                data.resize(data.len() + (len as usize).saturating_sub(b.len()), 0);
+            }
         }
     }
-    (data.len() as u64 == size).then_some(data)
+    Ok((data.len() as u64 == size).then_some(data))
 }
 
-/// The closing commit of a dirty overlay, inline when it qualifies (see [`inline_content`]);
+/// The closing commit of a dirty overlay, inline when it is small (see [`inline_content`]);
 /// `None` = it does not (or the namenode's inline budget is used up): the caller commits blocks as
 /// usual. Only a closing commit goes inline: the overlay is dropped after it, whereas an overlay
 /// that stays (fsync, or a commit before a timestamp change) would have to keep the content dirty,
@@ -58,7 +64,7 @@ pub(crate) async fn commit(
     if !close {
         return Ok(None);
     }
-    let Some(data) = inline_content(client, ov) else {
+    let Some(data) = inline_content(client, ino, ov).await? else {
         return Ok(None);
     };
     Ok(client
