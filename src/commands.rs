@@ -9,14 +9,13 @@ use crate::{
 use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringfs_client::write::{Bytes, BytesMut};
-use ringfs_client::{path_ref, pb, Client, ClientConfig, ClientError, CreateOptions, ErrorKind};
+use ringfs_client::{
+    path_ref, pb, Client, ClientConfig, ClientError, CreateOptions, ErrorKind, FileReader,
+};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::task::{Context as TaskContext, Poll};
-use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, watch};
 
 /// Local reads for `put` are this big (a reader thread keeps a few of them ahead of the network).
@@ -330,41 +329,39 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
 
 // ------------------------------------------------------------------------------------------ get / cat
 
-/// Counts bytes into a progress bar on their way to `inner`.
-struct Progress<W> {
-    inner: W,
+/// Writes the whole file of `reader` to `out` from a blocking thread, as the verified packets
+/// arrive: no copy into an async writer's buffer (tokio's stdout and file writers copy every byte
+/// once more). Counts the bytes into `pb`.
+async fn write_out(
+    reader: &mut FileReader,
+    out: Box<dyn Write + Send>,
     pb: Option<ProgressBar>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(n)), Some(pb)) = (&r, &self.pb) {
-            pb.inc(*n as u64);
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = out;
+        while let Some(data) = rx.blocking_recv() {
+            out.write_all(&data)?;
+            if let Some(pb) = &pb {
+                pb.inc(data.len() as u64);
+            }
         }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+        out.flush()
+    });
+    let sent = reader.send_to(&tx).await;
+    drop(tx);
+    let written = writer.await.map_err(|e| anyhow!("writer thread: {e}"))?;
+    // A failed write stops the reader too (broken pipe): the write error is the one to report.
+    written?;
+    sent?;
+    Ok(())
 }
 
 pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
     let mut reader = client.open(path_ref(&a.remote)).await?;
     if a.local == "-" {
-        let mut out = tokio::io::stdout();
-        reader.copy_to(&mut out).await?;
+        write_out(&mut reader, Box::new(std::io::stdout()), None).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let local = Path::new(&a.local);
@@ -391,19 +388,14 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
         .reopen()
         .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
     let pb = progress(Some(reader.attr().size), &format!("get {}", a.remote));
-    let mut w = Progress {
-        inner: tokio::fs::File::from_std(file),
-        pb,
-    };
     let copied = tokio::select! {
-        r = reader.copy_to(&mut w) => r.map_err(anyhow::Error::from),
+        r = write_out(&mut reader, Box::new(file), pb.clone()) => r,
         _ = crate::server::terminated() => Err(anyhow!("{}: interrupted", a.remote)),
     };
-    if let Some(pb) = w.pb.take() {
+    if let Some(pb) = pb {
         pb.finish_and_clear();
     }
     copied?;
-    drop(w);
     use std::os::unix::fs::PermissionsExt;
     let mode = reader.attr().mode & 0o777 & !format::umask();
     let _ = tmp
@@ -417,8 +409,7 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
 pub async fn cat(namenode: Option<String>, a: PathArg) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
     let mut reader = client.open(path_ref(&a.path)).await?;
-    let mut out = tokio::io::stdout();
-    reader.copy_to(&mut out).await?;
+    write_out(&mut reader, Box::new(std::io::stdout()), None).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -870,6 +870,23 @@ impl ReplicaReader {
         Ok((Bytes::from_owner(io), hashes))
     }
 
+    /// The unchecked alternative to [`verify`](Self::verify), for a reader that verifies every
+    /// chunk itself: the bytes with the hashes recorded in the meta file (not recomputed), so a
+    /// damaged chunk reaches the reader with the hash it should have had, and fails there.
+    pub fn unverified(&self, raw: RawChunks) -> (Bytes, Vec<Hash>) {
+        let Some(io) = raw.io else {
+            return (Bytes::new(), Vec::new());
+        };
+        let first = raw.first as usize;
+        let n = io.len.div_ceil(CHUNK_SIZE);
+        let hashes = self
+            .hashes
+            .get(first..first + n)
+            .map(<[Hash]>::to_vec)
+            .unwrap_or_default();
+        (Bytes::from_owner(io), hashes)
+    }
+
     /// Reads `want` bytes at `start` (a chunk boundary) into `io`; returns how many bytes were
     /// there (fewer only at the end of the file). Direct reads ask for whole 4 KiB blocks; a
     /// filesystem that refuses them gets buffered reads from then on.

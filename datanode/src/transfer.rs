@@ -526,11 +526,22 @@ async fn send_block(
             c += n;
         }
     });
+    // A reader that verifies every chunk itself gets the stored hashes instead of a second hashing
+    // here (the client's check against them is end to end: it also catches a bad replica, which
+    // the client then reports). Replication and the scrubber always verify here.
+    let client_verifies = req.client_verifies;
     tokio::task::spawn_blocking(move || {
         let _active = active;
         let mut c = first;
         for raw in raw_rx {
-            match raw.and_then(|r| reader.verify(r)) {
+            let checked = raw.and_then(|r| {
+                if client_verifies {
+                    Ok(reader.unverified(r))
+                } else {
+                    reader.verify(r)
+                }
+            });
+            match checked {
                 Ok((data, hashes)) => {
                     for (i, h) in hashes.chunks(CHUNKS_PER_PACKET).enumerate() {
                         let from = i * CHUNKS_PER_PACKET * CHUNK_SIZE;

@@ -167,6 +167,7 @@ async fn read(
         offset,
         len,
         access_token: secret().block_token(block, generation, AccessMode::Read),
+        client_verifies: false,
     };
     let mut stream = match node.client().read_block(req).await {
         Ok(s) => s.into_inner(),
@@ -373,6 +374,7 @@ async fn tokens_are_checked() {
         offset: 0,
         len: 0,
         access_token: secret().block_token(4, 1, AccessMode::Read),
+        client_verifies: false,
     };
     let err = a.client().read_block(other_block).await.unwrap_err();
     assert_eq!(ErrorKind::of(&err), ErrorKind::PermissionDenied);
@@ -382,6 +384,7 @@ async fn tokens_are_checked() {
         offset: 0,
         len: 0,
         access_token: Secret::new(b"other").block_token(3, 1, AccessMode::Read),
+        client_verifies: false,
     };
     assert_eq!(
         ErrorKind::of(&a.client().read_block(forged).await.unwrap_err()),
@@ -415,6 +418,46 @@ async fn corrupt_replica_is_never_served_past_the_bad_chunk() {
     let (got, r) = read(&a, 20, 1, 0, PACKET_SIZE as u64).await;
     r.unwrap();
     assert_eq!(got, data[..PACKET_SIZE]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifying_reader_gets_the_stored_hashes_so_a_bad_chunk_fails_its_check() {
+    // With client_verifies the datanode does not re-hash: it sends the hashes of its meta file, so
+    // the reader's own check still catches a damaged chunk (and only that one).
+    let a = TestNode::start().await;
+    let data = payload(2 * PACKET_SIZE, 8);
+    write(&a, 21, 1, vec![], &data).await.unwrap();
+    let path = a.dir().join("blocks/15/21_1.data");
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[PACKET_SIZE + 4 * CHUNK_SIZE + 9] ^= 0x40; // chunk 20
+    std::fs::write(&path, &raw).unwrap();
+    let req = ReadBlockRequest {
+        block_id: 21,
+        generation: 1,
+        offset: 0,
+        len: 0,
+        access_token: secret().block_token(21, 1, AccessMode::Read),
+        client_verifies: true,
+    };
+    let mut stream = a.client().read_block(req).await.unwrap().into_inner();
+    let mut bad = Vec::new();
+    let mut offset = 0;
+    while let Some(p) = stream.message().await.unwrap() {
+        assert_eq!(p.offset, offset, "packets are contiguous");
+        assert_eq!(p.chunk_hashes.len(), p.data.len().div_ceil(CHUNK_SIZE));
+        for (i, (c, h)) in p.data.chunks(CHUNK_SIZE).zip(&p.chunk_hashes).enumerate() {
+            if blake3::hash(c).as_bytes().as_slice() != h.as_slice() {
+                bad.push(p.offset / CHUNK_SIZE as u64 + i as u64);
+            }
+        }
+        offset += p.data.len() as u64;
+    }
+    assert_eq!(offset, data.len() as u64);
+    assert_eq!(
+        bad,
+        vec![20],
+        "only the damaged chunk fails the reader's check"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,9 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Largest message any ringfs service accepts (a packet is 1 MiB + hashes; block reports can be large).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+/// HTTP/2 stream window. Connections get 4 of them: a reader with several streams on one
+/// connection (`copy_to` reads 3 blocks at once) must not let streams it does not read yet fill
+/// the connection window, or the stream it waits for starves.
 const WINDOW: u32 = 8 * 1024 * 1024;
 /// Largest HTTP/2 frame a client accepts: fewer frames per 1 MiB read packet, less work per byte.
 const FRAME: u32 = 256 * 1024;
@@ -25,7 +28,7 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW * 2)
+        .initial_connection_window_size(WINDOW * 4)
         .max_frame_size(FRAME))
 }
 
@@ -69,7 +72,7 @@ pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW * 2)
+        .initial_connection_window_size(WINDOW * 4)
         .max_frame_size(Some(1024 * 1024 - 1))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
 }
