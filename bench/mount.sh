@@ -10,11 +10,14 @@
 # `ls -l` of 2 000 files <= 100 ms.
 #
 # Environment: SIZE_MIB (default 1024), FILES (2000), RINGFS_BIN (default target/release/ringfs,
-# built if absent), BENCH_DIR (parent of the temp dir, default target/).
+# built if absent), BENCH_DIR (parent of the temp dir, default target/), ONLY (comma-separated
+# parts to run: seq = write + cold read, random = 4 KiB random reads (needs seq), small = small
+# files and mkdir; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZE_MIB=${SIZE_MIB:-1024}
+ONLY=${ONLY:-seq,random,small}
 FILES=${FILES:-2000}
 BIN=${RINGFS_BIN:-target/release/ringfs}
 if [ ! -x "$BIN" ]; then
@@ -54,10 +57,11 @@ done
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-python3 - "$MNT" "$LOCAL" "$SIZE_MIB" "$FILES" <<'PY'
+python3 - "$MNT" "$LOCAL" "$SIZE_MIB" "$FILES" "$ONLY" <<'PY'
 import os, random, subprocess, sys, time
 
 mnt, local, size_mib, nfiles = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+only = set(sys.argv[5].split(","))
 MIB = 1 << 20
 
 def drop_caches():
@@ -131,10 +135,14 @@ def small_files(root):
 results = {}
 for name, root in (("local", local), ("ringfs", mnt)):
     r = {}
-    r["seq write+fsync MiB/s"] = seq_write(root)
-    r["cold read MiB/s"] = cold_read(root)
-    r["4 KiB random reads/s"] = random_reads(root)
-    r.update(small_files(root))
+    if "seq" in only or "random" in only:
+        r["seq write+fsync MiB/s"] = seq_write(root)
+    if "seq" in only:
+        r["cold read MiB/s"] = cold_read(root)
+    if "random" in only:
+        r["4 KiB random reads/s"] = random_reads(root)
+    if "small" in only:
+        r.update(small_files(root))
     results[name] = r
 
 print(f"{'operation':<46}{'local':>12}{'ringfs':>12}{'ratio':>9}")

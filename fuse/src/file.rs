@@ -2,6 +2,13 @@
 //! per-handle sequential readahead), writes into the per-inode overlay, background uploads of
 //! full blocks, and commits on flush/fsync/release.
 //!
+//! Read path: a handle fetches the file's block locations once (a `FileReader`, again after this
+//! mount changed the file), so a read costs one datanode stream and no namenode call; sequential
+//! readers get aligned 4 MiB chunks fetched ahead (the mount also raises the kernel's readahead,
+//! see `MountOptions::readahead`, so the kernel asks in 1 MiB requests, several in flight).
+//! Write path: a write that needs nothing from the network is copied into the overlay on the FUSE
+//! thread straight from the request buffer (`write_now`); block buffers are reused (`overlay`).
+//!
 //! Write protocol: the first handle opened for writing on this mount takes the file's lease
 //! (`OpenWrite`/`Create` with the mount's client id) and creates the overlay; every write lands
 //! in it; full blocks of a sequential writer are uploaded in the background and committed alone;
@@ -17,7 +24,7 @@ use bytes::Bytes;
 use fuser::{Errno, FopenFlags};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
-use ringfs_client::ClientError;
+use ringfs_client::{inode_ref, ClientError, FileReader};
 use ringfs_proto::{pb, ErrorKind};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,10 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
-/// A sequential reader reads the file in aligned chunks of this size, fetched ahead.
-const RA_CHUNK: u64 = 2 << 20;
+/// A sequential reader reads the file in aligned chunks of this size, fetched ahead (one datanode
+/// stream each: larger chunks cost less CPU per byte than 1-2 MiB ones).
+const RA_CHUNK: u64 = 4 << 20;
 /// Chunks fetched ahead of a sequential reader.
-const RA_AHEAD: u64 = 4;
+const RA_AHEAD: u64 = 3;
 /// Blocks written or copied at once by a full commit.
 const COMMIT_PARALLELISM: usize = 4;
 /// How long `open` for writing retries while another writer's lease is being given back
@@ -157,6 +165,9 @@ struct ReadAhead {
     streak: u32,
     /// First chunk known to end at end of file (nothing to fetch after it).
     eof: Option<u64>,
+    /// The committed file's block locations, fetched at the first read of this version: reads
+    /// within its size then cost a datanode stream and no namenode call.
+    reader: Option<Arc<FileReader>>,
 }
 
 impl ReadAhead {
@@ -466,12 +477,51 @@ impl Inner {
         Ok(out.into())
     }
 
+    /// The handle's reader of the committed file (opened at the first read, and again after this
+    /// mount changed the file).
+    async fn reader(&self, h: &Handle) -> Res<Arc<FileReader>> {
+        let version = h.file.version.load(Ordering::Acquire);
+        {
+            let ra = locked(&h.ra);
+            if let (true, Some(r)) = (ra.version == version, &ra.reader) {
+                return Ok(r.clone());
+            }
+        }
+        let r = Arc::new(self.client.open(inode_ref(h.file.ino)).await?);
+        let mut ra = locked(&h.ra);
+        if ra.version != version && h.file.version.load(Ordering::Acquire) == version {
+            ra.reset(version);
+        }
+        if ra.version == version && ra.reader.is_none() {
+            ra.reader = Some(r.clone());
+        }
+        Ok(r)
+    }
+
+    /// `[off, off+len)` of the committed file: through `reader` when it starts within the size
+    /// the reader knows (short at that end of file), else with fresh locations (the file may have
+    /// grown since the reader was opened).
+    async fn read_committed(
+        client: &ringfs_client::Client,
+        reader: &FileReader,
+        ino: u64,
+        off: u64,
+        len: u64,
+    ) -> Result<Bytes, ClientError> {
+        if off < reader.attr().size {
+            reader.read_at(off, len).await
+        } else {
+            client.read_range(ino, off, len).await
+        }
+    }
+
     /// A chunk fetch running on the runtime (it goes on when the reader stops waiting).
-    fn fetch_chunk(&self, ino: u64, k: u64) -> Chunk {
+    fn fetch_chunk(&self, reader: &Arc<FileReader>, ino: u64, k: u64) -> Chunk {
         let client = self.client.clone();
-        let task = self
-            .rt
-            .spawn(async move { client.read_range(ino, k * RA_CHUNK, RA_CHUNK).await });
+        let reader = reader.clone();
+        let task = self.rt.spawn(async move {
+            Inner::read_committed(&client, &reader, ino, k * RA_CHUNK, RA_CHUNK).await
+        });
         async move {
             match task.await {
                 Ok(Ok(b)) => Ok(b),
@@ -491,6 +541,7 @@ impl Inner {
             return Ok(Bytes::new());
         }
         let (k0, k1) = (off / RA_CHUNK, (off + size - 1) / RA_CHUNK);
+        let reader = self.reader(h).await?;
         let chunks: Option<Vec<(u64, Chunk)>> = {
             let mut ra = locked(&h.ra);
             let version = h.file.version.load(Ordering::Acquire);
@@ -509,7 +560,7 @@ impl Inner {
                 for k in k0..=last {
                     ra.chunks
                         .entry(k)
-                        .or_insert_with(|| self.fetch_chunk(ino, k));
+                        .or_insert_with(|| self.fetch_chunk(&reader, ino, k));
                 }
                 // Chunks behind the reader are done with.
                 ra.chunks = ra.chunks.split_off(&k0.saturating_sub(1));
@@ -521,7 +572,7 @@ impl Inner {
             }
         };
         let Some(chunks) = chunks else {
-            return Ok(self.client.read_range(ino, off, size).await?);
+            return Ok(Inner::read_committed(&self.client, &reader, ino, off, size).await?);
         };
         let mut out: Vec<Bytes> = Vec::with_capacity(chunks.len());
         for (k, c) in chunks {
@@ -574,7 +625,48 @@ impl Inner {
             v.resize(l as usize, 0);
             ov.insert_loaded(o, v);
         }
-        let full = ov.write(offset, &data);
+        self.account(before, ov.bytes());
+        self.write_overlay(f, st, offset, &data);
+        self.settle_write(f, st).await?;
+        Ok(data.len() as u32)
+    }
+
+    /// A write done at once on the FUSE thread, without copying the request's bytes first:
+    /// possible when this mount holds the lease, no other operation holds the file's state and
+    /// no base bytes need loading. Some(handle) = written; the caller answers after
+    /// [`Inner::after_write`]. None = nothing done, take the general path ([`Inner::write`]).
+    pub(crate) fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Arc<Handle>> {
+        let h = self.handle(fh).ok()?;
+        if !h.write {
+            return None;
+        }
+        let f = h.file.clone();
+        let mut guard = f.state.try_lock().ok()?;
+        let st = &mut *guard;
+        let ov = st.overlay.as_mut()?;
+        let offset = if h.append { ov.size() } else { offset };
+        if !ov.loads_for_write(offset, data.len() as u64).is_empty() {
+            return None;
+        }
+        self.write_overlay(&f, st, offset, data);
+        drop(guard);
+        Some(h)
+    }
+
+    /// The rest of a [`Inner::write_now`]: see [`Inner::settle_write`].
+    pub(crate) async fn after_write(&self, h: &Handle) -> Res<()> {
+        let mut st = h.file.state.lock().await;
+        self.settle_write(&h.file, &mut st).await
+    }
+
+    /// Writes `data` at `offset` into the overlay (whose base bytes there are loaded) and starts
+    /// the background upload of each block it filled.
+    fn write_overlay(&self, f: &OpenFile, st: &mut FileState, offset: u64, data: &[u8]) {
+        let Some(ov) = st.overlay.as_mut() else {
+            return;
+        };
+        let before = ov.bytes();
+        let full = ov.write(offset, data);
         for i in full {
             if !ov.can_commit_alone(i) {
                 continue;
@@ -593,18 +685,26 @@ impl Inner {
             }
         }
         self.account(before, ov.bytes());
+        f.changed(st);
+        f.touch();
+    }
+
+    /// After a write: waits until no more than the allowed uploads run ahead of the writer, and
+    /// commits when the mount holds too much dirty data.
+    async fn settle_write(&self, f: &OpenFile, st: &mut FileState) -> Res<()> {
+        let Some(ov) = st.overlay.as_ref() else {
+            return Ok(());
+        };
         let ahead = match self.opts.upload_ahead {
             0 => ((64 << 20) / ov.block_size().max(1)).clamp(2, 16) as usize,
             n => n,
         };
-        f.changed(st);
-        f.touch();
         let excess = st.uploads.len().saturating_sub(ahead);
         self.reap_uploads(f, st, excess).await;
         if self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit {
             self.sync_locked(f, st, false).await?;
         }
-        Ok(data.len() as u32)
+        Ok(())
     }
 
     /// Commits finished background uploads (and waits for at least `wait` of them). A failed

@@ -391,6 +391,7 @@ impl Filesystem for RingFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.inner.tune_readahead();
         let (inner, c) = (self.inner.clone(), caller(req));
         self.run(
             "open",
@@ -433,6 +434,16 @@ impl Filesystem for RingFs {
         reply: ReplyWrite,
     ) {
         let inner = self.inner.clone();
+        if let Some(h) = inner.write_now(fh.0, offset, data) {
+            let n = data.len() as u32;
+            self.run(
+                "write",
+                reply,
+                async move { inner.after_write(&h).await.map(|()| n) },
+                |r, n| r.written(n),
+            );
+            return;
+        }
         let data = Bytes::copy_from_slice(data);
         self.run(
             "write",
@@ -659,6 +670,7 @@ impl Filesystem for RingFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        self.inner.tune_readahead();
         let (inner, c) = (self.inner.clone(), caller(req));
         let ttl = self.inner.opts.attr_ttl.min(self.inner.opts.entry_ttl);
         self.run(

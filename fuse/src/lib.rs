@@ -85,6 +85,10 @@ pub struct MountOptions {
     pub upload_ahead: usize,
     /// Longest pause between two attempts of a blocking lock request (default 500 ms).
     pub lock_poll_max: Duration,
+    /// Kernel readahead for files of the mount (default 4 MiB; 0 keeps the kernel's value). The
+    /// kernel gives FUSE mounts 128 KiB, which cuts a sequential read into 128 KiB requests; the
+    /// mount raises its `read_ahead_kb` in sysfs (as root) after the FUSE handshake.
+    pub readahead: u64,
     /// Name shown as the mount's source in /proc/mounts (default "ringfs").
     pub fsname: String,
 }
@@ -101,6 +105,7 @@ impl Default for MountOptions {
             dirty_limit: 256 << 20,
             upload_ahead: 0,
             lock_poll_max: Duration::from_millis(500),
+            readahead: 4 << 20,
             fsname: "ringfs".to_string(),
         }
     }
@@ -141,6 +146,9 @@ pub async fn mount(
     let mut session = session;
     let mut unmounter = session.unmount_callable();
     let device = mountpoint::mounted_device(&path);
+    if let Some(d) = device {
+        inner.set_device(d);
+    }
     tracing::info!(mountpoint = %path.display(), client_id = inner.client.client_id(), "mounted");
     // A plain thread, not spawn_blocking: a session that never ends must not keep the runtime
     // (and the process) from shutting down.

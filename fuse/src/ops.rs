@@ -12,7 +12,7 @@ use ringfs_client::Client;
 use ringfs_proto::pb;
 use ringfs_proto::pb::namenode_client::NamenodeClient;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tonic::transport::Channel;
 
@@ -70,6 +70,10 @@ pub(crate) struct Inner {
     /// (inode, lock owner) pairs that hold or held a lock through this mount: `flush`/`release`
     /// unlock only these, so closing a file never costs an RPC when no lock was taken.
     pub(crate) lock_owners: Mutex<HashSet<(u64, u64)>>,
+    /// The mount's device numbers (its bdi in sysfs is named after them).
+    device: OnceLock<(u32, u32)>,
+    /// Whether `tune_readahead` ran.
+    readahead_tuned: AtomicBool,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked task must not take the mount down).
@@ -110,11 +114,35 @@ impl Inner {
             seen: Mutex::new(HashMap::new()),
             dirty_bytes: AtomicU64::new(0),
             lock_owners: Mutex::new(HashSet::new()),
+            device: OnceLock::new(),
+            readahead_tuned: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn set_notifier(&self, n: Notifier) {
         let _ = self.notifier.set(n);
+    }
+
+    pub(crate) fn set_device(&self, major_minor: (u32, u32)) {
+        let _ = self.device.set(major_minor);
+    }
+
+    /// Sets the kernel's readahead for this mount (`MountOptions::readahead`), once. Called from
+    /// `open`/`create`: a request after INIT means the kernel applied the INIT answer, which caps
+    /// the readahead at the value it offered (128 KiB) and would undo an earlier setting.
+    pub(crate) fn tune_readahead(&self) {
+        if self.opts.readahead == 0 || self.readahead_tuned.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some((major, minor)) = self.device.get().copied() else {
+            return;
+        };
+        let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+        let kb = (self.opts.readahead / 1024).max(4);
+        match std::fs::write(&path, kb.to_string()) {
+            Ok(()) => tracing::debug!(path, kb, "readahead set"),
+            Err(e) => tracing::debug!(path, error = %e, "cannot set the mount's readahead"),
+        }
     }
 
     pub(crate) fn nn(&self) -> NamenodeClient<Channel> {
