@@ -141,6 +141,7 @@ best_of() {
     for i in $(seq 1 "$n"); do
         rm -f "$WORK/local/copy.bin"
         export RUN=$i
+        [ "$i" = 1 ] || "${BETWEEN:-true}" "$((i - 1))"
         measure "$label" "$@"
         r=${RESULTS[-1]}
         unset 'RESULTS[-1]'
@@ -153,18 +154,21 @@ best_of() {
 LOCAL_RUNS=${LOCAL_RUNS:-3}
 best_of "$LOCAL_RUNS" local_cp sh -c 'cp "$1" "$2" && sync "$2"' sh "$SRC" "$WORK/local/copy.bin"
 best_of "$LOCAL_RUNS" local_read sh -c 'cat "$1" > /dev/null' sh "$SRC"
-# Each put run writes /rN-RUN.bin (RUN is set by best_of); gets read the first one.
+rm -f "$WORK/local/copy.bin"
+# Each put run writes /rN-RUN.bin (RUN is set by best_of); gets read the first one. Later runs'
+# files are removed before the next run (disk space: a 1 GiB file at R=3 is 3 GiB of replicas).
 RUNS=${RUNS:-3}
 REPLICATIONS="3"
 [ "${R1:-1}" = 0 ] || REPLICATIONS="3 1"
-for r in $REPLICATIONS; do
-    best_of "$RUNS" "put_r$r" sh -c '"$1" put -r "$2" "$3" "/r$2-$RUN.bin"' sh "$BIN" "$r" "$SRC"
-    best_of "$RUNS" "get_r$r" sh -c '"$1" get "$2" - > /dev/null' sh "$BIN" "/r$r-1.bin"
+for rep in $REPLICATIONS; do
+    drop_previous() { [ "$1" = 1 ] || "$BIN" rm "/r$rep-$1.bin"; }
+    BETWEEN=drop_previous best_of "$RUNS" "put_r$rep" sh -c '"$1" put -r "$2" "$3" "/r$2-$RUN.bin"' sh "$BIN" "$rep" "$SRC"
+    best_of "$RUNS" "get_r$rep" sh -c '"$1" get "$2" - > /dev/null' sh "$BIN" "/r$rep-1.bin"
 done
 
 # Sanity: what was stored is what was read.
 want=$(sha256sum < "$SRC" | cut -d' ' -f1)
-for f in $(for r in $REPLICATIONS; do echo "/r$r-1.bin"; done); do
+for f in $(for rep in $REPLICATIONS; do echo "/r$rep-1.bin"; done); do
     got=$("$BIN" cat "$f" | sha256sum | cut -d' ' -f1)
     [ "$got" = "$want" ] || { echo "MISMATCH: $f reads back other bytes" >&2; exit 1; }
 done
