@@ -365,11 +365,29 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     let local = Path::new(&a.local);
-    let target: PathBuf = if local.is_dir() {
+    let mut target: PathBuf = if local.is_dir() {
         local.join(basename(&a.remote))
     } else {
         local.to_path_buf()
     };
+    match std::fs::metadata(&target) {
+        // A device, fifo or socket (`/dev/null`, a named pipe) is written into, like `cp` does:
+        // renaming a temporary file over it would replace the device with a regular file.
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
+            write_out(&mut reader, Box::new(file), None).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // A symlink to a file: replace the file it points to, not the link.
+        Ok(_) if target.is_symlink() => {
+            target = std::fs::canonicalize(&target)
+                .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
+        }
+        _ => {}
+    }
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -583,3 +583,40 @@ fn datanode_capacity_weights_placement() {
         .collect();
     assert_eq!(caps, BTreeSet::from([40 << 30, 80 << 30]), "{report}");
 }
+
+#[test]
+fn get_writes_into_devices_fifos_and_through_symlinks() {
+    // `get` renames a temporary file into place, but a device or fifo target is written into and a
+    // symlink's target file is replaced, like `cp` does: `/dev/null` stays a device.
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let c = TestCluster::builder().start();
+    let data = random_bytes(300 * KIB, 91);
+    c.put_bytes("/f", &data);
+    c.ok(&["get", "/f", "/dev/null"]);
+    let null = fs::metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null was replaced");
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+
+    let fifo = c.scratch_path("fifo");
+    let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(fifo).unwrap())
+    };
+    c.ok(&["get", "/f", fifo.to_str().unwrap()]);
+    assert_same_bytes(&reader.join().unwrap(), &data, "bytes read from the fifo");
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    let real = c.scratch_path("real");
+    fs::write(&real, b"old").unwrap();
+    let link = c.scratch_path("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    c.ok(&["get", "/f", link.to_str().unwrap()]);
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_same_bytes(&fs::read(&real).unwrap(), &data, "the symlink's target");
+}
