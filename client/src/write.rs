@@ -531,15 +531,21 @@ impl FileWriter {
         self.size == 0
     }
 
-    /// Appends `data`. Returns once the bytes are queued towards the pipeline (backpressured); at
-    /// most two blocks are unacknowledged at any time.
-    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
+    /// A writer that failed once stays failed: what it wrote after the failure point is unknown.
+    fn check_usable(&self) -> Result<(), ClientError> {
         if self.broken {
             return Err(ClientError::Protocol(format!(
                 "{}: writer failed earlier",
                 self.path
             )));
         }
+        Ok(())
+    }
+
+    /// Appends `data`. Returns once the bytes are queued towards the pipeline (backpressured); at
+    /// most two blocks are unacknowledged at any time.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
+        self.check_usable()?;
         while !data.is_empty() {
             let block_room = (self.block_size - self.block_len) as usize;
             let packet_room = PACKET_SIZE - self.packet.len();
@@ -569,12 +575,7 @@ impl FileWriter {
     /// of it. The slices are held until their block is acknowledged, so a caller that wants to
     /// reuse the buffer waits until it is unique again (`Bytes::try_into_mut`).
     pub async fn write_bytes(&mut self, mut data: Bytes) -> Result<(), ClientError> {
-        if self.broken {
-            return Err(ClientError::Protocol(format!(
-                "{}: writer failed earlier",
-                self.path
-            )));
-        }
+        self.check_usable()?;
         while !data.is_empty() {
             let block_room = (self.block_size - self.block_len) as usize;
             let n = data.len().min(block_room).min(PACKET_SIZE);
@@ -703,12 +704,7 @@ impl FileWriter {
 
     /// Flushes the last packet and block, commits the block list and closes the file.
     pub async fn finish(mut self) -> Result<pb::Attr, ClientError> {
-        if self.broken {
-            return Err(ClientError::Protocol(format!(
-                "{}: writer failed earlier",
-                self.path
-            )));
-        }
+        self.check_usable()?;
         // A small file whose whole content is still in the packet buffer: stored inline in the
         // namenode's metadata (one journaled commit, no datanode), unless its budget is used up.
         if self.current.is_none()

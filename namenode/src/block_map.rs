@@ -81,6 +81,9 @@ pub struct BlockMap {
     deleting: HashMap<u64, BTreeMap<DatanodeId, u64>>,
     /// Replicas of unknown blocks: block → node → (replica, when first reported).
     unclaimed: HashMap<u64, BTreeMap<DatanodeId, (Replica, Instant)>>,
+    /// Index of `BlockInfo::pending`: (file, client) → its allocated, uncommitted blocks, so a
+    /// close or lease release finds them without scanning every block.
+    pending: HashMap<(InodeId, String), BTreeSet<u64>>,
 }
 
 impl BlockMap {
@@ -136,12 +139,22 @@ impl BlockMap {
             pipeline: Vec::new(),
             replicas: BTreeMap::new(),
         });
+        let old = b.pending.take().map(|c| (b.inode, c));
         b.inode = inode;
         b.writing = true;
         b.generation = generation;
         b.replication = replication;
-        b.pending = pending;
+        b.pending = pending.clone();
         b.pipeline = pipeline;
+        if let Some(old) = old {
+            self.unindex_pending(id, old);
+        }
+        if let Some(client) = pending {
+            self.pending
+                .entry((inode, client))
+                .or_default()
+                .insert(id.get());
+        }
         // Held replicas of an older generation stay held (the grace sweep deletes them).
         if let Some(found) = self.unclaimed.remove(&id.get()) {
             for (node, (r, since)) in found {
@@ -175,12 +188,15 @@ impl BlockMap {
             pipeline: Vec::new(),
             replicas: BTreeMap::new(),
         });
+        let old = b.pending.take().map(|c| (b.inode, c));
         b.inode = inode;
         b.writing = false;
         b.len = len;
         b.replication = replication;
-        b.pending = None;
         let mut stale = Self::advance(b, generation);
+        if let Some(old) = old {
+            self.unindex_pending(id, old);
+        }
         stale.extend(self.claim(id));
         stale
     }
@@ -280,16 +296,27 @@ impl BlockMap {
                 s.remove(&id.get());
             }
         }
+        if let Some(client) = &b.pending {
+            self.unindex_pending(id, (b.inode, client.clone()));
+        }
         Some(b)
+    }
+
+    fn unindex_pending(&mut self, id: BlockId, key: (InodeId, String)) {
+        if let Some(set) = self.pending.get_mut(&key) {
+            set.remove(&id.get());
+            if set.is_empty() {
+                self.pending.remove(&key);
+            }
+        }
     }
 
     /// Blocks allocated for `client` on `inode` that never made it into the file.
     pub fn pending_of(&self, inode: InodeId, client: &str) -> Vec<BlockId> {
-        self.blocks
-            .iter()
-            .filter(|(_, b)| b.inode == inode && b.pending.as_deref() == Some(client))
-            .map(|(id, _)| BlockId(*id))
-            .collect()
+        self.pending
+            .get(&(inode, client.to_string()))
+            .map(|set| set.iter().map(|id| BlockId(*id)).collect())
+            .unwrap_or_default()
     }
 
     /// A datanode reports holding a finalized replica.
@@ -649,6 +676,13 @@ mod tests {
         assert_eq!(m.pending_of(InodeId(5), "c1"), vec![BlockId(7)]);
         m.commit(BlockId(7), 3, 10, InodeId(5), 3);
         assert!(m.pending_of(InodeId(5), "c1").is_empty());
+        // Re-allocated to another writer, then freed: the index follows.
+        m.allocate(BlockId(8), 4, InodeId(5), 3, Some("c1".into()), vec![]);
+        m.allocate(BlockId(8), 5, InodeId(5), 3, Some("c2".into()), vec![]);
+        assert!(m.pending_of(InodeId(5), "c1").is_empty());
+        assert_eq!(m.pending_of(InodeId(5), "c2"), vec![BlockId(8)]);
+        m.remove(BlockId(8));
+        assert!(m.pending_of(InodeId(5), "c2").is_empty());
     }
 
     #[test]

@@ -485,64 +485,50 @@ impl ClientService {
                     after.freed = st
                         .ns
                         .commit_inline(inode, &client, data, req.size, req.close, mtime, now)?;
-                    if req.close {
-                        for id in st.blocks.pending_of(inode, &client) {
-                            after.freed.push(BlockRef {
-                                id: id.get(),
-                                generation: 0,
-                                len: 0,
-                            });
+                } else {
+                    for b in blocks.iter().filter(|b| !b.is_hole()) {
+                        if let Some(info) = st.blocks.get(BlockId(b.id)) {
+                            if info.inode != inode {
+                                return Err(NamenodeError::InvalidArgument(format!(
+                                    "{}: block {} belongs to another file",
+                                    path_or_inode(st, inode),
+                                    b.id
+                                )));
+                            }
+                            if b.generation < info.generation {
+                                return Err(NamenodeError::InvalidArgument(format!(
+                                    "{}: block {} generation {} is older than the current {}",
+                                    path_or_inode(st, inode),
+                                    b.id,
+                                    b.generation,
+                                    info.generation
+                                )));
+                            }
                         }
                     }
-                    return Ok(pb::AttrResponse {
-                        attr: Some(attr_of(st, inode)?),
-                    });
-                }
-                for b in blocks.iter().filter(|b| !b.is_hole()) {
-                    if let Some(info) = st.blocks.get(BlockId(b.id)) {
-                        if info.inode != inode {
-                            return Err(NamenodeError::InvalidArgument(format!(
-                                "{}: block {} belongs to another file",
-                                path_or_inode(st, inode),
-                                b.id
-                            )));
-                        }
-                        if b.generation < info.generation {
-                            return Err(NamenodeError::InvalidArgument(format!(
-                                "{}: block {} generation {} is older than the current {}",
-                                path_or_inode(st, inode),
-                                b.id,
-                                b.generation,
-                                info.generation
-                            )));
-                        }
+                    after.freed = st.ns.commit_blocks(
+                        inode,
+                        &client,
+                        blocks.clone(),
+                        req.size,
+                        req.close,
+                        mtime,
+                        now,
+                    )?;
+                    for b in blocks.iter().filter(|b| !b.is_hole()) {
+                        let stale = st.blocks.commit(
+                            BlockId(b.id),
+                            b.generation,
+                            b.len,
+                            inode,
+                            replication,
+                        );
+                        after.stale(BlockId(b.id), stale);
                     }
-                }
-                let freed = st.ns.commit_blocks(
-                    inode,
-                    &client,
-                    blocks.clone(),
-                    req.size,
-                    req.close,
-                    mtime,
-                    now,
-                )?;
-                after.freed = freed;
-                for b in blocks.iter().filter(|b| !b.is_hole()) {
-                    let stale =
-                        st.blocks
-                            .commit(BlockId(b.id), b.generation, b.len, inode, replication);
-                    after.stale(BlockId(b.id), stale);
                 }
                 if req.close {
                     // Blocks allocated for copy-on-write that did not make it into the file.
-                    for id in st.blocks.pending_of(inode, &client) {
-                        after.freed.push(BlockRef {
-                            id: id.get(),
-                            generation: 0,
-                            len: 0,
-                        });
-                    }
+                    after.free_uncommitted(&st.blocks, inode, &client);
                 }
                 Ok(pb::AttrResponse {
                     attr: Some(attr_of(st, inode)?),
@@ -574,13 +560,7 @@ impl ClientService {
                         .and_then(|f| f.blocks.iter().rev().find(|b| !b.is_hole()))
                         .and_then(|b| st.blocks.get(BlockId(b.id)))
                         .is_some_and(|b| b.writing);
-                    for id in st.blocks.pending_of(inode, &client) {
-                        after.freed.push(BlockRef {
-                            id: id.get(),
-                            generation: 0,
-                            len: 0,
-                        });
-                    }
+                    after.free_uncommitted(&st.blocks, inode, &client);
                     if last_writing {
                         return Ok(true);
                     }

@@ -54,6 +54,21 @@ pub struct After {
 }
 
 impl After {
+    /// Frees the blocks allocated for `client` on `inode` that never made it into the file
+    /// (copy-on-write blocks of a writer that closes, gives up its lease or is recovered).
+    fn free_uncommitted(&mut self, blocks: &BlockMap, inode: InodeId, client: &str) {
+        self.freed.extend(
+            blocks
+                .pending_of(inode, client)
+                .into_iter()
+                .map(|id| BlockRef {
+                    id: id.get(),
+                    generation: 0,
+                    len: 0,
+                }),
+        );
+    }
+
     fn stale(&mut self, block: BlockId, stale: Vec<(DatanodeId, u64)>) {
         for (n, generation) in stale {
             self.deletes

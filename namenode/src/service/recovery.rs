@@ -93,13 +93,7 @@ async fn recover(shared: &Arc<Shared>, inode: InodeId) -> Result<()> {
             };
             let last = st.ns.recover_lease(inode)?;
             // Copy-on-write blocks the old holder never committed.
-            for id in st.blocks.pending_of(inode, &holder) {
-                after.freed.push(BlockRef {
-                    id: id.get(),
-                    generation: 0,
-                    len: 0,
-                });
-            }
+            after.free_uncommitted(&st.blocks, inode, &holder);
             let Some(last) = last else {
                 return Ok(Some(Last::Complete));
             };
