@@ -527,14 +527,34 @@ fn a_mount_and_a_running_put_ride_out_a_namenode_restart() {
         },
     );
     c.kill_namenode();
-    // A create through the mount while nothing listens on the namenode's address.
-    let during = m.path("during");
-    let writer =
-        std::thread::spawn(move || fs::write(during, b"written while the namenode was down"));
+    // The mount notices (its lease renewer finds the connection gone and starts waiting) before the
+    // create below is made: a call sent on the dying connection itself would fail, its outcome unknown.
     wait_until(
         Duration::from_secs(30),
         "the mount to wait for the namenode",
         || fs::read_to_string(m.log()).is_ok_and(|l| l.contains("server not reachable; waiting")),
+    );
+    // A create through the mount while nothing listens on the namenode's address: it blocks.
+    let during = m.path("during");
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        // SAFETY: gettid(2) has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        fs::write(during, b"written while the namenode was down")
+    });
+    let tid = tid_rx.recv().unwrap();
+    let syscall = format!("/proc/self/task/{tid}/syscall");
+    wait_until(
+        Duration::from_secs(30),
+        "the create to block in the kernel (or return)",
+        || {
+            writer.is_finished()
+                || fs::read_to_string(&syscall).is_ok_and(|s| {
+                    s.split(' ')
+                        .next()
+                        .is_some_and(|n| n.parse::<u64>().is_ok())
+                })
+        },
     );
     assert!(
         !writer.is_finished(),
