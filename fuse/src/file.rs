@@ -789,8 +789,13 @@ impl Inner {
             let before = ov.bytes();
             if let Some(attr) = crate::small::commit(&self.client, ino, ov, close).await? {
                 self.note_seen(&attr);
+                self.account(before, ov.bytes());
                 st.attr = attr;
-                self.drop_lease_state(f, st);
+                if close {
+                    self.drop_lease_state(f, st);
+                } else {
+                    f.untouch();
+                }
                 return Ok(());
             }
             let size = ov.size();
@@ -823,8 +828,17 @@ impl Inner {
             st.attr = attr;
             f.untouch();
         } else if close {
-            let (list, size, mtime) = (ov.base().to_vec(), ov.size(), st.attr.mtime);
-            st.attr = self.commit(ino, list, size, true, mtime).await?;
+            let mtime = st.attr.mtime;
+            st.attr = match crate::small::close_clean(&self.client, ino, ov, mtime).await? {
+                Some(attr) => {
+                    self.note_seen(&attr);
+                    attr
+                }
+                None => {
+                    let (list, size) = (ov.base().to_vec(), ov.size());
+                    self.commit(ino, list, size, true, mtime).await?
+                }
+            };
         }
         if close {
             self.drop_lease_state(f, st);

@@ -645,6 +645,22 @@ impl Filesystem for RingFs {
         );
     }
 
+    /// No ioctls: ENOTTY is what a local file system answers for a terminal ioctl on a file
+    /// (Python's `open` asks TCGETS on every file), and fuser's default would log a warning each time.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (inner, c) = (self.inner.clone(), caller(req));
         let mask = mask.bits() as u32;

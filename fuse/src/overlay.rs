@@ -104,6 +104,9 @@ pub(crate) struct Overlay {
     bytes: u64,
     /// Whole-block buffers of committed blocks, for reuse (see `SPARE_BLOCKS`).
     spare: Vec<Vec<u8>>,
+    /// Set after an inline commit that kept the overlay (see [`Overlay::committed_inline`]): the
+    /// version of dirty block 0 that is exactly the committed inline content, i.e. not dirty.
+    inline_version: Option<u64>,
 }
 
 impl Overlay {
@@ -120,6 +123,7 @@ impl Overlay {
             next_version: 1,
             bytes: 0,
             spare: Vec::new(),
+            inline_version: None,
         };
         o.set_base(base, size);
         o
@@ -139,6 +143,7 @@ impl Overlay {
         self.base_size = size;
         self.base_valid = size;
         self.size = self.size.max(size);
+        self.inline_version = None;
     }
 
     pub(crate) fn block_size(&self) -> u64 {
@@ -162,7 +167,45 @@ impl Overlay {
 
     /// Whether anything differs from the committed file.
     pub(crate) fn is_dirty(&self) -> bool {
-        !self.dirty.is_empty() || self.size != self.base_size || self.base_valid != self.base_size
+        (!self.dirty.is_empty() && self.clean_inline().is_none())
+            || self.size != self.base_size
+            || self.base_valid != self.base_size
+    }
+
+    /// The committed inline content, when the overlay holds exactly that and nothing else
+    /// (after [`Overlay::committed_inline`] and no change since).
+    pub(crate) fn clean_inline(&self) -> Option<&[u8]> {
+        let v = self.inline_version?;
+        match self.dirty.iter().next() {
+            Some((0, d))
+                if self.dirty.len() == 1 && d.version == v && self.size == self.base_size =>
+            {
+                Some(d.buf.as_slice())
+            }
+            _ => None,
+        }
+    }
+
+    /// After an inline commit of `data` (the whole content, `size` bytes with the zeros past its
+    /// end) that keeps the overlay (fsync, or a commit before a timestamp change): the file has no
+    /// blocks, and its content lives here as block 0, clean until the next change. A later
+    /// commit of blocks or a change makes block 0 dirty again, so it is never lost.
+    pub(crate) fn committed_inline(&mut self, data: Vec<u8>) {
+        for (_, d) in std::mem::take(&mut self.dirty) {
+            self.recycle(d.buf);
+        }
+        let size = self.size;
+        self.set_base(Vec::new(), size);
+        let version = self.bump();
+        self.bytes = data.len() as u64;
+        self.dirty.insert(
+            0,
+            Dirty {
+                buf: Buf::Mut(data),
+                version,
+            },
+        );
+        self.inline_version = Some(version);
     }
 
     /// End of the base bytes that are still file content (data past the last block is zeros).
@@ -788,5 +831,48 @@ mod tests {
             .iter()
             .all(|p| matches!(p, Planned::Keep(CommittedBlock { id: 0, .. }))));
         assert!(matches!(plan[4], Planned::Write { .. }));
+    }
+
+    #[test]
+    fn an_inline_commit_that_keeps_the_overlay_is_clean_until_the_next_change() {
+        let mut o = Overlay::new(16, Vec::new(), 0);
+        o.write(0, b"hello");
+        assert!(o.is_dirty() && o.clean_inline().is_none());
+        o.committed_inline(b"hello".to_vec());
+        assert!(!o.is_dirty());
+        assert_eq!(o.clean_inline(), Some(&b"hello"[..]));
+        assert_eq!(o.size(), 5);
+        assert_eq!(
+            o.read_plan(0, 5),
+            vec![Piece::Mem(Bytes::from_static(b"hello"))]
+        );
+        // Any change makes the content dirty again, so the next commit carries all of it.
+        o.write(5, b"!");
+        assert!(o.is_dirty() && o.clean_inline().is_none());
+        let mut o2 = Overlay::new(16, Vec::new(), 0);
+        o2.write(0, b"hello");
+        o2.committed_inline(b"hello".to_vec());
+        o2.truncate(2);
+        assert!(o2.is_dirty());
+        let mut o3 = Overlay::new(16, Vec::new(), 0);
+        o3.write(0, b"hello");
+        o3.committed_inline(b"hello".to_vec());
+        o3.truncate(40);
+        assert!(o3.is_dirty());
+        // A block commit makes the base blocks again: block 0 is dirty until written with them.
+        let mut o4 = Overlay::new(4, Vec::new(), 0);
+        o4.write(0, b"abc");
+        o4.committed_inline(b"abc".to_vec());
+        o4.write(4, b"defg");
+        let block = CommittedBlock {
+            id: 9,
+            generation: 1,
+            len: 4,
+        };
+        let version = o4.seal(1).unwrap().1;
+        let (list, size) = o4.commit_alone_plan(1, version, &block).unwrap();
+        o4.committed_alone(1, list, size);
+        assert!(o4.is_dirty() && o4.clean_inline().is_none());
+        assert!(matches!(o4.commit_plan()[0], Planned::Write { .. }));
     }
 }

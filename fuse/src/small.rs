@@ -1,9 +1,8 @@
 //! Small files on the mount: content stored inline in the namenode's metadata instead of in
 //! replicated blocks. Closing a small file is then one journaled `CommitBlocks` (no block
 //! allocation, no datanode pipeline), and reading it needs no datanode (the client's reader serves
-//! `inline_data`). `file.rs` calls in at two points: when it takes a file's lease (the inline
-//! content becomes the overlay's dirty block 0, since it is not in any block) and when it commits
-//! with close.
+//! `inline_data`). `file.rs` calls in when it takes a file's lease (the inline content becomes
+//! the overlay's dirty block 0, since it is not in any block) and when it commits.
 
 use crate::error::Res;
 use crate::overlay::{Overlay, Piece};
@@ -49,25 +48,47 @@ async fn inline_content(client: &Client, ino: u64, ov: &Overlay) -> Res<Option<V
     Ok((data.len() as u64 == size).then_some(data))
 }
 
-/// The closing commit of a dirty overlay, inline when it is small (see [`inline_content`]);
-/// `None` = it does not (or the namenode's inline budget is used up): the caller commits blocks as
-/// usual. Only a closing commit goes inline: the overlay is dropped after it, whereas an overlay
-/// that stays (fsync, or a commit before a timestamp change) would have to keep the content dirty,
-/// since an overlay's base can only be blocks, and its next commit would overwrite the file's
-/// times. Such a file is committed in blocks; its next closing commit can make it inline again.
+/// The commit of a dirty overlay, inline when it is small (see [`inline_content`]); `None` = it
+/// is not (or the namenode's inline budget is used up): the caller commits blocks as usual. A
+/// commit that keeps the overlay (fsync, or the commit before a timestamp change that `cp -p`,
+/// `rsync` and `tar` make on an open file) leaves the content in it as clean block 0
+/// ([`Overlay::committed_inline`]), so a small file's fsync never goes through the datanodes.
 pub(crate) async fn commit(
     client: &Client,
     ino: u64,
-    ov: &Overlay,
+    ov: &mut Overlay,
     close: bool,
 ) -> Res<Option<pb::Attr>> {
-    if !close {
-        return Ok(None);
-    }
     let Some(data) = inline_content(client, ino, ov).await? else {
         return Ok(None);
     };
+    if close {
+        return Ok(client
+            .commit_inline(ino, data, ov.size(), true, None)
+            .await?);
+    }
+    let attr = client
+        .commit_inline(ino, data.clone(), ov.size(), false, None)
+        .await?;
+    if attr.is_some() {
+        ov.committed_inline(data);
+    }
+    Ok(attr)
+}
+
+/// The closing commit of an overlay that holds exactly the committed inline content: gives the
+/// lease back without changing the content or its `mtime` (a block commit would drop the inline
+/// content, since the overlay's base has no blocks). `None` = the overlay is not in that state.
+pub(crate) async fn close_clean(
+    client: &Client,
+    ino: u64,
+    ov: &Overlay,
+    mtime: Option<pb::Time>,
+) -> Res<Option<pb::Attr>> {
+    let Some(data) = ov.clean_inline() else {
+        return Ok(None);
+    };
     Ok(client
-        .commit_inline(ino, data, ov.size(), true, None)
+        .commit_inline(ino, data.to_vec(), ov.size(), true, mtime)
         .await?)
 }

@@ -160,14 +160,25 @@ fn inline_files_grow_shrink_link_and_rename_through_the_mount() {
     assert_eq!(c.get_bytes("/g"), want);
     assert_inline(&c, "/g", 3000);
 
-    // fsync keeps the file open for writing (it is committed in a block meanwhile); the close
-    // after more writes stores it inline.
+    // fsync of a small file commits it inline too (no datanode round), and the file stays open
+    // for writing; a later timestamp change on the open file (`cp -p`, rsync) survives the close.
     {
         let mut h = fs::File::create(m.path("synced")).unwrap();
         h.write_all(b"abc").unwrap();
         h.sync_all().unwrap();
         assert_eq!(c.get_bytes("/synced"), b"abc");
+        assert_inline(&c, "/synced", 3);
         h.write_all(b"def").unwrap();
+        h.sync_all().unwrap();
+        assert_inline(&c, "/synced", 6);
+        let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        h.set_modified(old).unwrap();
+        h.sync_all().unwrap();
+        drop(h);
+        assert_eq!(
+            fs::metadata(m.path("synced")).unwrap().modified().unwrap(),
+            old
+        );
     }
     assert_eq!(c.get_bytes("/synced"), b"abcdef");
     assert_inline(&c, "/synced", 6);
