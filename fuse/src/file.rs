@@ -972,6 +972,11 @@ impl Inner {
             if let Some(a) = a {
                 self.note_seen(&a);
             }
+            // Handles open here may hold the old block list and readahead chunks: a cut and
+            // regrow must read zeros, not the freed blocks' bytes.
+            if let Some(f) = locked(&self.files).get(&ino) {
+                f.version.fetch_add(1, Ordering::AcqRel);
+            }
             return Ok(());
         }
         // A cut inside a block: copy-on-write of that block.

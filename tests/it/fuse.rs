@@ -622,3 +622,41 @@ fn pjdfstest_passes_on_the_mount_what_passes_locally() {
         "pass locally but not on ringfs: {missing:?}\n{text}"
     );
 }
+
+#[test]
+fn open_reader_sees_a_truncate_at_a_block_boundary_made_through_the_same_mount() {
+    // A handle read the file; the file is cut at a block boundary (the namenode's own truncate,
+    // no copy-on-write) and grown again: the handle must read zeros, not the old blocks.
+    let cluster = TestCluster::builder().block_size("64KiB").start();
+    let m = cluster.mount(&[]);
+    let old = vec![b'Q'; 256 * KIB];
+    // Put by the CLI, so the kernel has no page of it cached and every read reaches the mount.
+    cluster.put_bytes("/f", &old);
+    let reader = File::open(m.path("f")).unwrap();
+    let mut buf = [0u8; 4];
+    reader.read_exact_at(&mut buf, 200 * KIB as u64).unwrap();
+    assert_eq!(&buf, b"QQQQ");
+    for cut in [128 * KIB as u64, 0] {
+        OpenOptions::new()
+            .write(true)
+            .open(m.path("f"))
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("f"))
+            .unwrap()
+            .set_len(old.len() as u64)
+            .unwrap();
+        let mut got = vec![0u8; old.len()];
+        reader.read_exact_at(&mut got, 0).unwrap();
+        let mut want = old.clone();
+        want[cut as usize..].fill(0);
+        assert_same_bytes(
+            &got,
+            &want,
+            &format!("open handle after a cut to {cut} and regrow"),
+        );
+    }
+}
