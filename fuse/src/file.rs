@@ -868,6 +868,26 @@ impl Inner {
         Ok(())
     }
 
+    /// Drops the kernel's cached pages and the handles' block lists of `ino` when it changed on
+    /// another mount since this mount last saw it. Called when a lock is granted: a program that
+    /// reads under `fcntl`/`flock` locks (sqlite) must see what the previous holder wrote, not
+    /// only what was there at its `open` (close-to-open alone would allow that).
+    pub(crate) async fn revalidate(&self, c: &Caller, ino: u64) -> Res<()> {
+        let f = locked(&self.files).get(&ino).cloned();
+        if f.as_ref().is_some_and(|f| f.local_size().is_some()) {
+            // This mount holds the file's lease: nobody else can have changed it.
+            return Ok(());
+        }
+        let attr = self.getattr_remote(c, ino).await?;
+        if !self.note_seen(&attr) {
+            if let Some(f) = f {
+                f.version.fetch_add(1, Ordering::AcqRel);
+            }
+            self.invalidate_inode(ino, true).await;
+        }
+        Ok(())
+    }
+
     /// Ends this mount's writing of `f`: commits with close (the lease goes back) and drops the
     /// overlay, even when the commit fails (the error is returned; `flush` reported it already).
     pub(crate) async fn close_writer(&self, f: &OpenFile) -> Res<()> {

@@ -114,7 +114,12 @@ impl Inner {
         sleep: bool,
     ) -> Res<()> {
         let t = lock_type(typ)?;
-        if t != pb::LockType::Unlock {
+        let mut synced = Ok(());
+        if t == pb::LockType::Unlock {
+            // What was written under the lock must be visible to the next holder on another
+            // mount (as NFS flushes at unlock); the lock goes even when the commit fails.
+            synced = self.sync_inode(ino).await;
+        } else {
             locked(&self.lock_owners).insert((ino, owner));
         }
         let mut pause = Duration::from_millis(10);
@@ -126,7 +131,11 @@ impl Inner {
                 Err(s) => return Err(s.into()),
             };
             if granted {
-                return Ok(());
+                if t != pb::LockType::Unlock {
+                    // The previous holder may have changed the file on another mount.
+                    self.revalidate(c, ino).await?;
+                }
+                return synced;
             }
             if !sleep {
                 return Err(Errno::EAGAIN.into());

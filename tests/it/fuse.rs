@@ -660,3 +660,38 @@ fn open_reader_sees_a_truncate_at_a_block_boundary_made_through_the_same_mount()
         );
     }
 }
+
+#[test]
+fn a_lock_on_one_mount_sees_what_the_previous_holder_wrote_on_another() {
+    // sqlite-style sharing across mounts: B keeps the file open and reads under locks; A writes
+    // under a lock and unlocks without closing (or rewrites and closes): B's next lock shows it.
+    let cluster = TestCluster::builder().start();
+    let a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    const LEN: usize = 8192;
+    fs::write(a.path("db"), vec![b'1'; LEN]).unwrap();
+    let fb = open_rw(&b.path("db"));
+    let read_locked = |want: &[u8], what: &str| {
+        setlk(&fb, libc::F_RDLCK, 0, 0, true).unwrap();
+        let mut got = vec![0u8; LEN];
+        fb.read_exact_at(&mut got, 0).unwrap();
+        setlk(&fb, libc::F_UNLCK, 0, 0, false).unwrap();
+        assert_same_bytes(&got, want, what);
+    };
+    read_locked(&[b'1'; LEN], "B's first read");
+
+    let fa = open_rw(&a.path("db"));
+    setlk(&fa, libc::F_WRLCK, 0, 0, true).unwrap();
+    fa.write_all_at(&[b'2'; LEN / 2], 0).unwrap();
+    setlk(&fa, libc::F_UNLCK, 0, 0, false).unwrap();
+    let mut want = vec![b'1'; LEN];
+    want[..LEN / 2].fill(b'2');
+    read_locked(
+        &want,
+        "B after A's write and unlock (A's descriptor still open)",
+    );
+    drop(fa);
+
+    fs::write(a.path("db"), vec![b'3'; LEN]).unwrap();
+    read_locked(&[b'3'; LEN], "B after A rewrote and closed the file");
+}
