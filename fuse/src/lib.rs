@@ -31,7 +31,11 @@
 //!   Handles on *other* mounts of an unlinked file get ESTALE: the namenode frees the inode.
 //! - **Locks**: `fcntl` and `flock` are cluster-wide through the namenode; see `lock` for why a
 //!   `flock` and an `fcntl` lock on the same file conflict (as on NFS). A lock of a mount that
-//!   dies goes when its lease expires (namenode `--lease-soft-limit`).
+//!   dies goes when its lease expires (namenode `--lease-soft-limit`). As on NFS, locks also
+//!   order data: a granted lock drops cached pages of a file changed on another mount, and an
+//!   unlock commits what this mount wrote and gives the file's lease back, so programs that
+//!   share a file under locks across mounts (sqlite with a rollback journal) see each other's
+//!   writes and can take turns writing.
 //! - **Permissions** are checked by the namenode with each request's uid, gid and supplementary
 //!   groups (`/proc/<pid>/status`). `default_permissions` is off by default: pjdfstest passes every
 //!   case without it, and the namenode sees changes made on other mounts the kernel has not.

@@ -117,8 +117,13 @@ impl Inner {
         let mut synced = Ok(());
         if t == pb::LockType::Unlock {
             // What was written under the lock must be visible to the next holder on another
-            // mount (as NFS flushes at unlock); the lock goes even when the commit fails.
-            synced = self.sync_inode(ino).await;
+            // mount (as NFS flushes at unlock), and that holder must be able to write: the
+            // commit gives the lease back (a later write here takes it again). The lock goes
+            // even when the commit fails.
+            let f = locked(&self.files).get(&ino).cloned();
+            if let Some(f) = f {
+                synced = self.close_writer(&f).await;
+            }
         } else {
             locked(&self.lock_owners).insert((ino, owner));
         }

@@ -663,8 +663,8 @@ fn open_reader_sees_a_truncate_at_a_block_boundary_made_through_the_same_mount()
 
 #[test]
 fn a_lock_on_one_mount_sees_what_the_previous_holder_wrote_on_another() {
-    // sqlite-style sharing across mounts: B keeps the file open and reads under locks; A writes
-    // under a lock and unlocks without closing (or rewrites and closes): B's next lock shows it.
+    // sqlite-style sharing across mounts: both keep the file open and write and read under
+    // locks (or rewrite and close it): the next lock holder sees the bytes and can write.
     let cluster = TestCluster::builder().start();
     let a = cluster.mount(&[]);
     let b = cluster.mount(&[]);
@@ -690,6 +690,17 @@ fn a_lock_on_one_mount_sees_what_the_previous_holder_wrote_on_another() {
         &want,
         "B after A's write and unlock (A's descriptor still open)",
     );
+    // The unlock gave A's lease back: B can write under the lock while A keeps the file open,
+    // and A's next lock shows B's bytes.
+    setlk(&fb, libc::F_WRLCK, 0, 0, true).unwrap();
+    fb.write_all_at(&[b'B'; 100], 0).unwrap();
+    setlk(&fb, libc::F_UNLCK, 0, 0, false).unwrap();
+    want[..100].fill(b'B');
+    setlk(&fa, libc::F_RDLCK, 0, 0, true).unwrap();
+    let mut got = vec![0u8; LEN];
+    fa.read_exact_at(&mut got, 0).unwrap();
+    setlk(&fa, libc::F_UNLCK, 0, 0, false).unwrap();
+    assert_same_bytes(&got, &want, "A after B's write and unlock");
     drop(fa);
 
     fs::write(a.path("db"), vec![b'3'; LEN]).unwrap();
