@@ -36,6 +36,8 @@ pub enum ClientError {
         block: u64,
         what: String,
         reason: String,
+        /// NoSpace when the datanodes refused for lack of space, else Io.
+        kind: ErrorKind,
     },
     /// Fewer live datanodes than the replication factor asks for.
     #[error("not enough live datanodes: need {need}, have {have}")]
@@ -51,11 +53,11 @@ impl ClientError {
         match self {
             ClientError::Status { kind, .. } => *kind,
             ClientError::NotEnoughDatanodes { .. } => ErrorKind::NoSpace,
+            ClientError::PipelineFailed { kind, .. } => *kind,
             ClientError::Connect { .. }
             | ClientError::Io(_)
             | ClientError::ChecksumMismatch { .. }
             | ClientError::NoLiveReplica { .. }
-            | ClientError::PipelineFailed { .. }
             | ClientError::Protocol(_) => ErrorKind::Io,
         }
     }

@@ -17,7 +17,7 @@ use crate::error::ClientError;
 /// The buffer types of [`FileWriter::write_bytes`] (re-exported so callers need no `bytes` dependency).
 pub use bytes::{Bytes, BytesMut};
 use ringfs_proto::chunk::{self, PACKET_SIZE};
-use ringfs_proto::pb;
+use ringfs_proto::{pb, ErrorKind};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -100,10 +100,11 @@ impl Stream {
             )),
             Ok(Ok(Err(status))) => {
                 let msg = crate::client::error_chain(&status);
-                Err(Failure::first_node(
-                    &self.pipeline,
-                    format!("{first}: {msg}"),
-                ))
+                let mut f = Failure::first_node(&self.pipeline, format!("{first}: {msg}"));
+                if ErrorKind::of(&status) == ErrorKind::NoSpace {
+                    f.kind = ErrorKind::NoSpace;
+                }
+                Err(f)
             }
             Ok(Ok(Ok(resp))) => Ok(resp),
         }
@@ -116,6 +117,8 @@ struct Failure {
     failed: Vec<String>,
     survivors: Vec<String>,
     reason: String,
+    /// NoSpace when the node refused for lack of space (the caller then gets ENOSPC, not EIO).
+    kind: ErrorKind,
 }
 
 impl Failure {
@@ -126,6 +129,7 @@ impl Failure {
             failed: pipeline.first().cloned().into_iter().collect(),
             survivors: pipeline.iter().skip(1).cloned().collect(),
             reason,
+            kind: ErrorKind::Io,
         }
     }
 }
@@ -198,6 +202,7 @@ impl BlockWriter {
                                 failed: Vec::new(),
                                 survivors: Vec::new(),
                                 reason: "pipeline answered before the block was complete".into(),
+                                kind: ErrorKind::Io,
                             }),
                             Err(f) => f,
                         };
@@ -278,6 +283,7 @@ impl BlockWriter {
                 reason: format!("replica not stored on {}", failed.join(", ")),
                 failed,
                 survivors,
+                kind: ErrorKind::Io,
             });
         }
         if resp.len != self.len {
@@ -312,6 +318,7 @@ impl BlockWriter {
                     block: self.located.id,
                     what: self.what.clone(),
                     reason: failure.reason,
+                    kind: failure.kind,
                 });
             }
             for a in &failure.failed {
@@ -331,10 +338,15 @@ impl BlockWriter {
                 Ok(r) => r.into_inner(),
                 Err(st) => {
                     let e = self.client.nn_err(st);
+                    let kind = match e.kind() {
+                        ErrorKind::NoSpace => ErrorKind::NoSpace,
+                        _ => failure.kind,
+                    };
                     return Err(ClientError::PipelineFailed {
                         block: self.located.id,
                         what: self.what.clone(),
                         reason: format!("{}; pipeline recovery refused: {e}", failure.reason),
+                        kind,
                     });
                 }
             };
@@ -343,6 +355,7 @@ impl BlockWriter {
                     block: self.located.id,
                     what: self.what.clone(),
                     reason: format!("{}; no datanode left for the pipeline", failure.reason),
+                    kind: failure.kind,
                 });
             }
             self.located = located;
@@ -370,6 +383,7 @@ impl BlockWriter {
                 failed: Vec::new(),
                 survivors: Vec::new(),
                 reason: "empty pipeline".into(),
+                kind: ErrorKind::Io,
             });
         };
         let mut dn = match self.client.shared.datanode(&first) {

@@ -706,3 +706,33 @@ fn a_lock_on_one_mount_sees_what_the_previous_holder_wrote_on_another() {
     fs::write(a.path("db"), vec![b'3'; LEN]).unwrap();
     read_locked(&[b'3'; LEN], "B after A rewrote and closed the file");
 }
+
+#[test]
+fn writing_past_the_datanodes_capacity_fails_with_enospc() {
+    // Datanodes with 6 MiB each: a 20 MiB file cannot be stored; the writer learns why (ENOSPC
+    // from write, fsync or close, as on a full local disk), not a bare EIO.
+    let cluster = TestCluster::builder()
+        .block_size("1MiB")
+        .datanode_arg(&["--capacity", "6MiB"])
+        .start();
+    let m = cluster.mount(&[]);
+    let mut f = File::create(m.path("big")).unwrap();
+    let chunk = random_bytes(MIB, 1);
+    let mut err = None;
+    for _ in 0..20 {
+        if let Err(e) = f.write_all(&chunk) {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err
+        .or_else(|| f.sync_all().err())
+        .or_else(|| {
+            // SAFETY: closes the descriptor `f` owns; `f` is forgotten so it is not closed twice.
+            let rc = unsafe { libc::close(f.as_raw_fd()) };
+            std::mem::forget(f);
+            (rc != 0).then(io::Error::last_os_error)
+        })
+        .expect("20 MiB fit on datanodes of 6 MiB");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+}
