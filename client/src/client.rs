@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     /// Largest file content the namenode last said it stores inline (`OpenResponse.inline_limit`;
     /// 0 until a create or open for writing told, or when inline data is off or its budget is used up).
     inline_limit: AtomicU64,
+    /// Datanodes that failed a read recently (tried last).
+    pub(crate) suspects: crate::suspects::Suspects,
 }
 
 impl Shared {
@@ -203,6 +205,7 @@ impl Client {
             nn: net::namenode_client(ch),
             cfg: cfg.clone(),
             datanodes: Mutex::new(HashMap::new()),
+            suspects: Default::default(),
             inline_limit: AtomicU64::new(0),
         });
         tokio::spawn(renew_leases(

@@ -20,6 +20,7 @@
 pub mod client;
 pub mod error;
 pub mod read;
+mod suspects;
 pub mod write;
 
 pub use client::{

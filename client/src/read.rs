@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// A stalled replica (no packet for this long) is abandoned for the next one.
-const PACKET_TIMEOUT: Duration = Duration::from_secs(60);
+/// A stalled replica (no answer or no packet for this long) is abandoned for the next one. A
+/// healthy datanode sends a 1 MiB packet in milliseconds; a hung one still accepts connections.
+const PACKET_TIMEOUT: Duration = Duration::from_secs(15);
 /// Blocks fetched concurrently by `read_range`/`read_at` for one call.
 const PARALLEL_BLOCKS: usize = 4;
 /// Blocks streamed at once by `copy_to` (the one being written out and those ahead): several keep
@@ -176,9 +177,13 @@ async fn read_block<S: Sink>(
     }
     let mut pos = start;
     let mut reasons = Vec::new();
-    for loc in &block.locations {
+    let suspects = &client.shared.suspects;
+    for loc in suspects.order(&block.locations, |l| l.address.as_str()) {
         match read_replica(client, block, &loc.address, &mut pos, end, sink).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                suspects.answered(&loc.address);
+                return Ok(());
+            }
             Err(ReplicaError::Mismatch { chunk }) => {
                 tracing::warn!(block = block.id, datanode = %loc.address, chunk, "{what}: checksum mismatch; reporting the replica");
                 reasons.push(format!(
@@ -196,6 +201,7 @@ async fn read_block<S: Sink>(
                 }
             }
             Err(ReplicaError::Other(reason)) => {
+                suspects.failed(&loc.address);
                 tracing::info!(block = block.id, datanode = %loc.address, %reason, "{what}: replica failed; trying the next");
                 reasons.push(format!("{}: {reason}", loc.address));
             }

@@ -5,6 +5,7 @@ mod cluster;
 mod failures;
 mod fuse;
 mod healing;
+mod hung;
 mod io;
 mod namespace;
 mod small;
