@@ -107,6 +107,9 @@ pub(crate) struct Overlay {
     /// Set after an inline commit that kept the overlay (see [`Overlay::committed_inline`]): the
     /// version of dirty block 0 that is exactly the committed inline content, i.e. not dirty.
     inline_version: Option<u64>,
+    /// The committed content is inline in the namenode's metadata (no base blocks): a block commit
+    /// drops it, so only a commit that carries block 0 may go first (see `can_commit_alone`).
+    inline_base: bool,
 }
 
 impl Overlay {
@@ -124,6 +127,7 @@ impl Overlay {
             bytes: 0,
             spare: Vec::new(),
             inline_version: None,
+            inline_base: false,
         };
         o.set_base(base, size);
         o
@@ -144,6 +148,12 @@ impl Overlay {
         self.base_valid = size;
         self.size = self.size.max(size);
         self.inline_version = None;
+        self.inline_base = false;
+    }
+
+    /// The committed content is inline (its bytes were given to `insert_loaded` as block 0).
+    pub(crate) fn set_inline_base(&mut self) {
+        self.inline_base = true;
     }
 
     pub(crate) fn block_size(&self) -> u64 {
@@ -206,6 +216,7 @@ impl Overlay {
             },
         );
         self.inline_version = Some(version);
+        self.inline_base = true;
     }
 
     /// End of the base bytes that are still file content (data past the last block is zeros).
@@ -461,8 +472,13 @@ impl Overlay {
     }
 
     /// Whether block `i` alone can be committed over the base (the fast path of a sequential
-    /// writer): the base is block-aligned up to it and nothing of the base is cut.
+    /// writer): the base is block-aligned up to it and nothing of the base is cut. Over inline
+    /// content only block 0 can: a later block first would commit a hole in place of content
+    /// that lives only in the namenode's metadata, lost if this mount died before its close.
     pub(crate) fn can_commit_alone(&self, i: u64) -> bool {
+        if self.inline_base && i > 0 {
+            return false;
+        }
         let n = self.base.len() as u64;
         let aligned = |upto: u64| self.base[..upto as usize].iter().all(|b| b.len == self.bs);
         self.base_valid == self.base_size && if i < n { aligned(i) } else { aligned(n) }
@@ -859,20 +875,40 @@ mod tests {
         o3.committed_inline(b"hello".to_vec());
         o3.truncate(40);
         assert!(o3.is_dirty());
-        // A block commit makes the base blocks again: block 0 is dirty until written with them.
+        // Growth into a second block: the full commit writes block 0 with it.
         let mut o4 = Overlay::new(4, Vec::new(), 0);
         o4.write(0, b"abc");
         o4.committed_inline(b"abc".to_vec());
         o4.write(4, b"defg");
-        let block = CommittedBlock {
-            id: 9,
+        assert!(o4.is_dirty() && o4.clean_inline().is_none());
+        assert!(matches!(o4.commit_plan()[0], Planned::Write { .. }));
+    }
+
+    #[test]
+    fn over_inline_content_only_block_0_is_committed_alone() {
+        // An inline file (content only in the namenode's metadata) written far past its end: an
+        // early commit of the far block alone would put a hole where the inline bytes are.
+        let mut o = Overlay::new(4, Vec::new(), 3);
+        o.insert_loaded(0, b"abc".to_vec());
+        o.set_inline_base();
+        o.write(8, b"wxyz");
+        assert!(!o.can_commit_alone(2));
+        o.write(0, b"ABCD");
+        assert!(o.can_commit_alone(0));
+        let version = o.seal(0).unwrap().1;
+        let b0 = CommittedBlock {
+            id: 7,
             generation: 1,
             len: 4,
         };
-        let version = o4.seal(1).unwrap().1;
-        let (list, size) = o4.commit_alone_plan(1, version, &block).unwrap();
-        o4.committed_alone(1, list, size);
-        assert!(o4.is_dirty() && o4.clean_inline().is_none());
-        assert!(matches!(o4.commit_plan()[0], Planned::Write { .. }));
+        let (list, size) = o.commit_alone_plan(0, version, &b0).unwrap();
+        o.committed_alone(0, list, size);
+        assert!(o.can_commit_alone(1) && o.can_commit_alone(2));
+        // The same after an inline commit that kept the overlay.
+        let mut o = Overlay::new(4, Vec::new(), 0);
+        o.write(0, b"ab");
+        o.committed_inline(b"ab".to_vec());
+        o.write(8, b"wxyz");
+        assert!(!o.can_commit_alone(2));
     }
 }

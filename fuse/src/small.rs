@@ -20,6 +20,7 @@ pub(crate) fn adopt(client: &Client, ov: Option<&mut Overlay>, data: Vec<u8>, li
     }
     let before = ov.bytes();
     ov.insert_loaded(0, data);
+    ov.set_inline_base();
     ov.bytes() - before
 }
 
