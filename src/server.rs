@@ -126,8 +126,9 @@ pub struct DatanodeArgs {
 /// Flags of `ringfs up`.
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Directory for everything: namenode/, datanode-N/, the cluster secret.
-    #[arg(long, value_name = "DIR")]
+    /// Directory for everything: namenode/, datanode-N/, the cluster secret (kept across runs:
+    /// `up` again on the same directory brings the same cluster back).
+    #[arg(long, value_name = "DIR", default_value = "/tmp/ringfs")]
     pub data_dir: PathBuf,
     /// Number of datanodes.
     #[arg(long, default_value_t = 3)]
