@@ -48,7 +48,12 @@ impl Inner {
             after: after.to_string(),
             limit: PAGE,
         };
-        Ok(self.nn().read_dir(req).await?.into_inner())
+        Ok(self
+            .query(|mut nn| {
+                let req = req.clone();
+                async move { nn.read_dir(req).await }
+            })
+            .await?)
     }
 
     /// opendir: reads the first page now, so a permission error shows at open.

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tonic::transport::Channel;
 
+/// Tries of a read-only namenode call that fails in transport (see [`Inner::query`]).
+const QUERY_ATTEMPTS: usize = 4;
+
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ".ringfs-open-";
 
@@ -149,6 +152,32 @@ impl Inner {
         self.client.namenode()
     }
 
+    /// A namenode call that changes nothing (lookup, getattr, readdir, statfs), sent again (up to
+    /// [`QUERY_ATTEMPTS`] times) when it failed in transport: a call on the connection a killed namenode just closed fails
+    /// before the channel notices, and the second one waits for the namenode to be back
+    /// (`ringfs_proto::reconnect`). Calls that change something are not repeated: the first may
+    /// have been applied.
+    pub(crate) async fn query<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(NamenodeClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut pause = std::time::Duration::from_millis(20);
+        for _ in 1..QUERY_ATTEMPTS {
+            match call(self.nn()).await {
+                Err(s) if ringfs_proto::error_kind::is_transport(&s) => {
+                    // The channel may hand the next call to the same dead connection until it
+                    // has seen it close: give it a moment.
+                    tracing::debug!(error = %s, "read-only namenode call failed in transport; again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                r => return r.map(tonic::Response::into_inner),
+            }
+        }
+        call(self.nn()).await.map(tonic::Response::into_inner)
+    }
+
     pub(crate) fn next_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -189,26 +218,32 @@ impl Inner {
     // ------------------------------------------------------------------ namespace
 
     pub(crate) async fn lookup(&self, c: &Caller, parent: u64, name: &str) -> Res<pb::Attr> {
+        let req = pb::LookupRequest {
+            creds: Some(c.creds.clone()),
+            entry: Some(child(parent, name)),
+        };
         let r = self
-            .nn()
-            .lookup(pb::LookupRequest {
-                creds: Some(c.creds.clone()),
-                entry: Some(child(parent, name)),
+            .query(|mut nn| {
+                let req = req.clone();
+                async move { nn.lookup(req).await }
             })
             .await?;
-        Ok(self.local_view(attr_of(r.into_inner().attr)?))
+        Ok(self.local_view(attr_of(r.attr)?))
     }
 
     /// Fresh attributes from the namenode (no local view).
     pub(crate) async fn getattr_remote(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
+        let req = pb::GetAttrRequest {
+            creds: Some(c.creds.clone()),
+            node: Some(node(ino)),
+        };
         let r = self
-            .nn()
-            .get_attr(pb::GetAttrRequest {
-                creds: Some(c.creds.clone()),
-                node: Some(node(ino)),
+            .query(|mut nn| {
+                let req = req.clone();
+                async move { nn.get_attr(req).await }
             })
             .await?;
-        attr_of(r.into_inner().attr)
+        attr_of(r.attr)
     }
 
     pub(crate) async fn getattr(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
@@ -461,7 +496,9 @@ impl Inner {
     }
 
     pub(crate) async fn statfs(&self) -> Res<pb::StatfsResponse> {
-        Ok(self.nn().statfs(pb::StatfsRequest {}).await?.into_inner())
+        Ok(self
+            .query(|mut nn| async move { nn.statfs(pb::StatfsRequest {}).await })
+            .await?)
     }
 
     /// Keeps the attributes an open file remembers in step with a change made by this mount.

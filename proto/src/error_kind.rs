@@ -155,6 +155,16 @@ impl ErrorKind {
     }
 }
 
+/// Whether `status` is a transport failure (the connection was refused, reset or closed under
+/// the call) rather than an answer of a ringfs server, which always carries its kind.
+pub fn is_transport(status: &Status) -> bool {
+    status.metadata().get(KEY).is_none()
+        && matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
+}
+
 /// A Status of `kind` with a message that names what failed (path, block, node) and why.
 pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
     let mut s = Status::new(kind.code(), message);

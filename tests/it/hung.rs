@@ -3,9 +3,11 @@
 //! timeout on every block.
 
 use crate::cluster::*;
+use std::fs;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// The client's read timeout (client/src/read.rs `PACKET_TIMEOUT`).
@@ -91,4 +93,52 @@ fn a_hung_datanode_costs_a_mount_one_stall_not_one_per_block() {
         let off = *off as usize;
         assert_same_bytes(buf, &data[off..off + buf.len()], &format!("/f at {off}"));
     }
+}
+
+#[test]
+fn lookups_on_a_mount_do_not_fail_across_a_namenode_kill_9() {
+    // A loop of stats (no kernel cache: --ttl 0) while the namenode is killed and restarted: the
+    // call that was on the wire when it died is read-only, so the mount sends it again once the
+    // namenode is back instead of answering EIO.
+    let mut c = TestCluster::builder().start();
+    let m = c.client().mount(&["--ttl", "0s"]);
+    fs::write(m.path("f"), b"x").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let looper = {
+        let (stop, ok, failed, path) = (stop.clone(), ok.clone(), failed.clone(), m.path("f"));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match fs::metadata(&path) {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        failed.lock().unwrap().push(e.to_string());
+                        0
+                    }
+                };
+            }
+        })
+    };
+    wait_until(Duration::from_secs(10), "stats to run", || {
+        ok.load(Ordering::Relaxed) > 100
+    });
+    c.kill_namenode();
+    let before = ok.load(Ordering::Relaxed);
+    c.restart_namenode();
+    wait_until(
+        Duration::from_secs(60),
+        "stats to succeed after the restart",
+        || ok.load(Ordering::Relaxed) > before + 100,
+    );
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "stats failed: {failed:?}; mount log:\n{}",
+        log_tail(m.log(), 10)
+    );
 }
