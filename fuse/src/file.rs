@@ -255,14 +255,8 @@ impl Inner {
             }
             std::mem::take(&mut *locked(&f.hidden))
         };
-        let me = Caller {
-            creds: self.client.creds().clone(),
-            pid: 0,
-        };
         for (parent, name) in hidden {
-            if let Err(e) = self.remove_entry(&me, parent, &name, false).await {
-                tracing::warn!(ino = f.ino, name, error = %e.why, "cannot remove the hidden name of an unlinked file");
-            }
+            self.release_hidden(parent, name, f.ino).await;
         }
     }
 
@@ -369,13 +363,29 @@ impl Inner {
     pub(crate) async fn open(&self, c: &Caller, ino: u64, flags: i32) -> Res<(u64, FopenFlags)> {
         let acc = flags & libc::O_ACCMODE;
         let (read, write) = (acc != libc::O_WRONLY, acc != libc::O_RDONLY);
-        let attr = self.getattr_remote(c, ino).await?;
-        if attr.kind == pb::FileKind::Directory as i32 && write {
-            return Err(Errno::EISDIR.into());
+        // Registered before the checks (see `Inner::replacing`): an unlink or rename over the
+        // file on this mount from now on keeps it alive for this handle.
+        let f = {
+            let _replacing = self.replacing.read().await;
+            self.file_ref(ino)
+        };
+        let checked = async {
+            let attr = self.getattr_remote(c, ino).await?;
+            if attr.kind == pb::FileKind::Directory as i32 && write {
+                return Err(Errno::EISDIR.into());
+            }
+            let mask = if read { libc::R_OK } else { 0 } | if write { libc::W_OK } else { 0 };
+            self.access(c, ino, mask as u32).await?;
+            Ok(attr)
         }
-        let mask = if read { libc::R_OK } else { 0 } | if write { libc::W_OK } else { 0 };
-        self.access(c, ino, mask as u32).await?;
-        let f = self.file_ref(ino);
+        .await;
+        let attr = match checked {
+            Ok(a) => a,
+            Err(e) => {
+                self.file_unref(&f).await;
+                return Err(e);
+            }
+        };
         if write {
             f.state.lock().await.writers += 1;
         }
@@ -435,6 +445,7 @@ impl Inner {
             }
         }
         self.note_seen(&attr);
+        self.note_entry(&attr).await;
         let fh = self.add_handle(f, write, flags & libc::O_APPEND != 0);
         Ok((attr, fh, FopenFlags::FOPEN_KEEP_CACHE))
     }

@@ -133,6 +133,7 @@ pub async fn mount(
         opts.clone(),
         tokio::runtime::Handle::current(),
     ));
+    inner.set_self(Arc::downgrade(&inner));
     let config = fs::session_config(&opts);
     let fs = fs::RingFs::new(inner.clone());
     let p = path.clone();

@@ -14,6 +14,7 @@ use ringfs_proto::pb::namenode_client::NamenodeClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 /// Tries of a read-only namenode call that fails in transport (see [`Inner::query`]).
@@ -21,6 +22,10 @@ const QUERY_ATTEMPTS: usize = 4;
 
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ".ringfs-open-";
+
+/// How long after the kernel looked a file up a rename over it keeps the replaced inode alive
+/// (under a hidden name), for an `open` of the name that raced with the rename.
+const LOOKUP_GRACE: Duration = Duration::from_secs(1);
 
 /// Largest number of inodes whose last-seen version `open` remembers (then the memory is reset:
 /// the only cost is one dropped page cache per file).
@@ -65,6 +70,19 @@ pub(crate) struct Inner {
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
     /// Open directory handles by `fh`.
     pub(crate) dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    /// Held for writing by an unlink or a rename over a file while it checks whether its victim
+    /// is open here and removes it; `open` registers its file under it (reading). So a file this
+    /// mount is opening is never freed by a concurrent replace here: it gets a hidden name like
+    /// an open one, and `open` either fails before (ESTALE: the kernel looks the name up again)
+    /// or keeps a usable file (writers renaming new versions over a file readers open).
+    pub(crate) replacing: tokio::sync::RwLock<()>,
+    /// Files (last link) the kernel looked up lately, by inode: an `open` may follow. A rename
+    /// over one keeps the replaced inode for `LOOKUP_GRACE` (see `rename`).
+    looked_up: Mutex<HashMap<u64, Instant>>,
+    /// Hidden names (parent, name, inode) kept by a rename for `LOOKUP_GRACE`, not open here.
+    pending_hidden: Mutex<Vec<(u64, String, u64)>>,
+    /// This state itself, for tasks that outlive a callback (set once by `mount`).
+    me: OnceLock<std::sync::Weak<Inner>>,
     next_fh: AtomicU64,
     /// Last version of each file `open` saw (see [`Seen`]).
     seen: Mutex<HashMap<u64, Seen>>,
@@ -113,6 +131,10 @@ impl Inner {
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            replacing: tokio::sync::RwLock::new(()),
+            looked_up: Mutex::new(HashMap::new()),
+            pending_hidden: Mutex::new(Vec::new()),
+            me: OnceLock::new(),
             next_fh: AtomicU64::new(1),
             seen: Mutex::new(HashMap::new()),
             dirty_bytes: AtomicU64::new(0),
@@ -120,6 +142,10 @@ impl Inner {
             device: OnceLock::new(),
             readahead_tuned: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn set_self(&self, me: std::sync::Weak<Inner>) {
+        let _ = self.me.set(me);
     }
 
     pub(crate) fn set_notifier(&self, n: Notifier) {
@@ -228,7 +254,102 @@ impl Inner {
                 async move { nn.lookup(req).await }
             })
             .await?;
-        Ok(self.local_view(attr_of(r.attr)?))
+        let a = attr_of(r.attr)?;
+        self.note_entry(&a).await;
+        Ok(self.local_view(a))
+    }
+
+    /// Records that the kernel learns the inode of a file name now (lookup, create): it may
+    /// open it from its cached entry until the entry TTL runs out.
+    pub(crate) async fn note_entry(&self, a: &pb::Attr) {
+        if is_file(a) && a.nlink == 1 {
+            // Under `replacing`: a rename that frees this inode either ran before (the kernel's
+            // open gets ESTALE and looks the name up again) or sees this entry.
+            let _replacing = self.replacing.read().await;
+            let grace = self.entry_grace();
+            let mut seen = locked(&self.looked_up);
+            if seen.len() >= 4096 {
+                seen.retain(|_, t| t.elapsed() < grace);
+            }
+            seen.insert(a.inode, Instant::now());
+        }
+    }
+
+    /// How long after the kernel learned an inode an open of it may still come: its cached
+    /// entry lives `entry_ttl`, and the opener may have validated it just before expiry.
+    fn entry_grace(&self) -> Duration {
+        self.opts.entry_ttl + LOOKUP_GRACE
+    }
+
+    fn looked_up_lately(&self, ino: u64) -> bool {
+        let grace = self.entry_grace();
+        locked(&self.looked_up)
+            .get(&ino)
+            .is_some_and(|t| t.elapsed() < grace)
+    }
+
+    /// Removes the hidden name of a file nothing here has open any more, `LOOKUP_GRACE` from now
+    /// when the kernel looked the file up lately (an open of it may be on its way), else now.
+    pub(crate) async fn release_hidden(&self, parent: u64, name: String, ino: u64) {
+        if self.looked_up_lately(ino) {
+            self.defer_hidden_removal(parent, name, ino);
+            return;
+        }
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
+        if let Err(e) = self.remove_entry(&me, parent, &name, false).await {
+            tracing::warn!(ino, name, error = %e.why, "cannot remove the hidden name of an unlinked file");
+        }
+    }
+
+    /// Keeps hidden name `parent/name` of `ino` for `LOOKUP_GRACE`, then ends it.
+    fn defer_hidden_removal(&self, parent: u64, name: String, ino: u64) {
+        locked(&self.pending_hidden).push((parent, name.clone(), ino));
+        if let Some(me) = self.me.get().and_then(|w| w.upgrade()) {
+            self.rt.spawn(async move {
+                tokio::time::sleep(LOOKUP_GRACE).await;
+                me.end_pending_hidden(parent, &name, ino).await;
+            });
+        }
+    }
+
+    /// Ends the grace of a hidden name kept by `rename`: removed now unless the file is open
+    /// here (then its last close removes it).
+    async fn end_pending_hidden(&self, parent: u64, name: &str, ino: u64) {
+        let _replacing = self.replacing.write().await;
+        locked(&self.pending_hidden).retain(|(p, n, _)| !(*p == parent && n == name));
+        if let Some(f) = self.file_ref_existing(ino) {
+            locked(&f.hidden).push((parent, name.to_string()));
+            self.file_unref(&f).await;
+            return;
+        }
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
+        let _ = self.remove_entry(&me, parent, name, false).await;
+    }
+
+    /// rmdir found the directory not empty: ends the grace of the hidden names `rename` keeps
+    /// in it now (true if there were any, so the rmdir is worth trying again).
+    async fn end_pending_hidden_in(&self, c: &Caller, parent: u64, name: &str) -> bool {
+        if locked(&self.pending_hidden).is_empty() {
+            return false;
+        }
+        let Ok(dir) = self.lookup(c, parent, name).await else {
+            return false;
+        };
+        let names: Vec<(u64, String, u64)> = locked(&self.pending_hidden)
+            .iter()
+            .filter(|(p, _, _)| *p == dir.inode)
+            .cloned()
+            .collect();
+        for (p, n, ino) in &names {
+            self.end_pending_hidden(*p, n, *ino).await;
+        }
+        !names.is_empty()
     }
 
     /// Fresh attributes from the namenode (no local view).
@@ -407,8 +528,10 @@ impl Inner {
         directory: bool,
     ) -> Res<()> {
         if !directory {
+            let _replacing = self.replacing.write().await;
             if let Some(f) = self.open_last_link(c, parent, name).await {
                 let hidden = self.hidden_name(f.ino);
+                // A hidden target: `rename` does not take `replacing` again.
                 let r = self
                     .rename(c, parent, name, parent, &hidden, false, false)
                     .await;
@@ -419,7 +542,17 @@ impl Inner {
                 return r;
             }
         }
-        self.remove_entry(c, parent, name, directory).await
+        let r = self.remove_entry(c, parent, name, directory).await;
+        match r {
+            Err(e)
+                if directory
+                    && e.errno == Errno::ENOTEMPTY
+                    && self.end_pending_hidden_in(c, parent, name).await =>
+            {
+                self.remove_entry(c, parent, name, directory).await
+            }
+            r => r,
+        }
     }
 
     /// The Remove RPC alone.
@@ -455,12 +588,43 @@ impl Inner {
         exchange: bool,
     ) -> Res<()> {
         let mut kept = None;
-        if !no_replace && !exchange && !new_name.starts_with(HIDDEN_PREFIX) {
+        let may_free = !no_replace && !exchange && !new_name.starts_with(HIDDEN_PREFIX);
+        let _replacing = match may_free {
+            true => Some(self.replacing.write().await),
+            false => None,
+        };
+        let mut pending = None;
+        if may_free {
             if let Some(f) = self.open_last_link(c, new_parent, new_name).await {
                 let hidden = self.hidden_name(f.ino);
                 match self.link(c, f.ino, new_parent, &hidden).await {
                     Ok(_) => kept = Some((f, hidden)),
                     Err(_) => self.file_unref(&f).await,
+                }
+            } else if !locked(&self.looked_up).is_empty() {
+                // Not open, but the kernel looked it up a moment ago: an open of the name may
+                // be on its way with this inode (writers renaming new versions over a file that
+                // readers open). Keep it alive for that open a little while.
+                let req = pb::LookupRequest {
+                    creds: Some(c.creds.clone()),
+                    entry: Some(child(new_parent, new_name)),
+                };
+                let victim = self
+                    .nn()
+                    .lookup(req)
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().attr);
+                if let Some(a) =
+                    victim.filter(|a| is_file(a) && a.nlink == 1 && self.looked_up_lately(a.inode))
+                {
+                    let hidden = self.hidden_name(a.inode);
+                    match self.link(c, a.inode, new_parent, &hidden).await {
+                        Ok(_) => pending = Some((a.inode, hidden)),
+                        Err(e) => {
+                            tracing::debug!(ino = a.inode, error = %e.why, "cannot keep the replaced file")
+                        }
+                    }
                 }
             }
         }
@@ -472,6 +636,13 @@ impl Inner {
             exchange,
         };
         let r = self.nn().rename(req).await;
+        if let Some((ino, hidden)) = pending {
+            if r.is_ok() {
+                self.defer_hidden_removal(new_parent, hidden, ino);
+            } else {
+                let _ = self.remove_entry(c, new_parent, &hidden, false).await;
+            }
+        }
         if let Some((f, hidden)) = kept {
             if r.is_ok() {
                 locked(&f.hidden).push((new_parent, hidden));
@@ -530,6 +701,10 @@ impl Inner {
             for (parent, name) in hidden {
                 let _ = self.remove_entry(&me, parent, &name, false).await;
             }
+        }
+        let pending = std::mem::take(&mut *locked(&self.pending_hidden));
+        for (parent, name, _) in pending {
+            let _ = self.remove_entry(&me, parent, &name, false).await;
         }
         locked(&self.handles).clear();
         locked(&self.dirs).clear();

@@ -736,3 +736,49 @@ fn writing_past_the_datanodes_capacity_fails_with_enospc() {
         .expect("20 MiB fit on datanodes of 6 MiB");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
 }
+
+#[test]
+fn readers_never_see_estale_while_writers_replace_the_file_by_rename() {
+    // The atomic-replace pattern (write a temp file, rename it over the target) on one mount,
+    // with readers opening and reading the target meanwhile: as on a local file system, every
+    // read sees one whole version; none fails (before: ESTALE when the rename freed the inode
+    // between the reader's lookup and its open or first read).
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    let dir = m.path("d");
+    fs::create_dir(&dir).unwrap();
+    let version = |w: usize, i: usize| {
+        let body = format!("{w}-{i};").repeat(1 + (i * 37) % 3000);
+        format!("{}\n{body}", body.len()).into_bytes()
+    };
+    fs::write(dir.join("target"), version(9, 0)).unwrap();
+    std::thread::scope(|s| {
+        for w in 0..3 {
+            let dir = &dir;
+            s.spawn(move || {
+                for i in 0..100 {
+                    let tmp = dir.join(format!("tmp.{w}"));
+                    fs::write(&tmp, version(w, i)).unwrap();
+                    fs::rename(&tmp, dir.join("target")).unwrap();
+                }
+            });
+        }
+        for r in 0..3 {
+            let dir = &dir;
+            s.spawn(move || {
+                for i in 0..150 {
+                    let data = fs::read(dir.join("target"))
+                        .unwrap_or_else(|e| panic!("reader {r}, read {i}: {e}"));
+                    let text = String::from_utf8(data).unwrap();
+                    let (len, body) = text.split_once('\n').unwrap();
+                    assert_eq!(len.parse::<usize>().unwrap(), body.len(), "torn read");
+                }
+            });
+        }
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "only the target is left (no hidden names)",
+        || cluster.ls_names("/d") == ["target"],
+    );
+}
