@@ -29,6 +29,10 @@
 //!   not listed by readdir and removed at the last close (as NFS does). A directory holding such
 //!   a name cannot be removed until then (ENOTEMPTY), and a killed mount leaves the name behind.
 //!   Handles on *other* mounts of an unlinked file get ESTALE: the namenode frees the inode.
+//!   A file replaced by a rename on this mount that the kernel looked up or created in the
+//!   last `entry_ttl` + 1 s keeps a hidden name for 1 s more, so an `open` that resolved the old
+//!   name just before the rename still gets the old file (as on a local file system) instead of
+//!   ESTALE; an `rmdir` that finds only such names removes them first.
 //! - **Locks**: `fcntl` and `flock` are cluster-wide through the namenode; see `lock` for why a
 //!   `flock` and an `fcntl` lock on the same file conflict (as on NFS). A lock of a mount that
 //!   dies goes when its lease expires (namenode `--lease-soft-limit`). As on NFS, locks also
