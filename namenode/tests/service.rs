@@ -621,6 +621,24 @@ async fn copy_on_write_commit_and_pipeline_update() {
         .await
         .unwrap_err();
     assert_eq!(ErrorKind::of(&e), ErrorKind::InvalidArgument);
+    // Two of the four nodes failed: a pipeline shorter than the replication factor is refused, so
+    // the writer fails instead of acknowledging the block on two replicas.
+    let e = c
+        .update_pipeline(pb::UpdatePipelineRequest {
+            inode,
+            client_id: "c1".into(),
+            block_id: nb.id,
+            generation: up.generation,
+            failed: vec![addrs[0].clone(), addrs[1].clone()],
+            survivors: vec![addrs[2].clone()],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("not enough live datanodes: need 3, have 2"),
+        "{e:?}"
+    );
     for a in &addrs {
         dns.iter_mut()
             .find(|d| &d.addr == a)

@@ -586,3 +586,66 @@ fn a_mount_and_a_running_put_ride_out_a_namenode_restart() {
     );
     c.wait_healthy("/", 3, Duration::from_secs(30));
 }
+
+#[test]
+fn put_fails_rather_than_acknowledge_blocks_on_fewer_replicas_than_asked() {
+    // R=3 on exactly three datanodes, one `kill -9`ed in the middle of a put (before the namenode
+    // notices): no replacement exists, so the put must fail with a clear message, not succeed with
+    // blocks on two replicas, and leave nothing in the namespace.
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("4MiB")
+        .heartbeat("200ms")
+        .dead_after("60s")
+        .start();
+    let cli = c.client();
+    let local = c.scratch_path("300mib");
+    write_random_file(&local, 300 * MIB as u64, 41);
+    let stderr_path = c.scratch_path("put.stderr");
+    let mut put = cli
+        .command(&["put", local.to_str().unwrap(), "/big"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "the put to have committed a block",
+        || {
+            if let Ok(Some(status)) = put.try_wait() {
+                panic!("put ended ({status}) before a datanode could be killed");
+            }
+            c.file_being_written("/")
+                .is_some_and(|st| stat_blocks(&st).len() >= 2)
+        },
+    );
+    c.kill_datanode(1);
+    let status = wait_for(Duration::from_secs(300), "the put to finish", || {
+        put.try_wait().unwrap().ok_or_else(String::new)
+    });
+    let stderr = fs::read_to_string(&stderr_path).unwrap();
+    if status.success() {
+        // Only acceptable if every block really is on three datanodes that are still running.
+        let dead = c.datanode_addr(1).to_string();
+        for b in stat_blocks(&cli.stat_json("/big")) {
+            let locs = block_locations(&b);
+            assert!(
+                locs.len() == 3 && !locs.contains(&dead),
+                "put succeeded but block {b} is not on 3 live datanodes"
+            );
+        }
+        panic!("put succeeded with one of three datanodes dead");
+    }
+    let text = stderr.trim();
+    assert_eq!(text.lines().count(), 1, "stderr is not one line: {text:?}");
+    assert!(
+        text.contains("/big") && text.contains("not enough live datanodes: need 3, have 2"),
+        "unclear error: {text:?}"
+    );
+    assert_eq!(
+        cli.ls_names("/"),
+        Vec::<String>::new(),
+        "the failed put left files behind"
+    );
+}

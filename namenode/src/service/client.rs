@@ -445,10 +445,18 @@ impl ClientService {
                     }
                     p.push(n);
                 }
-                if p.is_empty() {
+                // A shorter pipeline would let the writer acknowledge a block on fewer replicas
+                // than the file asks for: `put` must either end with every block on R replicas or
+                // fail. The failed nodes may not be declared dead yet; they do not count as live.
+                if p.len() < replication as usize {
+                    let live = st
+                        .nodes
+                        .all()
+                        .filter(|n| n.is_writable() && !failed.contains(&n.id))
+                        .count();
                     return Err(NamenodeError::NotEnoughDatanodes {
                         needed: replication as usize,
-                        live: st.nodes.writable_count(),
+                        live,
                     });
                 }
                 let generation = st.ns.next_generation();
