@@ -95,6 +95,9 @@ pub struct BlockStore {
     /// The index; guarded because transfers, commands and the scrubber change it concurrently.
     /// Only short, non-blocking sections run under it (no I/O except unlinking replaced files).
     state: Mutex<State>,
+    /// The configured capacity (`--capacity`): replica bytes beyond it are refused as out of
+    /// space, so a small capacity behaves like a full disk instead of being only a ring weight.
+    capacity: Option<u64>,
 }
 
 #[derive(Default)]
@@ -107,6 +110,9 @@ struct State {
     corrupt: HashSet<(u64, u64)>,
     /// Bytes of finalized replica data.
     used: u64,
+    /// Bytes written by open writers (not yet in `used`): counted against the capacity so
+    /// concurrent writes cannot together overshoot it.
+    reserved: u64,
 }
 
 /// Where a replica's two files live.
@@ -120,6 +126,12 @@ impl BlockStore {
     /// Opens (creating if needed) the data dir: takes the lock, loads or creates the datanode id,
     /// indexes finalized replicas and tidies `tmp/`.
     pub fn open(root: &Path) -> Result<BlockStore> {
+        BlockStore::open_with_capacity(root, None)
+    }
+
+    /// [`open`](Self::open) with a capacity: writes that would take the replica bytes beyond it
+    /// fail with [`DatanodeError::NoSpace`].
+    pub fn open_with_capacity(root: &Path, capacity: Option<u64>) -> Result<BlockStore> {
         fs::create_dir_all(root).map_err(DatanodeError::io("create data dir", root))?;
         let lock_path = root.join("lock");
         let lock = OpenOptions::new()
@@ -146,6 +158,7 @@ impl BlockStore {
             id,
             _lock: lock,
             state: Mutex::new(State::default()),
+            capacity,
         };
         store.scan()?;
         Ok(store)
@@ -345,6 +358,7 @@ impl BlockStore {
         let registration = WritingGuard {
             store: self.clone(),
             key: (block, generation),
+            reserved: 0,
         };
         let paths = self.tmp_paths(block, generation);
         let (data, direct) = create_data_file(&paths.data)?;
@@ -622,15 +636,20 @@ impl BlockStore {
     }
 }
 
-/// Removes the store's "being written" mark when a writer goes away, finished or not.
+/// Removes the store's "being written" mark and the writer's space reservation when a writer
+/// goes away, finished or not.
 struct WritingGuard {
     store: Arc<BlockStore>,
     key: (u64, u64),
+    /// Bytes this writer reserved against the capacity.
+    reserved: u64,
 }
 
 impl Drop for WritingGuard {
     fn drop(&mut self) {
-        self.store.state().writing.remove(&self.key);
+        let mut state = self.store.state();
+        state.writing.remove(&self.key);
+        state.reserved = state.reserved.saturating_sub(self.reserved);
     }
 }
 
@@ -669,6 +688,7 @@ impl ReplicaWriter {
         if data.is_empty() {
             return Ok(());
         }
+        self.reserve(data.len() as u64)?;
         if !self.len.is_multiple_of(CHUNK_SIZE as u64) {
             return Err(DatanodeError::InvalidRequest(format!(
                 "block {}: data after a short chunk at offset {}",
@@ -698,6 +718,25 @@ impl ReplicaWriter {
             start_writeback(&self.data, self.synced_upto, self.len - self.synced_upto);
             self.synced_upto = self.len;
         }
+        Ok(())
+    }
+
+    /// Counts `n` more bytes of this replica against the store's capacity, or refuses them.
+    fn reserve(&mut self, n: u64) -> Result<()> {
+        let Some(capacity) = self.store.capacity else {
+            return Ok(());
+        };
+        let mut state = self.store.state();
+        let used = state.used + state.reserved;
+        if used.saturating_add(n) > capacity {
+            return Err(DatanodeError::NoSpace {
+                block: self.block,
+                capacity,
+                used,
+            });
+        }
+        state.reserved += n;
+        self._registration.reserved += n;
         Ok(())
     }
 
@@ -1328,6 +1367,40 @@ mod tests {
             c += 16;
         }
         Ok(out)
+    }
+
+    #[test]
+    fn writes_beyond_the_capacity_are_refused_as_no_space() {
+        // A 3 MiB store: two concurrent 2 MiB writers cannot both fit; the one that would overshoot
+        // is refused, and its reservation is released when it goes away.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open_with_capacity(dir.path(), Some(3 << 20)).unwrap());
+        let packet = data(ringfs_proto::chunk::PACKET_SIZE, 1);
+        let hashes = hash_chunks(&packet);
+        let mut a = store.create(1, 1).unwrap();
+        let mut b = store.create(2, 1).unwrap();
+        a.write_packet(&packet, &hashes).unwrap();
+        b.write_packet(&packet, &hashes).unwrap();
+        a.write_packet(&packet, &hashes).unwrap();
+        let err = b.write_packet(&packet, &hashes).unwrap_err();
+        assert!(
+            matches!(err, DatanodeError::NoSpace { block: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            ringfs_proto::error_kind::ErrorKind::of(&tonic::Status::from(err)),
+            ringfs_proto::error_kind::ErrorKind::NoSpace
+        );
+        drop(b);
+        a.finish().unwrap();
+        assert_eq!(store.used(), 2 << 20);
+        // The failed writer's 1 MiB is free again: exactly one more packet fits, then no more.
+        let mut c = store.create(3, 1).unwrap();
+        c.write_packet(&packet, &hashes).unwrap();
+        assert!(matches!(
+            c.write_packet(&packet, &hashes),
+            Err(DatanodeError::NoSpace { .. })
+        ));
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum DatanodeError {
     },
     #[error("block {block} gen {generation}: a write of this replica is in progress")]
     WriteInProgress { block: u64, generation: u64 },
+    #[error("block {block}: no space left on datanode (capacity {capacity} bytes, {used} in use)")]
+    NoSpace {
+        block: u64,
+        capacity: u64,
+        used: u64,
+    },
     #[error("block {block}: access token refused: {source}")]
     Token { block: u64, source: TokenError },
     #[error("invalid request: {0}")]
@@ -80,6 +86,7 @@ impl From<DatanodeError> for Status {
             WriteInProgress { .. } | ShuttingDown => status(ErrorKind::Busy, msg),
             Token { .. } => status(ErrorKind::PermissionDenied, msg),
             InvalidRequest(_) => status(ErrorKind::InvalidArgument, msg),
+            NoSpace { .. } => status(ErrorKind::NoSpace, msg),
             Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 status(ErrorKind::NoSpace, msg)
             }

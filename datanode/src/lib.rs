@@ -128,7 +128,10 @@ pub async fn run(
         message: e.to_string(),
     })?;
     let data_dir = config.data_dir.clone();
-    let store = Arc::new(transfer::blocking(move || BlockStore::open(&data_dir)).await?);
+    let capacity = config.capacity;
+    let store = Arc::new(
+        transfer::blocking(move || BlockStore::open_with_capacity(&data_dir, capacity)).await?,
+    );
     let address = advertised_address(&config, local);
     let namenode =
         NamenodeLink::new(&config.namenode, store.id()).map_err(DatanodeError::Config)?;
