@@ -99,7 +99,13 @@ impl Stream {
                 format!("{first}: {join}"),
             )),
             Ok(Ok(Err(status))) => {
-                let msg = crate::client::error_chain(&status);
+                // A datanode's answer names the block and the reason itself ("no space left on
+                // datanode ..."); only a transport failure needs the error's source chain.
+                let msg = if ringfs_proto::error_kind::is_transport(&status) {
+                    crate::client::error_chain(&status)
+                } else {
+                    status.message().to_string()
+                };
                 let mut f = Failure::first_node(&self.pipeline, format!("{first}: {msg}"));
                 if ErrorKind::of(&status) == ErrorKind::NoSpace {
                     f.kind = ErrorKind::NoSpace;
@@ -279,8 +285,13 @@ impl BlockWriter {
             .cloned()
             .collect();
         if !failed.is_empty() {
+            let why = if resp.failure.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", resp.failure)
+            };
             return Err(Failure {
-                reason: format!("replica not stored on {}", failed.join(", ")),
+                reason: format!("replica not stored on {}{why}", failed.join(", ")),
                 failed,
                 survivors,
                 kind: ErrorKind::Io,

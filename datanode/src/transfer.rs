@@ -332,13 +332,18 @@ async fn receive_block(
 
     let mut stored = vec![node.address.clone()];
     let mut failed = Vec::new();
+    let mut failure = String::new();
     if let Some(ds) = downstream {
         match ds.finish(info.len).await {
             Ok(resp) => {
                 stored.extend(resp.stored);
                 failed.extend(resp.failed);
+                failure = resp.failure;
             }
             Err(status) => {
+                // The reason travels back to the writer: "no space left" or "checksum mismatch"
+                // tells a user more than "replica not stored".
+                failure = format!("{}: {}", header.downstream[0].address, status.message());
                 // We cannot tell which later hops stored the replica: report every downstream node
                 // as failed (stored ∪ failed is always the whole pipeline from this node).
                 tracing::warn!(block, generation, downstream = %header.downstream[0].address, error = %status.message(),
@@ -360,6 +365,7 @@ async fn receive_block(
         hash: hash.to_vec(),
         failed,
         stored,
+        failure,
     })
 }
 

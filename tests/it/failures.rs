@@ -640,7 +640,9 @@ fn put_fails_rather_than_acknowledge_blocks_on_fewer_replicas_than_asked() {
     let text = stderr.trim();
     assert_eq!(text.lines().count(), 1, "stderr is not one line: {text:?}");
     assert!(
-        text.contains("/big") && text.contains("not enough live datanodes: need 3, have 2"),
+        // (How many it counts as left depends on where the pipeline broke: a node cannot tell
+        // whether the hops after a failed one stored the replica.)
+        text.contains("/big") && text.contains("not enough live datanodes: need 3, have "),
         "unclear error: {text:?}"
     );
     assert_eq!(

@@ -620,3 +620,44 @@ fn get_writes_into_devices_fifos_and_through_symlinks() {
         .is_symlink());
     assert_same_bytes(&fs::read(&real).unwrap(), &data, "the symlink's target");
 }
+
+#[test]
+fn put_onto_full_datanodes_fails_with_no_space_and_leaves_nothing() {
+    // Datanodes of 8 MiB `--capacity` (a full disk in miniature): a 40 MiB put fails quickly with a
+    // one-line "no space left" error instead of storing more than the capacity, and the namespace
+    // keeps nothing of it; a file that fits still goes in.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("4MiB")
+        .datanode_arg(&["--capacity", "8MiB"])
+        .start();
+    let cli = c.client();
+    let local = c.scratch_path("40mib");
+    write_random_file(&local, 40 * MIB as u64, 42);
+    cli.fails(&["put", local.to_str().unwrap(), "/big"])
+        .says(&["/big", "no space left"]);
+    assert_eq!(cli.ls_names("/"), Vec::<String>::new());
+    for i in 0..3 {
+        let stored: u64 = c.replicas_on(i).iter().map(|r| r.len).sum();
+        assert!(
+            stored <= 8 * MIB as u64,
+            "datanode {i} holds {stored} bytes of replicas, more than its capacity"
+        );
+    }
+    // The failed put's replicas are deleted in the background; then a small file fits again.
+    let small = random_bytes(2 * MIB, 43);
+    let small_path = c.scratch_path("2mib");
+    fs::write(&small_path, &small).unwrap();
+    let small_str = small_path.to_str().unwrap();
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "a 2 MiB put to fit",
+        || {
+            cli.run(&["put", "-f", small_str, "/small"])
+                .status
+                .success()
+        },
+    );
+    assert_same_bytes(&cli.get_bytes("/small"), &small, "/small");
+}
