@@ -105,10 +105,11 @@ pub struct UmountArgs {
 #[derive(Args, Debug)]
 pub struct PutArgs {
     /// Replication factor of the new file (default: the cluster's).
-    #[arg(short = 'r', long = "replication", value_name = "N")]
+    #[arg(short = 'r', long = "replication", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub replication: Option<u32>,
     /// Block size of the new file, e.g. 4MiB (default: the cluster's).
-    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    #[arg(long, value_parser = block_size_arg, value_name = "SIZE")]
     pub block_size: Option<u64>,
     /// Replace an existing file.
     #[arg(short, long)]
@@ -198,6 +199,19 @@ pub struct FsckArgs {
 
 pub fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
+}
+
+/// A file's block size, checked before anything is sent: 0 would silently mean "the cluster's
+/// default" on the wire, and the namenode's refusal of other sizes cannot name the file.
+pub fn block_size_arg(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    let chunk = ringfs_proto::chunk::CHUNK_SIZE as u64;
+    if n == 0 || n % chunk != 0 || n > 1 << 40 {
+        return Err(format!(
+            "{n} bytes is not a block size: use a positive multiple of 64 KiB, at most 1 TiB"
+        ));
+    }
+    Ok(n)
 }
 
 pub fn duration_arg(s: &str) -> Result<Duration, String> {

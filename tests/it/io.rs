@@ -661,3 +661,35 @@ fn put_onto_full_datanodes_fails_with_no_space_and_leaves_nothing() {
     );
     assert_same_bytes(&cli.get_bytes("/small"), &small, "/small");
 }
+
+#[test]
+fn put_with_zero_replication_or_a_bad_block_size_is_a_usage_error() {
+    // `-r 0` and `--block-size 0` used to mean "the cluster default" silently; they, and block
+    // sizes that are not a multiple of 64 KiB, are usage errors (exit 2) that create nothing.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let cli = c.client();
+    let local = c.scratch_path("small");
+    fs::write(&local, b"hello").unwrap();
+    let l = local.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["-r", "0"], "0"),
+        (vec!["--block-size", "0"], "block size"),
+        (vec!["--block-size", "100"], "multiple of 64 KiB"),
+        (vec!["--block-size", "1x"], "1x"),
+        (vec!["--block-size", "2TiB"], "at most 1 TiB"),
+    ] {
+        let mut all = vec!["put"];
+        all.extend(&args);
+        all.extend([l, "/f"]);
+        let out = cli.run(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert_eq!(cli.ls_names("/"), Vec::<String>::new());
+    cli.ok(&["put", "-r", "1", "--block-size", "3.5MiB", l, "/f"]);
+    assert_eq!(
+        field_u64(&cli.stat_json("/f"), "block_size"),
+        3584 * KIB as u64
+    );
+}
