@@ -36,7 +36,7 @@ pub(crate) enum Entry<'a> {
 }
 
 impl Inner {
-    async fn read_dir_page(
+    pub(crate) async fn read_dir_page(
         &self,
         creds: &pb::Credentials,
         ino: u64,

@@ -352,6 +352,35 @@ impl Inner {
         !names.is_empty()
     }
 
+    /// A directory whose only entries are hidden names (of files kept open by other mounts, or
+    /// left by a mount that was killed): they are not listed, so for `rmdir` the directory is
+    /// empty, and removing it must not fail with ENOTEMPTY. Removes them; true if it did. A mount
+    /// still reading such a file then gets ESTALE, as on NFS when another client removes it.
+    async fn remove_leftover_hidden_in(&self, c: &Caller, parent: u64, name: &str) -> bool {
+        let Ok(dir) = self.lookup(c, parent, name).await else {
+            return false;
+        };
+        let Ok(page) = self.read_dir_page(&c.creds, dir.inode, "").await else {
+            return false;
+        };
+        if page.more
+            || page.entries.is_empty()
+            || !page
+                .entries
+                .iter()
+                .all(|e| e.name.starts_with(HIDDEN_PREFIX))
+        {
+            return false;
+        }
+        for e in &page.entries {
+            if let Err(err) = self.remove_entry(c, dir.inode, &e.name, false).await {
+                tracing::debug!(dir = dir.inode, name = %e.name, error = %err.why, "leftover hidden name not removed");
+                return false;
+            }
+        }
+        true
+    }
+
     /// Fresh attributes from the namenode (no local view).
     pub(crate) async fn getattr_remote(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
         let req = pb::GetAttrRequest {
@@ -544,12 +573,13 @@ impl Inner {
         }
         let r = self.remove_entry(c, parent, name, directory).await;
         match r {
-            Err(e)
-                if directory
-                    && e.errno == Errno::ENOTEMPTY
-                    && self.end_pending_hidden_in(c, parent, name).await =>
-            {
-                self.remove_entry(c, parent, name, directory).await
+            Err(e) if directory && e.errno == Errno::ENOTEMPTY => {
+                let own = self.end_pending_hidden_in(c, parent, name).await;
+                if own || self.remove_leftover_hidden_in(c, parent, name).await {
+                    self.remove_entry(c, parent, name, directory).await
+                } else {
+                    Err(e)
+                }
             }
             r => r,
         }

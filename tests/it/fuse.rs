@@ -782,3 +782,49 @@ fn readers_never_see_estale_while_writers_replace_the_file_by_rename() {
         || cluster.ls_names("/d") == ["target"],
     );
 }
+
+#[test]
+fn rmdir_is_not_blocked_by_hidden_names_of_other_or_killed_mounts() {
+    // A file unlinked while open keeps a hidden name in its directory; for every other view the
+    // directory is empty, so `rmdir`/`rm -rf` on another mount succeeds, also when the mount that
+    // held the file was killed and left the name behind.
+    let cluster = TestCluster::builder().start();
+    let mut a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    for dir in ["live", "killed"] {
+        fs::create_dir(a.path(dir)).unwrap();
+        fs::write(a.path(&format!("{dir}/f")), b"kept open").unwrap();
+    }
+    let open_live = fs::File::open(a.path("live/f")).unwrap();
+    let open_killed = fs::File::open(a.path("killed/f")).unwrap();
+    fs::remove_file(a.path("live/f")).unwrap();
+    fs::remove_file(a.path("killed/f")).unwrap();
+    assert_eq!(
+        cluster.ls_names("/live").len(),
+        1,
+        "a hidden name keeps the open file"
+    );
+    assert_eq!(fs::read_dir(b.path("live")).unwrap().count(), 0);
+    fs::remove_dir(b.path("live")).unwrap();
+    assert!(!cluster.exists("/live"));
+    drop(open_live);
+
+    a.kill();
+    drop(open_killed);
+    assert_eq!(
+        cluster.ls_names("/killed").len(),
+        1,
+        "left by the killed mount"
+    );
+    let rm = Command::new("rm")
+        .arg("-rf")
+        .arg(b.path("killed"))
+        .output()
+        .unwrap();
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    assert!(!cluster.exists("/killed"));
+}
