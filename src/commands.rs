@@ -46,6 +46,17 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// The one-line error of a namespace change of `path`: the namenode's own refusals name the path
+/// already; a broken connection does not, and leaves the outcome unknown (the namenode may have
+/// applied the change just before it went away), which the user has to be told.
+fn change_error(path: &str, e: &ClientError) -> String {
+    let msg = e.to_string();
+    if e.kind() != ErrorKind::Io || !msg.contains("transport error") || msg.contains(path) {
+        return msg;
+    }
+    format!("{path}: {msg} (the connection broke during the call: the change may or may not have been made)")
+}
+
 fn is_not_found(e: &ClientError) -> bool {
     e.kind() == ErrorKind::NotFound
 }
@@ -307,7 +318,7 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
             Ok(_) => client
                 .rename_with(&tmp, &target, !a.force, false)
                 .await
-                .map_err(|e| retarget(e, &tmp, &target)),
+                .map_err(|e| anyhow!("{}", change_error(&target, &e).replace(&tmp, &target))),
             Err(e) => Err(retarget(e, &tmp, &target)),
         },
         Err(e) => {
@@ -476,7 +487,7 @@ pub async fn mkdir(namenode: Option<String>, a: MkdirArgs) -> anyhow::Result<Exi
     let mut failed = false;
     for p in &a.paths {
         if let Err(e) = client.mkdir_mode(p, a.parents, mode).await {
-            eprintln!("ringfs: {e}");
+            eprintln!("ringfs: {}", change_error(p, &e));
             failed = true;
         }
     }
@@ -492,7 +503,7 @@ pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode>
     let mut failed = false;
     for p in &a.paths {
         if let Err(e) = client.remove(p, a.recursive).await {
-            eprintln!("ringfs: {e}");
+            eprintln!("ringfs: {}", change_error(p, &e));
             failed = true;
         }
     }
@@ -511,7 +522,10 @@ pub async fn mv(namenode: Option<String>, a: MvArgs) -> anyhow::Result<ExitCode>
         Ok(attr) if is_dir(&attr) && basename(&a.from) != "/" => join(&a.to, basename(&a.from)),
         _ => a.to.clone(),
     };
-    client.rename(&a.from, &to).await?;
+    client
+        .rename(&a.from, &to)
+        .await
+        .map_err(|e| anyhow!("{}", change_error(&a.from, &e)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -942,6 +956,29 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_cut_off_by_a_broken_connection_names_the_path_and_the_unknown_outcome() {
+        // `rm -r /tree` while the namenode is killed: its transport error named neither.
+        let broken = ClientError::Status {
+            kind: ErrorKind::Io,
+            message: "namenode 127.0.0.1:1: transport error: connection error: broken pipe".into(),
+        };
+        let m = change_error("/tree", &broken);
+        assert!(
+            m.starts_with("/tree: namenode 127.0.0.1:1: transport error"),
+            "{m}"
+        );
+        assert!(m.contains("may or may not have been made"), "{m}");
+        let refused = ClientError::Status {
+            kind: ErrorKind::NotFound,
+            message: "/tree: no such file or directory".into(),
+        };
+        assert_eq!(
+            change_error("/tree", &refused),
+            "/tree: no such file or directory"
+        );
+    }
 
     #[test]
     fn io_reasons_read_like_the_servers() {
