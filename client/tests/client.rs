@@ -268,8 +268,9 @@ async fn namespace_calls_report_posix_kinds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datanode_crash_during_a_write_is_survived_by_pipeline_recovery() {
-    // Every node is in every pipeline (3 nodes, R=3); one crashes mid-file; the write completes and reads back.
-    let c = Cluster::start(3, 3, 512 << 10).await;
+    // 4 nodes, R=3: one crashes mid-file; the pipelines it is in are recovered with the spare node
+    // as replacement (a pipeline shorter than R is refused); the write completes and reads back.
+    let c = Cluster::start(4, 3, 512 << 10).await;
     let client = c.client().await;
     let bytes = data(4 << 20, 4);
     let mut w = client
