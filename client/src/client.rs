@@ -698,9 +698,14 @@ pub(crate) fn describe(node: &pb::NodeRef) -> String {
     }
 }
 
-/// An error and its sources on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut m = e.to_string();
+/// An error and its sources on one line. A `tonic::Status` contributes its message only: its
+/// `Display` adds the code's description and a `Debug` dump of its source, which made a dead
+/// datanode read as three lines of struct syntax.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut m = match e.downcast_ref::<tonic::Status>() {
+        Some(st) => st.message().to_string(),
+        None => e.to_string(),
+    };
     let mut src = e.source();
     while let Some(s) = src {
         let t = s.to_string();
@@ -711,4 +716,20 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_status_reads_as_its_message_and_its_sources() {
+        // What a read from a killed datanode fails with: message + the transport error as source.
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let mut st = tonic::Status::unavailable("tcp connect error");
+        st.set_source(std::sync::Arc::new(refused));
+        let m = error_chain(&st);
+        assert_eq!(m, "tcp connect error: connection refused");
+    }
 }
