@@ -273,27 +273,25 @@ impl BlockWriter {
 
     /// Checks a pipeline answer: every node stored the whole block.
     fn check(&self, resp: &pb::WriteBlockResponse, pipeline: &[String]) -> Result<(), Failure> {
-        let mut failed: Vec<String> = resp.failed.clone();
+        let mut not_stored: Vec<String> = resp.failed.clone();
         for a in pipeline {
-            if !resp.stored.contains(a) && !failed.contains(a) {
-                failed.push(a.clone());
+            if !resp.stored.contains(a) && !not_stored.contains(a) {
+                not_stored.push(a.clone());
             }
         }
-        let survivors: Vec<String> = pipeline
-            .iter()
-            .filter(|a| !failed.contains(a))
-            .cloned()
-            .collect();
-        if !failed.is_empty() {
+        // A hop that fails reports itself and every node after it: only the first of them in
+        // pipeline order is known to be bad; the later ones never got the data and stay usable
+        // (excluding them too could leave fewer than R nodes for the recovered pipeline).
+        if let Some(culprit) = pipeline.iter().find(|a| not_stored.contains(a)) {
             let why = if resp.failure.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", resp.failure)
             };
             return Err(Failure {
-                reason: format!("replica not stored on {}{why}", failed.join(", ")),
-                failed,
-                survivors,
+                reason: format!("replica not stored on {}{why}", not_stored.join(", ")),
+                failed: vec![culprit.clone()],
+                survivors: pipeline.iter().filter(|a| *a != culprit).cloned().collect(),
                 kind: ErrorKind::Io,
             });
         }
