@@ -621,24 +621,6 @@ async fn copy_on_write_commit_and_pipeline_update() {
         .await
         .unwrap_err();
     assert_eq!(ErrorKind::of(&e), ErrorKind::InvalidArgument);
-    // Two of the four nodes failed: a pipeline shorter than the replication factor is refused, so
-    // the writer fails instead of acknowledging the block on two replicas.
-    let e = c
-        .update_pipeline(pb::UpdatePipelineRequest {
-            inode,
-            client_id: "c1".into(),
-            block_id: nb.id,
-            generation: up.generation,
-            failed: vec![addrs[0].clone(), addrs[1].clone()],
-            survivors: vec![addrs[2].clone()],
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        e.message()
-            .contains("not enough live datanodes: need 3, have 2"),
-        "{e:?}"
-    );
     for a in &addrs {
         dns.iter_mut()
             .find(|d| &d.addr == a)
@@ -988,5 +970,54 @@ async fn inline_commits_limits_budget_and_restart() {
         .into_inner();
     assert!(loc.attr.unwrap().inline);
     assert_eq!(loc.inline_data, vec![2; 600]);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor() {
+    // Three datanodes, R=3, the middle node of a pipeline broke: the node behind it was reported
+    // failed only because it came after the break, so it is retried; without a third node the
+    // update is refused instead of returning a two-node pipeline (a put would then succeed with
+    // blocks on two replicas).
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let mut dns = Vec::new();
+    for i in 0..3 {
+        dns.push(FakeDn::register(&nn, i).await);
+    }
+    let inode = create(&mut c, "/f").await.unwrap().inode;
+    let b = c
+        .allocate_block(pb::AllocateBlockRequest {
+            inode,
+            client_id: "c1".into(),
+            excluded: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let l: Vec<String> = b.locations.iter().map(|l| l.address.clone()).collect();
+    assert_eq!(l.len(), 3);
+    let update = pb::UpdatePipelineRequest {
+        inode,
+        client_id: "c1".into(),
+        block_id: b.id,
+        generation: b.generation,
+        failed: vec![l[1].clone(), l[2].clone()],
+        survivors: vec![l[0].clone()],
+    };
+    let e = c.update_pipeline(update.clone()).await.unwrap_err();
+    assert!(
+        e.message()
+            .contains("not enough live datanodes: need 3, have 2"),
+        "{e:?}"
+    );
+    // With a fourth node, the replacement and the retried node behind the break make three.
+    dns.push(FakeDn::register(&nn, 3).await);
+    let up = c.update_pipeline(update).await.unwrap().into_inner();
+    let addrs: Vec<String> = up.locations.iter().map(|l| l.address.clone()).collect();
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    assert_eq!(addrs[0], l[0]);
+    assert!(addrs.contains(&l[2]) && !addrs.contains(&l[1]), "{addrs:?}");
     nn.stop().await;
 }

@@ -445,14 +445,25 @@ impl ClientService {
                     }
                     p.push(n);
                 }
+                // The first failed node is where the pipeline broke; the ones listed after it
+                // are there because a node cannot tell whether the hops behind a broken one
+                // stored anything. They may be fine: retry them rather than give up.
+                for n in failed.iter().skip(1).rev() {
+                    if p.len() >= replication as usize {
+                        break;
+                    }
+                    if st.nodes.is_writable(n) && !p.contains(n) {
+                        p.push(n.clone());
+                    }
+                }
                 // A shorter pipeline would let the writer acknowledge a block on fewer replicas
                 // than the file asks for: `put` must either end with every block on R replicas or
-                // fail. The failed nodes may not be declared dead yet; they do not count as live.
+                // fail. The broken node may not be declared dead yet; it does not count as live.
                 if p.len() < replication as usize {
                     let live = st
                         .nodes
                         .all()
-                        .filter(|n| n.is_writable() && !failed.contains(&n.id))
+                        .filter(|n| n.is_writable() && failed.first() != Some(&n.id))
                         .count();
                     return Err(NamenodeError::NotEnoughDatanodes {
                         needed: replication as usize,
