@@ -891,12 +891,18 @@ impl Inner {
         }
         let attr = self.getattr_remote(c, ino).await?;
         if !self.note_seen(&attr) {
-            if let Some(f) = f {
-                f.version.fetch_add(1, Ordering::AcqRel);
-            }
-            self.invalidate_inode(ino, true).await;
+            self.forget_cached(ino).await;
         }
         Ok(())
+    }
+
+    /// Drops the kernel's cached pages and the handles' block lists of `ino`.
+    pub(crate) async fn forget_cached(&self, ino: u64) {
+        let f = locked(&self.files).get(&ino).cloned();
+        if let Some(f) = f {
+            f.version.fetch_add(1, Ordering::AcqRel);
+        }
+        self.invalidate_inode(ino, true).await;
     }
 
     /// Ends this mount's writing of `f`: commits with close (the lease goes back) and drops the
@@ -911,6 +917,15 @@ impl Inner {
             self.drop_lease_state(f, &mut st);
         }
         r
+    }
+
+    /// The commit at an unlock: what was written goes to the namenode with close (the lease goes
+    /// back; a later write here takes it again). Unlike [`Inner::close_writer`], a failed commit
+    /// keeps the overlay: the descriptor is still open, and its fsync or close must report (and
+    /// retry) the data, not find nothing to commit.
+    pub(crate) async fn commit_at_unlock(&self, f: &OpenFile) -> Res<()> {
+        let mut st = f.state.lock().await;
+        self.sync_locked(f, &mut st, true).await
     }
 
     /// flush (each close of a descriptor): POSIX locks of `owner` go; written data is committed.

@@ -119,10 +119,10 @@ impl Inner {
             // What was written under the lock must be visible to the next holder on another
             // mount (as NFS flushes at unlock), and that holder must be able to write: the
             // commit gives the lease back (a later write here takes it again). The lock goes
-            // even when the commit fails.
+            // even when the commit fails; the written data stays for fsync/close.
             let f = locked(&self.files).get(&ino).cloned();
             if let Some(f) = f {
-                synced = self.close_writer(&f).await;
+                synced = self.commit_at_unlock(&f).await;
             }
         } else {
             locked(&self.lock_owners).insert((ino, owner));
@@ -137,8 +137,13 @@ impl Inner {
             };
             if granted {
                 if t != pb::LockType::Unlock {
-                    // The previous holder may have changed the file on another mount.
-                    self.revalidate(c, ino).await?;
+                    // The previous holder may have changed the file on another mount. The
+                    // lock is held now: a failed check must not report it as not granted (the
+                    // caller would go on without it while others wait), so the caches go.
+                    if let Err(e) = self.revalidate(c, ino).await {
+                        tracing::debug!(ino, error = %e.why, "revalidation after a lock failed; caches dropped");
+                        self.forget_cached(ino).await;
+                    }
                 }
                 return synced;
             }

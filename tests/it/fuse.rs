@@ -738,6 +738,35 @@ fn writing_past_the_datanodes_capacity_fails_with_enospc() {
 }
 
 #[test]
+fn a_failed_commit_at_unlock_keeps_the_data_for_fsync_to_report() {
+    // The commit an unlock makes (so the next lock holder on another mount sees the data) fails
+    // on full datanodes. The descriptor is still open: its fsync must fail too, not succeed with
+    // the written data dropped (before: the unlock dropped it and fsync found nothing to commit).
+    let cluster = TestCluster::builder()
+        .block_size("4MiB")
+        .datanode_arg(&["--capacity", "1MiB"])
+        .start();
+    let m = cluster.mount(&[]);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(m.path("db"))
+        .unwrap();
+    setlk(&f, libc::F_WRLCK, 0, 0, true).unwrap();
+    f.write_all_at(&random_bytes(2 * MIB, 7), 0).unwrap();
+    let unlocked = setlk(&f, libc::F_UNLCK, 0, 0, false);
+    let err = unlocked.expect_err("2 MiB committed onto datanodes of 1 MiB");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    let synced = f.sync_all();
+    assert!(
+        synced.is_err(),
+        "fsync after a failed unlock commit reported success: the written data was dropped"
+    );
+}
+
+#[test]
 fn readers_never_see_estale_while_writers_replace_the_file_by_rename() {
     // The atomic-replace pattern (write a temp file, rename it over the target) on one mount,
     // with readers opening and reading the target meanwhile: as on a local file system, every
