@@ -335,12 +335,21 @@ impl BlockWriter {
                     self.failed.push(a.clone());
                 }
             }
+            // The broken hop first, then every node that failed earlier for this block (and is
+            // not serving in the pipeline now): told only the latest one, the namenode offered
+            // the previous dead node again, and recovery swapped two dead nodes until it ran out
+            // of attempts. The nodes after the first stay a last resort.
+            let earlier = self
+                .failed
+                .iter()
+                .filter(|a| !failure.failed.contains(a) && !failure.survivors.contains(a));
+            let failed = failure.failed.iter().chain(earlier).cloned().collect();
             let req = pb::UpdatePipelineRequest {
                 inode: self.inode,
                 client_id: self.client.client_id().to_string(),
                 block_id: self.located.id,
                 generation: self.located.generation,
-                failed: failure.failed.clone(),
+                failed,
                 survivors: failure.survivors.clone(),
             };
             let located = match self.client.namenode().update_pipeline(req).await {

@@ -651,3 +651,27 @@ fn put_fails_rather_than_acknowledge_blocks_on_fewer_replicas_than_asked() {
         "the failed put left files behind"
     );
 }
+
+#[test]
+fn put_succeeds_with_two_of_five_datanodes_killed_before_the_namenode_notices() {
+    // R=3 on five datanodes, two `kill -9`ed and not yet declared dead: three live nodes are
+    // enough, so every put must succeed. Pipeline recovery must not swap one dead node for the
+    // other dead one until it runs out of attempts (it did: the namenode was told only the latest
+    // failed node, so it offered the previous one again).
+    let mut c = TestCluster::builder()
+        .datanodes(5)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("200ms")
+        .dead_after("60s")
+        .start();
+    c.kill_datanode(0);
+    c.kill_datanode(3);
+    let cli = c.client();
+    for n in 0..12u64 {
+        let data = random_bytes(5 * 256 * KIB + 1000, 100 + n);
+        let path = format!("/f{n}");
+        cli.put_bytes(&path, &data);
+        assert_same_bytes(&cli.get_bytes(&path), &data, &path);
+    }
+}
