@@ -241,6 +241,18 @@ impl Inner {
         Some(f)
     }
 
+    /// The file open on this mount that hidden name `dir/name` keeps alive, with a reference.
+    pub(crate) fn hidden_owner(&self, dir: u64, name: &str) -> Option<Arc<OpenFile>> {
+        let files = locked(&self.files);
+        let f = files.values().find(|f| {
+            locked(&f.hidden)
+                .iter()
+                .any(|(p, n)| *p == dir && n == name)
+        })?;
+        f.refs.fetch_add(1, Ordering::AcqRel);
+        Some(f.clone())
+    }
+
     /// Gives back a `file_ref`; the last one forgets the file and removes its hidden names.
     pub(crate) async fn file_unref(&self, f: &Arc<OpenFile>) {
         let hidden = {

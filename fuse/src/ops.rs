@@ -373,12 +373,38 @@ impl Inner {
             return false;
         }
         for e in &page.entries {
-            if let Err(err) = self.remove_entry(c, dir.inode, &e.name, false).await {
+            let r = match self.hidden_owner(dir.inode, &e.name) {
+                // A file open on this mount: as on a local file system its descriptors keep
+                // working after the rmdir; its name moves to the root (ended at its last close).
+                Some(f) => {
+                    let moved = self.move_hidden_to_root(&f, dir.inode, &e.name).await;
+                    self.file_unref(&f).await;
+                    moved
+                }
+                None => self.remove_entry(c, dir.inode, &e.name, false).await,
+            };
+            if let Err(err) = r {
                 tracing::debug!(dir = dir.inode, name = %e.name, error = %err.why, "leftover hidden name not removed");
                 return false;
             }
         }
         true
+    }
+
+    /// Moves hidden name `dir/name` of `f` (open here, referenced by the caller) to the root.
+    async fn move_hidden_to_root(&self, f: &OpenFile, dir: u64, name: &str) -> Res<()> {
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
+        let to = format!("{name}-{dir}");
+        self.rename(&me, dir, name, ringfs_proto::ROOT_INODE, &to, true, false)
+            .await?;
+        let mut hidden = locked(&f.hidden);
+        if let Some(h) = hidden.iter_mut().find(|(p, n)| *p == dir && n == name) {
+            *h = (ringfs_proto::ROOT_INODE, to);
+        }
+        Ok(())
     }
 
     /// Fresh attributes from the namenode (no local view).
@@ -574,8 +600,14 @@ impl Inner {
         let r = self.remove_entry(c, parent, name, directory).await;
         match r {
             Err(e) if directory && e.errno == Errno::ENOTEMPTY => {
-                let own = self.end_pending_hidden_in(c, parent, name).await;
-                if own || self.remove_leftover_hidden_in(c, parent, name).await {
+                if self.end_pending_hidden_in(c, parent, name).await {
+                    // Names of files opened in their grace are left for the step below.
+                    match self.remove_entry(c, parent, name, directory).await {
+                        Err(again) if again.errno == Errno::ENOTEMPTY => {}
+                        r => return r,
+                    }
+                }
+                if self.remove_leftover_hidden_in(c, parent, name).await {
                     self.remove_entry(c, parent, name, directory).await
                 } else {
                     Err(e)

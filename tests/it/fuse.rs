@@ -813,6 +813,40 @@ fn readers_never_see_estale_while_writers_replace_the_file_by_rename() {
 }
 
 #[test]
+fn rmdir_on_the_same_mount_keeps_an_unlinked_open_file_readable() {
+    // As on a local file system: a file unlinked while open here, then its directory removed
+    // (rm -rf of a tree a process still reads from). The directory goes; the descriptor still
+    // reads the file (before: rmdir removed the hidden name, the inode was freed and the read
+    // failed); its last close ends the hidden name.
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    fs::create_dir(m.path("d")).unwrap();
+    let want = random_bytes(300 * 1024, 3);
+    fs::write(m.path("d/f"), &want).unwrap();
+    let f = File::open(m.path("d/f")).unwrap();
+    fs::remove_file(m.path("d/f")).unwrap();
+    fs::remove_dir(m.path("d")).unwrap();
+    assert!(!cluster.exists("/d"));
+    assert!(
+        cluster
+            .ls_names("/")
+            .iter()
+            .any(|n| n.starts_with(".ringfs-open-")),
+        "the open file lost its last name: it is freed under its descriptor"
+    );
+    let mut got = vec![0u8; want.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_same_bytes(&got, &want, "the unlinked file after its directory went");
+    drop(f);
+    wait_until(Duration::from_secs(10), "the hidden name ends", || {
+        !cluster
+            .ls_names("/")
+            .iter()
+            .any(|n| n.starts_with(".ringfs-open-"))
+    });
+}
+
+#[test]
 fn rmdir_is_not_blocked_by_hidden_names_of_other_or_killed_mounts() {
     // A file unlinked while open keeps a hidden name in its directory; for every other view the
     // directory is empty, so `rmdir`/`rm -rf` on another mount succeeds, also when the mount that
