@@ -26,9 +26,11 @@
 //!   at the same time waits up to 3 s for the lease, then gets EBUSY.
 //! - **Unlink of an open file**: on the mount that has it open, the file stays readable and
 //!   writable (`nlink` 0): its last name becomes a hidden link `.ringfs-open-<inode>-<mount>`,
-//!   not listed by readdir and removed at the last close (as NFS does). A directory holding such
-//!   a name cannot be removed until then (ENOTEMPTY), and a killed mount leaves the name behind.
-//!   Handles on *other* mounts of an unlinked file get ESTALE: the namenode frees the inode.
+//!   not listed by readdir and removed at the last close (as NFS does); a killed mount leaves
+//!   the name behind. An `rmdir` of a directory whose only entries are such names succeeds: the
+//!   names of files open on this mount move to the root directory (their descriptors keep
+//!   working), the others are removed. Handles on *other* mounts of an unlinked file (or of one
+//!   whose hidden name an rmdir removed) get ESTALE: the namenode frees the inode.
 //!   A file replaced by a rename on this mount that the kernel looked up or created in the
 //!   last `entry_ttl` + 1 s keeps a hidden name for 1 s more, so an `open` that resolved the old
 //!   name just before the rename still gets the old file (as on a local file system) instead of
