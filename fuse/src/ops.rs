@@ -19,6 +19,9 @@ use tonic::transport::Channel;
 
 /// Tries of a read-only namenode call that fails in transport (see [`Inner::query`]).
 const QUERY_ATTEMPTS: usize = 4;
+/// A read-only call that failed in transport after this long waited for the namenode already
+/// (`ringfs_proto::reconnect`): it is not sent again.
+const QUERY_AGAIN_IF_FASTER: Duration = Duration::from_secs(5);
 
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ".ringfs-open-";
@@ -190,8 +193,15 @@ impl Inner {
     {
         let mut pause = std::time::Duration::from_millis(20);
         for _ in 1..QUERY_ATTEMPTS {
+            let started = Instant::now();
             match call(self.nn()).await {
-                Err(s) if ringfs_proto::error_kind::is_transport(&s) => {
+                // Only a quick failure is sent again: a slow one already waited out the reconnect
+                // bound, and sending it again made one lookup wait 4 x 60 s for a namenode that
+                // stays down (and every call queued behind it in the kernel waited as long).
+                Err(s)
+                    if ringfs_proto::error_kind::is_transport(&s)
+                        && started.elapsed() < QUERY_AGAIN_IF_FASTER =>
+                {
                     // The channel may hand the next call to the same dead connection until it
                     // has seen it close: give it a moment.
                     tracing::debug!(error = %s, "read-only namenode call failed in transport; again");

@@ -675,3 +675,32 @@ fn put_succeeds_with_two_of_five_datanodes_killed_before_the_namenode_notices() 
         assert_same_bytes(&cli.get_bytes(&path), &data, &path);
     }
 }
+
+#[test]
+fn a_mount_lookup_fails_within_the_reconnect_wait_when_the_namenode_stays_down() {
+    // `kill -9` of the namenode, not restarted: a lookup on the mount waits for it (60 s) and then
+    // fails with EIO. It was sent again after each 60 s wait, so one `stat` hung for 3-4 minutes
+    // (and `find` behind an `rsync` in the same directory for 11).
+    let mut c = TestCluster::builder().start();
+    let m = c.client().mount(&[]);
+    fs::create_dir(m.path("d")).unwrap();
+    fs::metadata(m.path("d")).unwrap();
+    c.kill_namenode();
+    let start = std::time::Instant::now();
+    let path = m.path("d/never-looked-up");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::metadata(&path).map(|_| ()));
+    });
+    let res = rx
+        .recv_timeout(Duration::from_secs(110))
+        .unwrap_or_else(|_| {
+            panic!("stat on the mount still hangs after 110 s with the namenode down")
+        });
+    let err = res.expect_err("stat succeeded with the namenode down");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(30),
+        "gave up before waiting for the namenode"
+    );
+}
