@@ -181,10 +181,10 @@ impl Inner {
         self.client.namenode()
     }
 
-    /// A namenode call that changes nothing (lookup, getattr, readdir, statfs), sent again (up to
-    /// [`QUERY_ATTEMPTS`] times) when it failed in transport: a call on the connection a killed namenode just closed fails
-    /// before the channel notices, and the second one waits for the namenode to be back
-    /// (`ringfs_proto::reconnect`). Calls that change something are not repeated: the first may
+    /// A namenode call that changes nothing (lookup, getattr, readdir, statfs), sent again (up
+    /// to [`QUERY_ATTEMPTS`] times) when it failed in transport: a call on the connection a killed
+    /// namenode just closed fails before the channel notices, and the next one waits for the
+    /// namenode to be back (`ringfs_proto::reconnect`). Calls that change something are not repeated: the first may
     /// have been applied.
     pub(crate) async fn query<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
     where
@@ -344,16 +344,10 @@ impl Inner {
 
     /// rmdir found the directory not empty: ends the grace of the hidden names `rename` keeps
     /// in it now (true if there were any, so the rmdir is worth trying again).
-    async fn end_pending_hidden_in(&self, c: &Caller, parent: u64, name: &str) -> bool {
-        if locked(&self.pending_hidden).is_empty() {
-            return false;
-        }
-        let Ok(dir) = self.lookup(c, parent, name).await else {
-            return false;
-        };
+    async fn end_pending_hidden_in(&self, dir: u64) -> bool {
         let names: Vec<(u64, String, u64)> = locked(&self.pending_hidden)
             .iter()
-            .filter(|(p, _, _)| *p == dir.inode)
+            .filter(|(p, _, _)| *p == dir)
             .cloned()
             .collect();
         for (p, n, ino) in &names {
@@ -366,11 +360,8 @@ impl Inner {
     /// left by a mount that was killed): they are not listed, so for `rmdir` the directory is
     /// empty, and removing it must not fail with ENOTEMPTY. Removes them; true if it did. A mount
     /// still reading such a file then gets ESTALE, as on NFS when another client removes it.
-    async fn remove_leftover_hidden_in(&self, c: &Caller, parent: u64, name: &str) -> bool {
-        let Ok(dir) = self.lookup(c, parent, name).await else {
-            return false;
-        };
-        let Ok(page) = self.read_dir_page(&c.creds, dir.inode, "").await else {
+    async fn remove_leftover_hidden_in(&self, c: &Caller, dir: u64) -> bool {
+        let Ok(page) = self.read_dir_page(&c.creds, dir, "").await else {
             return false;
         };
         if page.more
@@ -383,18 +374,18 @@ impl Inner {
             return false;
         }
         for e in &page.entries {
-            let r = match self.hidden_owner(dir.inode, &e.name) {
+            let r = match self.hidden_owner(dir, &e.name) {
                 // A file open on this mount: as on a local file system its descriptors keep
                 // working after the rmdir; its name moves to the root (ended at its last close).
                 Some(f) => {
-                    let moved = self.move_hidden_to_root(&f, dir.inode, &e.name).await;
+                    let moved = self.move_hidden_to_root(&f, dir, &e.name).await;
                     self.file_unref(&f).await;
                     moved
                 }
-                None => self.remove_entry(c, dir.inode, &e.name, false).await,
+                None => self.remove_entry(c, dir, &e.name, false).await,
             };
             if let Err(err) = r {
-                tracing::debug!(dir = dir.inode, name = %e.name, error = %err.why, "leftover hidden name not removed");
+                tracing::debug!(dir = dir, name = %e.name, error = %err.why, "leftover hidden name not removed");
                 return false;
             }
         }
@@ -610,14 +601,17 @@ impl Inner {
         let r = self.remove_entry(c, parent, name, directory).await;
         match r {
             Err(e) if directory && e.errno == Errno::ENOTEMPTY => {
-                if self.end_pending_hidden_in(c, parent, name).await {
+                let Ok(dir) = self.lookup(c, parent, name).await else {
+                    return Err(e);
+                };
+                if self.end_pending_hidden_in(dir.inode).await {
                     // Names of files opened in their grace are left for the step below.
                     match self.remove_entry(c, parent, name, directory).await {
                         Err(again) if again.errno == Errno::ENOTEMPTY => {}
                         r => return r,
                     }
                 }
-                if self.remove_leftover_hidden_in(c, parent, name).await {
+                if self.remove_leftover_hidden_in(c, dir.inode).await {
                     self.remove_entry(c, parent, name, directory).await
                 } else {
                     Err(e)

@@ -219,6 +219,16 @@ fn write_block(
     }
 }
 
+/// A block reference of `inode` whose generation is older than the block's `current` one.
+fn older_generation(st: &State, inode: InodeId, b: &BlockRef, current: u64) -> NamenodeError {
+    NamenodeError::InvalidArgument(format!(
+        "{}: block {} generation {} is older than the current {current}",
+        path_or_inode(st, inode),
+        b.id,
+        b.generation
+    ))
+}
+
 impl ClientService {
     /// If `e` says another client holds the lease and that client has gone silent past the soft
     /// limit, start recovering the file so a retry can succeed.
@@ -363,13 +373,7 @@ impl ClientService {
                 if let Some(p) = &previous {
                     if let Some(b) = st.blocks.get(BlockId(p.id)) {
                         if p.generation < b.generation {
-                            return Err(NamenodeError::InvalidArgument(format!(
-                                "{}: block {} generation {} is older than the current {}",
-                                path_or_inode(st, inode),
-                                p.id,
-                                p.generation,
-                                b.generation
-                            )));
+                            return Err(older_generation(st, inode, p, b.generation));
                         }
                     }
                 }
@@ -515,13 +519,7 @@ impl ClientService {
                                 )));
                             }
                             if b.generation < info.generation {
-                                return Err(NamenodeError::InvalidArgument(format!(
-                                    "{}: block {} generation {} is older than the current {}",
-                                    path_or_inode(st, inode),
-                                    b.id,
-                                    b.generation,
-                                    info.generation
-                                )));
+                                return Err(older_generation(st, inode, b, info.generation));
                             }
                         }
                     }
