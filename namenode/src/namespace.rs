@@ -1151,6 +1151,13 @@ impl Namespace {
         let Some(ent) = self.entry(caller, entry)? else {
             return Err(NamenodeError::IsADirectory("/".into()));
         };
+        if matches!(entry, EntrySel::Path(p) if has_trailing_slash(p)) {
+            // open("name/", O_CREAT) is EISDIR locally: a trailing '/' names a directory.
+            return Err(NamenodeError::IsADirectory(format!(
+                "{}/",
+                self.show(&ent.shown)
+            )));
+        }
         if let Some(existing) = self.child_of(caller, &ent)? {
             let n = self.node(existing)?;
             let shown = || self.show(&ent.shown);
@@ -1430,6 +1437,16 @@ impl Namespace {
         }
         let s = self.node(s_id)?;
         let t = t_id.map(|t| self.node(t)).transpose()?;
+        let slash = |sel: &EntrySel<'_>| matches!(sel, EntrySel::Path(p) if has_trailing_slash(p));
+        if !s.is_dir() && (slash(&from) || slash(&to)) {
+            // rename("file", "new/") is ENOTDIR locally: a trailing '/' names a directory.
+            let shown = if slash(&from) {
+                from_shown()
+            } else {
+                to_shown()
+            };
+            return Err(NamenodeError::NotADirectory(format!("{shown}/")));
+        }
         if s.is_dir() && self.is_within(dst.parent, s_id) {
             return Err(invalid("a directory cannot move into itself"));
         }
@@ -2008,7 +2025,13 @@ impl Namespace {
             NodeSel::Path(p) => {
                 let comps = components(p)?;
                 let shown = join_components(&comps);
-                let id = self.walk(caller, ROOT, comps, follow, &|| shown.clone())?;
+                // A trailing '/' names a directory: a final symlink is followed and the result
+                // must be a directory (`stat file/` is ENOTDIR, as locally).
+                let dir_only = has_trailing_slash(p);
+                let id = self.walk(caller, ROOT, comps, follow || dir_only, &|| shown.clone())?;
+                if dir_only && !self.node(id)?.is_dir() {
+                    return Err(NamenodeError::NotADirectory(format!("{shown}/")));
+                }
                 Ok((id, Shown::Path(shown)))
             }
             NodeSel::Inode(id) => {
@@ -2101,11 +2124,15 @@ impl Namespace {
                 if !self.node(parent)?.is_dir() {
                     return Err(NamenodeError::NotADirectory(shown));
                 }
-                Ok(Some(Ent {
+                let ent = Ent {
                     parent,
                     name,
                     shown: Shown::Path(shown),
-                }))
+                };
+                if has_trailing_slash(p) {
+                    self.check_names_dir(caller, &ent)?;
+                }
+                Ok(Some(ent))
             }
             EntrySel::Child(parent, name) => {
                 let shown = Shown::Child(parent, name.to_string());
@@ -2124,6 +2151,27 @@ impl Namespace {
                     shown,
                 }))
             }
+        }
+    }
+
+    /// An entry given with a trailing '/' names a directory (POSIX): when it exists, it must be one
+    /// (or a symlink to one). `unlink("file/")` and the like fail with NotADirectory, as locally.
+    fn check_names_dir(&self, caller: &Caller, ent: &Ent<'_>) -> Result<()> {
+        let Some(child) = self.child_of(caller, ent)? else {
+            return Ok(());
+        };
+        let is_dir = self
+            .follow(caller, child)
+            .ok()
+            .and_then(|t| self.get(t))
+            .is_some_and(Inode::is_dir);
+        if is_dir {
+            Ok(())
+        } else {
+            Err(NamenodeError::NotADirectory(format!(
+                "{}/",
+                self.show(&ent.shown)
+            )))
         }
     }
 
@@ -2537,6 +2585,11 @@ impl Namespace {
 
 /// Whether a node selector is a path (which operations like chmod follow through a final symlink; an
 /// inode selector, from FUSE, already names the node meant, e.g. for lchown).
+/// Whether a client path ends with '/' after a name ("/" itself names the root, a directory).
+fn has_trailing_slash(path: &str) -> bool {
+    path.ends_with('/') && !path.trim_matches('/').is_empty()
+}
+
 fn is_path(sel: &NodeSel<'_>) -> bool {
     matches!(sel, NodeSel::Path(_))
 }
@@ -4223,6 +4276,64 @@ mod tests {
         // tolerated: doubled and trailing slashes
         ns.mkdir(&root(), p("//d//e/"), 0o755, false, T0).unwrap();
         assert!(ns.resolve(&root(), n("/d/e"), true).is_ok());
+    }
+
+    #[test]
+    fn a_trailing_slash_names_a_directory() {
+        // "file/" is ENOTDIR for every operation, as on a local file system; "dir/" works.
+        let mut ns = Namespace::new();
+        mkdir(&mut ns, &root(), "/d", 0o755);
+        let f = create(&mut ns, &root(), "/d/f");
+        ns.symlink(&root(), p("/d/lf"), "/d/f", T0).unwrap();
+        ns.symlink(&root(), p("/d/ld"), "/d", T0).unwrap();
+        ns.drain_changes();
+        let before = canon(&ns);
+        let not_dir = |r: Result<()>| match r {
+            Err(NamenodeError::NotADirectory(shown)) => assert!(shown.ends_with('/'), "{shown}"),
+            other => panic!("{other:?}"),
+        };
+        for path in ["/d/f/", "/d/lf/", "/d//f//"] {
+            not_dir(ns.resolve(&root(), n(path), false).map(drop));
+            not_dir(ns.resolve(&root(), n(path), true).map(drop));
+            not_dir(
+                ns.remove(&root(), p(path), RemoveMode::default(), T0)
+                    .map(drop),
+            );
+            not_dir(
+                ns.rename(&root(), p(path), p("/d/g"), RenameFlags::default(), T0)
+                    .map(drop),
+            );
+            not_dir(
+                ns.rename(&root(), p("/d/f"), p(path), RenameFlags::default(), T0)
+                    .map(drop),
+            );
+        }
+        not_dir(
+            ns.rename(&root(), p("/d/f"), p("/d/new/"), RenameFlags::default(), T0)
+                .map(drop),
+        );
+        assert!(matches!(
+            ns.create_file(&root(), p("/d/new/"), CreateFile::default(), T0),
+            Err(NamenodeError::IsADirectory(_))
+        ));
+        assert_eq!(canon(&ns), before);
+        assert!(ns.drain_changes().is_empty());
+        assert_eq!(ns.resolve(&root(), n("/d/f"), false).unwrap(), f);
+        let d = ns.resolve(&root(), n("/d"), false).unwrap();
+        assert_eq!(ns.resolve(&root(), n("/d/ld/"), false).unwrap(), d);
+        assert_eq!(ns.resolve(&root(), n("/d/"), false).unwrap(), d);
+        ns.rename(&root(), p("/d/"), p("/e/"), RenameFlags::default(), T0)
+            .unwrap();
+        ns.remove(
+            &root(),
+            p("/e/"),
+            RemoveMode {
+                recursive: true,
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -397,3 +397,40 @@ fn another_user_may_read_but_not_change_a_root_owned_directory() {
         );
     }
 }
+
+#[test]
+fn a_trailing_slash_on_a_file_is_not_a_directory() {
+    // `ls /top/`, `cat`, `stat`, `get`, `rm`, `mv` and `put` with "file/" fail with "not a directory"
+    // (ENOTDIR, as on a local file system) and change nothing; `rm /top/` used to remove the file.
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    let local = c.scratch_path("local");
+    std::fs::write(&local, b"local").unwrap();
+    let local = local.to_str().unwrap();
+    let out = c.scratch_path("out");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec!["ls", "/top/"],
+        vec!["ls", "-l", "/a/f1/"],
+        vec!["stat", "/top/"],
+        vec!["cat", "/top/"],
+        vec!["get", "/top/", out],
+        vec!["rm", "/top/"],
+        vec!["rm", "-r", "/a/f1/"],
+        vec!["mv", "/top/", "/moved"],
+        vec!["mv", "/top", "/a/f1/"],
+        vec!["put", "-f", local, "/top/"],
+    ] {
+        let shown = args.iter().rev().find(|a| a.ends_with('/')).unwrap();
+        fails_and_changes_nothing(&c, &args, &[shown, "not a directory"]);
+    }
+    // A new name with a trailing slash names a directory too: a file is not created there.
+    fails_and_changes_nothing(&c, &["mv", "/top", "/new/"], &["/new/", "not a directory"]);
+    fails_and_changes_nothing(&c, &["put", local, "/new/"], &["/new/", "not a directory"]);
+    assert!(!std::path::Path::new(out).exists(), "get created {out}");
+    // Directories still take one.
+    assert_eq!(c.ls_names("/a/b/"), vec!["c".to_string(), "f2".to_string()]);
+    c.ok(&["mv", "/a/b/", "/b2/"]);
+    c.ok(&["rm", "-r", "/b2/"]);
+    assert_eq!(tree_paths(&c.tree("/")), vec!["/a", "/a/f1", "/top"]);
+}
