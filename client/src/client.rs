@@ -330,6 +330,17 @@ impl Client {
         Ok(resp.into_inner())
     }
 
+    /// Waits until every change this namenode acknowledged so far is durable on its disk. Changes
+    /// are acknowledged once they survive a crash of the namenode process; the path-level calls of
+    /// this library (mkdir, remove, rename, [`FileWriter::finish`]) sync before they return.
+    pub async fn sync(&self) -> Result<(), ClientError> {
+        self.namenode()
+            .sync(pb::SyncRequest {})
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
+    }
+
     /// Creates a directory (mode 0o755); `parents` = `mkdir -p`.
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<pb::Attr, ClientError> {
         self.mkdir_mode(path, parents, 0o755).await
@@ -352,6 +363,7 @@ impl Client {
             })
             .await
             .map_err(|s| self.nn_err(s))?;
+        self.sync().await?;
         attr_of(resp.into_inner().attr, path)
     }
 
@@ -367,7 +379,7 @@ impl Client {
             })
             .await
             .map_err(|s| self.nn_err(s))?;
-        Ok(())
+        self.sync().await
     }
 
     /// Renames `from` to `to` atomically (replacing an existing `to` the way rename(2) does).
@@ -394,7 +406,7 @@ impl Client {
             })
             .await
             .map_err(|s| self.nn_err(s))?;
-        Ok(())
+        self.sync().await
     }
 
     /// Creates (or with `overwrite` truncates) a file and opens it for writing under this client's

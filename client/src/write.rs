@@ -734,8 +734,16 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Flushes the last packet and block, commits the block list and closes the file.
-    pub async fn finish(mut self) -> Result<pb::Attr, ClientError> {
+    /// Flushes the last packet and block, commits the block list and closes the file; returns
+    /// once the commit is durable at the namenode ([`Client::sync`]).
+    pub async fn finish(self) -> Result<pb::Attr, ClientError> {
+        let client = self.client.clone();
+        let attr = self.finish_unsynced().await?;
+        client.sync().await?;
+        Ok(attr)
+    }
+
+    async fn finish_unsynced(mut self) -> Result<pb::Attr, ClientError> {
         self.check_usable()?;
         // A small file whose whole content is still in the packet buffer: stored inline in the
         // namenode's metadata (one journaled commit, no datanode), unless its budget is used up.

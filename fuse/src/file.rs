@@ -960,7 +960,9 @@ impl Inner {
             let mut st = h.file.state.lock().await;
             self.sync_locked(&h.file, &mut st, false).await?;
         }
-        Ok(())
+        // The namenode acknowledged the commit (and the create, renames...) once logged; fsync
+        // is where they must survive a power loss, as on a local file system.
+        Ok(self.client.sync().await?)
     }
 
     /// release (last close of an open file description): flock locks of `flock_owner` go; the

@@ -619,8 +619,15 @@ impl Filesystem for RingFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Namespace changes are durable at the namenode before they are acknowledged.
-        reply.ok();
+        // Namespace changes are acknowledged once in the namenode's log; fsync of a directory
+        // waits until they are durable on its disk.
+        let inner = self.inner.clone();
+        self.run(
+            "fsyncdir",
+            reply,
+            async move { Ok(inner.client.sync().await?) },
+            empty,
+        );
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

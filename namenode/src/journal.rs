@@ -1,17 +1,28 @@
-//! Durability of the namespace: row changes go to redb through one writer thread that commits every
-//! pending batch in one durable transaction (group commit) and then acknowledges them all.
+//! Durability of the namespace, in two steps. A batch of row changes is first appended to the
+//! *log* (`wal-<first seq>.log` files next to the store) with one `write(2)` and acknowledged: from
+//! then on it survives a `kill -9` of the namenode (it is in the kernel's page cache). A writer thread
+//! then applies the batches to redb in group commits, each one durable (fsync); [`Journal::sync`]
+//! waits for that, which is what makes earlier acknowledgements survive a power loss too (the CLI
+//! syncs after every change, the mount on fsync, as a local file system does).
+//!
+//! On open, log records past the store's `applied_seq` are replayed into the store; a torn last
+//! record (a crash inside `write`) ends the replay. Log files whose records are all in the store
+//! are deleted by the writer.
 //!
 //! Layout of `namespace.redb`: `inodes` (id -> format byte + postcard [`InodeRecord`]), `entries`
 //! ((parent, name) -> child; a directory's entries are separate rows so a big directory is not
-//! rewritten per operation) and `meta` (format version and the id counters). redb is the whole store:
-//! there is no separate log to replay and no checkpoint that could stall the namenode.
+//! rewritten per operation) and `meta` (format version, the id counters, `applied_seq`). There is no
+//! checkpoint that could stall the namenode: the store is always current up to the last group.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::future::Future;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
@@ -31,6 +42,14 @@ const FORMAT: u64 = 2;
 const FORMAT_V1: u64 = 1;
 /// Most mutations put in one transaction; the rest of a backlog goes into the next one.
 const MAX_GROUP_ROWS: usize = 200_000;
+/// How long the writer gathers logged batches before a store commit when nobody syncs.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+/// A log file is closed and a new one started once it is this long (the writer deletes closed
+/// files the store has caught up with).
+const LOG_FILE_BYTES: u64 = if cfg!(test) { 4096 } else { 64 << 20 };
+/// Bytes before a log record's payload: payload length (u32 LE), sequence number (u64 LE) and the
+/// first 8 bytes of the blake3 hash of sequence number and payload.
+const RECORD_HEADER: usize = 4 + 8 + 8;
 
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const ENTRIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("entries");
@@ -48,6 +67,142 @@ pub struct Journal {
     path: PathBuf,
     /// Counters shared with the writer thread (for metrics).
     stats: Arc<Counts>,
+    /// The append side of the log; also taken (briefly) by the writer to delete old log files.
+    log: Arc<Mutex<Log>>,
+}
+
+/// The log files: the one appended to and the closed ones the store may not have caught up with.
+struct Log {
+    dir: PathBuf,
+    file: File,
+    /// Bytes in `file`.
+    len: u64,
+    /// Sequence number of the next batch.
+    next_seq: u64,
+    /// First sequence number of every log file, oldest first; the last is `file`.
+    files: VecDeque<u64>,
+}
+
+impl Log {
+    fn path(dir: &Path, first_seq: u64) -> PathBuf {
+        dir.join(format!("wal-{first_seq:020}.log"))
+    }
+
+    /// Starts a new log file whose first record will be `next_seq`.
+    fn start(dir: &Path, next_seq: u64, files: VecDeque<u64>) -> Result<Log> {
+        let path = Log::path(dir, next_seq);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| storage(&path, e))?;
+        let mut files = files;
+        files.push_back(next_seq);
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            file,
+            len: 0,
+            next_seq,
+            files,
+        })
+    }
+
+    /// Appends one batch as one record (one `write`) and returns its sequence number.
+    fn append(&mut self, payload: &[u8]) -> std::io::Result<u64> {
+        if self.len >= LOG_FILE_BYTES {
+            let next = Log::start(&self.dir, self.next_seq, std::mem::take(&mut self.files))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            *self = next;
+        }
+        let seq = self.next_seq;
+        let mut record = Vec::with_capacity(RECORD_HEADER + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&seq.to_le_bytes());
+        record.extend_from_slice(&record_check(seq, payload));
+        record.extend_from_slice(payload);
+        self.file.write_all(&record)?;
+        self.len += record.len() as u64;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Deletes the log files whose every record is in the store (`applied` and before).
+    fn forget_through(&mut self, applied: u64) {
+        while self.files.len() >= 2 && self.files[1] <= applied + 1 {
+            let path = Log::path(&self.dir, self.files[0]);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an applied log file");
+            }
+            self.files.pop_front();
+        }
+    }
+}
+
+fn record_check(seq: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    out
+}
+
+/// Reads the log files in `dir` and returns the batches after `applied`, in order, up to the first
+/// torn or missing record, and the first sequence numbers of the files read.
+fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<u64>)> {
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(|e| storage(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("wal-")?
+                .strip_suffix(".log")?
+                .parse::<u64>()
+                .ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    let mut batches = Vec::new();
+    let mut expected = applied + 1;
+    'files: for &first in &firsts {
+        let path = Log::path(dir, first);
+        let bytes = std::fs::read(&path).map_err(|e| storage(&path, e))?;
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let torn = |why: &str| {
+                tracing::warn!(path = %path.display(), seq = expected, why, "log ends in a torn record; replay stops there");
+            };
+            if rest.len() < RECORD_HEADER {
+                torn("short header");
+                break 'files;
+            }
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            let seq = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
+            let check = &rest[12..20];
+            let Some(payload) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else {
+                torn("short payload");
+                break 'files;
+            };
+            if check != record_check(seq, payload) {
+                torn("checksum mismatch");
+                break 'files;
+            }
+            rest = &rest[RECORD_HEADER + len..];
+            if seq < expected {
+                continue;
+            }
+            if seq > expected {
+                tracing::warn!(path = %path.display(), expected, found = seq, "log skips records; replay stops there");
+                break 'files;
+            }
+            let batch: Vec<Mutation> = postcard::from_bytes(payload)
+                .map_err(|e| storage(&path, format!("log record {seq}: {e}")))?;
+            batches.push(batch);
+            expected += 1;
+        }
+    }
+    Ok((batches, firsts))
 }
 
 /// Running totals of the writer thread.
@@ -69,8 +224,9 @@ pub struct JournalStats {
     pub commits: u64,
 }
 
-/// A batch waiting for the writer, with whom to tell.
+/// A batch waiting for the writer, with whom to tell. An empty batch is a [`Journal::sync`] marker.
 struct Pending {
+    seq: u64,
     batch: Vec<Mutation>,
     done: tokio::sync::oneshot::Sender<Result<()>>,
 }
@@ -123,34 +279,71 @@ fn storage(path: &Path, e: impl std::fmt::Display) -> NamenodeError {
 }
 
 impl Journal {
-    /// Open (or create) `dir/namespace.redb` and load the namespace from it. A new store starts with an
-    /// empty namespace (root only), persisted before this returns.
+    /// Open (or create) `dir/namespace.redb`, replay the log into it and load the namespace. A new
+    /// store starts with an empty namespace (root only), persisted before this returns.
     pub fn open(dir: &Path) -> Result<(Journal, Namespace)> {
+        Journal::open_with(dir, true)
+    }
+
+    /// `open`; without `store`, batches are only logged, never applied to the store (tests: a
+    /// namenode killed before its store caught up with the log).
+    fn open_with(dir: &Path, store: bool) -> Result<(Journal, Namespace)> {
         std::fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| storage(&path, e))?;
+        let applied = applied_seq(&db, &path)?;
+        let (replay, log_files) = read_log(dir, applied)?;
+        let applied = applied + replay.len() as u64;
+        if !replay.is_empty() {
+            let batches: Vec<&Vec<Mutation>> = replay.iter().collect();
+            write_group(&db, &batches, false, Some(applied)).map_err(|e| storage(&path, e))?;
+            tracing::info!(path = %path.display(), batches = replay.len(), "log replayed into the store");
+        }
         let ns = match load(&db, &path)? {
             Some((ns, format)) => {
                 if format != FORMAT {
-                    write_group(&db, &[], true).map_err(|e| storage(&path, e))?;
+                    write_group(&db, &[], true, None).map_err(|e| storage(&path, e))?;
                     tracing::info!(path = %path.display(), from = format, to = FORMAT, "metadata store format upgraded");
                 }
                 ns
             }
             None => {
                 let mut ns = Namespace::new();
-                write_group(&db, &[&ns.drain_changes()], true).map_err(|e| storage(&path, e))?;
+                write_group(&db, &[&ns.drain_changes()], true, None)
+                    .map_err(|e| storage(&path, e))?;
                 ns
             }
         };
+        // Every record is in the store now (durably): the old log files go.
+        for first in log_files {
+            let file = Log::path(dir, first);
+            std::fs::remove_file(&file).map_err(|e| storage(&file, e))?;
+        }
+        let log = Arc::new(Mutex::new(Log::start(dir, applied + 1, VecDeque::new())?));
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(OnceLock::new());
         let stats = Arc::new(Counts::default());
+        if !store {
+            drop(db);
+            std::mem::forget(rx);
+            return Ok((
+                Journal {
+                    tx: Some(tx),
+                    failed,
+                    writer: None,
+                    path,
+                    stats,
+                    log,
+                },
+                ns,
+            ));
+        }
         let writer = {
-            let (failed, path, stats) = (failed.clone(), path.clone(), stats.clone());
+            let (failed, path, stats, log) =
+                (failed.clone(), path.clone(), stats.clone(), log.clone());
             std::thread::Builder::new()
                 .name("ringfs-journal".into())
-                .spawn(move || writer_loop(db, rx, failed, path, stats))
+                .spawn(move || writer_loop(db, rx, failed, path, stats, log))
                 .map_err(|e| {
                     NamenodeError::Storage(format!("cannot start the journal writer: {e}"))
                 })?
@@ -163,6 +356,7 @@ impl Journal {
                 writer: Some(writer),
                 path,
                 stats,
+                log,
             },
             ns,
         ))
@@ -182,19 +376,54 @@ impl Journal {
         &self.path
     }
 
-    /// Queue a batch (from [`Namespace::drain_changes`]) for the next group commit. Does not block, so it
-    /// can be called while holding the namespace lock: batches are committed in submit order. The
-    /// returned future resolves when the batch is durable; an empty batch resolves at once. After a
-    /// storage error every later submit fails.
+    /// Log a batch (from [`Namespace::drain_changes`]) and queue it for the next group commit. Once
+    /// this returns `Ok` the batch survives a crash of the namenode process and may be acknowledged;
+    /// the returned future resolves when it is durable in the store (survives a power loss too).
+    /// Does not wait for the disk, so it can be called while holding the namespace lock: batches are
+    /// logged and committed in call order. An empty batch is durable at once. After a storage error
+    /// every later call fails.
+    pub fn log(&self, batch: Vec<Mutation>) -> Result<Commit> {
+        if let Some(e) = self.failed.get() {
+            return Err(NamenodeError::Storage(e.clone()));
+        }
+        if batch.is_empty() {
+            return Ok(Commit::ready(Ok(())));
+        }
+        let payload = postcard::to_allocvec(&batch)
+            .map_err(|e| NamenodeError::Storage(format!("encoding a log record: {e}")))?;
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = log.append(&payload).map_err(|e| {
+            // A partial record may be on disk: nothing after it can be logged consistently.
+            let msg = format!("{}: appending to the log: {e}", log.dir.display());
+            tracing::error!(error = %msg, "refusing further mutations");
+            let _ = self.failed.set(msg.clone());
+            NamenodeError::Storage(msg)
+        })?;
+        // Sent under the log lock: the writer sees batches in log order.
+        Ok(self.queue(seq, batch))
+    }
+
+    /// [`Journal::log`], then wait for the store: resolves when the batch is durable.
     pub fn submit(&self, batch: Vec<Mutation>) -> Commit {
+        self.log(batch).unwrap_or_else(|e| Commit::ready(Err(e)))
+    }
+
+    /// Resolves when every batch logged before this call is durable in the store.
+    pub fn sync(&self) -> Commit {
         if let Some(e) = self.failed.get() {
             return Commit::ready(Err(NamenodeError::Storage(e.clone())));
         }
-        if batch.is_empty() {
-            return Commit::ready(Ok(()));
-        }
+        let _order = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        self.queue(0, Vec::new())
+    }
+
+    fn queue(&self, seq: u64, batch: Vec<Mutation>) -> Commit {
         let (done, rx) = tokio::sync::oneshot::channel();
-        match self.tx.as_ref().map(|tx| tx.send(Pending { batch, done })) {
+        match self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(Pending { seq, batch, done }))
+        {
             Some(Ok(())) => Commit {
                 inner: CommitInner::Waiting(rx),
             },
@@ -221,24 +450,41 @@ fn writer_loop(
     failed: Arc<OnceLock<String>>,
     path: PathBuf,
     stats: Arc<Counts>,
+    log: Arc<Mutex<Log>>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut rows = first.batch.len();
+        // Nobody waits for a logged batch but a sync (or a replica deletion): gather batches for
+        // up to GATHER unless one is a sync marker, so a stream of small mutations costs a few
+        // hundred store commits a second instead of one each (each is an fsync and a wake-up).
+        let mut synced = first.batch.is_empty();
+        let deadline = std::time::Instant::now() + GATHER;
         let mut group = vec![first];
         while rows < MAX_GROUP_ROWS {
-            match rx.try_recv() {
-                Ok(p) => {
-                    rows += p.batch.len();
-                    group.push(p);
-                }
-                Err(_) => break,
-            }
+            let next = if synced {
+                rx.try_recv().ok()
+            } else {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                rx.recv_timeout(left).ok()
+            };
+            let Some(p) = next else { break };
+            rows += p.batch.len();
+            synced |= p.batch.is_empty();
+            group.push(p);
         }
-        let result = match failed.get() {
-            Some(e) => Err(NamenodeError::Storage(e.clone())),
-            None => {
+        // Sync markers carry no rows: a group of only markers has nothing to write, since every
+        // batch before them was in an earlier, already durable group.
+        let applied = group
+            .iter()
+            .filter(|p| !p.batch.is_empty())
+            .map(|p| p.seq)
+            .max();
+        let result = match (failed.get(), applied) {
+            (Some(e), _) => Err(NamenodeError::Storage(e.clone())),
+            (None, None) => Ok(()),
+            (None, Some(applied)) => {
                 let batches: Vec<&Vec<Mutation>> = group.iter().map(|p| &p.batch).collect();
-                write_group(&db, &batches, false).map_err(|e| {
+                write_group(&db, &batches, false, Some(applied)).map_err(|e| {
                     let msg = format!("{}: {e}", path.display());
                     tracing::error!(error = %msg, "journal commit failed; refusing further mutations");
                     let _ = failed.set(msg.clone());
@@ -246,7 +492,10 @@ fn writer_loop(
                 })
             }
         };
-        if result.is_ok() {
+        if let (Ok(()), Some(applied)) = (&result, applied) {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget_through(applied);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .batches
@@ -260,11 +509,13 @@ fn writer_loop(
 }
 
 /// Apply batches, in order, in one durable transaction (with `set_format`, also record [`FORMAT`]:
-/// on creation and upgrade only, so a commit does not rewrite the meta table for nothing).
+/// on creation and upgrade only, so a commit does not rewrite the meta table for nothing), and
+/// record `applied` as the last log record in the store.
 fn write_group(
     db: &Database,
     batches: &[&Vec<Mutation>],
     set_format: bool,
+    applied: Option<u64>,
 ) -> std::result::Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
@@ -273,6 +524,9 @@ fn write_group(
         let mut meta = txn.open_table(META)?;
         if set_format {
             meta.insert("format", FORMAT)?;
+        }
+        if let Some(seq) = applied {
+            meta.insert("applied_seq", seq)?;
         }
         let mut buf = Vec::new();
         for m in batches.iter().flat_map(|b| b.iter()) {
@@ -307,6 +561,19 @@ fn write_group(
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The last log record in the store (0: none, or a new store).
+fn applied_seq(db: &Database, path: &Path) -> Result<u64> {
+    let err = |e: &dyn std::fmt::Display| storage(path, e);
+    let txn = db.begin_read().map_err(|e| err(&e))?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(err(&e)),
+    };
+    let seq = meta.get("applied_seq").map_err(|e| err(&e))?;
+    Ok(seq.map(|v| v.value()).unwrap_or(0))
 }
 
 /// Read the whole store and its format version; `None` if it is new (no format row yet).
@@ -673,6 +940,107 @@ mod tests {
             ns.block_owner(file.file.as_ref().unwrap().blocks[0].id),
             Some(f)
         );
+    }
+
+    fn create(ns: &mut Namespace, path: &str) {
+        let o = CreateFile {
+            mode: 0o644,
+            replication: 3,
+            block_size: 1 << 20,
+            ..Default::default()
+        };
+        ns.create_file(&Caller::root(), EntrySel::Path(path), o, now())
+            .unwrap();
+    }
+
+    fn log_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn logged_batches_survive_a_crash_before_the_store_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        let expected = {
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            for i in 0..300 {
+                create(&mut ns, &format!("/f{i}"));
+                // logged (acknowledgeable), never in the store
+                drop(journal.log(ns.drain_changes()).unwrap());
+            }
+            assert!(log_files(dir.path()).len() > 1, "the log rotates");
+            dump(&ns)
+        };
+        let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(dump(&ns), expected);
+        // the replayed records are in the store: their log files are gone
+        assert_eq!(log_files(dir.path()).len(), 1);
+        // and the store goes on from there, across another reopen
+        create(&mut ns, "/after");
+        journal.submit(ns.drain_changes()).wait().unwrap();
+        let expected = dump(&ns);
+        drop(journal);
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(dump(&ns), expected);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        let root = Caller::root();
+        {
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            create(&mut ns, "/kept");
+            drop(journal.log(ns.drain_changes()).unwrap());
+            create(&mut ns, "/torn");
+            drop(journal.log(ns.drain_changes()).unwrap());
+        }
+        let files = log_files(dir.path());
+        let last = files.last().unwrap();
+        let len = std::fs::metadata(last).unwrap().len();
+        // a crash inside the second write(2)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(last)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+        assert!(ns.resolve(&root, NodeSel::Path("/kept"), false).is_ok());
+        assert!(ns.resolve(&root, NodeSel::Path("/torn"), false).is_err());
+        create(&mut ns, "/torn");
+        journal.submit(ns.drain_changes()).wait().unwrap();
+        drop(journal);
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert!(ns.resolve(&root, NodeSel::Path("/torn"), false).is_ok());
+    }
+
+    #[test]
+    fn log_files_the_store_caught_up_with_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+        for i in 0..300 {
+            create(&mut ns, &format!("/f{i}"));
+            journal.submit(ns.drain_changes()).wait().unwrap();
+        }
+        // 300 records of ~100 bytes rotate every 4 KiB: all but the newest two files are gone
+        assert!(
+            log_files(dir.path()).len() <= 2,
+            "{:?}",
+            log_files(dir.path())
+        );
+        journal.sync().wait().unwrap();
+        let expected = dump(&ns);
+        drop(journal);
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(dump(&ns), expected);
     }
 
     #[test]

@@ -426,7 +426,7 @@ impl Default for Counters {
 }
 
 /// One row change for the journal, describing the state after the drained operations.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
     /// Write (insert or replace) an inode.
     PutInode(InodeRecord),

@@ -330,16 +330,7 @@ async fn write_protocol_fsck_and_locations() {
     })
     .await
     .unwrap();
-    let mut deletes = 0;
-    for d in &mut dns {
-        let hb = d.heartbeat().await;
-        deletes += hb
-            .commands
-            .iter()
-            .filter(|c| matches!(c.command, Some(pb::datanode_command::Command::Delete(_))))
-            .count();
-    }
-    assert_eq!(deletes, 9);
+    assert_eq!(deletes_sent(&mut dns, 9).await.len(), 9);
     nn.stop().await;
 }
 
@@ -674,14 +665,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
         "{f:?}"
     );
     // The replaced block's replicas and the spare are deleted.
-    let mut deleted: Vec<u64> = Vec::new();
-    for d in &mut dns {
-        for cmd in d.heartbeat().await.commands {
-            if let Some(pb::datanode_command::Command::Delete(del)) = cmd.command {
-                deleted.push(del.block_id);
-            }
-        }
-    }
+    let mut deleted = deletes_sent(&mut dns, 4).await;
     deleted.sort();
     let mut want = vec![old[0].id; 3];
     want.push(spare.id);
@@ -1020,4 +1004,25 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
     assert_eq!(addrs[0], l[0]);
     assert!(addrs.contains(&l[2]) && !addrs.contains(&l[1]), "{addrs:?}");
     nn.stop().await;
+}
+
+/// The blocks of the delete commands the datanodes get in heartbeats, gathered until there are
+/// `want` (replicas are deleted only once the change that freed them is durable, a moment after
+/// the reply) or 10 s passed.
+async fn deletes_sent(dns: &mut [FakeDn], want: usize) -> Vec<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut deleted = Vec::new();
+    loop {
+        for d in dns.iter_mut() {
+            for cmd in d.heartbeat().await.commands {
+                if let Some(pb::datanode_command::Command::Delete(del)) = cmd.command {
+                    deleted.push(del.block_id);
+                }
+            }
+        }
+        if deleted.len() >= want || std::time::Instant::now() > deadline {
+            return deleted;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

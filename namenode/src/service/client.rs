@@ -1327,4 +1327,11 @@ impl Namenode for ClientService {
     ) -> std::result::Result<Response<pb::LockResponse>, Status> {
         ok(self.do_lock(req.into_inner(), true))
     }
+
+    async fn sync(
+        &self,
+        _req: Request<pb::SyncRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        ok(self.shared.sync().await.map(|()| pb::Empty {}))
+    }
 }

@@ -25,7 +25,7 @@ use ringfs_proto::pb;
 use ringfs_proto::token::{AccessMode, Secret};
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Everything the namenode knows, behind one lock. Critical sections are short and never span an
@@ -164,25 +164,37 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs a namespace mutation: apply under the lock, journal in order, wait for durability outside
-    /// the lock, then run the follow-up work (replica deletions).
+    /// Runs a namespace mutation: apply under the lock and log it in order (from then on it
+    /// survives a crash of this process, so the caller may acknowledge it). The follow-up work
+    /// (replica deletions) waits until the change is durable in the store: after a power loss the
+    /// store must not reference a replica that is already deleted.
     pub async fn mutate<T>(
-        &self,
+        self: &Arc<Self>,
         f: impl FnOnce(&mut State, &mut After) -> Result<T>,
     ) -> Result<T> {
         let mut after = After::default();
-        let (result, commit) = {
+        let (result, logged) = {
             let mut st = self.lock();
             let result = f(&mut st, &mut after);
             let changes = st.ns.drain_changes();
-            (result, self.journal.submit(changes))
+            (result, self.journal.log(changes))
         };
-        commit.await?;
+        let durable = logged?;
         let value = result?;
         if !after.freed.is_empty() || !after.deletes.is_empty() {
-            self.apply_after(after);
+            let shared = self.clone();
+            tokio::spawn(async move {
+                if durable.await.is_ok() {
+                    shared.apply_after(after);
+                }
+            });
         }
         Ok(value)
+    }
+
+    /// Resolves when every change acknowledged so far is durable in the store.
+    pub async fn sync(&self) -> Result<()> {
+        self.journal.sync().await
     }
 
     fn apply_after(&self, after: After) {
