@@ -268,6 +268,7 @@ impl Client {
             .get_attr(pb::GetAttrRequest {
                 creds: self.creds_msg(),
                 node: Some(path_ref(path)),
+                access_mask: 0,
             })
             .await
             .map_err(|s| self.nn_err(s))?;
@@ -282,6 +283,7 @@ impl Client {
             .get_attr(pb::GetAttrRequest {
                 creds: self.creds_msg(),
                 node: Some(node),
+                access_mask: 0,
             })
             .await
             .map_err(|s| self.nn_err(s))?;

@@ -382,12 +382,11 @@ impl Inner {
             self.file_ref(ino)
         };
         let checked = async {
-            let attr = self.getattr_remote(c, ino).await?;
+            let mask = if read { libc::R_OK } else { 0 } | if write { libc::W_OK } else { 0 };
+            let attr = self.getattr_checked(c, ino, mask as u32).await?;
             if attr.kind == pb::FileKind::Directory as i32 && write {
                 return Err(Errno::EISDIR.into());
             }
-            let mask = if read { libc::R_OK } else { 0 } | if write { libc::W_OK } else { 0 };
-            self.access(c, ino, mask as u32).await?;
             Ok(attr)
         }
         .await;

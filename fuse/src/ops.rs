@@ -410,9 +410,16 @@ impl Inner {
 
     /// Fresh attributes from the namenode (no local view).
     pub(crate) async fn getattr_remote(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
+        self.getattr_checked(c, ino, 0).await
+    }
+
+    /// Attributes from the namenode, failing with EACCES unless the caller has `mask` access
+    /// (access(2) bits; W_OK is not checked on a directory).
+    pub(crate) async fn getattr_checked(&self, c: &Caller, ino: u64, mask: u32) -> Res<pb::Attr> {
         let req = pb::GetAttrRequest {
             creds: Some(c.creds.clone()),
             node: Some(node(ino)),
+            access_mask: mask,
         };
         let r = self
             .query(|mut nn| {

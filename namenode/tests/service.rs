@@ -261,6 +261,7 @@ async fn write_protocol_fsck_and_locations() {
         .get_attr(pb::GetAttrRequest {
             creds: None,
             node: path_node("/f"),
+            access_mask: 0,
         })
         .await
         .unwrap_err();
@@ -768,6 +769,7 @@ async fn lease_recovery_closes_the_file_at_the_agreed_length() {
                 .get_attr(pb::GetAttrRequest {
                     creds: None,
                     node: path_node("/r"),
+                    access_mask: 0,
                 })
                 .await
                 .unwrap()
@@ -1025,4 +1027,58 @@ async fn deletes_sent(dns: &mut [FakeDn], want: usize) -> Vec<u64> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn getattr_checks_access_when_asked() {
+    // open(2) through a mount asks for attributes and access in one call.
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    c.mkdir(pb::MkdirRequest {
+        entry: path_entry("/d"),
+        mode: 0o755,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.create(pb::CreateRequest {
+        entry: path_entry("/d/f"),
+        mode: 0o640,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let user = Some(pb::Credentials {
+        uid: 1000,
+        gid: 1000,
+        groups: Vec::new(),
+    });
+    let getattr = |path: &str, mask: u32, creds: Option<pb::Credentials>| {
+        let mut c = c.clone();
+        let node = path_node(path);
+        async move {
+            c.get_attr(pb::GetAttrRequest {
+                creds,
+                node,
+                access_mask: mask,
+            })
+            .await
+        }
+    };
+    // no mask: attributes for anyone who can reach the inode
+    assert!(getattr("/d/f", 0, user.clone()).await.is_ok());
+    // R_OK on a 0640 root file for another uid: denied, with the reason
+    let denied = getattr("/d/f", 4, user.clone()).await.unwrap_err();
+    assert_eq!(
+        ringfs_proto::ErrorKind::of(&denied),
+        ringfs_proto::ErrorKind::PermissionDenied,
+        "{denied:?}"
+    );
+    // root may; the owner's group bits do not cover uid 1000
+    assert!(getattr("/d/f", 6, None).await.is_ok());
+    // W_OK is not checked on a directory (opening one for writing is EISDIR), R_OK is
+    assert!(getattr("/d", 2, user.clone()).await.is_ok());
+    assert!(getattr("/d", 4 | 1, user.clone()).await.is_ok());
+    nn.stop().await;
 }

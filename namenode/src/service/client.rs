@@ -933,12 +933,20 @@ impl Namenode for ClientService {
         let req = req.into_inner();
         ok((|| {
             let st = self.shared.lock();
-            let id = st
-                .ns
-                .resolve(&caller(&req.creds), node_sel(&req.node)?, false)?;
-            Ok(pb::AttrResponse {
-                attr: Some(attr_of(&st, id)?),
-            })
+            let c = caller(&req.creds);
+            let id = st.ns.resolve(&c, node_sel(&req.node)?, false)?;
+            let attr = attr_of(&st, id)?;
+            let is_dir = attr.kind == pb::FileKind::Directory as i32;
+            let mask = if is_dir {
+                req.access_mask & !crate::namespace::W_OK
+            } else {
+                req.access_mask
+            };
+            if mask != 0 {
+                st.ns
+                    .access(&c, crate::namespace::NodeSel::Inode(id), mask)?;
+            }
+            Ok(pb::AttrResponse { attr: Some(attr) })
         })())
     }
 
