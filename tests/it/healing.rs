@@ -356,12 +356,13 @@ const CLI_WAIT: Duration = Duration::from_secs(300);
 
 #[test]
 fn killed_writer_leaves_a_file_closed_at_a_consistent_length_after_the_lease_limit() {
-    // `kill -9` a client in the middle of a put from stdin: after the lease hard limit the namenode closes
-    // the file at a length the replicas agree on; it reads back a prefix of what was written.
+    // `kill -9` a client in the middle of a put from stdin and rename its file away from the put's
+    // temporary name (whose abandoned files are deleted): after the lease hard limit the namenode
+    // closes the file at a length the replicas agree on; it reads back a prefix of what was written.
     let c = TestCluster::builder()
         .datanodes(3)
         .block_size("1MiB")
-        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "2s"])
+        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "4s"])
         .start();
     // The CLI reads its input in 4 MiB pieces: write more than two of them and keep stdin open.
     let written = random_bytes(9 * MIB + 300 * KIB, 50);
@@ -395,11 +396,14 @@ fn killed_writer_leaves_a_file_closed_at_a_consistent_length_after_the_lease_lim
     put.kill().unwrap();
     put.wait().unwrap();
     drop(stdin);
+    // A file being written can be renamed; the lease goes with it.
+    c.ok(&["mv", &tmp_path, "/partial"]);
+    assert!(under_construction(&c.stat_json("/partial")));
     let st = wait_for(
         Duration::from_secs(30),
         "lease recovery to close the file",
         || {
-            let st = c.stat_json(&tmp_path);
+            let st = c.stat_json("/partial");
             if under_construction(&st) {
                 Err(st.to_string())
             } else {
@@ -407,8 +411,6 @@ fn killed_writer_leaves_a_file_closed_at_a_consistent_length_after_the_lease_lim
             }
         },
     );
-    // The recovered file is an ordinary closed file: it can be renamed into place.
-    c.ok(&["mv", &tmp_path, "/partial"]);
     let got = c.get_bytes("/partial");
     assert_eq!(field_u64(&st, "size"), got.len() as u64);
     assert!(
@@ -422,6 +424,71 @@ fn killed_writer_leaves_a_file_closed_at_a_consistent_length_after_the_lease_lim
     // The file is free again: another client can replace it.
     c.put_bytes_with("/partial", b"new owner", &["-f"]);
     assert_eq!(c.get_bytes("/partial"), b"new owner");
+}
+
+#[test]
+fn killed_put_leaves_no_temporary_file_after_the_lease_limit() {
+    // `kill -9` a put in the middle of its transfer: its hidden temporary file (under construction,
+    // blocks committed) is deleted with its replicas when the lease hard limit passes, like the put
+    // would have done itself; the target never appears and can be put again.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("1MiB")
+        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "2s"])
+        .start();
+    c.ok(&["mkdir", "/d"]);
+    let written = random_bytes(9 * MIB, 51);
+    let mut put = c.spawn(&["put", "-", "/d/f"], Stdio::piped());
+    let mut stdin = put.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        stdin.write_all(&written).unwrap();
+        stdin.flush().unwrap();
+    }
+    let tmp_path = wait_for(
+        Duration::from_secs(30),
+        "the writer to commit two blocks",
+        || {
+            let st = c
+                .file_being_written("/d")
+                .ok_or("no file under construction in /d yet")?;
+            if stat_blocks(&st).len() >= 2 {
+                Ok(field_str(&st, "path").to_string())
+            } else {
+                Err(st.to_string())
+            }
+        },
+    );
+    assert!(tmp_path.contains(".ringfs-put-"), "{tmp_path}");
+    put.kill().unwrap();
+    put.wait().unwrap();
+    drop(stdin);
+    wait_for(
+        Duration::from_secs(30),
+        "the abandoned temporary file to go",
+        || {
+            let names = c.ls_names("/d");
+            if names.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("/d holds {names:?}"))
+            }
+        },
+    );
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "files"), 0, "{f}");
+    assert_eq!(field_u64(&f, "open_files"), 0, "{f}");
+    assert_eq!(field_u64(&f, "blocks"), 0, "{f}");
+    wait_for(
+        Duration::from_secs(30),
+        "the temporary file's replicas to be deleted",
+        || match c.all_replicas().len() {
+            0 => Ok(()),
+            n => Err(format!("{n} replica files left")),
+        },
+    );
+    c.put_bytes("/d/f", b"second try");
+    assert_eq!(c.get_bytes("/d/f"), b"second try");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use super::{Shared, State};
 use crate::error::{NamenodeError, Result};
 use crate::leases::agreed_length;
-use crate::namespace::{BlockRef, Timestamp};
+use crate::namespace::{BlockRef, Caller, EntrySel, Namespace, RemoveMode, Timestamp};
 use ringfs_proto::pb;
 use ringfs_proto::token::AccessMode;
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
@@ -43,6 +43,36 @@ pub fn spawn(shared: Arc<Shared>, inode: InodeId) {
             }
         }
     });
+}
+
+/// The (parent, name) of `inode` when it is the hidden temporary file of a `put` by `holder`:
+/// `.NAME.ringfs-put-TAG` or `.ringfs-put-TAG` (for long names), TAG being the first 8 characters
+/// of the writer's client id, with one link. The CLI writes there and renames it into place when
+/// complete, so a writer that died before that left a partial copy nobody will use: lease
+/// recovery deletes it instead of closing it (a killed `hdfs dfs -put` leaves its `._COPYING_`
+/// file forever). A file renamed away from that name is recovered like any other.
+fn abandoned_put_temp(ns: &Namespace, inode: InodeId, holder: &str) -> Option<(InodeId, String)> {
+    let n = ns.get(inode)?;
+    if n.nlink != 1 || n.file.is_none() {
+        return None;
+    }
+    let (name, _) = ns
+        .get(n.parent)?
+        .children
+        .as_ref()?
+        .iter()
+        .find(|(_, &c)| c == inode)?;
+    is_put_temp_name(name, holder).then(|| (n.parent, name.clone()))
+}
+
+/// Whether `name` is a temporary name `put` gives a file it writes as client `holder`.
+fn is_put_temp_name(name: &str, holder: &str) -> bool {
+    let Some(tag) = holder.get(..8) else {
+        return false;
+    };
+    let suffix = format!(".ringfs-put-{tag}");
+    name == suffix
+        || (name.starts_with('.') && name.len() > suffix.len() + 1 && name.ends_with(&suffix))
 }
 
 /// What the fencing step found out about the last block.
@@ -91,6 +121,21 @@ async fn recover(shared: &Arc<Shared>, inode: InodeId) -> Result<()> {
             let Some(holder) = holder else {
                 return Ok(None);
             };
+            if let Some((parent, name)) = abandoned_put_temp(&st.ns, inode, &holder) {
+                // What the interrupted `put` would have done itself: its hidden temporary file
+                // goes, with its blocks (the target was never touched).
+                after.free_uncommitted(&st.blocks, inode, &holder);
+                let freed = st.ns.remove(
+                    &Caller::root(),
+                    EntrySel::Child(parent, &name),
+                    RemoveMode::default(),
+                    Timestamp::now(),
+                )?;
+                after.freed.extend(freed);
+                tracing::info!(inode = inode.0, %name, holder = %holder,
+                    "lease expired: removed the temporary file of an interrupted put");
+                return Ok(None);
+            }
             let last = st.ns.recover_lease(inode)?;
             // Copy-on-write blocks the old holder never committed.
             after.free_uncommitted(&st.blocks, inode, &holder);
@@ -252,4 +297,58 @@ async fn finalize(
         },
         finalized,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_temporary_names_are_recognised_for_their_writer_only() {
+        let holder = "1a2b3c4d-0000-4000-8000-000000000000";
+        assert!(is_put_temp_name(".data.csv.ringfs-put-1a2b3c4d", holder));
+        assert!(is_put_temp_name(".ringfs-put-1a2b3c4d", holder));
+        for other in [
+            "data.csv.ringfs-put-1a2b3c4d",    // not hidden: not a name put makes
+            ".data.csv.ringfs-put-99999999",   // another writer's
+            ".data.csv.ringfs-put-1a2b3c4d.x", // renamed
+            "..ringfs-put-1a2b3c4d",
+            ".data.csv",
+        ] {
+            assert!(!is_put_temp_name(other, holder), "{other}");
+        }
+        assert!(!is_put_temp_name(".ringfs-put-", "short"));
+    }
+
+    #[test]
+    fn an_abandoned_put_temporary_file_is_found_by_inode() {
+        let mut ns = Namespace::new();
+        let holder = "1a2b3c4d-0000-4000-8000-000000000000";
+        let create = |ns: &mut Namespace, path: &str| {
+            ns.create_file(
+                &Caller::root(),
+                EntrySel::Path(path),
+                crate::namespace::CreateFile {
+                    mode: 0o644,
+                    replication: 1,
+                    block_size: 1 << 20,
+                    exclusive: true,
+                    overwrite: false,
+                    lease: Some(holder.to_string()),
+                },
+                Timestamp::now(),
+            )
+            .unwrap()
+            .0
+        };
+        let tmp = create(&mut ns, "/.f.ringfs-put-1a2b3c4d");
+        let plain = create(&mut ns, "/f");
+        let root = ns.get(tmp).unwrap().parent;
+        assert_eq!(
+            abandoned_put_temp(&ns, tmp, holder),
+            Some((root, ".f.ringfs-put-1a2b3c4d".to_string()))
+        );
+        assert_eq!(abandoned_put_temp(&ns, tmp, "99999999-other"), None);
+        assert_eq!(abandoned_put_temp(&ns, plain, holder), None);
+    }
 }
