@@ -81,8 +81,8 @@ pub struct Registration {
     pub new: bool,
     /// The node was dead (or unknown) and is alive again: its replica locations must be rebuilt from a report.
     pub revived: bool,
-    /// Another registered id with the same address, now marked dead (the node was reinstalled).
-    pub displaced: Option<DatanodeId>,
+    /// Other ids registered with the same address, now dropped (the node was reinstalled).
+    pub displaced: Vec<DatanodeId>,
 }
 
 /// Stats a heartbeat carries.
@@ -110,7 +110,9 @@ impl DatanodeRegistry {
     }
 
     /// Registers (or re-registers) a node. A known id may come back with a new address; an address
-    /// held by another id moves to this one (the old id is marked dead).
+    /// held by another id moves to this one: the old id is dropped from the registry, alive or dead
+    /// (a reinstalled node, its data dir wiped: what the old id held is gone, and listing it as a
+    /// dead node forever would only confuse `report`; HDFS drops it the same way).
     pub fn register(
         &mut self,
         id: DatanodeId,
@@ -120,13 +122,15 @@ impl DatanodeRegistry {
         used: u64,
         now: Instant,
     ) -> Registration {
-        let displaced = self
+        let displaced: Vec<DatanodeId> = self
             .nodes
             .values()
-            .find(|n| n.address == address && n.id != id && n.alive)
-            .map(|n| n.id.clone());
-        if let Some(old) = &displaced {
+            .filter(|n| n.address == address && n.id != id)
+            .map(|n| n.id.clone())
+            .collect();
+        for old in &displaced {
             self.set_dead(old);
+            self.nodes.remove(old);
         }
         let remaining = capacity.saturating_sub(used);
         let (new, revived) = match self.nodes.get_mut(&id) {
@@ -408,9 +412,21 @@ mod tests {
         let mut r = DatanodeRegistry::new();
         r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
         let reg = r.register(dn(1), "a:1".into(), String::new(), 1 << 30, 0, t0);
-        assert_eq!(reg.displaced, Some(dn(0)));
+        assert_eq!(reg.displaced, vec![dn(0)]);
         assert!(!r.is_alive(&dn(0)));
+        assert!(r.get(&dn(0)).is_none(), "the replaced id is still listed");
         assert_eq!(r.by_address("a:1").unwrap().id, dn(1));
+        assert_eq!(r.all().count(), 1);
+        assert_eq!(r.writable_count(), 1);
+        // Reinstalled after the old id was declared dead: dropped too.
+        r.mark_dead(t0 + Duration::from_secs(60), Duration::from_secs(30));
+        let reg = r.register(dn(2), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        assert_eq!(reg.displaced, vec![dn(1)]);
+        assert_eq!(
+            r.all().map(|n| n.id.clone()).collect::<Vec<_>>(),
+            vec![dn(2)]
+        );
+        assert_eq!(r.writable_count(), 1);
     }
 
     #[test]

@@ -451,6 +451,78 @@ fn report_shows_a_killed_datanode_dead_and_a_restarted_one_live() {
 }
 
 #[test]
+fn report_lists_a_reinstalled_datanode_once() {
+    // A datanode reinstalled on the same address (data dir wiped: a new id), before and after the
+    // namenode declared the old one dead, is listed once, live; the old id is dropped, not left
+    // as a dead node beside it, and the blocks it held are copied back.
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("64KiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let data = random_bytes(300 * KIB, 7);
+    c.put_bytes("/f", &data);
+    let victim = c.datanode_addr(1).to_string();
+    let listed = |c: &TestCluster| -> Vec<(String, String, String)> {
+        report_datanodes(&c.report_json())
+            .iter()
+            .map(|d| {
+                let s = |k| field_str(d, k).to_string();
+                (s("address"), s("state"), s("id"))
+            })
+            .collect()
+    };
+    let id_of = |c: &TestCluster| -> String {
+        listed(c)
+            .into_iter()
+            .find(|(a, _, _)| *a == victim)
+            .map(|(_, _, id)| id)
+            .unwrap()
+    };
+    let mut ids = vec![id_of(&c)];
+    for wait_dead in [false, true] {
+        c.kill_datanode(1);
+        if wait_dead {
+            wait_until(
+                Duration::from_secs(15),
+                "the killed datanode to be reported dead",
+                || {
+                    listed(&c)
+                        .iter()
+                        .any(|(a, s, _)| *a == victim && s == "dead")
+                },
+            );
+        }
+        let dir = c.datanode_dir(1).to_path_buf();
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        c.restart_datanode(1);
+        let new_id = wait_for(
+            Duration::from_secs(15),
+            "the reinstalled datanode to register under a new id",
+            || {
+                let l = listed(&c);
+                let new = l
+                    .iter()
+                    .find(|(a, s, id)| *a == victim && s == "live" && !ids.contains(id));
+                match new {
+                    Some((_, _, id)) => Ok(id.clone()),
+                    None => Err(format!("{l:?}")),
+                }
+            },
+        );
+        let l = listed(&c);
+        assert_eq!(l.len(), 3, "a datanode is listed twice: {l:?}");
+        assert!(l.iter().all(|(_, s, _)| s == "live"), "{l:?}");
+        ids.push(new_id);
+        c.wait_healthy("/", 3, Duration::from_secs(30));
+        assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
+    }
+}
+
+#[test]
 fn namenode_restart_after_sigterm_keeps_everything() {
     // A clean stop (SIGTERM) and restart of the namenode keeps the namespace and the data readable.
     let mut c = TestCluster::builder().block_size("64KiB").start();

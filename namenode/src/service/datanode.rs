@@ -64,10 +64,11 @@ impl DatanodeService {
             st.blocks.remove_node(&id);
             st.in_flight.drop_node(&id);
         }
-        if let Some(old) = &reg.displaced {
+        for old in &reg.displaced {
             st.blocks.remove_node(old);
             st.in_flight.drop_node(old);
-            tracing::warn!(datanode = %id, replaced = %old, address = %node.address, "address taken over by a new datanode id");
+            tracing::warn!(datanode = %id, replaced = %old, address = %node.address,
+                "address taken over by a new datanode id (reinstalled): the old id is dropped");
         }
         tracing::info!(datanode = %id, address = %node.address, rack = %node.rack, capacity = req.capacity,
             new = reg.new, "datanode registered");
