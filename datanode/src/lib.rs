@@ -122,6 +122,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DatanodeError> {
+    run_with_ready(config, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the listening address once the data dir is locked and its
+/// replicas indexed, just before serving: a binary announces "listening" there, so a datanode
+/// that cannot start (its dir in use by another one) never announced it.
+pub async fn run_with_ready(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), DatanodeError> {
     config.validate().map_err(DatanodeError::Config)?;
     let local = listener.local_addr().map_err(|e| DatanodeError::Serve {
         addr: "listener".into(),
@@ -146,6 +158,7 @@ pub async fn run(
     });
     tracing::info!(id = %node.store.id(), %address, data_dir = %config.data_dir.display(), namenode = %config.namenode,
         "datanode starting");
+    ready(local);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let commands = commands::CommandRunner::new(

@@ -35,12 +35,24 @@ use service::monitors::{DeadNodeMonitor, LeaseMonitor, ReplicationMonitor};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Runs a namenode on `listener` until `shutdown` resolves. Fails early on a bad config or an
-/// unreadable metadata store.
+/// Runs a namenode on `listener` until `shutdown` resolves. Fails early on a bad config, a data
+/// dir in use by another namenode or an unreadable metadata store.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NamenodeError> {
+    run_with_ready(config, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the listening address once the data dir is locked and the
+/// metadata loaded, just before serving: a binary announces "listening" there, so a namenode that
+/// cannot start never announced it.
+pub async fn run_with_ready(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(Option<std::net::SocketAddr>) + Send,
 ) -> Result<(), NamenodeError> {
     config
         .validate()
@@ -51,6 +63,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         NamenodeError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
+    let _lock = lock_data_dir(&config.data_dir)?;
     let dir = config.data_dir.clone();
     let (journal, ns) = tokio::task::spawn_blocking(move || journal::Journal::open(&dir))
         .await
@@ -59,6 +72,7 @@ pub async fn run(
     let shared = Arc::new(service::Shared::new(config, journal, ns));
     tracing::info!(?addr, data_dir = %shared.config.data_dir.display(), inodes = shared.lock().ns.inode_count(),
         "namenode serving");
+    ready(addr);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = vec![
@@ -104,4 +118,27 @@ pub async fn run(
     }
     tracing::info!("namenode stopped");
     served.map_err(|e| NamenodeError::FailedPrecondition(format!("serving gRPC failed: {e}")))
+}
+
+/// Takes `<data_dir>/lock` (flock, released when the returned file is dropped or the process
+/// dies), so a second namenode on the same dir fails at once with a message naming the dir.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NamenodeError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| NamenodeError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NamenodeError::FailedPrecondition(format!(
+            "data dir {} is in use by another namenode (lock held)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(NamenodeError::Storage(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }

@@ -523,6 +523,43 @@ fn report_lists_a_reinstalled_datanode_once() {
 }
 
 #[test]
+fn a_second_node_on_a_data_dir_in_use_fails_naming_the_dir_and_never_says_listening() {
+    // `ringfs namenode` / `ringfs datanode` on a data dir another process uses exits non-zero with
+    // one error naming the dir, and prints no "listening on" first (it did, before the lock).
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let nn_dir = c.namenode_dir().to_str().unwrap().to_string();
+    let dn_dir = c.datanode_dir(0).to_str().unwrap().to_string();
+    for (role, dir, extra) in [
+        ("namenode", &nn_dir, vec![]),
+        ("datanode", &dn_dir, vec!["--namenode", c.namenode_addr()]),
+    ] {
+        let mut args = vec![role, "--data-dir", dir.as_str(), "--listen", "127.0.0.1:0"];
+        args.extend(extra);
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(&args).env("RUST_LOG", "error");
+        let out = run_with_timeout(cmd, None, role, Duration::from_secs(30));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role}: {stdout} {stderr}");
+        assert_eq!(stdout, "", "{role} printed on stdout before failing");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("ringfs:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{role}: {stderr}");
+        assert!(
+            errors[0].contains(dir.as_str())
+                && errors[0].contains(&format!("in use by another {role}")),
+            "{role}: {}",
+            errors[0]
+        );
+    }
+    // The running cluster is unharmed.
+    c.put_bytes("/f", b"still here");
+    assert_eq!(c.get_bytes("/f"), b"still here");
+}
+
+#[test]
 fn namenode_restart_after_sigterm_keeps_everything() {
     // A clean stop (SIGTERM) and restart of the namenode keeps the namespace and the data readable.
     let mut c = TestCluster::builder().block_size("64KiB").start();
