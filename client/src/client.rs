@@ -159,7 +159,12 @@ impl Drop for Shared {
             let mut nn = self.nn.clone();
             let client_id = self.client_id.clone();
             rt.spawn(async move {
-                let _ = nn.release_lease(pb::RenewLeaseRequest { client_id }).await;
+                let _ = nn
+                    .release_lease(pb::RenewLeaseRequest {
+                        client_id,
+                        inode: 0,
+                    })
+                    .await;
             });
         }
     }
@@ -690,7 +695,13 @@ async fn renew_leases(shared: Weak<Shared>, interval: Duration) {
         let mut nn = s.nn.clone();
         let client_id = s.client_id.clone();
         drop(s);
-        if let Err(e) = nn.renew_lease(pb::RenewLeaseRequest { client_id }).await {
+        if let Err(e) = nn
+            .renew_lease(pb::RenewLeaseRequest {
+                client_id,
+                inode: 0,
+            })
+            .await
+        {
             tracing::debug!(error = %e, "lease renewal failed");
         }
     }

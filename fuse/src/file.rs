@@ -924,10 +924,31 @@ impl Inner {
             return Ok(());
         }
         let r = self.sync_locked(f, &mut st, true).await;
-        if r.is_err() {
-            self.drop_lease_state(f, &mut st);
+        if let Err(e) = &r {
+            self.abandon_lease(f, &mut st, e).await;
         }
         r
+    }
+
+    /// After a failed final commit (the caller reports it): the written data is dropped and the
+    /// file's lease given back, so the file is closed at its last committed content. Keeping the
+    /// lease kept the file under construction for as long as this mount lived (its lease is
+    /// renewed with the mount's), and no other client could write it.
+    async fn abandon_lease(&self, f: &OpenFile, st: &mut FileState, why: &Fail) {
+        self.drop_lease_state(f, st);
+        let req = pb::RenewLeaseRequest {
+            client_id: self.client.client_id().to_string(),
+            inode: f.ino,
+        };
+        match self.nn().release_lease(req).await {
+            Ok(_) => tracing::warn!(inode = f.ino, errno = ?why.errno, error = %why.why,
+                "commit at close failed: the file keeps its last committed content"),
+            Err(e) => {
+                tracing::warn!(inode = f.ino, errno = ?why.errno, error = %why.why, release = %e.message(),
+                "commit at close failed, and giving the file's lease back too; it stays open \
+                 for writing until this mount ends")
+            }
+        }
     }
 
     /// The commit at an unlock: what was written goes to the namenode with close (the lease goes
@@ -1055,7 +1076,7 @@ impl Inner {
             f.touch();
             if st.writers == 0 {
                 if let Err(e) = self.sync_locked(&f, &mut st, true).await {
-                    self.drop_lease_state(&f, &mut st);
+                    self.abandon_lease(&f, &mut st, &e).await;
                     return Err(e);
                 }
             }

@@ -556,15 +556,22 @@ impl ClientService {
 
     /// The client is done: its locks go, its open files are closed (recovered when a block is still
     /// being written), copy-on-write blocks it never committed are freed.
-    async fn do_release_lease(&self, client: String) -> Result<()> {
+    /// Gives back the client's leases: of every file and lock (`inode` 0: the client is done), or
+    /// of that one file only (a failed final commit: the file is closed at what it holds).
+    async fn do_release_lease(&self, client: String, inode: u64) -> Result<()> {
         let files = {
             let mut st = self.shared.lock();
-            st.leases.remove(&client);
-            let n = st.locks.release_client(&client);
-            if n > 0 {
-                tracing::debug!(client = %client, locks = n, "locks released");
+            let mut files = st.ns.files_with_lease(&client);
+            if inode == 0 {
+                st.leases.remove(&client);
+                let n = st.locks.release_client(&client);
+                if n > 0 {
+                    tracing::debug!(client = %client, locks = n, "locks released");
+                }
+            } else {
+                files.retain(|f| f.0 == inode);
             }
-            st.ns.files_with_lease(&client)
+            files
         };
         for inode in files {
             let recover = self
@@ -1262,7 +1269,7 @@ impl Namenode for ClientService {
         let req = req.into_inner();
         let r = async {
             let client = client_id(&req.client_id)?.to_string();
-            self.do_release_lease(client).await?;
+            self.do_release_lease(client, req.inode).await?;
             Ok(pb::Empty {})
         };
         ok(r.await)
