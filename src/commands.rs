@@ -215,9 +215,18 @@ fn spawn_reader(
     rx
 }
 
-/// Replaces the temporary name in an error message with the name the user gave.
+/// Replaces the temporary name in an error message with the name the user gave, and names the
+/// target when the message names no path (the namenode names a file it finds by inode by its
+/// number: "inode 102: stale file handle" when another client removed the file being written).
 fn retarget(e: ClientError, tmp: &str, target: &str) -> anyhow::Error {
-    anyhow!("{}", e.to_string().replace(tmp, target))
+    let msg = e.to_string().replace(tmp, target);
+    if msg.contains(target) {
+        return anyhow!("{msg}");
+    }
+    if e.kind() == ErrorKind::Stale {
+        return anyhow!("{target}: {msg} (the file being written was removed by another client)");
+    }
+    anyhow!("{target}: {msg}")
 }
 
 pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCode> {

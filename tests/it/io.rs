@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn put_100mib_with_4mib_blocks_stores_25_blocks_on_3_distinct_datanodes() {
@@ -692,4 +693,41 @@ fn put_with_zero_replication_or_a_bad_block_size_is_a_usage_error() {
         field_u64(&cli.stat_json("/f"), "block_size"),
         3584 * KIB as u64
     );
+}
+
+#[test]
+fn put_whose_file_is_removed_meanwhile_fails_naming_the_target() {
+    // Another client removes the hidden file a put is writing: the put fails with a message that
+    // names the target (it said only "inode N: stale file handle") and leaves nothing behind.
+    let c = TestCluster::builder().block_size("1MiB").start();
+    c.ok(&["mkdir", "/d"]);
+    let mut put = c
+        .command(&["put", "-", "/d/slow"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = put.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        stdin.write_all(&random_bytes(5 * MIB, 12)).unwrap();
+        stdin.flush().unwrap();
+    }
+    let tmp = wait_for(Duration::from_secs(30), "the put to start writing", || {
+        c.file_being_written("/d")
+            .map(|st| field_str(&st, "path").to_string())
+            .ok_or_else(|| "no file under construction in /d yet".to_string())
+    });
+    c.ok(&["rm", &tmp]);
+    {
+        use std::io::Write;
+        let _ = stdin.write_all(&random_bytes(MIB, 13));
+    }
+    drop(stdin);
+    let out = put.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "put succeeded: {stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with("ringfs: /d/slow: "), "{line}");
+    assert!(c.ls_names("/d").is_empty(), "{:?}", c.ls_names("/d"));
 }
