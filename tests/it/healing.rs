@@ -690,7 +690,7 @@ fn decommissioned_datanode_can_be_stopped_without_losing_anything() {
     wait_fully_replicated_without(&c, &files, 3, &[&addr], Duration::from_secs(30));
     // Decommissioning an unknown address is a clear error.
     c.fails(&["admin", "decommission", "127.0.0.1:1"])
-        .says(&["127.0.0.1:1"]);
+        .says(&["127.0.0.1:1", "no datanode registered at this address"]);
 }
 
 #[test]

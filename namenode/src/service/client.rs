@@ -1322,7 +1322,12 @@ impl Namenode for ClientService {
                 .nodes
                 .by_address(&req.address)
                 .map(|n| n.id.clone())
-                .ok_or_else(|| NamenodeError::NotFound(format!("datanode {}", req.address)))?;
+                .ok_or_else(|| {
+                    NamenodeError::InvalidArgument(format!(
+                        "{}: no datanode registered at this address (see `ringfs report`)",
+                        req.address
+                    ))
+                })?;
             st.nodes.decommission(&id);
             tracing::info!(datanode = %id, address = %req.address, "decommissioning");
             Ok(pb::Empty {})
