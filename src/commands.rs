@@ -417,14 +417,12 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     // Write a temporary file next to the target and rename it into place: a failed get leaves no
-    // partial file (the temporary one is deleted when dropped).
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.ringfs-get-"))
-        .tempfile_in(&dir)
-        .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
-    let file = tmp
-        .reopen()
-        .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
+    // partial file. The file has no name while it is written (O_TMPFILE), so even a get killed
+    // with `kill -9` leaves nothing; where the file system cannot do that, a hidden temporary
+    // name (deleted when dropped, left behind only by a kill).
+    let shown = |e: std::io::Error| anyhow!("{}: {}", target.display(), io_reason(&e));
+    let tmp = LocalTemp::create(&dir, &name).map_err(shown)?;
+    let file = tmp.file().map_err(shown)?;
     let pb = progress(Some(reader.attr().size), &format!("get {}", a.remote));
     let copied = tokio::select! {
         r = write_out(&mut reader, Box::new(file), pb.clone()) => r,
@@ -434,14 +432,98 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
         pb.finish_and_clear();
     }
     copied?;
-    use std::os::unix::fs::PermissionsExt;
     let mode = reader.attr().mode & 0o777 & !format::umask();
-    let _ = tmp
-        .as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode));
-    tmp.persist(&target)
-        .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e.error)))?;
+    tmp.persist(&dir, &name, &target, mode).map_err(shown)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The local file a `get` writes before it becomes the target.
+enum LocalTemp {
+    /// Unnamed (O_TMPFILE in the target's directory): linked under a name only when complete.
+    Unnamed(std::fs::File),
+    /// A hidden temporary name, for file systems without O_TMPFILE.
+    Named(tempfile::NamedTempFile),
+}
+
+impl LocalTemp {
+    fn create(dir: &Path, name: &str) -> std::io::Result<LocalTemp> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir)
+        {
+            Ok(f) => return Ok(LocalTemp::Unnamed(f)),
+            // Not supported here (old kernel, or a file system such as a FUSE mount without it).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        tempfile::Builder::new()
+            .prefix(&format!(".{name}.ringfs-get-"))
+            .tempfile_in(dir)
+            .map(LocalTemp::Named)
+    }
+
+    fn file(&self) -> std::io::Result<std::fs::File> {
+        match self {
+            LocalTemp::Unnamed(f) => f.try_clone(),
+            LocalTemp::Named(t) => t.reopen(),
+        }
+    }
+
+    /// Gives the complete file its permissions and the target's name (replacing what is there).
+    fn persist(self, dir: &Path, name: &str, target: &Path, mode: u32) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(mode);
+        match self {
+            LocalTemp::Named(t) => {
+                let _ = t.as_file().set_permissions(perms);
+                t.persist(target).map(drop).map_err(|e| e.error)
+            }
+            LocalTemp::Unnamed(f) => {
+                use std::os::unix::io::AsRawFd;
+                let _ = f.set_permissions(perms);
+                // linkat cannot replace a file: link under a fresh hidden name, then rename it
+                // over the target (a kill between the two is the only way to leave that name).
+                let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                    .map_err(std::io::Error::other)?;
+                for attempt in 0..16u32 {
+                    let tmp = dir.join(format!(
+                        ".{name}.ringfs-get-{}-{attempt}",
+                        std::process::id()
+                    ));
+                    let c_tmp = std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes())
+                        .map_err(std::io::Error::other)?;
+                    // SAFETY: linkat with two NUL-terminated paths that outlive the call.
+                    let r = unsafe {
+                        libc::linkat(
+                            libc::AT_FDCWD,
+                            proc_path.as_ptr(),
+                            libc::AT_FDCWD,
+                            c_tmp.as_ptr(),
+                            libc::AT_SYMLINK_FOLLOW,
+                        )
+                    };
+                    if r != 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() == std::io::ErrorKind::AlreadyExists {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    return std::fs::rename(&tmp, target).inspect_err(|_| {
+                        let _ = std::fs::remove_file(&tmp);
+                    });
+                }
+                Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+            }
+        }
+    }
 }
 
 pub async fn cat(namenode: Option<String>, a: PathArg) -> anyhow::Result<ExitCode> {

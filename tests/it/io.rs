@@ -731,3 +731,48 @@ fn put_whose_file_is_removed_meanwhile_fails_naming_the_target() {
     assert!(line.starts_with("ringfs: /d/slow: "), "{line}");
     assert!(c.ls_names("/d").is_empty(), "{:?}", c.ls_names("/d"));
 }
+
+#[test]
+fn get_killed_mid_transfer_leaves_nothing_in_the_local_directory() {
+    // `kill -9` of a get while it writes the local file: the directory holds no partial or
+    // temporary file afterwards (the file has no name until it is complete).
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("big");
+    write_random_file(&src, 256 << 20, 21);
+    c.put_file(&src, "/big", &["-r", "1"]);
+    let out = c.scratch_path("out");
+    fs::create_dir(&out).unwrap();
+    let mut get = c
+        .command(&["get", "/big", out.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let fd_dir = format!("/proc/{}/fd", get.id());
+    let writing = || {
+        fs::read_dir(&fd_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| fs::read_link(e.path()).is_ok_and(|l| l.starts_with(&out)))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !writing() {
+        assert!(
+            std::time::Instant::now() < deadline && get.try_wait().unwrap().is_none(),
+            "the get never held a file open in {}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    get.kill().unwrap();
+    get.wait().unwrap();
+    let left: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    match left.as_slice() {
+        [] => {}
+        // The kill came after the rename: then the file is complete.
+        [name] if name == "big" => assert_eq!(hash_file(&out.join("big")), hash_file(&src)),
+        other => panic!("a killed get left {other:?} in {}", out.display()),
+    }
+}
