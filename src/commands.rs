@@ -940,6 +940,13 @@ pub async fn decommission(namenode: Option<String>, address: &str) -> anyhow::Re
 /// Makes sure `m` can be a mountpoint: an existing directory (created when missing).
 pub fn check_mountpoint(m: &Path) -> anyhow::Result<()> {
     match std::fs::metadata(m) {
+        // A live mount (a stale one fails metadata with ENOTCONN): checked before anything else,
+        // or `mounted at` would be announced for the mount that is already there.
+        Ok(_) if is_mounted(m) => bail!(
+            "{}: already mounted (unmount it first: ringfs umount {})",
+            m.display(),
+            m.display()
+        ),
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => bail!("{}: not a directory", m.display()),
         // A stale mount of a killed process: `mount` cleans it.

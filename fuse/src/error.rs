@@ -8,8 +8,8 @@ use std::path::PathBuf;
 /// What `mount`, `unmount` and `clean_stale_mount` can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum FuseError {
-    /// The mountpoint is missing or not a directory.
-    #[error("{path}: mountpoint is not a directory: {reason}")]
+    /// The mountpoint is missing, not a directory, or mounted already.
+    #[error("{path}: cannot mount here: {reason}")]
     BadMountpoint { path: PathBuf, reason: String },
     /// The kernel refused the mount (no /dev/fuse, no permission, ...).
     #[error("{path}: cannot mount: {source}")]

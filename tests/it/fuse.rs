@@ -939,3 +939,25 @@ fn a_file_whose_close_failed_is_not_left_open_for_writing() {
     fs::write(m.path("f"), b"second try").unwrap();
     assert_eq!(c.get_bytes("/f"), b"second try");
 }
+
+#[test]
+fn mounting_over_a_live_mount_fails_without_announcing_it() {
+    // `ringfs mount DIR` on a DIR that is mounted already exits non-zero saying so, and never
+    // prints `mounted at DIR` (it printed it, seeing the mount that was there, then failed).
+    let c = TestCluster::builder().start();
+    let m = c.mount(&[]);
+    fs::write(m.path("f"), b"first mount").unwrap();
+    let dir = m.dir.to_str().unwrap();
+    let mut cmd = c.command(&["mount", dir]);
+    cmd.env("RUST_LOG", "error");
+    let out = run_with_timeout(cmd, None, "second mount", Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout} {stderr}");
+    assert!(!stdout.contains("mounted at"), "{stdout}");
+    assert!(
+        stderr.contains(dir) && stderr.contains("already mounted"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"first mount");
+}
