@@ -273,7 +273,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = std::io::stdout().flush();
-            eprintln!("ringfs: {}", one_line(&format!("{e:#}")));
+            eprintln!("ringfs: {}", one_line(&chain_text(&e)));
             ExitCode::FAILURE
         }
     }
@@ -288,6 +288,24 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
                 |ce| matches!(ce, ringfs_client::ClientError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
             )
     })
+}
+
+/// The error and its causes, "a: b: c", leaving out a cause whose text the message before it
+/// already shows (an error that prints its source, like "DIR: cannot unmount: No such file or
+/// directory", would otherwise repeat it).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn one_line(s: &str) -> String {
@@ -326,6 +344,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn an_error_chain_does_not_repeat_a_cause_its_message_shows() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let shown = format!("/m: cannot unmount: {io}");
+        #[derive(Debug)]
+        struct Shows(String, std::io::Error);
+        impl std::fmt::Display for Shows {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Shows {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.1)
+            }
+        }
+        let e = anyhow::Error::new(Shows(shown.clone(), io));
+        assert_eq!(chain_text(&e), shown);
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(chain_text(&e), "outer: inner");
+    }
 
     #[test]
     fn cli_is_consistent_and_namenode_is_global() {

@@ -26,6 +26,9 @@ pub enum FuseError {
     /// `unmount` of a path that is not a mountpoint.
     #[error("{path}: not mounted")]
     NotMounted { path: PathBuf },
+    /// `unmount` of a mount of another file system (`kind` is its type and source).
+    #[error("{path}: not a ringfs mount ({kind}): left alone")]
+    NotRingfs { path: PathBuf, kind: String },
     /// The FUSE session ended with an error.
     #[error("{path}: FUSE session failed: {source}")]
     Session {

@@ -27,6 +27,15 @@ fn umount2(path: &CString, flags: libc::c_int) -> io::Result<()> {
 /// mount is busy. The mount process sees the unmount, commits what it still holds and exits.
 pub fn unmount(mountpoint: &Path) -> Result<(), FuseError> {
     let c = c_path(mountpoint)?;
+    // Only a ringfs mount: `ringfs umount /boot` as root must not unmount /boot.
+    if let Some((fstype, source)) = mount_kind(mountpoint) {
+        if !is_ringfs(&fstype, &source) {
+            return Err(FuseError::NotRingfs {
+                path: mountpoint.to_path_buf(),
+                kind: format!("{fstype} {source}"),
+            });
+        }
+    }
     match umount2(&c, 0) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -87,6 +96,33 @@ pub(crate) fn mounted_device(path: &Path) -> Option<(u32, u32)> {
         let (maj, min) = f.get(2)?.split_once(':')?;
         (point == want).then(|| Some((maj.parse().ok()?, min.parse().ok()?)))?
     })
+}
+
+/// The file system type and source of the topmost mount at `path` (from /proc/self/mountinfo).
+/// A stale mount cannot be canonicalized (ENOTCONN): its absolute path is looked up instead.
+fn mount_kind(path: &Path) -> Option<(String, String)> {
+    let p = path
+        .canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .ok()?;
+    let want = p.to_str()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| mount_kind_of(l, want))
+}
+
+/// (type, source) of one mountinfo line when its mount point is `want`.
+fn mount_kind_of(line: &str, want: &str) -> Option<(String, String)> {
+    let (left, right) = line.split_once(" - ")?;
+    if unescape_mountinfo(left.split(' ').nth(4)?) != want {
+        return None;
+    }
+    let mut r = right.split(' ');
+    Some((r.next()?.to_string(), unescape_mountinfo(r.next()?)))
+}
+
+/// Whether a mount's type and source are a ringfs mount's (FUSE, source "ringfs").
+fn is_ringfs(fstype: &str, source: &str) -> bool {
+    (fstype == "fuse" || fstype.starts_with("fuse.")) && source == "ringfs"
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
@@ -156,5 +192,23 @@ mod tests {
             "/ is a mount point"
         );
         assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
+    }
+
+    #[test]
+    fn only_ringfs_mounts_are_unmounted() {
+        let fuse = "36 25 0:38 / /mnt/r\\040x rw,relatime shared:1 - fuse ringfs rw,user_id=0";
+        assert_eq!(
+            mount_kind_of(fuse, "/mnt/r x"),
+            Some(("fuse".to_string(), "ringfs".to_string()))
+        );
+        assert_eq!(mount_kind_of(fuse, "/mnt/r"), None);
+        let boot = "30 25 8:1 / /boot rw,relatime - ext4 /dev/sda1 rw";
+        assert_eq!(
+            mount_kind_of(boot, "/boot"),
+            Some(("ext4".to_string(), "/dev/sda1".to_string()))
+        );
+        assert!(is_ringfs("fuse", "ringfs"));
+        assert!(!is_ringfs("ext4", "/dev/sda1"));
+        assert!(!is_ringfs("fuse.sshfs", "host:/"));
     }
 }

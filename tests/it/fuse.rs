@@ -961,3 +961,46 @@ fn mounting_over_a_live_mount_fails_without_announcing_it() {
     );
     assert_eq!(fs::read(m.path("f")).unwrap(), b"first mount");
 }
+
+#[test]
+fn umount_unmounts_ringfs_mounts_only() {
+    // `ringfs umount` of a tmpfs mountpoint refuses and leaves it mounted (it unmounted any file
+    // system, /boot included); of a ringfs mount it unmounts it. Errors name the path once.
+    let c = TestCluster::builder().start();
+    let tmpfs = c.scratch_path("tmpfs");
+    fs::create_dir(&tmpfs).unwrap();
+    let t = tmpfs.to_str().unwrap();
+    sh(&format!("mount -t tmpfs ringfs-test-tmpfs {t}"));
+    let refused = c.run(&["umount", t]);
+    let still = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&format!(" {t} "));
+    sh(&format!("umount {t} 2>/dev/null || true"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && still,
+        "tmpfs unmounted: {stderr}"
+    );
+    assert!(
+        stderr.contains(t) && stderr.contains("not a ringfs mount"),
+        "{stderr}"
+    );
+    let missing = c.scratch_path("missing");
+    let out = c.run(&["umount", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    let m = c.mount(&[]);
+    fs::write(m.path("f"), b"x").unwrap();
+    c.ok(&["umount", m.dir.to_str().unwrap()]);
+    wait_until(Duration::from_secs(15), "the mount to go", || {
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", m.dir.display()))
+    });
+    assert_eq!(c.get_bytes("/f"), b"x");
+}
