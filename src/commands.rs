@@ -940,9 +940,10 @@ pub async fn decommission(namenode: Option<String>, address: &str) -> anyhow::Re
 /// Makes sure `m` can be a mountpoint: an existing directory (created when missing).
 pub fn check_mountpoint(m: &Path) -> anyhow::Result<()> {
     match std::fs::metadata(m) {
-        // A live mount (a stale one fails metadata with ENOTCONN): checked before anything else,
-        // or `mounted at` would be announced for the mount that is already there.
-        Ok(_) if is_mounted(m) => bail!(
+        // A live mount, checked before anything else, or `mounted at` would be announced for the
+        // mount that is already there. A stale one (its process killed) may still answer stat
+        // from the kernel's cache, never statfs (ENOTCONN): `mount` cleans it.
+        Ok(_) if is_mounted(m) && statfs_answers(m) => bail!(
             "{}: already mounted (unmount it first: ringfs umount {})",
             m.display(),
             m.display()
@@ -991,13 +992,43 @@ fn is_mounted(m: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
+/// The file system type of `m` when statfs answers (a stale FUSE mount fails with ENOTCONN:
+/// statfs always reaches the file system's daemon, where stat may be answered from a cache).
+fn statfs_type(m: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(m.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st.f_type as i64)
+    }
+}
+
+fn statfs_answers(m: &Path) -> bool {
+    statfs_type(m).is_some()
+}
+
+/// Whether `m` is the root of a FUSE file system that answers.
+fn is_live_fuse(m: &Path) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    statfs_type(m) == Some(FUSE_SUPER_MAGIC)
+}
+
 /// Prints `mounted at PATH` on stdout once the kernel lists the mount (scripts wait for it).
+/// Only once the mount answers: a stale mount of a killed process (cleaned just before this
+/// one mounts) is listed too, and announcing it let a script read the empty directory under it.
 fn announce_when_mounted(m: &Path) -> tokio::task::JoinHandle<()> {
     let m = m.to_path_buf();
     tokio::spawn(async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
-            if is_mounted(&m) {
+            let probe = m.clone();
+            // statfs reaches this process's own FUSE session: not on a runtime worker.
+            let live =
+                tokio::task::spawn_blocking(move || is_mounted(&probe) && is_live_fuse(&probe))
+                    .await
+                    .unwrap_or(false);
+            if live {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "mounted at {}", m.display());
                 let _ = out.flush();

@@ -1004,3 +1004,23 @@ fn umount_unmounts_ringfs_mounts_only() {
     });
     assert_eq!(c.get_bytes("/f"), b"x");
 }
+
+#[test]
+fn a_remount_over_a_stale_mount_is_announced_only_once_it_answers() {
+    // Kill -9 and remount several times: each `mounted at` comes when the new mount serves the
+    // files (it was printed once for the stale mount being replaced: a read then met the empty
+    // directory under it, ENOENT).
+    let cluster = TestCluster::builder().start();
+    let mut m = cluster.mount(&[]);
+    fs::write(m.path("kept"), b"still here").unwrap();
+    for round in 0..8 {
+        // The kernel has the root's attributes cached, as a busy mount would.
+        let _ = fs::metadata(&m.dir);
+        m.kill();
+        m.start();
+        assert_eq!(
+            fs::read(m.path("kept")).map_err(|e| format!("round {round}: {e}")),
+            Ok(b"still here".to_vec())
+        );
+    }
+}
