@@ -229,7 +229,16 @@ fn retarget(e: ClientError, tmp: &str, target: &str) -> anyhow::Error {
     anyhow!("{target}: {msg}")
 }
 
+/// An empty local path names nothing (and would read as "ringfs: : no such file or directory").
+fn check_local(path: &str) -> anyhow::Result<()> {
+    if path.is_empty() {
+        bail!("invalid local path \"\": empty path");
+    }
+    Ok(())
+}
+
 pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCode> {
+    check_local(&a.local)?;
     let (source, size): (Box<dyn Read + Send>, Option<u64>) = if a.local == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
@@ -378,6 +387,7 @@ async fn write_out(
 }
 
 pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCode> {
+    check_local(&a.local)?;
     let client = connect(namenode).await?;
     let mut reader = client.open(path_ref(&a.remote)).await?;
     if a.local == "-" {

@@ -273,6 +273,13 @@ fn get_and_cat_errors_name_the_path_and_create_no_local_file() {
     c.fails(&["cat", "/d"]).says(&["/d", "is a directory"]);
     c.fails(&["cat", "/d/missing/deeper"])
         .says(&["no such file or directory"]);
+    // An empty local path is named as such (it read "ringfs: : no such file or directory").
+    c.put_bytes("/f", b"f");
+    c.fails(&["get", "/f", ""])
+        .says(&["invalid local path \"\": empty path"]);
+    c.fails(&["put", "", "/g"])
+        .says(&["invalid local path \"\": empty path"]);
+    assert!(!c.exists("/g"));
 }
 
 #[test]
