@@ -334,6 +334,27 @@ fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
     Ok(hex)
 }
 
+/// Takes `DIR/up.lock` (flock, released when the process ends) for the life of an `up`.
+fn lock_up_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("up.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "data dir {} is in use by another `ringfs up` (lock held)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 fn shutdown_on(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
     let mut rx = rx.clone();
     async move {
@@ -351,6 +372,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    // One `up` per data dir: a second one fails here with one message instead of one per node.
+    let _lock = lock_up_dir(&a.data_dir)?;
     let secret = cluster_secret(&a.data_dir)?;
 
     let nn_config = ringfs_namenode::Config {

@@ -471,6 +471,33 @@ fn up_runs_a_whole_cluster_in_one_command_and_keeps_data_across_restarts() {
     // SIGTERM and another `up` on the same dir the file is still there and healthy.
     let mut up = UpCluster::start(3);
     assert_eq!(up.live_datanodes(), 3);
+    // A second `up` on the same dir fails at once with one line naming the dir, printing nothing.
+    let dir = up.data_dir().to_path_buf();
+    let dir_s = dir.to_str().unwrap();
+    let mut second = Command::new(bin());
+    second
+        .args([
+            "up",
+            "--data-dir",
+            dir_s,
+            "--namenode-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "error");
+    let out = run_with_timeout(second, None, "a second up", Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(dir_s) && stderr.contains("in use by another `ringfs up`"),
+        "{stderr}"
+    );
+    assert_eq!(up.live_datanodes(), 3);
     let data = random_bytes(3 * MIB + 17, 1);
     up.put_bytes("/hello.bin", &data);
     assert_same_bytes(&up.get_bytes("/hello.bin"), &data, "/hello.bin");
