@@ -326,9 +326,18 @@ async fn receive_block(
         None => {}
     }
     drop(disk_tx);
-    let writer = disk.await.map_err(join_error)??;
-    let Finalized { info, hash } = blocking(move || writer.finish()).await?;
-    node.namenode.block_received(info).await;
+    // Finalizing and telling the namenode run in their own task: hyper drops this handler when the
+    // writer's connection goes (a killed client), and a replica finalized but never reported would
+    // stay unknown to the namenode (not deleted with its file) until the next full block report.
+    let reporter = node.clone();
+    let Finalized { info, hash } = tokio::spawn(async move {
+        let writer = disk.await.map_err(join_error)??;
+        let finalized = blocking(move || writer.finish()).await?;
+        reporter.namenode.block_received(finalized.info).await;
+        Ok::<_, DatanodeError>(finalized)
+    })
+    .await
+    .map_err(join_error)??;
 
     let mut stored = vec![node.address.clone()];
     let mut failed = Vec::new();
