@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringfs_client::write::{Bytes, BytesMut};
 use ringfs_client::{
-    path_ref, pb, Client, ClientConfig, ClientError, CreateOptions, ErrorKind, FileReader,
+    inode_ref, path_ref, pb, Client, ClientConfig, ClientError, CreateOptions, ErrorKind,
+    FileReader,
 };
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
@@ -553,6 +554,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
             .list(&a.path)
             .await?
             .into_iter()
+            .filter(|e| a.all || !e.name.starts_with(ringfs_client::OPEN_FILE_HIDDEN_PREFIX))
             .filter_map(|e| {
                 let path = join(&a.path, &e.name);
                 e.attr.map(|at| (e.name, path, at))
@@ -561,17 +563,35 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
     } else {
         vec![(basename(&a.path).to_string(), a.path.clone(), attr)]
     };
+    let mut targets = Vec::with_capacity(entries.len());
+    for (_, _, at) in &entries {
+        targets.push(if a.long || a.json {
+            symlink_target(&client, at).await?
+        } else {
+            None
+        });
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         let v: Vec<Value> = entries
             .iter()
-            .map(|(name, path, at)| attr_json(name, path, at))
+            .zip(&targets)
+            .map(|((name, path, at), target)| {
+                let mut v = attr_json(name, path, at);
+                if let Some(t) = target {
+                    v["target"] = json!(t);
+                }
+                v
+            })
             .collect();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else if a.long {
-        for (name, _, at) in &entries {
-            writeln!(out, "{}", format::long_line(name, at))?;
+        for ((name, _, at), target) in entries.iter().zip(&targets) {
+            match target {
+                Some(t) => writeln!(out, "{} -> {t}", format::long_line(name, at))?,
+                None => writeln!(out, "{}", format::long_line(name, at))?,
+            }
         }
     } else {
         for (name, _, _) in &entries {
@@ -580,6 +600,18 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The target of `attr` when it is a symlink. A link removed since it was listed has none.
+async fn symlink_target(client: &Client, attr: &pb::Attr) -> anyhow::Result<Option<String>> {
+    if attr.kind != pb::FileKind::Symlink as i32 {
+        return Ok(None);
+    }
+    match client.readlink(inode_ref(attr.inode)).await {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn mkdir(namenode: Option<String>, a: MkdirArgs) -> anyhow::Result<ExitCode> {
@@ -652,15 +684,22 @@ pub async fn stat(namenode: Option<String>, a: StatArgs) -> anyhow::Result<ExitC
     } else {
         Vec::new()
     };
+    let target = symlink_target(&client, &attr).await?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let mut v = attr_json(basename(&a.path), &a.path, &attr);
         v["blocks"] = Value::Array(blocks.iter().map(block_json).collect());
+        if let Some(t) = &target {
+            v["target"] = json!(t);
+        }
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
         let kind = format::kind_name(attr.kind);
-        writeln!(out, "  path: {}", a.path)?;
+        match &target {
+            Some(t) => writeln!(out, "  path: {} -> {t}", a.path)?,
+            None => writeln!(out, "  path: {}", a.path)?,
+        }
         writeln!(
             out,
             "  kind: {kind}   inode: {}   links: {}",

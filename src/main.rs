@@ -142,12 +142,15 @@ pub struct JsonArg {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Long listing: mode, links, owner, group, size, mtime, name.
+    /// Long listing: mode, links, owner, group, size, mtime, name (and a symlink's target).
     #[arg(short = 'l')]
     pub long: bool,
     /// Print JSON (an array of entries).
     #[arg(long)]
     pub json: bool,
+    /// Also list the hidden names (`.ringfs-open-*`) a mount keeps for files unlinked while open.
+    #[arg(short = 'a', long)]
+    pub all: bool,
     /// Directory or file to list.
     #[arg(default_value = "/")]
     pub path: String,

@@ -295,6 +295,19 @@ impl Client {
         attr_of(resp.into_inner().attr, &what)
     }
 
+    /// The target of the symlink `node`.
+    pub async fn readlink(&self, node: pb::NodeRef) -> Result<String, ClientError> {
+        let resp = self
+            .namenode()
+            .readlink(pb::ReadlinkRequest {
+                creds: self.creds_msg(),
+                node: Some(node),
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(resp.into_inner().target)
+    }
+
     /// Every entry of the directory `path`, sorted by name (pages through `ReadDir`).
     pub async fn list(&self, path: &str) -> Result<Vec<pb::DirEntry>, ClientError> {
         self.list_node(path_ref(path)).await

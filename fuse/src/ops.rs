@@ -24,7 +24,7 @@ const QUERY_ATTEMPTS: usize = 4;
 const QUERY_AGAIN_IF_FASTER: Duration = Duration::from_secs(5);
 
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
-pub(crate) const HIDDEN_PREFIX: &str = ".ringfs-open-";
+pub(crate) const HIDDEN_PREFIX: &str = ringfs_client::OPEN_FILE_HIDDEN_PREFIX;
 
 /// How long after the kernel looked a file up a rename over it keeps the replaced inode alive
 /// (under a hidden name), for an `open` of the name that raced with the rename.

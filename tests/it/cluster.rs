@@ -446,8 +446,9 @@ impl Cli {
         h
     }
 
+    /// Runs a client command that must succeed and print JSON.
     #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
+    pub fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
         serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("ringfs {args:?} printed invalid JSON ({e}): {out}"))
@@ -470,10 +471,10 @@ impl Cli {
 
     #[track_caller]
     pub fn ls_json(&self, path: &str) -> Value {
-        self.json(&["ls", "--json", path])
+        self.json(&["ls", "-a", "--json", path])
     }
 
-    /// The entries of `ls --json DIR` (an array, or an object with `entries`).
+    /// The entries of `ls -a --json DIR` (an array, or an object with `entries`).
     #[track_caller]
     pub fn ls_entries(&self, path: &str) -> Vec<Value> {
         match self.ls_json(path) {

@@ -458,6 +458,39 @@ fn unlinked_open_file_stays_usable_and_rename_flags_work() {
     assert_eq!(fs::read(m.path("z")).unwrap(), b"y");
 }
 
+#[test]
+fn cli_ls_hides_names_of_open_unlinked_files_and_shows_symlink_targets() {
+    // A file unlinked while open on a mount keeps a hidden `.ringfs-open-*` name: the mount does
+    // not list it and neither does `ringfs ls` (only `ls -a`). `ls -l` and `stat` show where a
+    // symlink points, as coreutils do.
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    fs::write(m.path("kept"), b"k").unwrap();
+    let f = File::create(m.path("gone")).unwrap();
+    fs::remove_file(m.path("gone")).unwrap();
+    std::os::unix::fs::symlink("kept", m.path("link")).unwrap();
+
+    assert_eq!(cluster.ok(&["ls", "/"]), "kept\nlink\n");
+    let all = cluster.ok(&["ls", "-a", "/"]);
+    assert!(
+        all.lines().any(|n| n.starts_with(".ringfs-open-")),
+        "ls -a lists the hidden name: {all}"
+    );
+    let long = cluster.ok(&["ls", "-l", "/"]);
+    assert!(long.lines().any(|l| l.ends_with(" link -> kept")), "{long}");
+    assert!(!long.contains(".ringfs-open-"), "{long}");
+    let st = cluster.json(&["stat", "--json", "/link"]);
+    assert_eq!(field_str(&st, "target"), "kept", "{st}");
+    assert_eq!(field_str(&st, "kind"), "symlink", "{st}");
+    let entries = cluster.json(&["ls", "--json", "/"]);
+    let link = entries
+        .as_array()
+        .and_then(|a| a.iter().find(|e| field_str(e, "name") == "link"))
+        .unwrap_or_else(|| panic!("no link in {entries}"));
+    assert_eq!(field_str(link, "target"), "kept", "{link}");
+    drop(f);
+}
+
 fn cstr(p: &Path) -> std::ffi::CString {
     std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
 }
