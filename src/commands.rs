@@ -332,12 +332,25 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         r = copy => r,
         _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
     };
+    // Renamed while still open, then closed: a put killed in between leaves the complete file
+    // under its target name (lease recovery closes it), never a complete temporary file, which
+    // nothing would remove (recovery deletes only temporary files still being written).
     let result = match copied {
-        Ok(()) => match w.finish().await {
-            Ok(_) => client
-                .rename_with(&tmp, &target, !a.force, false)
-                .await
-                .map_err(|e| anyhow!("{}", change_error(&target, &e).replace(&tmp, &target))),
+        Ok(()) => match w.commit_all().await {
+            Ok(file) => match client.rename_with(&tmp, &target, !a.force, false).await {
+                Ok(()) => match file.close().await {
+                    Ok(()) => Ok(()),
+                    // In place and complete: only the close is missing, which lease recovery does.
+                    Err(e) => bail!(
+                        "{target}: written, but closing it failed ({e}); the namenode closes it \
+                         when this client's lease expires"
+                    ),
+                },
+                Err(e) => Err(anyhow!(
+                    "{}",
+                    change_error(&target, &e).replace(&tmp, &target)
+                )),
+            },
             Err(e) => Err(retarget(e, &tmp, &target)),
         },
         Err(e) => {

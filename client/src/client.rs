@@ -584,6 +584,18 @@ impl Client {
         w.finish().await
     }
 
+    /// Gives back this client's lease of `inode` alone: the file is closed at its committed content.
+    pub async fn release_file_lease(&self, inode: u64) -> Result<(), ClientError> {
+        self.namenode()
+            .release_lease(pb::RenewLeaseRequest {
+                client_id: self.shared.client_id.clone(),
+                inode,
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
+    }
+
     /// Replaces the block list of `inode` atomically and sets its size; `close` releases the lease.
     pub async fn commit_blocks(
         &self,

@@ -29,7 +29,7 @@ pub use client::{
 pub use error::ClientError;
 pub use read::FileReader;
 pub use ringfs_proto::{pb, ErrorKind};
-pub use write::FileWriter;
+pub use write::{CommittedFile, FileWriter};
 
 /// Prefix of the hidden names a mount gives files unlinked while still open there
 /// (`.ringfs-open-<inode>-<mount>`, like NFS's `.nfsXXXX`): the mount does not list them and the

@@ -14,6 +14,28 @@
 
 use crate::client::Client;
 use crate::error::ClientError;
+/// A file whose whole content is committed and which is still open for writing (its lease held),
+/// from [`FileWriter::commit_all`]. Dropped without [`CommittedFile::close`], the file stays open
+/// until the client gives its leases back (when the last clone of the `Client` goes) or they expire.
+pub struct CommittedFile {
+    client: Client,
+    inode: u64,
+    attr: pb::Attr,
+}
+
+impl CommittedFile {
+    /// The file's attributes after the commit.
+    pub fn attr(&self) -> &pb::Attr {
+        &self.attr
+    }
+
+    /// Closes the file (gives its lease back) and returns once that is durable at the namenode.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.client.release_file_lease(self.inode).await?;
+        self.client.sync().await
+    }
+}
+
 /// The buffer types of [`FileWriter::write_bytes`] (re-exported so callers need no `bytes` dependency).
 pub use bytes::{Bytes, BytesMut};
 use ringfs_proto::chunk::{self, PACKET_SIZE};
@@ -743,7 +765,27 @@ impl FileWriter {
         Ok(attr)
     }
 
-    async fn finish_unsynced(mut self) -> Result<pb::Attr, ClientError> {
+    /// Flushes the last packet and block and commits the block list like [`FileWriter::finish`],
+    /// but keeps the file open for writing (lease held): the caller can rename it into place before
+    /// [`CommittedFile::close`], so that a writer killed in between leaves the complete file under
+    /// its final name (lease recovery closes it there), never a complete file under a temporary one.
+    pub async fn commit_all(self) -> Result<CommittedFile, ClientError> {
+        let client = self.client.clone();
+        let inode = self.attr.inode;
+        let attr = self.commit_final(false).await?;
+        Ok(CommittedFile {
+            client,
+            inode,
+            attr,
+        })
+    }
+
+    async fn finish_unsynced(self) -> Result<pb::Attr, ClientError> {
+        self.commit_final(true).await
+    }
+
+    /// The final commit of everything written; `close` releases the lease.
+    async fn commit_final(mut self, close: bool) -> Result<pb::Attr, ClientError> {
         self.check_usable()?;
         // A small file whose whole content is still in the packet buffer: stored inline in the
         // namenode's metadata (one journaled commit, no datanode), unless its budget is used up.
@@ -758,7 +800,7 @@ impl FileWriter {
             let inode = self.attr.inode;
             if let Some(attr) = self
                 .client
-                .commit_inline(inode, data, self.size, true, None)
+                .commit_inline(inode, data, self.size, close, None)
                 .await?
             {
                 return Ok(attr);
@@ -769,7 +811,7 @@ impl FileWriter {
         self.settle(false).await?;
         let blocks = std::mem::take(&mut self.blocks);
         self.client
-            .commit_blocks(self.attr.inode, blocks, self.size, true)
+            .commit_blocks(self.attr.inode, blocks, self.size, close)
             .await
     }
 

@@ -492,6 +492,69 @@ fn killed_put_leaves_no_temporary_file_after_the_lease_limit() {
 }
 
 #[test]
+fn puts_killed_at_any_moment_leave_the_complete_file_or_nothing() {
+    // `kill -9` puts at moments spread over a whole put, densest in its last milliseconds (final
+    // commit, rename into place, close). Once the lease limit passes, each target is either
+    // absent or complete, and no temporary name is left. A put closed its file before renaming it:
+    // killed in between, it left a complete hidden temporary file that nothing removed.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("1MiB")
+        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "2s"])
+        .start();
+    c.ok(&["mkdir", "/t"]);
+    let mut cases = Vec::new();
+    // A small file (committed inline: the end of the put is most of it) and a 2-block one.
+    for (n, size) in [(0u64, 5_000u64), (1, 2 * MIB as u64 + 12_345)] {
+        let local = c.scratch_path("src");
+        write_random_file(&local, size, 77 + n);
+        let local = local.to_str().unwrap().to_string();
+        let t = Instant::now();
+        c.ok(&["put", &local, &format!("/t/probe{n}")]);
+        cases.push((local, t.elapsed()));
+    }
+    const PUTS: u32 = 30;
+    let mut puts = Vec::new();
+    for (n, (local, put_time)) in cases.iter().enumerate() {
+        for i in 0..PUTS {
+            let path = format!("/t/f{n}-{i}");
+            let mut put = c.spawn(&["put", local, &path], Stdio::null());
+            // From half the probe's duration to a little past it.
+            std::thread::sleep(put_time.mul_f64(0.5 + 0.7 * i as f64 / PUTS as f64));
+            let _ = put.kill();
+            put.wait().unwrap();
+            puts.push((path, local.clone()));
+        }
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the temporary files of the killed puts to go",
+        || {
+            let names = c.ls_names("/t");
+            let tmp: Vec<_> = names
+                .iter()
+                .filter(|n| n.contains(".ringfs-put-"))
+                .collect();
+            if tmp.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {tmp:?}"))
+            }
+        },
+    );
+    for (path, local) in &puts {
+        if c.exists(path) {
+            assert!(
+                c.get_bytes(path) == std::fs::read(local).unwrap(),
+                "{path}: a killed put left a partial file"
+            );
+        }
+    }
+    let f = c.fsck_json("/");
+    assert_eq!(field_u64(&f, "open_files"), 0, "{f}");
+}
+
+#[test]
 fn scrubber_finds_and_repairs_corrupted_replicas_without_any_read() {
     // Corrupt 5 replica files (5 blocks) on disk and read nothing: the scrubbers find them, the bad replicas
     // are replaced from good ones, and every block ends with 3 identical good replicas.
