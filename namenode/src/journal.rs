@@ -14,7 +14,7 @@
 //! rewritten per operation) and `meta` (format version, the id counters, `applied_seq`). There is no
 //! checkpoint that could stall the namenode: the store is always current up to the last group.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::future::Future;
 use std::io::Write;
@@ -64,6 +64,8 @@ pub struct Journal {
     /// ahead of the store, so nothing more may be acknowledged).
     failed: Arc<OnceLock<String>>,
     writer: Option<JoinHandle<()>>,
+    /// The store, shared with the writer thread (read by [`Journal::reload`]).
+    db: Arc<Database>,
     path: PathBuf,
     /// Counters shared with the writer thread (for metrics).
     stats: Arc<Counts>,
@@ -278,6 +280,13 @@ fn storage(path: &Path, e: impl std::fmt::Display) -> NamenodeError {
     NamenodeError::Storage(format!("{}: {e}", path.display()))
 }
 
+/// The error of a change refused after the journal failed with `e`.
+fn refused(e: &str) -> NamenodeError {
+    NamenodeError::Storage(format!(
+        "{e} (no change is accepted until the namenode is restarted)"
+    ))
+}
+
 impl Journal {
     /// Open (or create) `dir/namespace.redb`, replay the log into it and load the namespace. A new
     /// store starts with an empty namespace (root only), persisted before this returns.
@@ -299,8 +308,9 @@ impl Journal {
             write_group(&db, &batches, false, Some(applied)).map_err(|e| storage(&path, e))?;
             tracing::info!(path = %path.display(), batches = replay.len(), "log replayed into the store");
         }
-        let ns = match load(&db, &path)? {
-            Some((ns, format)) => {
+        let ns = match read_store(&db, &path)? {
+            Some(stored) => {
+                let (ns, format) = (stored.rows.into_namespace()?, stored.format);
                 if format != FORMAT {
                     write_group(&db, &[], true, None).map_err(|e| storage(&path, e))?;
                     tracing::info!(path = %path.display(), from = format, to = FORMAT, "metadata store format upgraded");
@@ -323,14 +333,15 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(OnceLock::new());
         let stats = Arc::new(Counts::default());
+        let db = Arc::new(db);
         if !store {
-            drop(db);
             std::mem::forget(rx);
             return Ok((
                 Journal {
                     tx: Some(tx),
                     failed,
                     writer: None,
+                    db,
                     path,
                     stats,
                     log,
@@ -339,8 +350,13 @@ impl Journal {
             ));
         }
         let writer = {
-            let (failed, path, stats, log) =
-                (failed.clone(), path.clone(), stats.clone(), log.clone());
+            let (db, failed, path, stats, log) = (
+                db.clone(),
+                failed.clone(),
+                path.clone(),
+                stats.clone(),
+                log.clone(),
+            );
             std::thread::Builder::new()
                 .name("ringfs-journal".into())
                 .spawn(move || writer_loop(db, rx, failed, path, stats, log))
@@ -354,6 +370,7 @@ impl Journal {
                 tx: Some(tx),
                 failed,
                 writer: Some(writer),
+                db,
                 path,
                 stats,
                 log,
@@ -383,9 +400,7 @@ impl Journal {
     /// logged and committed in call order. An empty batch is durable at once. After a storage error
     /// every later call fails.
     pub fn log(&self, batch: Vec<Mutation>) -> Result<Commit> {
-        if let Some(e) = self.failed.get() {
-            return Err(NamenodeError::Storage(e.clone()));
-        }
+        self.check()?;
         if batch.is_empty() {
             return Ok(Commit::ready(Ok(())));
         }
@@ -397,7 +412,7 @@ impl Journal {
             let msg = format!("{}: appending to the log: {e}", log.dir.display());
             tracing::error!(error = %msg, "refusing further mutations");
             let _ = self.failed.set(msg.clone());
-            NamenodeError::Storage(msg)
+            refused(&msg)
         })?;
         // Sent under the log lock: the writer sees batches in log order.
         Ok(self.queue(seq, batch))
@@ -410,11 +425,42 @@ impl Journal {
 
     /// Resolves when every batch logged before this call is durable in the store.
     pub fn sync(&self) -> Commit {
-        if let Some(e) = self.failed.get() {
-            return Commit::ready(Err(NamenodeError::Storage(e.clone())));
+        if let Err(e) = self.check() {
+            return Commit::ready(Err(e));
         }
         let _order = self.log.lock().unwrap_or_else(|p| p.into_inner());
         self.queue(0, Vec::new())
+    }
+
+    /// Fails once a log write or a store commit failed: from then on nothing may change (the log
+    /// may end in a torn record, or the store may be behind the log), so a caller checks this
+    /// before it changes the namespace in memory.
+    pub fn check(&self) -> Result<()> {
+        match self.failed.get() {
+            Some(e) => Err(refused(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Rebuilds the namespace from what is on disk: the store plus the log records after it (up to
+    /// a torn one). The namenode calls this when a batch it already applied in memory could not
+    /// be logged, so that it shows nothing the log does not hold (a restart would lose it).
+    pub fn reload(&self) -> Result<Namespace> {
+        // No log file is appended to or deleted while the store and the log are read.
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stored = read_store(&self.db, &self.path)?
+            .ok_or_else(|| storage(&self.path, "the store holds no namespace"))?;
+        let (batches, _) = read_log(&log.dir, stored.applied)?;
+        for batch in batches {
+            stored.rows.apply(batch);
+        }
+        stored.rows.into_namespace()
+    }
+
+    /// Test hook: appends go to `file` from now on (`/dev/full`: every write fails with ENOSPC).
+    #[cfg(test)]
+    pub(crate) fn redirect_log(&self, file: File) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).file = file;
     }
 
     fn queue(&self, seq: u64, batch: Vec<Mutation>) -> Commit {
@@ -445,7 +491,7 @@ impl Drop for Journal {
 
 /// The writer thread: take everything queued, commit it as one transaction, acknowledge every batch.
 fn writer_loop(
-    db: Database,
+    db: Arc<Database>,
     rx: mpsc::Receiver<Pending>,
     failed: Arc<OnceLock<String>>,
     path: PathBuf,
@@ -576,8 +622,61 @@ fn applied_seq(db: &Database, path: &Path) -> Result<u64> {
     Ok(seq.map(|v| v.value()).unwrap_or(0))
 }
 
-/// Read the whole store and its format version; `None` if it is new (no format row yet).
-fn load(db: &Database, path: &Path) -> Result<Option<(Namespace, u64)>> {
+/// The rows of a namespace: read from the store, then possibly advanced by log records.
+struct Rows {
+    inodes: BTreeMap<u64, InodeRecord>,
+    entries: BTreeMap<(u64, String), u64>,
+    counters: Counters,
+}
+
+impl Rows {
+    /// Applies one logged batch, as [`write_group`] does to the store.
+    fn apply(&mut self, batch: Vec<Mutation>) {
+        for m in batch {
+            match m {
+                Mutation::PutInode(r) => {
+                    self.inodes.insert(r.id, r);
+                }
+                Mutation::DeleteInode(id) => {
+                    self.inodes.remove(&id);
+                }
+                Mutation::PutEntry {
+                    parent,
+                    name,
+                    child,
+                } => {
+                    self.entries.insert((parent, name), child);
+                }
+                Mutation::DeleteEntry { parent, name } => {
+                    self.entries.remove(&(parent, name));
+                }
+                Mutation::SetCounters(c) => self.counters = c,
+            }
+        }
+    }
+
+    fn into_namespace(self) -> Result<Namespace> {
+        Namespace::from_records(
+            self.inodes.into_values(),
+            self.entries
+                .into_iter()
+                .map(|((parent, name), child)| (parent, name, child)),
+            self.counters,
+        )
+    }
+}
+
+/// What the store holds, read in one transaction.
+struct Stored {
+    rows: Rows,
+    /// Row format version of the store.
+    format: u64,
+    /// The last log record in the store.
+    applied: u64,
+}
+
+/// Read the whole store; `None` if it is new (no format row yet).
+fn read_store(db: &Database, path: &Path) -> Result<Option<Stored>> {
     let err = |e: &dyn std::fmt::Display| storage(path, e);
     let txn = db.begin_read().map_err(|e| err(&e))?;
     let meta = match txn.open_table(META) {
@@ -600,13 +699,14 @@ fn load(db: &Database, path: &Path) -> Result<Option<(Namespace, u64)>> {
             )))
         }
     };
+    let applied = get("applied_seq")?.unwrap_or(0);
     let defaults = Counters::default();
     let counters = Counters {
         next_inode: get("next_inode")?.unwrap_or(defaults.next_inode),
         next_block: get("next_block")?.unwrap_or(defaults.next_block),
         next_generation: get("next_generation")?.unwrap_or(defaults.next_generation),
     };
-    let mut inodes = Vec::new();
+    let mut inodes = BTreeMap::new();
     for row in txn
         .open_table(INODES)
         .map_err(|e| err(&e))?
@@ -634,9 +734,9 @@ fn load(db: &Database, path: &Path) -> Result<Option<(Namespace, u64)>> {
                 record.id
             )));
         }
-        inodes.push(record);
+        inodes.insert(record.id, record);
     }
-    let mut entries = Vec::new();
+    let mut entries = BTreeMap::new();
     for row in txn
         .open_table(ENTRIES)
         .map_err(|e| err(&e))?
@@ -645,9 +745,17 @@ fn load(db: &Database, path: &Path) -> Result<Option<(Namespace, u64)>> {
     {
         let (k, v) = row.map_err(|e| err(&e))?;
         let (parent, name) = k.value();
-        entries.push((parent, name.to_string(), v.value()));
+        entries.insert((parent, name.to_string()), v.value());
     }
-    Namespace::from_records(inodes, entries, counters).map(|ns| Some((ns, format)))
+    Ok(Some(Stored {
+        rows: Rows {
+            inodes,
+            entries,
+            counters,
+        },
+        format,
+        applied,
+    }))
 }
 
 /// Row encoding version 1 (before inline file content), read from stores written by older
@@ -975,6 +1083,8 @@ mod tests {
                 drop(journal.log(ns.drain_changes()).unwrap());
             }
             assert!(log_files(dir.path()).len() > 1, "the log rotates");
+            // the store and the log together are what memory holds
+            assert_eq!(dump(&journal.reload().unwrap()), dump(&ns));
             dump(&ns)
         };
         let (journal, mut ns) = Journal::open(dir.path()).unwrap();
@@ -1128,5 +1238,79 @@ mod tests {
         .unwrap();
         assert_eq!(reopened.inode_count(), 1001);
         assert_eq!(dump(&reopened), expected);
+    }
+
+    #[tokio::test]
+    async fn a_change_that_cannot_be_logged_is_not_shown_and_later_ones_change_nothing() {
+        // The log's disk is full (appends go to /dev/full): the mkdir fails naming the cause, the
+        // namespace does not show the directory, later changes are refused without changing
+        // anything, and what was acknowledged before is kept, also across a reopen.
+        use crate::service::{After, Shared, State};
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, ns) = Journal::open(dir.path()).unwrap();
+        let config = crate::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let shared = Arc::new(Shared::new(config, journal, ns));
+        let mkdir = |p: &'static str| {
+            move |st: &mut State, _: &mut After| {
+                st.ns
+                    .mkdir(&Caller::root(), EntrySel::Path(p), 0o755, false, now())
+                    .map(|_| ())
+            }
+        };
+        let shown = |p: &str| {
+            shared
+                .lock()
+                .ns
+                .resolve(&Caller::root(), NodeSel::Path(p), false)
+                .is_ok()
+        };
+        shared.mutate(mkdir("/kept")).await.unwrap();
+        shared.journal.redirect_log(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+        let e = shared.mutate(mkdir("/refused")).await.unwrap_err();
+        assert!(e.to_string().contains("appending to the log"), "{e}");
+        assert!(!shown("/refused"), "a change that is not logged is shown");
+        let e = shared
+            .mutate(|st, _| {
+                st.ns
+                    .remove(
+                        &Caller::root(),
+                        EntrySel::Path("/kept"),
+                        RemoveMode {
+                            recursive: false,
+                            any_kind: true,
+                            directory: false,
+                        },
+                        now(),
+                    )
+                    .map(|_| ())
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("until the namenode is restarted"),
+            "{e}"
+        );
+        assert!(shown("/kept"), "a refused remove took effect in memory");
+        assert!(shared.mutate(mkdir("/later")).await.is_err());
+        assert!(!shown("/later"));
+        assert!(shared.sync().await.is_err());
+        drop(shared);
+        let (_journal, ns) = tokio::task::spawn_blocking({
+            let path = dir.path().to_path_buf();
+            move || Journal::open(&path).unwrap()
+        })
+        .await
+        .unwrap();
+        let on_disk = |p: &str| ns.resolve(&Caller::root(), NodeSel::Path(p), false).is_ok();
+        assert!(on_disk("/kept"));
+        assert!(!on_disk("/refused") && !on_disk("/later"));
     }
 }

@@ -167,7 +167,8 @@ impl Shared {
     /// Runs a namespace mutation: apply under the lock and log it in order (from then on it
     /// survives a crash of this process, so the caller may acknowledge it). The follow-up work
     /// (replica deletions) waits until the change is durable in the store: after a power loss the
-    /// store must not reference a replica that is already deleted.
+    /// store must not reference a replica that is already deleted. Once the journal has failed
+    /// nothing is changed; a change that could not be logged is taken back out of memory.
     pub async fn mutate<T>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut State, &mut After) -> Result<T>,
@@ -175,9 +176,21 @@ impl Shared {
         let mut after = After::default();
         let (result, logged) = {
             let mut st = self.lock();
+            // A failed journal logs nothing more: refuse before anything changes in memory.
+            self.journal.check()?;
             let result = f(&mut st, &mut after);
             let changes = st.ns.drain_changes();
-            (result, self.journal.log(changes))
+            let logged = self.journal.log(changes);
+            if logged.is_err() {
+                // The change is in memory but not in the log: readers must not see what a
+                // restart would lose, so the namespace goes back to what the disk holds.
+                match self.journal.reload() {
+                    Ok(ns) => st.ns = ns,
+                    Err(e) => tracing::error!(error = %e,
+                        "cannot reload the namespace after a failed log write: it shows a change that is not logged"),
+                }
+            }
+            (result, logged)
         };
         let durable = logged?;
         let value = result?;
