@@ -150,26 +150,28 @@ fn record_check(seq: u64, payload: &[u8]) -> [u8; 8] {
     out
 }
 
-/// Reads the log files in `dir` and returns the batches after `applied`, in order, up to the first
-/// torn or missing record, and the first sequence numbers of the files read.
-fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<u64>)> {
-    let mut firsts: Vec<u64> = std::fs::read_dir(dir)
+/// Reads the log files in `dir` (`wal-<first seq>.log`, in the order of that number) and returns
+/// the batches after `applied`, in order, up to the first torn or missing record, and the paths of
+/// the files read. A file is read under the name it has: `wal-5.log` is not `wal-000…005.log`.
+fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<PathBuf>)> {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| storage(dir, e))?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("wal-")?
+            let first = name
+                .strip_prefix("wal-")?
                 .strip_suffix(".log")?
                 .parse::<u64>()
-                .ok()
+                .ok()?;
+            Some((first, e.path()))
         })
         .collect();
-    firsts.sort_unstable();
+    files.sort_unstable();
     let mut batches = Vec::new();
     let mut expected = applied + 1;
-    'files: for &first in &firsts {
-        let path = Log::path(dir, first);
-        let bytes = std::fs::read(&path).map_err(|e| storage(&path, e))?;
+    'files: for (_, path) in &files {
+        let bytes = std::fs::read(path).map_err(|e| storage(path, e))?;
         let mut rest = &bytes[..];
         while !rest.is_empty() {
             let torn = |why: &str| {
@@ -199,12 +201,12 @@ fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<u64>)> 
                 break 'files;
             }
             let batch: Vec<Mutation> = postcard::from_bytes(payload)
-                .map_err(|e| storage(&path, format!("log record {seq}: {e}")))?;
+                .map_err(|e| storage(path, format!("log record {seq}: {e}")))?;
             batches.push(batch);
             expected += 1;
         }
     }
-    Ok((batches, firsts))
+    Ok((batches, files.into_iter().map(|(_, path)| path).collect()))
 }
 
 /// Running totals of the writer thread.
@@ -325,8 +327,7 @@ impl Journal {
             }
         };
         // Every record is in the store now (durably): the old log files go.
-        for first in log_files {
-            let file = Log::path(dir, first);
+        for file in log_files {
             std::fs::remove_file(&file).map_err(|e| storage(&file, e))?;
         }
         let log = Arc::new(Mutex::new(Log::start(dir, applied + 1, VecDeque::new())?));
@@ -1312,5 +1313,33 @@ mod tests {
         let on_disk = |p: &str| ns.resolve(&Caller::root(), NodeSel::Path(p), false).is_ok();
         assert!(on_disk("/kept"));
         assert!(!on_disk("/refused") && !on_disk("/later"));
+    }
+
+    #[test]
+    fn log_files_are_read_under_their_own_names_and_others_are_left_alone() {
+        // `wal-<n>.log` written without the zero padding (or with a sign) is read and replayed
+        // like any log file; it used to fail the open with "wal-000…<n>.log: No such file or
+        // directory". Files that are not logs (`wal-x.log`, `wal-….log.bak`) are not touched.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        {
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            create(&mut ns, "/renamed");
+            drop(journal.log(ns.drain_changes()).unwrap());
+        }
+        let files = log_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let short = dir.path().join("wal-+2.log");
+        std::fs::rename(&files[0], &short).unwrap();
+        for other in ["wal-x.log", "wal-00000000000000000009.log.bak"] {
+            std::fs::write(dir.path().join(other), b"not a log").unwrap();
+        }
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert!(ns
+            .resolve(&Caller::root(), NodeSel::Path("/renamed"), false)
+            .is_ok());
+        assert!(!short.exists(), "a replayed log file is deleted");
+        assert!(dir.path().join("wal-x.log").exists());
+        assert!(dir.path().join("wal-00000000000000000009.log.bak").exists());
     }
 }
