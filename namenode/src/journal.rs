@@ -150,10 +150,21 @@ fn record_check(seq: u64, payload: &[u8]) -> [u8; 8] {
     out
 }
 
-/// Reads the log files in `dir` (`wal-<first seq>.log`, in the order of that number) and returns
-/// the batches after `applied`, in order, up to the first torn or missing record, and the paths of
-/// the files read. A file is read under the name it has: `wal-5.log` is not `wal-000…005.log`.
-fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<PathBuf>)> {
+/// What [`read_log`] found.
+struct LogRead {
+    /// The batches after `applied`, in order, up to the first torn, damaged or missing record.
+    batches: Vec<Vec<Mutation>>,
+    /// The log files, in order.
+    files: Vec<PathBuf>,
+    /// Index in `files` of the file where replay stopped at a damaged record or a gap with more
+    /// of the log after it (not a torn last write): that file and the later ones hold records
+    /// that were not replayed.
+    damaged_from: Option<usize>,
+}
+
+/// Reads the log files in `dir` (`wal-<first seq>.log`, in the order of that number). A file is
+/// read under the name it has: `wal-5.log` is not `wal-000…005.log`.
+fn read_log(dir: &Path, applied: u64) -> Result<LogRead> {
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| storage(dir, e))?
         .filter_map(|e| e.ok())
@@ -170,35 +181,56 @@ fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<PathBuf
     files.sort_unstable();
     let mut batches = Vec::new();
     let mut expected = applied + 1;
-    'files: for (_, path) in &files {
+    let mut damaged_from = None;
+    'files: for (i, (_, path)) in files.iter().enumerate() {
         let bytes = std::fs::read(path).map_err(|e| storage(path, e))?;
         let mut rest = &bytes[..];
+        let last_file = i + 1 == files.len();
         while !rest.is_empty() {
-            let torn = |why: &str| {
-                tracing::warn!(path = %path.display(), seq = expected, why, "log ends in a torn record; replay stops there");
+            // A write cut short by a crash leaves a prefix of its record at the end of the last
+            // file (or zeros, after a power loss); anything else is damage with log after it.
+            let end = |why: &str, rest: &[u8]| {
+                let torn_tail = last_file
+                    && (rest.len() < RECORD_HEADER
+                        || RECORD_HEADER
+                            + (u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"))
+                                as usize)
+                            > rest.len()
+                        || rest.iter().all(|&b| b == 0));
+                if torn_tail {
+                    tracing::warn!(path = %path.display(), seq = expected, why, "log ends in a torn record; replay stops there");
+                    None
+                } else {
+                    tracing::error!(path = %path.display(), seq = expected, why, bytes_after = rest.len(),
+                        later_files = files.len() - i - 1,
+                        "damaged log record with more log after it: replay stops there; the rest is kept as *.log.dropped");
+                    Some(i)
+                }
             };
             if rest.len() < RECORD_HEADER {
-                torn("short header");
+                damaged_from = end("short header", rest);
                 break 'files;
             }
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
             let seq = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
             let check = &rest[12..20];
             let Some(payload) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else {
-                torn("short payload");
+                damaged_from = end("short payload", rest);
                 break 'files;
             };
             if check != record_check(seq, payload) {
-                torn("checksum mismatch");
+                damaged_from = end("checksum mismatch", rest);
+                break 'files;
+            }
+            if seq > expected {
+                tracing::error!(path = %path.display(), expected, found = seq,
+                    "log skips records: replay stops there; the rest is kept as *.log.dropped");
+                damaged_from = Some(i);
                 break 'files;
             }
             rest = &rest[RECORD_HEADER + len..];
             if seq < expected {
                 continue;
-            }
-            if seq > expected {
-                tracing::warn!(path = %path.display(), expected, found = seq, "log skips records; replay stops there");
-                break 'files;
             }
             let batch: Vec<Mutation> = postcard::from_bytes(payload)
                 .map_err(|e| storage(path, format!("log record {seq}: {e}")))?;
@@ -206,7 +238,11 @@ fn read_log(dir: &Path, applied: u64) -> Result<(Vec<Vec<Mutation>>, Vec<PathBuf
             expected += 1;
         }
     }
-    Ok((batches, files.into_iter().map(|(_, path)| path).collect()))
+    Ok(LogRead {
+        batches,
+        files: files.into_iter().map(|(_, path)| path).collect(),
+        damaged_from,
+    })
 }
 
 /// Running totals of the writer thread.
@@ -303,7 +339,11 @@ impl Journal {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| storage(&path, e))?;
         let applied = applied_seq(&db, &path)?;
-        let (replay, log_files) = read_log(dir, applied)?;
+        let LogRead {
+            batches: replay,
+            files: log_files,
+            damaged_from,
+        } = read_log(dir, applied)?;
         let applied = applied + replay.len() as u64;
         if !replay.is_empty() {
             let batches: Vec<&Vec<Mutation>> = replay.iter().collect();
@@ -326,9 +366,15 @@ impl Journal {
                 ns
             }
         };
-        // Every record is in the store now (durably): the old log files go.
-        for file in log_files {
-            std::fs::remove_file(&file).map_err(|e| storage(&file, e))?;
+        // Every record replayed is in the store now (durably): the old log files go, except
+        // those past a damaged record, which are kept aside (renamed, no longer read as log).
+        for (i, file) in log_files.iter().enumerate() {
+            if damaged_from.is_some_and(|d| i >= d) {
+                let kept = PathBuf::from(format!("{}.dropped", file.display()));
+                std::fs::rename(file, &kept).map_err(|e| storage(file, e))?;
+            } else {
+                std::fs::remove_file(file).map_err(|e| storage(file, e))?;
+            }
         }
         let log = Arc::new(Mutex::new(Log::start(dir, applied + 1, VecDeque::new())?));
         let (tx, rx) = mpsc::channel();
@@ -451,8 +497,7 @@ impl Journal {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let mut stored = read_store(&self.db, &self.path)?
             .ok_or_else(|| storage(&self.path, "the store holds no namespace"))?;
-        let (batches, _) = read_log(&log.dir, stored.applied)?;
-        for batch in batches {
+        for batch in read_log(&log.dir, stored.applied)?.batches {
             stored.rows.apply(batch);
         }
         stored.rows.into_namespace()
@@ -1126,6 +1171,8 @@ mod tests {
         let (journal, mut ns) = Journal::open(dir.path()).unwrap();
         assert!(ns.resolve(&root, NodeSel::Path("/kept"), false).is_ok());
         assert!(ns.resolve(&root, NodeSel::Path("/torn"), false).is_err());
+        // a torn last write is the normal end of a log: nothing is kept aside
+        assert!(dropped_files(dir.path()).is_empty());
         create(&mut ns, "/torn");
         journal.submit(ns.drain_changes()).wait().unwrap();
         drop(journal);
@@ -1341,5 +1388,63 @@ mod tests {
         assert!(!short.exists(), "a replayed log file is deleted");
         assert!(dir.path().join("wal-x.log").exists());
         assert!(dir.path().join("wal-00000000000000000009.log.bak").exists());
+    }
+
+    fn dropped_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dropped"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_damaged_record_with_log_after_it_keeps_that_log_aside() {
+        // One flipped byte in the middle of the log (not a torn last write): replay stops there as
+        // before, but the records after it (acknowledged) are no longer deleted with the log file:
+        // the file is kept as wal-N.log.dropped and not read again.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        let root = Caller::root();
+        {
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            for i in 0..10 {
+                create(&mut ns, &format!("/f{i}"));
+                drop(journal.log(ns.drain_changes()).unwrap());
+            }
+        }
+        let files = log_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&files[0], &bytes).unwrap();
+        let shown = |ns: &Namespace| {
+            (0..10)
+                .filter(|i| {
+                    ns.resolve(&root, NodeSel::Path(&format!("/f{i}")), false)
+                        .is_ok()
+                })
+                .count()
+        };
+        let replayed = {
+            let (_journal, ns) = Journal::open(dir.path()).unwrap();
+            shown(&ns)
+        };
+        assert!((1..10).contains(&replayed), "{replayed} of 10 replayed");
+        let kept = dropped_files(dir.path());
+        assert_eq!(
+            kept.len(),
+            1,
+            "{:?}",
+            std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>()
+        );
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), bytes);
+        // the kept file is not log any more: a reopen changes nothing and keeps it
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(shown(&ns), replayed);
+        assert_eq!(dropped_files(dir.path()), kept);
     }
 }
