@@ -14,6 +14,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tonic::transport::Channel;
 
+/// Tries of a namenode call that may be repeated (see [`Client::again_in_transport`]).
+const AGAIN_ATTEMPTS: usize = 4;
+/// A call that failed in transport after this long waited for the namenode already
+/// (`ringfs_proto::reconnect`): it is not sent again.
+const AGAIN_IF_FASTER: Duration = Duration::from_secs(5);
+
 /// How a [`Client`] connects and who it acts as.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -262,6 +268,44 @@ impl Client {
 
     pub(crate) fn nn_err(&self, status: tonic::Status) -> ClientError {
         self.shared.nn_err(status)
+    }
+
+    /// Sends a namenode call again (up to [`AGAIN_ATTEMPTS`] tries) when it failed in transport,
+    /// for calls whose repetition is harmless: read-only ones, and changes that set absolute state
+    /// (SetAttr, CommitBlocks of a whole block list; a closing commit sent again after it was
+    /// applied is answered as done by the namenode). A call on the connection a killed namenode just
+    /// closed fails before the channel notices; the next one waits for the namenode to be back
+    /// (`ringfs_proto::reconnect`). Creates, renames and removes are not repeated: the first may have
+    /// been applied, and a second would fail (EEXIST, ENOENT) or do it twice.
+    pub async fn again_in_transport<T, F, Fut>(
+        &self,
+        call: F,
+    ) -> Result<tonic::Response<T>, tonic::Status>
+    where
+        F: Fn(NamenodeClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut pause = Duration::from_millis(20);
+        for _ in 1..AGAIN_ATTEMPTS {
+            let started = std::time::Instant::now();
+            match call(self.namenode()).await {
+                // Only a quick failure is sent again: a slow one already waited out the reconnect
+                // bound, and sending it again made one lookup wait 4 x 60 s for a namenode that
+                // stays down (and every call queued behind it in the kernel waited as long).
+                Err(s)
+                    if ringfs_proto::error_kind::is_transport(&s)
+                        && started.elapsed() < AGAIN_IF_FASTER =>
+                {
+                    // The channel may hand the next call to the same dead connection until it
+                    // has seen it close: give it a moment.
+                    tracing::debug!(error = %s, "namenode call failed in transport; again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                r => return r,
+            }
+        }
+        call(self.namenode()).await
     }
 
     // ------------------------------------------------------------------ namespace (paths)
@@ -532,16 +576,19 @@ impl Client {
         close: bool,
         mtime: Option<pb::Time>,
     ) -> Result<Option<pb::Attr>, ClientError> {
+        let req = pb::CommitBlocksRequest {
+            inode,
+            client_id: self.shared.client_id.clone(),
+            blocks: Vec::new(),
+            size,
+            close,
+            mtime,
+            inline_data: Some(data),
+        };
         let r = self
-            .namenode()
-            .commit_blocks(pb::CommitBlocksRequest {
-                inode,
-                client_id: self.shared.client_id.clone(),
-                blocks: Vec::new(),
-                size,
-                close,
-                mtime,
-                inline_data: Some(data),
+            .again_in_transport(|mut nn| {
+                let req = req.clone();
+                async move { nn.commit_blocks(req).await }
             })
             .await;
         match r {
@@ -586,14 +633,31 @@ impl Client {
 
     /// Gives back this client's lease of `inode` alone: the file is closed at its committed content.
     pub async fn release_file_lease(&self, inode: u64) -> Result<(), ClientError> {
-        self.namenode()
-            .release_lease(pb::RenewLeaseRequest {
-                client_id: self.shared.client_id.clone(),
-                inode,
-            })
-            .await
-            .map_err(|s| self.nn_err(s))?;
-        Ok(())
+        let req = pb::RenewLeaseRequest {
+            client_id: self.shared.client_id.clone(),
+            inode,
+        };
+        match self.namenode().release_lease(req.clone()).await {
+            Ok(_) => Ok(()),
+            Err(s) if ringfs_proto::error_kind::is_transport(&s) => {
+                match self
+                    .again_in_transport(|mut nn| {
+                        let req = req.clone();
+                        async move { nn.release_lease(req).await }
+                    })
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Refused after a try that failed in transport: if the file is closed, that
+                    // first try was applied before the connection went.
+                    Err(s) => match self.getattr(inode_ref(inode)).await {
+                        Ok(a) if !a.under_construction => Ok(()),
+                        _ => Err(self.nn_err(s)),
+                    },
+                }
+            }
+            Err(s) => Err(self.nn_err(s)),
+        }
     }
 
     /// Replaces the block list of `inode` atomically and sets its size; `close` releases the lease.
@@ -604,16 +668,19 @@ impl Client {
         size: u64,
         close: bool,
     ) -> Result<pb::Attr, ClientError> {
+        let req = pb::CommitBlocksRequest {
+            inode,
+            client_id: self.shared.client_id.clone(),
+            blocks,
+            size,
+            close,
+            mtime: None,
+            inline_data: None,
+        };
         let resp = self
-            .namenode()
-            .commit_blocks(pb::CommitBlocksRequest {
-                inode,
-                client_id: self.shared.client_id.clone(),
-                blocks,
-                size,
-                close,
-                mtime: None,
-                inline_data: None,
+            .again_in_transport(|mut nn| {
+                let req = req.clone();
+                async move { nn.commit_blocks(req).await }
             })
             .await
             .map_err(|s| self.nn_err(s))?;

@@ -298,8 +298,15 @@ impl Inner {
                 client_id: self.client.client_id().to_string(),
                 truncate: false,
             };
-            match self.nn().open_write(req).await {
-                Ok(r) => return Ok(r.into_inner()),
+            // Without truncation, taking the lease again is harmless: sent again on a transport error.
+            let r = self
+                .query(|mut nn| {
+                    let req = req.clone();
+                    async move { nn.open_write(req).await }
+                })
+                .await;
+            match r {
+                Ok(r) => return Ok(r),
                 Err(s) if ErrorKind::of(&s) == ErrorKind::Busy && Instant::now() < deadline => {
                     tracing::debug!(ino, error = %s.message(), "lease busy, retrying");
                     tokio::time::sleep(pause).await;
@@ -791,7 +798,13 @@ impl Inner {
             mtime,
             inline_data: None,
         };
-        let a = self.nn().commit_blocks(req).await?.into_inner().attr;
+        let a = self
+            .query(|mut nn| {
+                let req = req.clone();
+                async move { nn.commit_blocks(req).await }
+            })
+            .await?
+            .attr;
         let a =
             a.ok_or_else(|| Fail::new(Errno::EIO, "CommitBlocks answered without attributes"))?;
         // This mount's kernel cache already holds what was written: keep it valid.
@@ -1048,7 +1061,13 @@ impl Inner {
                 client_id: self.client.client_id().to_string(),
                 ..Default::default()
             };
-            let a = self.nn().set_attr(req).await?.into_inner().attr;
+            let a = self
+                .query(|mut nn| {
+                    let req = req.clone();
+                    async move { nn.set_attr(req).await }
+                })
+                .await?
+                .attr;
             if let Some(a) = a {
                 self.note_seen(&a);
             }

@@ -17,12 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Tries of a read-only namenode call that fails in transport (see [`Inner::query`]).
-const QUERY_ATTEMPTS: usize = 4;
-/// A read-only call that failed in transport after this long waited for the namenode already
-/// (`ringfs_proto::reconnect`): it is not sent again.
-const QUERY_AGAIN_IF_FASTER: Duration = Duration::from_secs(5);
-
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ringfs_client::OPEN_FILE_HIDDEN_PREFIX;
 
@@ -181,37 +175,18 @@ impl Inner {
         self.client.namenode()
     }
 
-    /// A namenode call that changes nothing (lookup, getattr, readdir, statfs), sent again (up
-    /// to [`QUERY_ATTEMPTS`] times) when it failed in transport: a call on the connection a killed
-    /// namenode just closed fails before the channel notices, and the next one waits for the
-    /// namenode to be back (`ringfs_proto::reconnect`). Calls that change something are not repeated: the first may
-    /// have been applied.
+    /// A namenode call whose repetition is harmless (lookup, getattr, readdir, statfs, setattr,
+    /// commits of a whole block list), sent again when it failed in transport: see
+    /// [`Client::again_in_transport`].
     pub(crate) async fn query<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
     where
         F: Fn(NamenodeClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut pause = std::time::Duration::from_millis(20);
-        for _ in 1..QUERY_ATTEMPTS {
-            let started = Instant::now();
-            match call(self.nn()).await {
-                // Only a quick failure is sent again: a slow one already waited out the reconnect
-                // bound, and sending it again made one lookup wait 4 x 60 s for a namenode that
-                // stays down (and every call queued behind it in the kernel waited as long).
-                Err(s)
-                    if ringfs_proto::error_kind::is_transport(&s)
-                        && started.elapsed() < QUERY_AGAIN_IF_FASTER =>
-                {
-                    // The channel may hand the next call to the same dead connection until it
-                    // has seen it close: give it a moment.
-                    tracing::debug!(error = %s, "read-only namenode call failed in transport; again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 4;
-                }
-                r => return r.map(tonic::Response::into_inner),
-            }
-        }
-        call(self.nn()).await.map(tonic::Response::into_inner)
+        self.client
+            .again_in_transport(call)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub(crate) fn next_fh(&self) -> u64 {
@@ -469,7 +444,13 @@ impl Inner {
             size: None,
             client_id: self.client.client_id().to_string(),
         };
-        let a = attr_of(self.nn().set_attr(req).await?.into_inner().attr)?;
+        let r = self
+            .query(|mut nn| {
+                let req = req.clone();
+                async move { nn.set_attr(req).await }
+            })
+            .await?;
+        let a = attr_of(r.attr)?;
         self.remember_attr(&a).await;
         Ok(self.local_view(a))
     }

@@ -1867,6 +1867,29 @@ impl Namespace {
         Ok(freed)
     }
 
+    /// Whether `inode` is a closed file (no lease) holding exactly `blocks` (or, with `inline`, that
+    /// inline content) at `size`: what a closing commit leaves. A client whose closing commit was
+    /// applied but whose answer was lost (the namenode restarted) sends it again; that retry is
+    /// answered as done instead of failing for want of the lease it gave back.
+    pub fn closed_as_committed(
+        &self,
+        inode: InodeId,
+        blocks: &[BlockRef],
+        inline: Option<&[u8]>,
+        size: u64,
+    ) -> bool {
+        let Some(f) = self.inodes.get(&inode).and_then(|n| n.file.as_ref()) else {
+            return false;
+        };
+        if f.lease.is_some() || f.size != size {
+            return false;
+        }
+        match inline {
+            Some(data) => f.blocks.is_empty() && f.inline.as_deref().unwrap_or_default() == data,
+            None => f.inline.is_none() && f.blocks == blocks,
+        }
+    }
+
     /// Bytes of inline content held by all files.
     pub fn inline_bytes(&self) -> u64 {
         self.inline_bytes
@@ -3996,6 +4019,37 @@ mod tests {
             })
             .collect();
         assert!(Namespace::from_records(broken, entries, ns.counters).is_err());
+    }
+
+    #[test]
+    fn a_closing_commit_sent_again_is_recognised_as_applied() {
+        let mut ns = Namespace::new();
+        let o = CreateFile {
+            lease: Some("c".into()),
+            ..opts()
+        };
+        let (f, _) = ns.create_file(&root(), p("/f"), o, T0).unwrap();
+        let b = BlockRef {
+            id: ns.next_block_id(),
+            generation: ns.next_generation(),
+            len: 3,
+        };
+        // still leased: a commit from the holder is not a retry of a closing one
+        assert!(!ns.closed_as_committed(f, &[], None, 0));
+        ns.commit_blocks(f, "c", vec![b], 3, true, None, T0)
+            .unwrap();
+        assert!(ns.closed_as_committed(f, &[b], None, 3));
+        assert!(!ns.closed_as_committed(f, &[b], None, 4), "other size");
+        assert!(!ns.closed_as_committed(f, &[], None, 3), "other blocks");
+        assert!(!ns.closed_as_committed(f, &[], Some(b"x"), 3), "inline");
+        // open for writing again by anyone: no longer what that commit left
+        ns.open_write(&root(), n("/f"), "d", false, T0).unwrap();
+        assert!(!ns.closed_as_committed(f, &[b], None, 3));
+        ns.commit_inline(f, "d", b"hel".to_vec(), 3, true, None, T0)
+            .unwrap();
+        assert!(ns.closed_as_committed(f, &[], Some(b"hel"), 3));
+        assert!(!ns.closed_as_committed(f, &[], Some(b"heL"), 3));
+        assert!(!ns.closed_as_committed(f, &[b], None, 3));
     }
 
     #[test]

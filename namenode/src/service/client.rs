@@ -494,6 +494,16 @@ impl ClientService {
         let mut inline = req.inline_data;
         self.shared
             .mutate(|st, after| {
+                if req.close
+                    && st
+                        .ns
+                        .closed_as_committed(inode, &blocks, inline.as_deref(), req.size)
+                {
+                    // A closing commit sent again after the namenode restarted: it was applied.
+                    return Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, inode)?),
+                    });
+                }
                 let (replication, block_size) = leased_file(st, inode, &client)?;
                 st.leases.renew(&client, Instant::now());
                 if let Some(data) = inline.take() {
