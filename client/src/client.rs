@@ -270,25 +270,28 @@ impl Client {
         self.shared.nn_err(status)
     }
 
-    /// Sends a namenode call again (up to [`AGAIN_ATTEMPTS`] tries) when it failed in transport,
+    /// Sends a namenode call (`call` with a copy of `req`) again (up to [`AGAIN_ATTEMPTS`] tries)
+    /// when it failed in transport,
     /// for calls whose repetition is harmless: read-only ones, and changes that set absolute state
     /// (SetAttr, CommitBlocks of a whole block list; a closing commit sent again after it was
     /// applied is answered as done by the namenode). A call on the connection a killed namenode just
     /// closed fails before the channel notices; the next one waits for the namenode to be back
     /// (`ringfs_proto::reconnect`). Creates, renames and removes are not repeated: the first may have
     /// been applied, and a second would fail (EEXIST, ENOENT) or do it twice.
-    pub async fn again_in_transport<T, F, Fut>(
+    pub async fn again_in_transport<R, T, F, Fut>(
         &self,
+        req: &R,
         call: F,
     ) -> Result<tonic::Response<T>, tonic::Status>
     where
-        F: Fn(NamenodeClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(NamenodeClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut pause = Duration::from_millis(20);
         for _ in 1..AGAIN_ATTEMPTS {
             let started = std::time::Instant::now();
-            match call(self.namenode()).await {
+            match call(self.namenode(), req.clone()).await {
                 // Only a quick failure is sent again: a slow one already waited out the reconnect
                 // bound, and sending it again made one lookup wait 4 x 60 s for a namenode that
                 // stays down (and every call queued behind it in the kernel waited as long).
@@ -305,7 +308,7 @@ impl Client {
                 r => return r,
             }
         }
-        call(self.namenode()).await
+        call(self.namenode(), req.clone()).await
     }
 
     // ------------------------------------------------------------------ namespace (paths)
@@ -586,10 +589,10 @@ impl Client {
             inline_data: Some(data),
         };
         let r = self
-            .again_in_transport(|mut nn| {
-                let req = req.clone();
-                async move { nn.commit_blocks(req).await }
-            })
+            .again_in_transport(
+                &req,
+                |mut nn, req| async move { nn.commit_blocks(req).await },
+            )
             .await;
         match r {
             Ok(resp) => attr_of(resp.into_inner().attr, &format!("inode {inode}")).map(Some),
@@ -637,26 +640,28 @@ impl Client {
             client_id: self.shared.client_id.clone(),
             inode,
         };
-        match self.namenode().release_lease(req.clone()).await {
-            Ok(_) => Ok(()),
-            Err(s) if ringfs_proto::error_kind::is_transport(&s) => {
-                match self
-                    .again_in_transport(|mut nn| {
-                        let req = req.clone();
-                        async move { nn.release_lease(req).await }
-                    })
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    // Refused after a try that failed in transport: if the file is closed, that
-                    // first try was applied before the connection went.
-                    Err(s) => match self.getattr(inode_ref(inode)).await {
-                        Ok(a) if !a.under_construction => Ok(()),
-                        _ => Err(self.nn_err(s)),
-                    },
-                }
-            }
-            Err(s) => Err(self.nn_err(s)),
+        // Not through `again_in_transport` alone: whether a try failed in transport decides what
+        // a refusal means.
+        let Err(s) = self.namenode().release_lease(req.clone()).await else {
+            return Ok(());
+        };
+        if !ringfs_proto::error_kind::is_transport(&s) {
+            return Err(self.nn_err(s));
+        }
+        let Err(s) = self
+            .again_in_transport(
+                &req,
+                |mut nn, req| async move { nn.release_lease(req).await },
+            )
+            .await
+        else {
+            return Ok(());
+        };
+        // Refused after a try that failed in transport: if the file is closed, that first try
+        // was applied before the connection went.
+        match self.getattr(inode_ref(inode)).await {
+            Ok(a) if !a.under_construction => Ok(()),
+            _ => Err(self.nn_err(s)),
         }
     }
 
@@ -678,10 +683,10 @@ impl Client {
             inline_data: None,
         };
         let resp = self
-            .again_in_transport(|mut nn| {
-                let req = req.clone();
-                async move { nn.commit_blocks(req).await }
-            })
+            .again_in_transport(
+                &req,
+                |mut nn, req| async move { nn.commit_blocks(req).await },
+            )
             .await
             .map_err(|s| self.nn_err(s))?;
         attr_of(resp.into_inner().attr, &format!("inode {inode}"))

@@ -14,28 +14,6 @@
 
 use crate::client::Client;
 use crate::error::ClientError;
-/// A file whose whole content is committed and which is still open for writing (its lease held),
-/// from [`FileWriter::commit_all`]. Dropped without [`CommittedFile::close`], the file stays open
-/// until the client gives its leases back (when the last clone of the `Client` goes) or they expire.
-pub struct CommittedFile {
-    client: Client,
-    inode: u64,
-    attr: pb::Attr,
-}
-
-impl CommittedFile {
-    /// The file's attributes after the commit.
-    pub fn attr(&self) -> &pb::Attr {
-        &self.attr
-    }
-
-    /// Closes the file (gives its lease back) and returns once that is durable at the namenode.
-    pub async fn close(self) -> Result<(), ClientError> {
-        self.client.release_file_lease(self.inode).await?;
-        self.client.sync().await
-    }
-}
-
 /// The buffer types of [`FileWriter::write_bytes`] (re-exported so callers need no `bytes` dependency).
 pub use bytes::{Bytes, BytesMut};
 use ringfs_proto::chunk::{self, PACKET_SIZE};
@@ -57,6 +35,22 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 const SPARE_PACKETS: usize = 64;
 /// Used when the namenode reports no block size for a file (should not happen).
 const FALLBACK_BLOCK_SIZE: u64 = 64 * 1024 * 1024;
+
+/// A file whose whole content is committed and which is still open for writing (its lease held),
+/// from [`FileWriter::commit_all`]. Dropped without [`CommittedFile::close`], the file stays open
+/// until the client gives its leases back (when the last clone of the `Client` goes) or they expire.
+pub struct CommittedFile {
+    client: Client,
+    inode: u64,
+}
+
+impl CommittedFile {
+    /// Closes the file (gives its lease back) and returns once that is durable at the namenode.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.client.release_file_lease(self.inode).await?;
+        self.client.sync().await
+    }
+}
 
 /// One packet of a block: its bytes and the blake3 hash of each 64 KiB chunk.
 #[derive(Clone)]
@@ -772,12 +766,8 @@ impl FileWriter {
     pub async fn commit_all(self) -> Result<CommittedFile, ClientError> {
         let client = self.client.clone();
         let inode = self.attr.inode;
-        let attr = self.commit_final(false).await?;
-        Ok(CommittedFile {
-            client,
-            inode,
-            attr,
-        })
+        self.commit_final(false).await?;
+        Ok(CommittedFile { client, inode })
     }
 
     async fn finish_unsynced(self) -> Result<pb::Attr, ClientError> {

@@ -49,10 +49,7 @@ impl Inner {
             limit: PAGE,
         };
         Ok(self
-            .query(|mut nn| {
-                let req = req.clone();
-                async move { nn.read_dir(req).await }
-            })
+            .query(&req, |mut nn, req| async move { nn.read_dir(req).await })
             .await?)
     }
 

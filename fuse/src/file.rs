@@ -300,10 +300,7 @@ impl Inner {
             };
             // Without truncation, taking the lease again is harmless: sent again on a transport error.
             let r = self
-                .query(|mut nn| {
-                    let req = req.clone();
-                    async move { nn.open_write(req).await }
-                })
+                .query(&req, |mut nn, req| async move { nn.open_write(req).await })
                 .await;
             match r {
                 Ok(r) => return Ok(r),
@@ -799,10 +796,10 @@ impl Inner {
             inline_data: None,
         };
         let a = self
-            .query(|mut nn| {
-                let req = req.clone();
-                async move { nn.commit_blocks(req).await }
-            })
+            .query(
+                &req,
+                |mut nn, req| async move { nn.commit_blocks(req).await },
+            )
             .await?
             .attr;
         let a =
@@ -1062,10 +1059,7 @@ impl Inner {
                 ..Default::default()
             };
             let a = self
-                .query(|mut nn| {
-                    let req = req.clone();
-                    async move { nn.set_attr(req).await }
-                })
+                .query(&req, |mut nn, req| async move { nn.set_attr(req).await })
                 .await?
                 .attr;
             if let Some(a) = a {

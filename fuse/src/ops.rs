@@ -178,13 +178,14 @@ impl Inner {
     /// A namenode call whose repetition is harmless (lookup, getattr, readdir, statfs, setattr,
     /// commits of a whole block list), sent again when it failed in transport: see
     /// [`Client::again_in_transport`].
-    pub(crate) async fn query<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    pub(crate) async fn query<R, T, F, Fut>(&self, req: &R, call: F) -> Result<T, tonic::Status>
     where
-        F: Fn(NamenodeClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(NamenodeClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.client
-            .again_in_transport(call)
+            .again_in_transport(req, call)
             .await
             .map(tonic::Response::into_inner)
     }
@@ -234,10 +235,7 @@ impl Inner {
             entry: Some(child(parent, name)),
         };
         let r = self
-            .query(|mut nn| {
-                let req = req.clone();
-                async move { nn.lookup(req).await }
-            })
+            .query(&req, |mut nn, req| async move { nn.lookup(req).await })
             .await?;
         let a = attr_of(r.attr)?;
         self.note_entry(&a).await;
@@ -397,10 +395,7 @@ impl Inner {
             access_mask: mask,
         };
         let r = self
-            .query(|mut nn| {
-                let req = req.clone();
-                async move { nn.get_attr(req).await }
-            })
+            .query(&req, |mut nn, req| async move { nn.get_attr(req).await })
             .await?;
         attr_of(r.attr)
     }
@@ -445,10 +440,7 @@ impl Inner {
             client_id: self.client.client_id().to_string(),
         };
         let r = self
-            .query(|mut nn| {
-                let req = req.clone();
-                async move { nn.set_attr(req).await }
-            })
+            .query(&req, |mut nn, req| async move { nn.set_attr(req).await })
             .await?;
         let a = attr_of(r.attr)?;
         self.remember_attr(&a).await;
@@ -722,7 +714,9 @@ impl Inner {
 
     pub(crate) async fn statfs(&self) -> Res<pb::StatfsResponse> {
         Ok(self
-            .query(|mut nn| async move { nn.statfs(pb::StatfsRequest {}).await })
+            .query(&pb::StatfsRequest {}, |mut nn, req| async move {
+                nn.statfs(req).await
+            })
             .await?)
     }
 

@@ -668,8 +668,10 @@ fn applied_seq(db: &Database, path: &Path) -> Result<u64> {
     Ok(seq.map(|v| v.value()).unwrap_or(0))
 }
 
-/// The rows of a namespace: read from the store, then possibly advanced by log records.
-struct Rows {
+/// The rows of a namespace: read from the store, then possibly advanced by log records. (The
+/// namespace's tests also use it as the plain-map mirror of drained mutations.)
+#[derive(Clone, Default)]
+pub(crate) struct Rows {
     inodes: BTreeMap<u64, InodeRecord>,
     entries: BTreeMap<(u64, String), u64>,
     counters: Counters,
@@ -677,7 +679,7 @@ struct Rows {
 
 impl Rows {
     /// Applies one logged batch, as [`write_group`] does to the store.
-    fn apply(&mut self, batch: Vec<Mutation>) {
+    pub(crate) fn apply(&mut self, batch: Vec<Mutation>) {
         for m in batch {
             match m {
                 Mutation::PutInode(r) => {
@@ -701,7 +703,7 @@ impl Rows {
         }
     }
 
-    fn into_namespace(self) -> Result<Namespace> {
+    pub(crate) fn into_namespace(self) -> Result<Namespace> {
         Namespace::from_records(
             self.inodes.into_values(),
             self.entries

@@ -4443,49 +4443,6 @@ mod tests {
         assert_eq!(ns2.counters().next_inode, 4);
     }
 
-    /// Apply drained mutations to plain maps, the way the journal stores them.
-    #[derive(Default)]
-    struct Mirror {
-        inodes: BTreeMap<u64, InodeRecord>,
-        entries: BTreeMap<(u64, String), u64>,
-        counters: Option<Counters>,
-    }
-
-    impl Mirror {
-        fn apply(&mut self, changes: Vec<Mutation>) {
-            for m in changes {
-                match m {
-                    Mutation::PutInode(r) => {
-                        self.inodes.insert(r.id, r);
-                    }
-                    Mutation::DeleteInode(id) => {
-                        self.inodes.remove(&id);
-                    }
-                    Mutation::PutEntry {
-                        parent,
-                        name,
-                        child,
-                    } => {
-                        self.entries.insert((parent, name), child);
-                    }
-                    Mutation::DeleteEntry { parent, name } => {
-                        self.entries.remove(&(parent, name));
-                    }
-                    Mutation::SetCounters(c) => self.counters = Some(c),
-                }
-            }
-        }
-
-        fn load(&self) -> Namespace {
-            Namespace::from_records(
-                self.inodes.values().cloned(),
-                self.entries.iter().map(|((p, n), c)| (*p, n.clone(), *c)),
-                self.counters.unwrap_or_default(),
-            )
-            .unwrap()
-        }
-    }
-
     /// One random operation on a small tree; errors are expected often.
     fn random_op(
         ns: &mut Namespace,
@@ -4631,7 +4588,7 @@ mod tests {
         for seed in 0..12u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut ns = Namespace::new();
-            let mut mirror = Mirror::default();
+            let mut mirror = crate::journal::Rows::default();
             mirror.apply(ns.drain_changes());
             ns.mkdir(&root(), p("/a"), 0o777, false, T0).unwrap();
             let (mut ok, mut failed) = (0, 0);
@@ -4656,10 +4613,14 @@ mod tests {
                 mirror.apply(ns.drain_changes());
                 if step % 50 == 49 {
                     assert_consistent(&ns);
-                    assert_eq!(canon(&mirror.load()), canon(&ns), "seed {seed} step {step}");
+                    assert_eq!(
+                        canon(&mirror.clone().into_namespace().unwrap()),
+                        canon(&ns),
+                        "seed {seed} step {step}"
+                    );
                 }
             }
-            assert_eq!(canon(&mirror.load()), canon(&ns));
+            assert_eq!(canon(&mirror.clone().into_namespace().unwrap()), canon(&ns));
             assert!(
                 ok > 50 && failed > 50,
                 "seed {seed}: ok {ok} failed {failed}"
