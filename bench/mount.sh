@@ -16,7 +16,8 @@
 # Environment: SIZE_MIB (default 1024), FILES (2000), RUNS (3), RINGFS_BIN (default
 # target/release/ringfs, built if absent), BENCH_DIR (parent of the temp dir, default target/), ONLY
 # (comma-separated parts to run: seq = write + cold read, random = 4 KiB random reads (needs seq),
-# small = small files and mkdir; default all).
+# small = small files and mkdir; default all), COMPARE_DIR (a directory on another file system,
+# e.g. a MooseFS mount, measured the same way and printed as one more column; bench/moosefs.sh starts one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,7 @@ cleanup() {
     fi
     umount -l "$MNT" 2>/dev/null || true
     rm -rf "$WORK"
+    if [ -n "${PEER:-}" ]; then rm -rf "$PEER"; fi
 }
 trap cleanup EXIT
 
@@ -59,14 +61,18 @@ until grep -q "mounted at" "$WORK/up.out" 2>/dev/null; do
     sleep 0.2
 done
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+PEER=
+if [ -n "${COMPARE_DIR:-}" ]; then
+    PEER=$(mktemp -d "$COMPARE_DIR/bench-mount.XXXXXX")
+fi
 
-python3 - "$MNT" "$LOCAL" "$SIZE_MIB" "$FILES" "$ONLY" "${RUNS:-3}" <<'PY'
+python3 - "$MNT" "$LOCAL" "$SIZE_MIB" "$FILES" "$ONLY" "${RUNS:-3}" "$PEER" <<'PY'
 import os, random, subprocess, sys, time
 
 mnt, local, size_mib, nfiles = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 only = set(sys.argv[5].split(","))
 runs = max(1, int(sys.argv[6]))
+peer = sys.argv[7]
 MIB = 1 << 20
 
 def drop_caches():
@@ -138,7 +144,8 @@ def small_files(root):
     return out
 
 results = {}
-for name, root in (("local", local), ("ringfs", mnt)):
+sides = [("local", local), ("ringfs", mnt)] + ([("compare", peer)] if peer else [])
+for name, root in sides:
     r = {}
     if "seq" in only or "random" in only:
         r["seq write+fsync MiB/s"] = max(seq_write(root) for _ in range(runs))
@@ -150,11 +157,20 @@ for name, root in (("local", local), ("ringfs", mnt)):
         r.update(small_files(root))
     results[name] = r
 
-print(f"{'operation':<46}{'local':>12}{'ringfs':>12}{'ratio':>9}")
+def ratio(k, side):
+    lo, x = results["local"][k], results[side][k]
+    return (lo / x) if "lower is better" in k else (x / lo)
+
+head = f"{'operation':<46}{'local':>12}{'ringfs':>12}{'ratio':>9}"
+if peer:
+    head += f"{'compare':>12}{'ratio':>9}"
+print(head)
 for k in results["local"]:
-    lo, rf = results["local"][k], results["ringfs"][k]
-    lower_better = "lower is better" in k
-    ratio = (lo / rf) if lower_better else (rf / lo)
-    print(f"{k:<46}{lo:>12.1f}{rf:>12.1f}{ratio:>8.2f}x")
-print(f"(ratio: ringfs relative to local, >1 is better than local; sequential figures: fastest of {runs})")
+    line = f"{k:<46}{results['local'][k]:>12.1f}{results['ringfs'][k]:>12.1f}{ratio(k, 'ringfs'):>8.2f}x"
+    if peer:
+        line += f"{results['compare'][k]:>12.1f}{ratio(k, 'compare'):>8.2f}x"
+    print(line)
+print(f"(ratio: relative to local, >1 is better than local; sequential figures: fastest of {runs})")
+if peer:
+    print(f"(compare: {os.path.dirname(peer)})")
 PY

@@ -2,6 +2,7 @@
 //! Replicate copies a verified local replica down a write pipeline, with bounded concurrency and a
 //! bandwidth limit so foreground reads and writes keep their speed.
 
+use crate::block_store::ReadPath;
 use crate::error::DatanodeError;
 use crate::throttle::Throttle;
 use crate::transfer::{blocking, Downstream};
@@ -122,7 +123,8 @@ async fn replicate(
         )));
     };
     let store = node.store.clone();
-    let reader = Arc::new(blocking(move || store.open_reader(block, generation)).await?);
+    let reader =
+        Arc::new(blocking(move || store.open_reader(block, generation, ReadPath::Disk)).await?);
     let len = reader.info().len;
     if cmd.len != 0 && cmd.len != len {
         return Err(DatanodeError::InvalidRequest(format!(

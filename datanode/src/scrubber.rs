@@ -1,6 +1,7 @@
 //! Background re-verification of every finalized replica at a limited rate, so corruption is found
 //! (and reported, so the namenode replaces the replica) even when nobody reads the data.
 
+use crate::block_store::ReadPath;
 use crate::error::DatanodeError;
 use crate::heartbeat::sleep_or_shutdown;
 use crate::throttle::Throttle;
@@ -60,7 +61,9 @@ impl Scrubber {
                 return None;
             }
             let store = self.node.store.clone();
-            let reader = match blocking(move || store.open_reader(r.block, r.generation)).await {
+            let (block, generation) = (r.block, r.generation);
+            let open = move || store.open_reader(block, generation, ReadPath::Disk);
+            let reader = match blocking(open).await {
                 Ok(reader) => Arc::new(reader),
                 Err(
                     DatanodeError::ReplicaNotFound { .. } | DatanodeError::StaleGeneration { .. },

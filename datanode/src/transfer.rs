@@ -13,7 +13,7 @@
 //! so [`CancelAware`] wraps the service to keep a cancel an error. [`Downstream`] ends its stream
 //! (with `WriteBlockEnd`) only in [`Downstream::finish`]; dropping it cancels the call.
 
-use crate::block_store::{Finalized, ReplicaWriter, READ_UNIT};
+use crate::block_store::{Finalized, ReadPath, ReplicaWriter, READ_UNIT};
 use crate::error::DatanodeError;
 use crate::framing::MessageCuts;
 use crate::Node;
@@ -498,7 +498,8 @@ async fn send_block(
         .check_block_token(&req.access_token, block, generation, AccessMode::Read)
         .map_err(|source| DatanodeError::Token { block, source })?;
     let store = node.store.clone();
-    let reader = blocking(move || store.open_reader(block, generation)).await?;
+    let reader =
+        blocking(move || store.open_reader(block, generation, ReadPath::PageCache)).await?;
     let len = reader.info().len;
     if req.offset > len {
         return Err(DatanodeError::InvalidRequest(format!(
