@@ -11,7 +11,9 @@
 //!
 //! Layout of `namespace.redb`: `inodes` (id -> format byte + postcard [`InodeRecord`]), `entries`
 //! ((parent, name) -> child; a directory's entries are separate rows so a big directory is not
-//! rewritten per operation) and `meta` (format version, the id counters, `applied_seq`). There is no
+//! rewritten per operation), `calls` ((client id, call id) -> postcard (inode, time): the retry
+//! cache, see [`crate::retry_cache`]; a store without the table has no remembered calls) and
+//! `meta` (format version, the id counters, `applied_seq`). There is no
 //! checkpoint that could stall the namenode: the store is always current up to the last group.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,7 +31,8 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::error::{NamenodeError, Result};
-use crate::namespace::{Counters, InodeRecord, Mutation, Namespace};
+use crate::namespace::{Counters, InodeRecord, Mutation, Namespace, Timestamp};
+use crate::retry_cache::{CallId, CallRecord};
 
 /// The store's file name inside the namenode data directory.
 pub const FILE_NAME: &str = "namespace.redb";
@@ -54,6 +57,7 @@ const RECORD_HEADER: usize = 4 + 8 + 8;
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const ENTRIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CALLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("calls");
 
 /// The metadata store of a namenode (`<dir>/namespace.redb`) and its group-commit writer thread.
 /// Dropping it lets the writer finish what was submitted, then closes the store.
@@ -614,6 +618,7 @@ fn write_group(
         let mut inodes = txn.open_table(INODES)?;
         let mut entries = txn.open_table(ENTRIES)?;
         let mut meta = txn.open_table(META)?;
+        let mut calls = txn.open_table(CALLS)?;
         if set_format {
             meta.insert("format", FORMAT)?;
         }
@@ -648,6 +653,15 @@ fn write_group(
                     meta.insert("next_block", c.next_block)?;
                     meta.insert("next_generation", c.next_generation)?;
                 }
+                Mutation::PutCall(r) => {
+                    buf.clear();
+                    buf = postcard::to_extend(&(r.inode, r.at), buf)
+                        .map_err(|e| redb::Error::Corrupted(format!("encode: {e}")))?;
+                    calls.insert((r.id.client.as_str(), r.id.call), buf.as_slice())?;
+                }
+                Mutation::DeleteCall(id) => {
+                    calls.remove((id.client.as_str(), id.call))?;
+                }
             }
         }
     }
@@ -675,6 +689,7 @@ pub(crate) struct Rows {
     inodes: BTreeMap<u64, InodeRecord>,
     entries: BTreeMap<(u64, String), u64>,
     counters: Counters,
+    calls: BTreeMap<CallId, CallRecord>,
 }
 
 impl Rows {
@@ -699,18 +714,27 @@ impl Rows {
                     self.entries.remove(&(parent, name));
                 }
                 Mutation::SetCounters(c) => self.counters = c,
+                Mutation::PutCall(r) => {
+                    self.calls.insert(r.id.clone(), r);
+                }
+                Mutation::DeleteCall(id) => {
+                    self.calls.remove(&id);
+                }
             }
         }
     }
 
+    /// The namespace these rows describe; calls of the retry cache expired by now are dropped.
     pub(crate) fn into_namespace(self) -> Result<Namespace> {
-        Namespace::from_records(
+        let mut ns = Namespace::from_records(
             self.inodes.into_values(),
             self.entries
                 .into_iter()
                 .map(|((parent, name), child)| (parent, name, child)),
             self.counters,
-        )
+        )?;
+        ns.load_calls(self.calls.into_values(), Timestamp::now());
+        Ok(ns)
     }
 }
 
@@ -795,11 +819,31 @@ fn read_store(db: &Database, path: &Path) -> Result<Option<Stored>> {
         let (parent, name) = k.value();
         entries.insert((parent, name.to_string()), v.value());
     }
+    let mut calls = BTreeMap::new();
+    match txn.open_table(CALLS) {
+        Ok(table) => {
+            for row in table.iter().map_err(|e| err(&e))? {
+                let (k, v) = row.map_err(|e| err(&e))?;
+                let (client, call) = k.value();
+                let (inode, at): (u64, Timestamp) = postcard::from_bytes(v.value())
+                    .map_err(|e| err(&format!("call {client}/{call}: {e}")))?;
+                let id = CallId {
+                    client: client.to_string(),
+                    call,
+                };
+                calls.insert(id.clone(), CallRecord { id, inode, at });
+            }
+        }
+        // A store written before the retry cache.
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(err(&e)),
+    }
     Ok(Some(Stored {
         rows: Rows {
             inodes,
             entries,
             counters,
+            calls,
         },
         format,
         applied,
@@ -870,7 +914,8 @@ mod v1 {
 mod tests {
     use super::*;
     use crate::namespace::{
-        BlockRef, Caller, CreateFile, EntrySel, NodeSel, RemoveMode, RenameFlags, Timestamp,
+        BlockRef, Caller, CreateFile, EntrySel, InodeId, NodeSel, Once, RemoveMode, RenameFlags,
+        Timestamp,
     };
     use std::sync::Mutex;
 
@@ -1107,6 +1152,103 @@ mod tests {
         };
         ns.create_file(&Caller::root(), EntrySel::Path(path), o, now())
             .unwrap();
+    }
+
+    fn call(n: u64) -> CallId {
+        CallId {
+            client: "client-1".into(),
+            call: n,
+        }
+    }
+
+    /// mkdir `path` as call `n` of client-1 (at `at`), through the retry cache.
+    fn mkdir_once(ns: &mut Namespace, n: u64, path: &str, at: Timestamp) -> Once<InodeId> {
+        let root = Caller::root();
+        ns.once(
+            Some(&call(n)),
+            at,
+            |ns| ns.mkdir(&root, EntrySel::Path(path), 0o755, false, at),
+            |id| Some(*id),
+        )
+        .unwrap()
+    }
+
+    /// The retry cache rows in the store.
+    fn stored_calls(journal: &Journal) -> Vec<CallId> {
+        let stored = read_store(&journal.db, &journal.path).unwrap().unwrap();
+        stored.rows.calls.into_keys().collect()
+    }
+
+    #[test]
+    fn remembered_calls_survive_a_reopen_from_the_store_and_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            let Once::Ran(a) = mkdir_once(&mut ns, 1, "/a", now()) else {
+                panic!("call 1 ran before")
+            };
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            assert_eq!(stored_calls(&journal), vec![call(1)]);
+            (a, ns.inode_count())
+        };
+        // From the store: the repeat is answered with the first call's inode and changes nothing.
+        let b = {
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            assert_eq!(mkdir_once(&mut ns, 1, "/a", now()).inode().unwrap(), first);
+            assert_eq!(ns.inode_count(), second);
+            assert_eq!(ns.drain_changes(), vec![], "a repeat changes nothing");
+            // Logged only (a crash before the store has it): replay must rebuild it.
+            let Once::Ran(b) = mkdir_once(&mut ns, 2, "/b", now()) else {
+                panic!("call 2 ran before")
+            };
+            drop(journal.log(ns.drain_changes()).unwrap());
+            b
+        };
+        let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(stored_calls(&journal), vec![call(1), call(2)]);
+        assert_eq!(mkdir_once(&mut ns, 2, "/b", now()).inode().unwrap(), b);
+        assert_eq!(mkdir_once(&mut ns, 1, "/a", now()).inode().unwrap(), first);
+        // A new call with the same path is a new mkdir: EEXIST as ever.
+        let root = Caller::root();
+        let again = ns.once(
+            Some(&call(3)),
+            now(),
+            |ns| ns.mkdir(&root, EntrySel::Path("/a"), 0o755, false, now()),
+            |id| Some(*id),
+        );
+        assert!(
+            matches!(again, Err(NamenodeError::AlreadyExists(_))),
+            "{again:?}"
+        );
+        assert_eq!(
+            ns.drain_changes(),
+            vec![],
+            "a failed call is not remembered"
+        );
+    }
+
+    #[test]
+    fn expired_calls_are_forgotten_and_their_rows_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let expiry = crate::retry_cache::EXPIRY.as_secs() as i64;
+        let long_ago = Timestamp {
+            secs: now().secs - expiry - 5,
+            nanos: 0,
+        };
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            mkdir_once(&mut ns, 1, "/old", long_ago);
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            assert_eq!(stored_calls(&journal), vec![call(1)]);
+        }
+        let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(ns.remembered_calls(), 0, "expired on load");
+        // Its row goes with the next batch, so the store does not keep expired calls.
+        mkdir_once(&mut ns, 2, "/new", now());
+        journal.submit(ns.drain_changes()).wait().unwrap();
+        assert_eq!(stored_calls(&journal), vec![call(2)]);
+        // Call 1 is a new call now: its mkdir runs again (and fails: /old exists).
+        assert_eq!(ns.applied_call(Some(&call(1)), now()), None);
     }
 
     fn log_files(dir: &Path) -> Vec<PathBuf> {

@@ -10,6 +10,7 @@
 //! - [`block_map`]: where replicas are (rebuilt from block reports)
 //! - [`replication`]: the planner (repair, trim, rebalance, decommission) and safe mode
 //! - [`leases`], [`locks`]: client leases and the cluster lock table
+//! - [`retry_cache`]: the non-idempotent calls applied lately, so a call sent again is not run twice
 //! - [`service`]: the gRPC adapters, lease recovery and the background loops
 
 pub mod block_map;
@@ -23,6 +24,7 @@ pub mod namespace;
 pub mod path;
 pub mod placement;
 pub mod replication;
+pub mod retry_cache;
 pub mod service;
 
 pub use config::Config;

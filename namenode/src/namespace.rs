@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{NamenodeError, Result};
 use crate::path::{check_name, child_path, components, join_components};
+use crate::retry_cache::{Applied, CallId, CallRecord, RetryCache};
 
 /// The root directory's inode id.
 pub const ROOT: InodeId = InodeId(ringfs_proto::ROOT_INODE);
@@ -450,6 +451,42 @@ pub enum Mutation {
     },
     /// Write the counters.
     SetCounters(Counters),
+    /// Remember an applied call (the retry cache; in the batch of the change it made).
+    PutCall(CallRecord),
+    /// Forget a call (expired).
+    DeleteCall(CallId),
+}
+
+/// What [`Namespace::once`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Once<T> {
+    /// The call ran now (it may have been sent before and failed, or not arrived).
+    Ran(T),
+    /// The call was applied before: this is a repeat, answered from what the first one recorded.
+    Repeat(Applied),
+}
+
+impl<T> Once<T> {
+    /// What the call returned if it ran now (`None` for a repeat).
+    pub fn ran(self) -> Option<T> {
+        match self {
+            Once::Ran(v) => Some(v),
+            Once::Repeat(_) => None,
+        }
+    }
+}
+
+impl Once<InodeId> {
+    /// The inode the call's answer names: the one it returned now, or the one the first call
+    /// returned. (Every call remembered with an inode answered about one.)
+    pub fn inode(self) -> Result<InodeId> {
+        match self {
+            Once::Ran(id) | Once::Repeat(Applied { inode: Some(id) }) => Ok(id),
+            Once::Repeat(Applied { inode: None }) => Err(NamenodeError::InvalidArgument(
+                "this call id was used by a call that answered about no inode".into(),
+            )),
+        }
+    }
 }
 
 /// Options of [`Namespace::create_file`].
@@ -543,6 +580,8 @@ pub struct Namespace {
     counters_dirty: bool,
     /// Bytes of inline file content held (the service caps it: inline data lives in memory).
     inline_bytes: u64,
+    /// Non-idempotent calls applied lately (answers to clients that send one again).
+    calls: RetryCache,
 }
 
 /// How an operand appears in error messages; the path of an inode is only computed for an error.
@@ -713,6 +752,7 @@ impl Namespace {
             dirty_entries: BTreeSet::new(),
             counters_dirty: false,
             inline_bytes: 0,
+            calls: RetryCache::default(),
         }
     }
 
@@ -1982,6 +2022,51 @@ impl Namespace {
         g
     }
 
+    // ------------------------------------------------------------ retry cache
+
+    /// Replaces the retry cache with persisted records (those expired at `now` are dropped, and
+    /// their rows deleted with the next drain).
+    pub fn load_calls(&mut self, records: impl IntoIterator<Item = CallRecord>, now: Timestamp) {
+        self.calls = RetryCache::load(records, now);
+    }
+
+    /// What the call `id` answered, if it was applied (and not forgotten yet).
+    pub fn applied_call(&self, id: Option<&CallId>, now: Timestamp) -> Option<Applied> {
+        self.calls.applied(id?, now)
+    }
+
+    /// Remembers that the call `id` was applied, answering about `inode`: the record goes into the
+    /// same drained batch as the change, so it is durable exactly when the change is.
+    pub fn record_call(&mut self, id: Option<CallId>, inode: Option<InodeId>, now: Timestamp) {
+        if let Some(id) = id {
+            self.calls.record(id, inode, now);
+        }
+    }
+
+    /// Runs the non-idempotent change `op` at most once per call id: a repeat of a call that was
+    /// applied is answered [`Once::Repeat`] without running it again; a call that succeeds now is
+    /// remembered with the inode `inode` says its answer names. A failed call changed nothing and
+    /// is not remembered (a repeat runs again). Without an id, `op` just runs.
+    pub fn once<T>(
+        &mut self,
+        id: Option<&CallId>,
+        now: Timestamp,
+        op: impl FnOnce(&mut Namespace) -> Result<T>,
+        inode: impl FnOnce(&T) -> Option<InodeId>,
+    ) -> Result<Once<T>> {
+        if let Some(applied) = self.applied_call(id, now) {
+            return Ok(Once::Repeat(applied));
+        }
+        let value = op(self)?;
+        self.record_call(id.cloned(), inode(&value), now);
+        Ok(Once::Ran(value))
+    }
+
+    /// Number of calls the retry cache remembers.
+    pub fn remembered_calls(&self) -> usize {
+        self.calls.len()
+    }
+
     /// The row changes since the last drain, describing the current state of everything touched.
     pub fn drain_changes(&mut self) -> Vec<Mutation> {
         let mut out = Vec::with_capacity(self.dirty_inodes.len() + self.dirty_entries.len() + 1);
@@ -2012,6 +2097,7 @@ impl Namespace {
         if std::mem::take(&mut self.counters_dirty) {
             out.push(Mutation::SetCounters(self.counters));
         }
+        self.calls.drain(&mut out);
         out
     }
 
@@ -4019,6 +4105,151 @@ mod tests {
             })
             .collect();
         assert!(Namespace::from_records(broken, entries, ns.counters).is_err());
+    }
+
+    fn call(n: u64) -> CallId {
+        CallId {
+            client: "w".into(),
+            call: n,
+        }
+    }
+
+    #[test]
+    fn calls_sent_again_are_answered_without_a_second_effect() {
+        let mut ns = Namespace::new();
+        ns.drain_changes();
+        let c = root();
+        let inode = |id: &InodeId| Some(*id);
+        // mkdir: the repeat answers the same inode; a plain second mkdir would be EEXIST.
+        let d = ns
+            .once(
+                Some(&call(1)),
+                T0,
+                |ns| ns.mkdir(&c, p("/d"), 0o755, false, T0),
+                inode,
+            )
+            .unwrap();
+        let Once::Ran(d) = d else {
+            panic!("ran before")
+        };
+        let rows = ns.drain_changes();
+        assert!(
+            rows.contains(&Mutation::PutCall(CallRecord {
+                id: call(1),
+                inode: d.0,
+                at: T0
+            })),
+            "the call is recorded in the change's batch: {rows:?}"
+        );
+        let again = ns.once(
+            Some(&call(1)),
+            T0,
+            |ns| ns.mkdir(&c, p("/d"), 0o755, false, T0),
+            inode,
+        );
+        assert_eq!(again.unwrap().inode().unwrap(), d);
+        assert_eq!(ns.drain_changes(), vec![], "a repeat changes nothing");
+        // create with a lease: the repeat names the file, whose lease the first call took.
+        let o = || CreateFile {
+            lease: Some("w".into()),
+            exclusive: true,
+            ..opts()
+        };
+        let create = |ns: &mut Namespace| {
+            ns.once(
+                Some(&call(2)),
+                T0,
+                |ns| ns.create_file(&c, p("/d/f"), o(), T0),
+                |(id, _)| Some(*id),
+            )
+        };
+        let Once::Ran((f, _)) = create(&mut ns).unwrap() else {
+            panic!("ran before")
+        };
+        let Once::Repeat(applied) = create(&mut ns).unwrap() else {
+            panic!("created twice")
+        };
+        assert_eq!(applied.inode, Some(f));
+        assert_eq!(ns.files_with_lease("w"), vec![f]);
+        // link, rename, remove: repeats are Ok (plain ones: EEXIST, ENOENT, ENOENT).
+        let link = |ns: &mut Namespace| {
+            ns.once(
+                Some(&call(3)),
+                T0,
+                |ns| ns.link(&c, n("/d/f"), p("/d/h"), T0),
+                inode,
+            )
+        };
+        assert!(matches!(link(&mut ns).unwrap(), Once::Ran(_)));
+        assert_eq!(link(&mut ns).unwrap().inode().unwrap(), f);
+        let flags = RenameFlags::default();
+        let rename = |ns: &mut Namespace| {
+            ns.once(
+                Some(&call(4)),
+                T0,
+                |ns| ns.rename(&c, p("/d/f"), p("/d/g"), flags, T0),
+                |_| None,
+            )
+        };
+        assert!(matches!(rename(&mut ns).unwrap(), Once::Ran(_)));
+        assert!(matches!(
+            rename(&mut ns).unwrap(),
+            Once::Repeat(Applied { inode: None })
+        ));
+        let remove = |ns: &mut Namespace| {
+            ns.once(
+                Some(&call(5)),
+                T0,
+                |ns| ns.remove(&c, p("/d/h"), unlink(), T0),
+                |_| None,
+            )
+        };
+        assert!(matches!(remove(&mut ns).unwrap(), Once::Ran(_)));
+        ns.drain_changes();
+        assert_eq!(remove(&mut ns).unwrap().ran(), None);
+        assert_eq!(ns.drain_changes(), vec![]);
+        assert_eq!(get(&ns, "/d/g").id, f);
+        assert_eq!(get(&ns, "/d/g").nlink, 1);
+        // The same call number of another client is another call.
+        let other = CallId {
+            client: "x".into(),
+            call: 5,
+        };
+        let r = ns.once(
+            Some(&other),
+            T0,
+            |ns| ns.remove(&c, p("/d/h"), unlink(), T0),
+            |_| None,
+        );
+        assert!(matches!(r, Err(NamenodeError::NotFound(_))), "{r:?}");
+        // A call that failed is not remembered: sent again, it runs again.
+        let sym = |ns: &mut Namespace| {
+            ns.once(
+                Some(&call(6)),
+                T0,
+                |ns| ns.symlink(&c, p("/e/s"), "t", T0),
+                inode,
+            )
+        };
+        assert!(matches!(sym(&mut ns), Err(NamenodeError::NotFound(_))));
+        mkdir(&mut ns, &c, "/e", 0o755);
+        assert!(matches!(sym(&mut ns).unwrap(), Once::Ran(_)));
+        // Without an id nothing is remembered: a second mkdir is EEXIST.
+        let plain = ns.once(
+            None,
+            T0,
+            |ns| ns.mkdir(&c, p("/p"), 0o755, false, T0),
+            inode,
+        );
+        assert!(matches!(plain.unwrap(), Once::Ran(_)));
+        let plain = ns.once(
+            None,
+            T0,
+            |ns| ns.mkdir(&c, p("/p"), 0o755, false, T0),
+            inode,
+        );
+        assert!(matches!(plain, Err(NamenodeError::AlreadyExists(_))));
+        assert_eq!(ns.remembered_calls(), 6);
     }
 
     #[test]
