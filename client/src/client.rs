@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     inline_limit: AtomicU64,
     /// Datanodes that failed a read recently (tried last).
     pub(crate) suspects: crate::suspects::Suspects,
+    /// Number of the last non-idempotent namenode call (see [`Client::retry_id`]).
+    last_call: AtomicU64,
 }
 
 impl Shared {
@@ -218,6 +220,7 @@ impl Client {
             datanodes: Mutex::new(HashMap::new()),
             suspects: Default::default(),
             inline_limit: AtomicU64::new(0),
+            last_call: AtomicU64::new(0),
         });
         tokio::spawn(renew_leases(
             Arc::downgrade(&shared),
@@ -270,14 +273,25 @@ impl Client {
         self.shared.nn_err(status)
     }
 
+    /// A fresh name for one non-idempotent namenode call (Create, Mkdir, Mknod, Symlink, Link,
+    /// Remove, Rename): this client's id and a number it never used before. Every try of the call
+    /// carries the same one, so the namenode answers a repeat of a call it applied as it answered
+    /// the first (its retry cache) instead of applying it again.
+    pub fn retry_id(&self) -> pb::RetryId {
+        pb::RetryId {
+            client_id: self.shared.client_id.clone(),
+            call_id: self.shared.last_call.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
     /// Sends a namenode call (`call` with a copy of `req`) again (up to [`AGAIN_ATTEMPTS`] tries)
     /// when it failed in transport,
-    /// for calls whose repetition is harmless: read-only ones, and changes that set absolute state
+    /// for calls whose repetition is harmless: read-only ones, changes that set absolute state
     /// (SetAttr, CommitBlocks of a whole block list; a closing commit sent again after it was
-    /// applied is answered as done by the namenode). A call on the connection a killed namenode just
-    /// closed fails before the channel notices; the next one waits for the namenode to be back
-    /// (`ringfs_proto::reconnect`). Creates, renames and removes are not repeated: the first may have
-    /// been applied, and a second would fail (EEXIST, ENOENT) or do it twice.
+    /// applied is answered as done by the namenode), and non-idempotent changes (creates, renames,
+    /// removes) that carry a [`Client::retry_id`]: the namenode remembers those it applied. A call
+    /// on the connection a killed namenode just closed fails before the channel notices; the next
+    /// one waits for the namenode to be back (`ringfs_proto::reconnect`).
     pub async fn again_in_transport<R, T, F, Fut>(
         &self,
         req: &R,
@@ -420,14 +434,15 @@ impl Client {
         parents: bool,
         mode: u32,
     ) -> Result<pb::Attr, ClientError> {
+        let req = pb::MkdirRequest {
+            creds: self.creds_msg(),
+            entry: Some(entry_path(path)),
+            mode,
+            parents,
+            retry: Some(self.retry_id()),
+        };
         let resp = self
-            .namenode()
-            .mkdir(pb::MkdirRequest {
-                creds: self.creds_msg(),
-                entry: Some(entry_path(path)),
-                mode,
-                parents,
-            })
+            .again_in_transport(&req, |mut nn, req| async move { nn.mkdir(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         self.sync().await?;
@@ -436,14 +451,15 @@ impl Client {
 
     /// Removes a file, or a directory (recursively with `recursive`, else only when empty).
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
-        self.namenode()
-            .remove(pb::RemoveRequest {
-                creds: self.creds_msg(),
-                entry: Some(entry_path(path)),
-                recursive,
-                directory: false,
-                any_kind: true,
-            })
+        let req = pb::RemoveRequest {
+            creds: self.creds_msg(),
+            entry: Some(entry_path(path)),
+            recursive,
+            directory: false,
+            any_kind: true,
+            retry: Some(self.retry_id()),
+        };
+        self.again_in_transport(&req, |mut nn, req| async move { nn.remove(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         self.sync().await
@@ -463,14 +479,15 @@ impl Client {
         no_replace: bool,
         exchange: bool,
     ) -> Result<(), ClientError> {
-        self.namenode()
-            .rename(pb::RenameRequest {
-                creds: self.creds_msg(),
-                from: Some(entry_path(from)),
-                to: Some(entry_path(to)),
-                no_replace,
-                exchange,
-            })
+        let req = pb::RenameRequest {
+            creds: self.creds_msg(),
+            from: Some(entry_path(from)),
+            to: Some(entry_path(to)),
+            no_replace,
+            exchange,
+            retry: Some(self.retry_id()),
+        };
+        self.again_in_transport(&req, |mut nn, req| async move { nn.rename(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         self.sync().await
@@ -489,19 +506,20 @@ impl Client {
         } else {
             self.shared.cfg.block_size
         };
+        let req = pb::CreateRequest {
+            creds: self.creds_msg(),
+            entry: Some(entry_path(path)),
+            mode: opts.mode,
+            replication,
+            block_size,
+            exclusive: opts.exclusive,
+            overwrite: opts.overwrite,
+            client_id: self.shared.client_id.clone(),
+            open_for_write: true,
+            retry: Some(self.retry_id()),
+        };
         let resp = self
-            .namenode()
-            .create(pb::CreateRequest {
-                creds: self.creds_msg(),
-                entry: Some(entry_path(path)),
-                mode: opts.mode,
-                replication,
-                block_size,
-                exclusive: opts.exclusive,
-                overwrite: opts.overwrite,
-                client_id: self.shared.client_id.clone(),
-                open_for_write: true,
-            })
+            .again_in_transport(&req, |mut nn, req| async move { nn.create(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         let resp = resp.into_inner();

@@ -431,9 +431,13 @@ impl Inner {
             overwrite: false,
             client_id: self.client.client_id().to_string(),
             open_for_write: write,
+            retry: Some(self.client.retry_id()),
         };
-        let resp = match self.nn().create(req).await {
-            Ok(r) => r.into_inner(),
+        let resp = match self
+            .query(&req, |mut nn, req| async move { nn.create(req).await })
+            .await
+        {
+            Ok(r) => r,
             Err(s) if ErrorKind::of(&s) == ErrorKind::AlreadyExists && !exclusive => {
                 let attr = self.lookup(c, parent, name).await?;
                 if flags & libc::O_TRUNC != 0 && write {

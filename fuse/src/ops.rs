@@ -176,7 +176,8 @@ impl Inner {
     }
 
     /// A namenode call whose repetition is harmless (lookup, getattr, readdir, statfs, setattr,
-    /// commits of a whole block list), sent again when it failed in transport: see
+    /// commits of a whole block list; creates, links, renames and removes that carry a
+    /// [`Client::retry_id`]), sent again when it failed in transport: see
     /// [`Client::again_in_transport`].
     pub(crate) async fn query<R, T, F, Fut>(&self, req: &R, call: F) -> Result<T, tonic::Status>
     where
@@ -470,8 +471,12 @@ impl Inner {
             entry: Some(child(parent, name)),
             mode: mode & 0o7777,
             parents: false,
+            retry: Some(self.client.retry_id()),
         };
-        attr_of(self.nn().mkdir(req).await?.into_inner().attr)
+        let r = self
+            .query(&req, |mut nn, req| async move { nn.mkdir(req).await })
+            .await?;
+        attr_of(r.attr)
     }
 
     pub(crate) async fn mknod(
@@ -490,8 +495,12 @@ impl Inner {
             kind: kind as i32,
             mode: mode & 0o7777,
             rdev,
+            retry: Some(self.client.retry_id()),
         };
-        attr_of(self.nn().mknod(req).await?.into_inner().attr)
+        let r = self
+            .query(&req, |mut nn, req| async move { nn.mknod(req).await })
+            .await?;
+        attr_of(r.attr)
     }
 
     pub(crate) async fn symlink(
@@ -505,8 +514,12 @@ impl Inner {
             creds: Some(c.creds.clone()),
             entry: Some(child(parent, name)),
             target: target.to_string(),
+            retry: Some(self.client.retry_id()),
         };
-        attr_of(self.nn().symlink(req).await?.into_inner().attr)
+        let r = self
+            .query(&req, |mut nn, req| async move { nn.symlink(req).await })
+            .await?;
+        attr_of(r.attr)
     }
 
     pub(crate) async fn link(
@@ -520,8 +533,12 @@ impl Inner {
             creds: Some(c.creds.clone()),
             existing: Some(node(ino)),
             new_entry: Some(child(parent, name)),
+            retry: Some(self.client.retry_id()),
         };
-        let a = attr_of(self.nn().link(req).await?.into_inner().attr)?;
+        let r = self
+            .query(&req, |mut nn, req| async move { nn.link(req).await })
+            .await?;
+        let a = attr_of(r.attr)?;
         Ok(self.local_view(a))
     }
 
@@ -615,8 +632,10 @@ impl Inner {
             recursive: false,
             directory,
             any_kind: false,
+            retry: Some(self.client.retry_id()),
         };
-        self.nn().remove(req).await?;
+        self.query(&req, |mut nn, req| async move { nn.remove(req).await })
+            .await?;
         Ok(())
     }
 
@@ -680,8 +699,11 @@ impl Inner {
             to: Some(child(new_parent, new_name)),
             no_replace,
             exchange,
+            retry: Some(self.client.retry_id()),
         };
-        let r = self.nn().rename(req).await;
+        let r = self
+            .query(&req, |mut nn, req| async move { nn.rename(req).await })
+            .await;
         if let Some((ino, hidden)) = pending {
             if r.is_ok() {
                 self.defer_hidden_removal(new_parent, hidden, ino);

@@ -1082,3 +1082,128 @@ async fn getattr_checks_access_when_asked() {
     assert!(getattr("/d", 4 | 1, user.clone()).await.is_ok());
     nn.stop().await;
 }
+
+#[tokio::test]
+async fn calls_sent_again_with_their_retry_id_are_answered_as_the_first_was_across_a_restart() {
+    // A client whose call was applied but whose answer was lost (the namenode died) sends it
+    // again with the same retry id to the restarted namenode: it gets the first call's answer.
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    for i in 0..3 {
+        FakeDn::register(&nn, i).await;
+    }
+    let retry = |n: u64| {
+        Some(pb::RetryId {
+            client_id: "c1".into(),
+            call_id: n,
+        })
+    };
+    let mkdir = pb::MkdirRequest {
+        entry: path_entry("/d"),
+        mode: 0o755,
+        retry: retry(1),
+        ..Default::default()
+    };
+    let create = pb::CreateRequest {
+        entry: path_entry("/d/f"),
+        mode: 0o644,
+        exclusive: true,
+        client_id: "c1".into(),
+        open_for_write: true,
+        retry: retry(2),
+        ..Default::default()
+    };
+    let rename = pb::RenameRequest {
+        from: path_entry("/d/f"),
+        to: path_entry("/d/g"),
+        retry: retry(3),
+        ..Default::default()
+    };
+    let symlink = pb::SymlinkRequest {
+        entry: path_entry("/d/s"),
+        target: "g".into(),
+        retry: retry(4),
+        ..Default::default()
+    };
+    let remove = pb::RemoveRequest {
+        entry: path_entry("/d/s"),
+        retry: retry(5),
+        ..Default::default()
+    };
+    let d = c
+        .mkdir(mkdir.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    let f = c
+        .create(create.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    c.rename(rename.clone()).await.unwrap();
+    let s = c
+        .symlink(symlink.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    c.remove(remove.clone()).await.unwrap();
+    // Without its retry id a repeat is a new call.
+    let plain = c
+        .mkdir(pb::MkdirRequest {
+            retry: None,
+            ..mkdir.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&plain), ErrorKind::AlreadyExists, "{plain:?}");
+    nn.stop().await;
+
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    for i in 0..3 {
+        FakeDn::register(&nn, i).await;
+    }
+    let again = c.mkdir(mkdir).await.unwrap().into_inner().attr.unwrap();
+    assert_eq!(again.inode, d.inode);
+    // The create's answer names the file (renamed since), still open for writing by c1.
+    let again = c.create(create).await.unwrap().into_inner().attr.unwrap();
+    assert_eq!(again.inode, f.inode);
+    assert!(again.under_construction, "{again:?}");
+    c.rename(rename).await.unwrap();
+    // The symlink was removed since: its repeat cannot show it.
+    let gone = c.symlink(symlink).await.unwrap_err();
+    assert_eq!(
+        ErrorKind::of(&gone),
+        ErrorKind::Stale,
+        "{gone:?} (symlink {})",
+        s.inode
+    );
+    c.remove(remove).await.unwrap();
+    // Nothing happened twice: /d holds g alone, and c1 may still commit and close it.
+    let list = c
+        .read_dir(pb::ReadDirRequest {
+            dir: path_node("/d"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = list.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["g"]);
+    c.commit_blocks(pb::CommitBlocksRequest {
+        inode: f.inode,
+        client_id: "c1".into(),
+        close: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    nn.stop().await;
+}

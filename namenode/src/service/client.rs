@@ -2,13 +2,15 @@
 //! block, pipeline recovery, commit), reads (block locations), admin (fsck, report, statfs,
 //! decommission) and cluster locks.
 
-use super::{client_id, entry_sel, inode_id, locate, located_block, node_sel, Shared, State};
+use super::{
+    call_id, client_id, entry_sel, inode_id, locate, located_block, node_sel, Shared, State,
+};
 use crate::datanodes::DatanodeRegistry;
 use crate::error::{NamenodeError, Result};
 use crate::locks::{LockKind, LockOutcome, LockOwner, LockRequest, LockType};
 use crate::namespace::{
-    BlockRef, Caller, CreateFile, InodeKind, RemoveMode, RenameFlags, SetAttr, TimeSet, Timestamp,
-    R_OK,
+    BlockRef, Caller, CreateFile, InodeKind, Once, RemoveMode, RenameFlags, SetAttr, TimeSet,
+    Timestamp, R_OK,
 };
 use crate::replication::{self, health};
 use ringfs_proto::pb::{self, namenode_server::Namenode};
@@ -287,6 +289,7 @@ impl ClientService {
         } else {
             None
         };
+        let call = call_id(&req.retry)?;
         if req.open_for_write {
             self.shared.await_datanodes_after_restart(replication).await;
         }
@@ -294,9 +297,10 @@ impl ClientService {
         let r = self
             .shared
             .mutate(|st, after| {
-                if req.open_for_write {
-                    check_datanodes(st, replication)?;
-                }
+                let datanodes = match req.open_for_write {
+                    true => check_datanodes(st, replication),
+                    false => Ok(()),
+                };
                 let opts = CreateFile {
                     mode: req.mode,
                     replication,
@@ -305,8 +309,23 @@ impl ClientService {
                     overwrite: req.overwrite,
                     lease: lease.clone(),
                 };
-                let (id, freed) = st.ns.create_file(&c, entry, opts, now)?;
-                after.freed = freed;
+                // A repeat: the file is there and the lease the first call took is this client's.
+                let created = st.ns.once(
+                    call.as_ref(),
+                    now,
+                    |ns| {
+                        datanodes?;
+                        ns.create_file(&c, entry, opts, now)
+                    },
+                    |(id, _)| Some(*id),
+                )?;
+                let id = match created {
+                    Once::Ran((id, freed)) => {
+                        after.freed = freed;
+                        id
+                    }
+                    Once::Repeat(applied) => Once::Repeat(applied).inode()?,
+                };
                 if let Some(l) = &lease {
                     st.leases.renew(l, Instant::now());
                 }
@@ -1039,10 +1058,19 @@ impl Namenode for ClientService {
         let r = async {
             let c = caller(&req.creds);
             let entry = entry_sel(&req.entry)?;
+            let call = call_id(&req.retry)?;
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, _| {
-                    let id = st.ns.mkdir(&c, entry, req.mode, req.parents, now)?;
+                    let id = st
+                        .ns
+                        .once(
+                            call.as_ref(),
+                            now,
+                            |ns| ns.mkdir(&c, entry, req.mode, req.parents, now),
+                            |id| Some(*id),
+                        )?
+                        .inode()?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1069,11 +1097,12 @@ impl Namenode for ClientService {
                         req.kind
                     ))
                 })?;
+            let call = call_id(&req.retry)?;
             let now = Timestamp::now();
             let cfg = &self.shared.config;
             self.shared
                 .mutate(|st, _| {
-                    let id = match kind {
+                    let make = |ns: &mut crate::namespace::Namespace| match kind {
                         InodeKind::File => {
                             let opts = CreateFile {
                                 mode: req.mode,
@@ -1083,16 +1112,20 @@ impl Namenode for ClientService {
                                 overwrite: false,
                                 lease: None,
                             };
-                            st.ns.create_file(&c, entry, opts, now)?.0
+                            Ok(ns.create_file(&c, entry, opts, now)?.0)
                         }
                         InodeKind::Directory | InodeKind::Symlink => {
-                            return Err(NamenodeError::InvalidArgument(format!(
+                            Err(NamenodeError::InvalidArgument(format!(
                                 "mknod cannot create a {}",
                                 kind.to_pb()
                             )))
                         }
-                        _ => st.ns.mknod(&c, entry, kind, req.mode, req.rdev, now)?,
+                        _ => ns.mknod(&c, entry, kind, req.mode, req.rdev, now),
                     };
+                    let id = st
+                        .ns
+                        .once(call.as_ref(), now, make, |id| Some(*id))?
+                        .inode()?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1110,10 +1143,19 @@ impl Namenode for ClientService {
         let r = async {
             let c = caller(&req.creds);
             let entry = entry_sel(&req.entry)?;
+            let call = call_id(&req.retry)?;
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, _| {
-                    let id = st.ns.symlink(&c, entry, &req.target, now)?;
+                    let id = st
+                        .ns
+                        .once(
+                            call.as_ref(),
+                            now,
+                            |ns| ns.symlink(&c, entry, &req.target, now),
+                            |id| Some(*id),
+                        )?
+                        .inode()?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1144,10 +1186,19 @@ impl Namenode for ClientService {
             let c = caller(&req.creds);
             let existing = node_sel(&req.existing)?;
             let entry = entry_sel(&req.new_entry)?;
+            let call = call_id(&req.retry)?;
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, _| {
-                    let id = st.ns.link(&c, existing, entry, now)?;
+                    let id = st
+                        .ns
+                        .once(
+                            call.as_ref(),
+                            now,
+                            |ns| ns.link(&c, existing, entry, now),
+                            |id| Some(*id),
+                        )?
+                        .inode()?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1170,10 +1221,17 @@ impl Namenode for ClientService {
                 directory: req.directory,
                 any_kind: req.any_kind,
             };
+            let call = call_id(&req.retry)?;
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, after| {
-                    after.freed = st.ns.remove(&c, entry, mode, now)?;
+                    let removed = st.ns.once(
+                        call.as_ref(),
+                        now,
+                        |ns| ns.remove(&c, entry, mode, now),
+                        |_| None,
+                    )?;
+                    after.freed = removed.ran().unwrap_or_default();
                     Ok(pb::Empty {})
                 })
                 .await
@@ -1194,10 +1252,17 @@ impl Namenode for ClientService {
                 no_replace: req.no_replace,
                 exchange: req.exchange,
             };
+            let call = call_id(&req.retry)?;
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, after| {
-                    after.freed = st.ns.rename(&c, from, to, flags, now)?;
+                    let renamed = st.ns.once(
+                        call.as_ref(),
+                        now,
+                        |ns| ns.rename(&c, from, to, flags, now),
+                        |_| None,
+                    )?;
+                    after.freed = renamed.ran().unwrap_or_default();
                     Ok(pb::Empty {})
                 })
                 .await

@@ -21,6 +21,7 @@ use crate::leases::Leases;
 use crate::locks::LockTable;
 use crate::namespace::{BlockRef, EntrySel, Namespace, NodeSel, RECOVERY_HOLDER, ROOT};
 use crate::replication::{InFlight, SafeMode};
+use crate::retry_cache::CallId;
 use ringfs_proto::pb;
 use ringfs_proto::token::{AccessMode, Secret};
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
@@ -288,6 +289,18 @@ pub fn client_id(s: &str) -> Result<&str> {
     } else {
         Ok(s)
     }
+}
+
+/// The retry cache's name of a call (`None`: the request carries no retry id).
+pub fn call_id(r: &Option<pb::RetryId>) -> Result<Option<CallId>> {
+    r.as_ref()
+        .map(|r| {
+            Ok(CallId {
+                client: client_id(&r.client_id)?.to_string(),
+                call: r.call_id,
+            })
+        })
+        .transpose()
 }
 
 /// The wire form of a datanode.
