@@ -254,3 +254,172 @@ fn lookups_on_a_mount_do_not_fail_across_a_namenode_kill_9() {
         log_tail(m.log(), 10)
     );
 }
+
+#[test]
+fn creates_renames_links_and_removes_do_not_fail_across_namenode_kills() {
+    // mkdir, create + write + close, rename, symlink, link, unlink and rmdir in loops on a mount
+    // while the namenode is killed and restarted eight times. None of these may simply be sent
+    // again (a second mkdir of an applied one is EEXIST, a second unlink ENOENT), so each carries a
+    // call id the namenode remembers with the change it made (its retry cache): the mount sends a
+    // call that died with the namenode again with the same id and gets the first one's answer.
+    // Four loops (other processes, as in `rewrites_and_timestamps_do_not_fail_across_namenode_kills`),
+    // so that a kill finds such a call on the wire more often than not.
+    let mut c = TestCluster::builder().start();
+    let m = c.client().mount(&[]);
+    // Every step has one expected result (success), so each must take effect exactly once.
+    let script = r#"
+        use Fcntl;
+        my ($dir, $stop) = @ARGV;
+        chdir $dir or die "$dir: $!";
+        $| = 1;
+        my $r = 0;
+        until (-e $stop) {
+            $r++;
+            my $d = "d$r";
+            my $f;
+            my @steps = (
+                ['mkdir', sub { mkdir($d, 0755) }],
+                ['create', sub {
+                    sysopen($f, "$d/f", O_WRONLY | O_CREAT | O_EXCL, 0644)
+                        && defined(syswrite($f, "content $r"))
+                        && close($f)
+                }],
+                ['rename', sub { rename("$d/f", "$d/g") }],
+                ['symlink', sub { symlink('g', "$d/s") }],
+                ['link', sub { link("$d/g", "$d/h") }],
+                ['unlink', sub { unlink("$d/g") == 1 }],
+                ['mkdir2', sub { mkdir("$d/e", 0700) }],
+                ['rmdir', sub { rmdir("$d/e") }],
+            );
+            for my $s (@steps) {
+                my ($name, $step) = @$s;
+                print "failed $r $name: $!\n" unless $step->();
+            }
+            print "round $r\n";
+        }
+    "#;
+    const LOOPS: usize = 4;
+    let stop = c.scratch_path("stop");
+    let (tx, rx) = mpsc::channel::<(usize, String)>();
+    let mut loopers = Vec::new();
+    for j in 0..LOOPS {
+        fs::create_dir(m.path(&format!("w{j}"))).unwrap();
+        let mut looper = Command::new("perl")
+            .args(["-e", script])
+            .arg(m.path(&format!("w{j}")))
+            .arg(&stop)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = looper.stdout.take().unwrap();
+        let tx = tx.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((j, line));
+            }
+        });
+        loopers.push((looper, reader));
+    }
+    drop(tx);
+    // Rounds done per loop, and the failed steps.
+    let mut rounds = [0u64; LOOPS];
+    let mut failed = Vec::new();
+    let mut note =
+        |(j, line): (usize, String), rounds: &mut [u64; LOOPS]| match line.strip_prefix("round ") {
+            Some(r) => rounds[j] = r.parse().unwrap(),
+            None => failed.push(format!("w{j}: {line}")),
+        };
+    // Until every loop has done two rounds more.
+    let mut take = |rounds: &mut [u64; LOOPS]| {
+        let until = rounds.map(|r| r + 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while rounds.iter().zip(&until).any(|(r, u)| r < u) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the loops stalled after {rounds:?} rounds"));
+            note(line, rounds);
+        }
+    };
+    take(&mut rounds);
+    const KILLS: u64 = 8;
+    for n in 1..=KILLS {
+        // At moments spread over one round (a few ms), not in step with the loops' output.
+        std::thread::sleep(Duration::from_micros(900 * n));
+        c.kill_namenode();
+        // Down for a moment, as a real restart is: calls meet a refused connection meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        c.restart_namenode();
+        take(&mut rounds);
+    }
+    fs::write(&stop, b"").unwrap();
+    let mut statuses = Vec::new();
+    let mut err = String::new();
+    for (mut looper, reader) in loopers {
+        statuses.push(looper.wait().unwrap());
+        reader.join().unwrap();
+        if let Some(mut e) = looper.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+    }
+    for (j, line) in rx.try_iter() {
+        match line.strip_prefix("round ") {
+            Some(r) => rounds[j] = r.parse().unwrap(),
+            None => failed.push(format!("w{j}: {line}")),
+        }
+    }
+    let total: u64 = rounds.iter().sum();
+    assert!(
+        failed.is_empty() && statuses.iter().all(|s| s.success()),
+        "{} steps of {total} rounds failed: {failed:?} ({statuses:?}); stderr: {err}; mount log:\n{}",
+        failed.len(),
+        log_tail(m.log(), 10)
+    );
+    // The tree is exactly what the steps imply: wJ/dR/{h (the content), s -> g} for every round.
+    use std::os::unix::fs::MetadataExt;
+    let names = |d: &std::path::Path| {
+        let mut names: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let want: Vec<String> = (0..LOOPS).map(|j| format!("w{j}")).collect();
+    assert_eq!(names(&m.dir), want, "root entries");
+    for (j, &done) in rounds.iter().enumerate() {
+        let mut want: Vec<String> = (1..=done).map(|r| format!("d{r}")).collect();
+        want.sort();
+        assert_eq!(
+            names(&m.path(&format!("w{j}"))),
+            want,
+            "w{j} after {done} rounds"
+        );
+        for r in 1..=done {
+            let d = m.path(&format!("w{j}/d{r}"));
+            assert_eq!(names(&d), ["h", "s"], "entries of w{j}/d{r}");
+            let h = d.join("h");
+            assert_eq!(
+                fs::read(&h).unwrap(),
+                format!("content {r}").as_bytes(),
+                "{h:?}"
+            );
+            assert_eq!(fs::metadata(&h).unwrap().nlink(), 1, "{h:?} links");
+            assert_eq!(
+                fs::read_link(d.join("s")).unwrap(),
+                std::path::Path::new("g")
+            );
+        }
+    }
+    // The namenode holds the same after one more restart (the CLI reads it there).
+    c.kill_namenode();
+    c.restart_namenode();
+    for (j, &done) in rounds.iter().enumerate() {
+        assert_eq!(c.ls_names(&format!("/w{j}")).len() as u64, done, "/w{j}");
+        let h = format!("/w{j}/d{done}/h");
+        assert_eq!(c.get_bytes(&h), format!("content {done}").as_bytes(), "{h}");
+    }
+}
