@@ -534,6 +534,7 @@ async fn send_block(
         let mut c = first;
         while c < last {
             let n = (last - c).min(unit);
+            disk.prefetch(c + n, last);
             let r = disk.read_raw(c, n as usize);
             let failed = r.is_err();
             if raw_tx.send(r).is_err() || failed {
