@@ -449,14 +449,14 @@ impl Inner {
     }
 
     pub(crate) async fn readlink(&self, c: &Caller, ino: u64) -> Res<String> {
+        let req = pb::ReadlinkRequest {
+            creds: Some(c.creds.clone()),
+            node: Some(node(ino)),
+        };
         let r = self
-            .nn()
-            .readlink(pb::ReadlinkRequest {
-                creds: Some(c.creds.clone()),
-                node: Some(node(ino)),
-            })
+            .query(&req, |mut nn, req| async move { nn.readlink(req).await })
             .await?;
-        Ok(r.into_inner().target)
+        Ok(r.target)
     }
 
     pub(crate) async fn mkdir(
@@ -724,12 +724,12 @@ impl Inner {
     }
 
     pub(crate) async fn access(&self, c: &Caller, ino: u64, mask: u32) -> Res<()> {
-        self.nn()
-            .access(pb::AccessRequest {
-                creds: Some(c.creds.clone()),
-                node: Some(node(ino)),
-                mask,
-            })
+        let req = pb::AccessRequest {
+            creds: Some(c.creds.clone()),
+            node: Some(node(ino)),
+            mask,
+        };
+        self.query(&req, |mut nn, req| async move { nn.access(req).await })
             .await?;
         Ok(())
     }

@@ -2054,7 +2054,9 @@ impl Namespace {
         op: impl FnOnce(&mut Namespace) -> Result<T>,
         inode: impl FnOnce(&T) -> Option<InodeId>,
     ) -> Result<Once<T>> {
-        if let Some(applied) = self.applied_call(id, now) {
+        if let (Some(applied), Some(id)) = (self.applied_call(id, now), id) {
+            tracing::info!(client = %id.client, call = id.call, inode = ?applied.inode.map(|i| i.0),
+                "a call sent again was applied before: answered from the retry cache");
             return Ok(Once::Repeat(applied));
         }
         let value = op(self)?;
