@@ -432,11 +432,13 @@ fn creates_renames_links_and_removes_do_not_fail_across_namenode_kills() {
 }
 
 /// A TCP proxy to the namenode that loses answers: once `cut` is set, the next bytes a client sends
-/// are passed on (the namenode applies that call) and the connection is then closed without passing
-/// on the answer, as when the namenode dies after logging a change and before replying.
+/// (or the next that contain `cut_at`) are passed on (the namenode applies that call) and the
+/// connection is then closed without passing on the answer, as when the namenode dies after logging
+/// a change and before replying.
 struct LossyProxy {
     addr: String,
     cut: Arc<AtomicBool>,
+    cut_at: Arc<Mutex<Option<Vec<u8>>>>,
     /// Connections closed so.
     cuts: Arc<AtomicUsize>,
 }
@@ -449,8 +451,9 @@ impl LossyProxy {
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicUsize::new(0)),
         );
+        let cut_at: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let target = target.to_string();
-        let (c, n) = (cut.clone(), cuts.clone());
+        let (c, n, at) = (cut.clone(), cuts.clone(), cut_at.clone());
         // Runs as long as the test binary: nothing connects once the test is done.
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -459,14 +462,24 @@ impl LossyProxy {
                     continue;
                 };
                 let lost = Arc::new(AtomicBool::new(false));
-                let (c, n, lost2) = (c.clone(), n.clone(), lost.clone());
+                let (c, n, at, lost2) = (c.clone(), n.clone(), at.clone(), lost.clone());
                 let (mut from_client, mut to_server) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
                     use std::io::{Read, Write};
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(len @ 1..) = from_client.read(&mut buf) {
-                        let cut_now = c.swap(false, Ordering::SeqCst);
+                        let chunk = &buf[..len];
+                        let cut_now = c.swap(false, Ordering::SeqCst) || {
+                            let mut at = at.lock().unwrap();
+                            let hit = at
+                                .as_ref()
+                                .is_some_and(|a| chunk.windows(a.len()).any(|w| w == &a[..]));
+                            if hit {
+                                *at = None;
+                            }
+                            hit
+                        };
                         if cut_now {
                             lost2.store(true, Ordering::SeqCst);
                         }
@@ -497,7 +510,12 @@ impl LossyProxy {
                 });
             }
         });
-        LossyProxy { addr, cut, cuts }
+        LossyProxy {
+            addr,
+            cut,
+            cut_at,
+            cuts,
+        }
     }
 }
 
@@ -636,5 +654,48 @@ fn calls_whose_answer_was_lost_are_answered_from_the_retry_cache() {
     assert!(
         repeats > 0,
         "no lost answer was of a call the cache answers"
+    );
+}
+
+#[test]
+fn cli_changes_whose_answer_was_lost_succeed_once() {
+    // The CLI's mkdir, put, mv and rm through a proxy that loses the answer of exactly that change
+    // (cut on the first bytes naming its path): each command succeeds, its change is made once, and
+    // the namenode answered each repeat from its retry cache.
+    let c = TestCluster::builder().start();
+    let proxy = LossyProxy::start(c.namenode_addr());
+    fs::create_dir_all(c.root().join("proxied")).unwrap();
+    let cli = Cli::new(&proxy.addr, &c.root().join("proxied"));
+    let repeats = || {
+        let log = fs::read_to_string(c.namenode_log()).unwrap_or_default();
+        log.matches("answered from the retry cache").count()
+    };
+    let lose_answer_of = |needle: &str, args: &[&str]| {
+        let before = (repeats(), proxy.cuts.load(Ordering::SeqCst));
+        *proxy.cut_at.lock().unwrap() = Some(needle.as_bytes().to_vec());
+        cli.ok(args);
+        assert_eq!(
+            proxy.cuts.load(Ordering::SeqCst),
+            before.1 + 1,
+            "{args:?}: no answer lost"
+        );
+        wait_until(Duration::from_secs(10), "the repeat to be logged", || {
+            repeats() > before.0
+        });
+    };
+    lose_answer_of("/cli-made", &["mkdir", "/cli-made"]);
+    let local = c.client().scratch_path("local");
+    fs::write(&local, b"put through a lossy proxy").unwrap();
+    lose_answer_of(
+        "ringfs-put",
+        &["put", local.to_str().unwrap(), "/cli-made/put"],
+    );
+    lose_answer_of("/cli-made/put", &["mv", "/cli-made/put", "/cli-made/moved"]);
+    lose_answer_of("/cli-made/moved", &["rm", "/cli-made/moved"]);
+    assert_eq!(c.ls_names("/"), ["cli-made"]);
+    assert!(
+        c.ls_names("/cli-made").is_empty(),
+        "{:?}",
+        c.ls_names("/cli-made")
     );
 }
