@@ -12,7 +12,8 @@
 //! Layout of `namespace.redb`: `inodes` (id -> format byte + postcard [`InodeRecord`]), `entries`
 //! ((parent, name) -> child; a directory's entries are separate rows so a big directory is not
 //! rewritten per operation), `calls` ((client id, call id) -> postcard (inode, time): the retry
-//! cache, see [`crate::retry_cache`]; a store without the table has no remembered calls) and
+//! cache, see [`crate::retry_cache`]; a store without the table has no remembered calls), `locks`
+//! (inode -> postcard list of the cluster locks held on it; a store without it has none) and
 //! `meta` (format version, the id counters, `applied_seq`). There is no
 //! checkpoint that could stall the namenode: the store is always current up to the last group.
 
@@ -31,6 +32,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::error::{NamenodeError, Result};
+use crate::locks::Lock;
 use crate::namespace::{Counters, InodeRecord, Mutation, Namespace, Timestamp};
 use crate::retry_cache::{CallId, CallRecord};
 
@@ -58,6 +60,7 @@ const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const ENTRIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CALLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("calls");
+const LOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("locks");
 
 /// The metadata store of a namenode (`<dir>/namespace.redb`) and its group-commit writer thread.
 /// Dropping it lets the writer finish what was submitted, then closes the store.
@@ -619,6 +622,7 @@ fn write_group(
         let mut entries = txn.open_table(ENTRIES)?;
         let mut meta = txn.open_table(META)?;
         let mut calls = txn.open_table(CALLS)?;
+        let mut locks_table = txn.open_table(LOCKS)?;
         if set_format {
             meta.insert("format", FORMAT)?;
         }
@@ -662,6 +666,15 @@ fn write_group(
                 Mutation::DeleteCall(id) => {
                     calls.remove((id.client.as_str(), id.call))?;
                 }
+                Mutation::PutLocks { inode, locks } => {
+                    buf.clear();
+                    buf = postcard::to_extend(&locks, buf)
+                        .map_err(|e| redb::Error::Corrupted(format!("encode: {e}")))?;
+                    locks_table.insert(inode, buf.as_slice())?;
+                }
+                Mutation::DeleteLocks(inode) => {
+                    locks_table.remove(inode)?;
+                }
             }
         }
     }
@@ -690,6 +703,7 @@ pub(crate) struct Rows {
     entries: BTreeMap<(u64, String), u64>,
     counters: Counters,
     calls: BTreeMap<CallId, CallRecord>,
+    locks: BTreeMap<u64, Vec<Lock>>,
 }
 
 impl Rows {
@@ -720,11 +734,18 @@ impl Rows {
                 Mutation::DeleteCall(id) => {
                     self.calls.remove(&id);
                 }
+                Mutation::PutLocks { inode, locks } => {
+                    self.locks.insert(inode, locks);
+                }
+                Mutation::DeleteLocks(inode) => {
+                    self.locks.remove(&inode);
+                }
             }
         }
     }
 
-    /// The namespace these rows describe; calls of the retry cache expired by now are dropped.
+    /// The namespace these rows describe (with its locks); calls of the retry cache expired by now
+    /// are dropped.
     pub(crate) fn into_namespace(self) -> Result<Namespace> {
         let mut ns = Namespace::from_records(
             self.inodes.into_values(),
@@ -734,6 +755,7 @@ impl Rows {
             self.counters,
         )?;
         ns.load_calls(self.calls.into_values(), Timestamp::now());
+        ns.load_locks(self.locks, Timestamp::now());
         Ok(ns)
     }
 }
@@ -838,12 +860,28 @@ fn read_store(db: &Database, path: &Path) -> Result<Option<Stored>> {
         Err(TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(err(&e)),
     }
+    let mut locks = BTreeMap::new();
+    match txn.open_table(LOCKS) {
+        Ok(table) => {
+            for row in table.iter().map_err(|e| err(&e))? {
+                let (k, v) = row.map_err(|e| err(&e))?;
+                let inode = k.value();
+                let held: Vec<Lock> = postcard::from_bytes(v.value())
+                    .map_err(|e| err(&format!("locks of inode {inode}: {e}")))?;
+                locks.insert(inode, held);
+            }
+        }
+        // A store written before locks were kept.
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(err(&e)),
+    }
     Ok(Some(Stored {
         rows: Rows {
             inodes,
             entries,
             counters,
             calls,
+            locks,
         },
         format,
         applied,
@@ -913,6 +951,7 @@ mod v1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::locks::{LockKind, LockOutcome, LockOwner, LockRequest, LockType};
     use crate::namespace::{
         BlockRef, Caller, CreateFile, EntrySel, InodeId, NodeSel, Once, RemoveMode, RenameFlags,
         Timestamp,
@@ -1177,6 +1216,66 @@ mod tests {
     fn stored_calls(journal: &Journal) -> Vec<CallId> {
         let stored = read_store(&journal.db, &journal.path).unwrap().unwrap();
         stored.rows.calls.into_keys().collect()
+    }
+
+    fn write_flock(ns: &mut Namespace, inode: u64, client: &str) -> LockOutcome {
+        let req = LockRequest {
+            owner: LockOwner {
+                client: client.into(),
+                owner: 1,
+            },
+            kind: LockKind::Flock,
+            typ: Some(LockType::Write),
+            start: 0,
+            end: 0,
+            pid: 1,
+        };
+        ns.locks_mut().lock(inode, &req)
+    }
+
+    #[test]
+    fn granted_locks_survive_a_reopen_from_the_store_and_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            assert!(matches!(
+                write_flock(&mut ns, 5, "m1"),
+                LockOutcome::Granted(_)
+            ));
+            journal.submit(ns.drain_changes()).wait().unwrap();
+        }
+        {
+            // From the store; then one more lock logged only (a crash before the store has it).
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            assert_eq!(ns.locks().locks_on(5).len(), 1);
+            assert!(matches!(
+                write_flock(&mut ns, 5, "m2"),
+                LockOutcome::Conflict(_)
+            ));
+            assert!(matches!(
+                write_flock(&mut ns, 6, "m2"),
+                LockOutcome::Granted(_)
+            ));
+            drop(journal.log(ns.drain_changes()).unwrap());
+        }
+        let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+        assert!(matches!(
+            write_flock(&mut ns, 5, "m2"),
+            LockOutcome::Conflict(_)
+        ));
+        assert!(matches!(
+            write_flock(&mut ns, 6, "m1"),
+            LockOutcome::Conflict(_)
+        ));
+        // Released locks are gone after a reopen too.
+        assert_eq!(ns.locks_mut().release_client("m1"), 1);
+        journal.submit(ns.drain_changes()).wait().unwrap();
+        drop((journal, ns));
+        let (_journal, mut ns) = Journal::open(dir.path()).unwrap();
+        assert!(matches!(
+            write_flock(&mut ns, 5, "m2"),
+            LockOutcome::Granted(_)
+        ));
     }
 
     #[test]

@@ -1,32 +1,40 @@
 //! The cluster lock table: `flock` (whole file) and POSIX byte-range locks, owned by (client, owner),
 //! with kernel-like range splitting and merging per owner and a monotonic fencing token per grant.
 //! A client's locks go away when its lease expires.
+//!
+//! The table is part of the namespace's durable state: every inode whose locks changed is drained
+//! with the namespace's changes ([`LockTable::drain`]) and logged in the same batch, so a lock
+//! that was granted is still held after a namenode restart (a mount that took it keeps believing
+//! it does; losing it would let another mount take it too).
 
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+use crate::namespace::Mutation;
 
 /// Which lock family (they do not conflict with each other, as on Linux).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LockKind {
     Flock,
     Posix,
 }
 
 /// Shared or exclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LockType {
     Read,
     Write,
 }
 
 /// Who holds a lock: the mount (client id) and the owner within it (open file or process).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LockOwner {
     pub client: String,
     pub owner: u64,
 }
 
 /// One granted lock. `end` is inclusive; `u64::MAX` = to EOF and beyond.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
     pub owner: LockOwner,
     pub kind: LockKind,
@@ -71,8 +79,10 @@ pub enum LockOutcome {
 #[derive(Debug, Default)]
 pub struct LockTable {
     by_inode: HashMap<u64, Vec<Lock>>,
-    /// Last fencing token handed out (monotonic for the life of the namenode; tokens start at 1).
+    /// Last fencing token handed out (monotonic across restarts: see [`LockTable::load`]).
     last_token: u64,
+    /// Inodes whose locks changed since the last drain.
+    dirty: BTreeSet<u64>,
 }
 
 fn overlaps(a_start: u64, a_end: u64, b_start: u64, b_end: u64) -> bool {
@@ -82,6 +92,50 @@ fn overlaps(a_start: u64, a_end: u64, b_start: u64, b_end: u64) -> bool {
 impl LockTable {
     pub fn new() -> LockTable {
         LockTable::default()
+    }
+
+    /// The table as logged (the locks of each inode), after a restart. Fencing tokens go on above
+    /// every loaded one and above `token_floor` (the caller passes the wall clock in microseconds:
+    /// tokens of locks released before the restart are not stored, and no namenode hands out a
+    /// token per microsecond on average, so new ones stay above every token seen before).
+    pub fn load(rows: impl IntoIterator<Item = (u64, Vec<Lock>)>, token_floor: u64) -> LockTable {
+        let by_inode: HashMap<u64, Vec<Lock>> =
+            rows.into_iter().filter(|(_, l)| !l.is_empty()).collect();
+        let last_token = by_inode
+            .values()
+            .flatten()
+            .map(|l| l.token)
+            .max()
+            .unwrap_or(0)
+            .max(token_floor);
+        LockTable {
+            by_inode,
+            last_token,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Appends the row changes since the last drain: the current locks of every inode whose
+    /// locks changed.
+    pub fn drain(&mut self, out: &mut Vec<Mutation>) {
+        for inode in std::mem::take(&mut self.dirty) {
+            out.push(match self.by_inode.get(&inode) {
+                Some(locks) => Mutation::PutLocks {
+                    inode,
+                    locks: locks.clone(),
+                },
+                None => Mutation::DeleteLocks(inode),
+            });
+        }
+    }
+
+    /// Clients holding at least one lock.
+    pub fn holders(&self) -> BTreeSet<String> {
+        self.by_inode
+            .values()
+            .flatten()
+            .map(|l| l.owner.client.clone())
+            .collect()
     }
 
     /// The first lock of another owner that conflicts with `req` (a read lock conflicts with writes,
@@ -117,6 +171,7 @@ impl LockTable {
         }
         let (start, end) = self.range_of(req);
         let locks = self.by_inode.entry(inode).or_default();
+        let locks_before = &locks.clone();
         // Cut [start, end] out of this owner's locks of the same kind (splitting where needed).
         let mut kept: Vec<Lock> = Vec::with_capacity(locks.len() + 2);
         for l in locks.drain(..) {
@@ -168,6 +223,9 @@ impl LockTable {
             }
         };
         kept.sort_by_key(|l| (l.start, l.end));
+        if kept != *locks_before {
+            self.dirty.insert(inode);
+        }
         if kept.is_empty() {
             self.by_inode.remove(&inode);
         } else {
@@ -179,10 +237,14 @@ impl LockTable {
     /// Drops every lock of `client` (its lease expired). Returns how many were dropped.
     pub fn release_client(&mut self, client: &str) -> usize {
         let mut n = 0;
-        self.by_inode.retain(|_, locks| {
+        let dirty = &mut self.dirty;
+        self.by_inode.retain(|inode, locks| {
             let before = locks.len();
             locks.retain(|l| l.owner.client != client);
-            n += before - locks.len();
+            if locks.len() != before {
+                n += before - locks.len();
+                dirty.insert(*inode);
+            }
             !locks.is_empty()
         });
         n
@@ -190,7 +252,9 @@ impl LockTable {
 
     /// Drops every lock on an inode (it was deleted).
     pub fn release_inode(&mut self, inode: u64) {
-        self.by_inode.remove(&inode);
+        if self.by_inode.remove(&inode).is_some() {
+            self.dirty.insert(inode);
+        }
     }
 
     /// The locks on an inode, sorted by range.
@@ -245,6 +309,79 @@ mod tests {
             .iter()
             .map(|l| (l.start, l.end, l.typ))
             .collect()
+    }
+
+    fn drained(t: &mut LockTable) -> Vec<Mutation> {
+        let mut out = Vec::new();
+        t.drain(&mut out);
+        out
+    }
+
+    #[test]
+    fn only_changes_are_drained_and_a_loaded_table_keeps_locks_and_raises_tokens() {
+        let (a, b) = (owner("m1", 1), owner("m2", 1));
+        let mut t = LockTable::new();
+        let LockOutcome::Granted(first) = t.lock(1, &flock(&a, Some(LockType::Write))) else {
+            panic!("free lock refused")
+        };
+        t.lock(2, &posix(&b, Some(LockType::Read), 0, 9));
+        assert_eq!(
+            drained(&mut t),
+            vec![
+                Mutation::PutLocks {
+                    inode: 1,
+                    locks: t.locks_on(1).to_vec()
+                },
+                Mutation::PutLocks {
+                    inode: 2,
+                    locks: t.locks_on(2).to_vec()
+                },
+            ]
+        );
+        // A refusal, a test and an unlock of nothing change nothing.
+        assert!(matches!(
+            t.lock(1, &flock(&b, Some(LockType::Write))),
+            LockOutcome::Conflict(_)
+        ));
+        assert!(t.test(1, &flock(&b, Some(LockType::Read))).is_some());
+        t.lock(3, &posix(&a, None, 0, 9));
+        assert_eq!(drained(&mut t), vec![]);
+
+        let rows: Vec<(u64, Vec<Lock>)> =
+            vec![(1, t.locks_on(1).to_vec()), (2, t.locks_on(2).to_vec())];
+        let mut loaded = LockTable::load(rows.clone(), 0);
+        assert_eq!(
+            loaded.holders().into_iter().collect::<Vec<_>>(),
+            vec!["m1", "m2"]
+        );
+        assert!(
+            matches!(
+                loaded.lock(1, &flock(&b, Some(LockType::Write))),
+                LockOutcome::Conflict(_)
+            ),
+            "a loaded lock still excludes"
+        );
+        let LockOutcome::Granted(next) = loaded.lock(4, &flock(&b, Some(LockType::Write))) else {
+            panic!("free lock refused")
+        };
+        assert!(
+            next > first && next > 2,
+            "tokens go on above the loaded ones: {next}"
+        );
+        let floor = 1_000_000;
+        let LockOutcome::Granted(next) =
+            LockTable::load(rows, floor).lock(5, &flock(&a, Some(LockType::Read)))
+        else {
+            panic!("free lock refused")
+        };
+        assert!(next > floor, "tokens go on above the floor: {next}");
+
+        // Releasing a client drains its inodes: emptied ones as deleted.
+        assert_eq!(loaded.release_client("m2"), 2);
+        assert_eq!(
+            drained(&mut loaded),
+            vec![Mutation::DeleteLocks(2), Mutation::DeleteLocks(4)]
+        );
     }
 
     #[test]

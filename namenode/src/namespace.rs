@@ -9,6 +9,7 @@ pub use ringfs_proto::InodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NamenodeError, Result};
+use crate::locks::{Lock, LockTable};
 use crate::path::{check_name, child_path, components, join_components};
 use crate::retry_cache::{Applied, CallId, CallRecord, RetryCache};
 
@@ -455,6 +456,15 @@ pub enum Mutation {
     PutCall(CallRecord),
     /// Forget a call (expired).
     DeleteCall(CallId),
+    /// Write the locks held on an inode (all of them; the list replaces what was there).
+    PutLocks {
+        /// The locked inode.
+        inode: u64,
+        /// Its locks.
+        locks: Vec<Lock>,
+    },
+    /// No lock is held on an inode any more.
+    DeleteLocks(u64),
 }
 
 /// What [`Namespace::once`] did.
@@ -582,6 +592,8 @@ pub struct Namespace {
     inline_bytes: u64,
     /// Non-idempotent calls applied lately (answers to clients that send one again).
     calls: RetryCache,
+    /// Cluster locks (logged with the namespace, so a restart keeps every granted lock).
+    locks: LockTable,
 }
 
 /// How an operand appears in error messages; the path of an inode is only computed for an error.
@@ -753,6 +765,7 @@ impl Namespace {
             counters_dirty: false,
             inline_bytes: 0,
             calls: RetryCache::default(),
+            locks: LockTable::new(),
         }
     }
 
@@ -2022,6 +2035,27 @@ impl Namespace {
         g
     }
 
+    // ------------------------------------------------------------ locks
+
+    /// The cluster lock table.
+    pub fn locks(&self) -> &LockTable {
+        &self.locks
+    }
+
+    /// The cluster lock table, to change: what changes is drained with the namespace's changes.
+    pub fn locks_mut(&mut self) -> &mut LockTable {
+        &mut self.locks
+    }
+
+    /// Replaces the lock table with persisted rows (see [`LockTable::load`]).
+    pub fn load_locks(&mut self, rows: impl IntoIterator<Item = (u64, Vec<Lock>)>, now: Timestamp) {
+        let micros = u64::try_from(now.secs)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(now.nanos / 1_000));
+        self.locks = LockTable::load(rows, micros);
+    }
+
     // ------------------------------------------------------------ retry cache
 
     /// Replaces the retry cache with persisted records (those expired at `now` are dropped, and
@@ -2100,6 +2134,7 @@ impl Namespace {
             out.push(Mutation::SetCounters(self.counters));
         }
         self.calls.drain(&mut out);
+        self.locks.drain(&mut out);
         out
     }
 

@@ -329,6 +329,87 @@ fn lock_of_a_killed_mount_is_released_when_its_lease_expires() {
 }
 
 #[test]
+fn locks_held_across_a_namenode_kill_still_exclude_other_mounts() {
+    // The namenode logs its lock table: after kill -9 and a restart, a flock and an fcntl range
+    // that a process on mount A still holds must still keep mount B out (before the table was
+    // logged B got both at once). The holder is a separate perl process: this test process holds
+    // no file on a mount while it forks the new namenode (see hung.rs).
+    let mut cluster = TestCluster::builder().start();
+    let a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    // Two files: on a mount a flock and an fcntl lock of one file conflict (fuse/src/lock.rs).
+    fs::write(a.path("flocked"), b"0123456789").unwrap();
+    fs::write(a.path("ranged"), b"0123456789").unwrap();
+    let script = r#"
+        use Fcntl qw(:DEFAULT :flock SEEK_SET);
+        $| = 1;
+        open(my $f, "+<", $ARGV[0]) or die "open: $!";
+        flock($f, LOCK_EX | LOCK_NB) or die "flock: $!";
+        open(my $g, "+<", $ARGV[1]) or die "open: $!";
+        # struct flock on Linux x86-64/arm64: type, whence, start, len, pid.
+        my $range = pack("s s x4 q q i x4", F_WRLCK, SEEK_SET, 0, 5, 0);
+        fcntl($g, F_SETLK, $range) or die "fcntl: $!";
+        print "locked\n";
+        my $go = <STDIN>;
+        flock($f, LOCK_UN) or die "unlock: $!";
+        close($g);
+        close($f);
+        print "released\n";
+    "#;
+    let mut holder = Command::new("perl")
+        .args(["-e", script])
+        .arg(a.path("flocked"))
+        .arg(a.path("ranged"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    said.read_line(&mut line).unwrap();
+    assert_eq!(
+        line,
+        "locked\n",
+        "the holder could not lock: {:?}",
+        holder.wait_with_output()
+    );
+
+    cluster.kill_namenode();
+    cluster.restart_namenode();
+
+    let fb = open_rw(&b.path("flocked"));
+    let rb = open_rw(&b.path("ranged"));
+    assert!(
+        would_block(flock(&fb, libc::LOCK_EX | libc::LOCK_NB)),
+        "B took the flock A holds"
+    );
+    let refused = setlk(&rb, libc::F_WRLCK, 2, 1, false);
+    assert!(
+        matches!(&refused, Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))),
+        "B took a byte of A's range: {refused:?}"
+    );
+    setlk(&rb, libc::F_WRLCK, 5, 5, false).expect("the bytes after A's range are free");
+
+    holder.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line, "released\n");
+    assert!(holder.wait().unwrap().success());
+    wait_until(
+        Duration::from_secs(10),
+        "B gets the flock A released",
+        || flock(&fb, libc::LOCK_EX | libc::LOCK_NB).is_ok(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "B gets the range A released",
+        || setlk(&rb, libc::F_WRLCK, 0, 5, false).is_ok(),
+    );
+}
+
+#[test]
 fn killed_mount_leaves_a_stale_mountpoint_that_the_next_mount_recovers() {
     // SIGKILL the mount process: the mountpoint answers ENOTCONN until `ringfs mount` cleans it.
     let cluster = TestCluster::builder().start();

@@ -588,20 +588,22 @@ impl ClientService {
     /// Gives back the client's leases: of every file and lock (`inode` 0: the client is done), or
     /// of that one file only (a failed final commit: the file is closed at what it holds).
     async fn do_release_lease(&self, client: String, inode: u64) -> Result<()> {
-        let files = {
-            let mut st = self.shared.lock();
-            let mut files = st.ns.files_with_lease(&client);
-            if inode == 0 {
-                st.leases.remove(&client);
-                let n = st.locks.release_client(&client);
-                if n > 0 {
-                    tracing::debug!(client = %client, locks = n, "locks released");
+        let files = self
+            .shared
+            .mutate(|st, _| {
+                let mut files = st.ns.files_with_lease(&client);
+                if inode == 0 {
+                    st.leases.remove(&client);
+                    let n = st.ns.locks_mut().release_client(&client);
+                    if n > 0 {
+                        tracing::debug!(client = %client, locks = n, "locks released");
+                    }
+                } else {
+                    files.retain(|f| f.0 == inode);
                 }
-            } else {
-                files.retain(|f| f.0 == inode);
-            }
-            files
-        };
+                Ok(files)
+            })
+            .await?;
         for inode in files {
             let recover = self
                 .shared
@@ -831,7 +833,7 @@ impl ClientService {
         out
     }
 
-    fn do_lock(&self, req: pb::LockRequest, test: bool) -> Result<pb::LockResponse> {
+    async fn do_lock(&self, req: pb::LockRequest, test: bool) -> Result<pb::LockResponse> {
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
         let kind = match pb::LockKind::try_from(req.kind) {
@@ -872,18 +874,26 @@ impl ClientService {
             end: req.end,
             pid: req.pid,
         };
-        let mut st = self.shared.lock();
-        if st.ns.get(inode).is_none() {
-            return Err(NamenodeError::Stale(inode.0));
-        }
-        st.leases.renew(&client, Instant::now());
-        let outcome = if test {
-            match st.locks.test(inode.0, &lr) {
-                Some(c) => LockOutcome::Conflict(c),
-                None => LockOutcome::Granted(0),
+        let apply = |st: &mut State| {
+            if st.ns.get(inode).is_none() {
+                return Err(NamenodeError::Stale(inode.0));
             }
+            st.leases.renew(&client, Instant::now());
+            Ok(if test {
+                match st.ns.locks().test(inode.0, &lr) {
+                    Some(c) => LockOutcome::Conflict(c),
+                    None => LockOutcome::Granted(0),
+                }
+            } else {
+                st.ns.locks_mut().lock(inode.0, &lr)
+            })
+        };
+        // A grant or release is logged like a namespace change (a restart keeps it); a test or a
+        // refusal changes nothing and logs nothing.
+        let outcome = if test {
+            apply(&mut self.shared.lock())?
         } else {
-            st.locks.lock(inode.0, &lr)
+            self.shared.mutate(|st, _| apply(st)).await?
         };
         Ok(match outcome {
             LockOutcome::Granted(token) => pb::LockResponse {
@@ -1413,14 +1423,14 @@ impl Namenode for ClientService {
         &self,
         req: Request<pb::LockRequest>,
     ) -> std::result::Result<Response<pb::LockResponse>, Status> {
-        ok(self.do_lock(req.into_inner(), false))
+        ok(self.do_lock(req.into_inner(), false).await)
     }
 
     async fn test_lock(
         &self,
         req: Request<pb::LockRequest>,
     ) -> std::result::Result<Response<pb::LockResponse>, Status> {
-        ok(self.do_lock(req.into_inner(), true))
+        ok(self.do_lock(req.into_inner(), true).await)
     }
 
     async fn sync(

@@ -18,7 +18,6 @@ use crate::datanodes::{Command, DatanodeRegistry};
 use crate::error::{NamenodeError, Result};
 use crate::journal::Journal;
 use crate::leases::Leases;
-use crate::locks::LockTable;
 use crate::namespace::{BlockRef, EntrySel, Namespace, NodeSel, RECOVERY_HOLDER, ROOT};
 use crate::replication::{InFlight, SafeMode};
 use crate::retry_cache::CallId;
@@ -37,7 +36,6 @@ pub struct State {
     pub blocks: BlockMap,
     pub nodes: DatanodeRegistry,
     pub leases: Leases,
-    pub locks: LockTable,
     pub in_flight: InFlight,
     pub safe_mode: SafeMode,
     /// Files whose lease recovery runs or waits for a retry: inode → earliest next attempt.
@@ -116,6 +114,11 @@ impl Shared {
                 leases.renew(&holder, now);
             }
         }
+        // A lock holder gets a full lease period to renew (a mount that died meanwhile loses its
+        // locks at the soft limit, as it would have without the restart).
+        for holder in ns.locks().holders() {
+            leases.renew(&holder, now);
+        }
         let safe_mode = SafeMode::new(
             !blocks.is_empty(),
             config.safe_mode_threshold,
@@ -138,7 +141,6 @@ impl Shared {
                 blocks,
                 nodes: DatanodeRegistry::new(),
                 leases,
-                locks: LockTable::new(),
                 in_flight: InFlight::new(),
                 safe_mode,
                 recovering: HashMap::new(),

@@ -61,17 +61,28 @@ impl LeaseMonitor {
             (cfg.lease_soft_limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         while tick(period, &mut shutdown).await {
             let now = Instant::now();
-            let to_recover = {
-                let mut st = self.shared.lock();
-                let expired = st
-                    .leases
-                    .expire(now, cfg.lease_soft_limit, cfg.lease_hard_limit);
-                for c in expired.soft.iter().chain(&expired.hard) {
-                    let n = st.locks.release_client(c);
-                    if n > 0 {
-                        tracing::info!(client = %c, locks = n, "lease expired: locks released");
+            // Locks of silent clients go, logged like any change (a restart must not bring them
+            // back). A failed log leaves them for the next tick.
+            let released = self
+                .shared
+                .mutate(|st, _| {
+                    let expired = st
+                        .leases
+                        .expire(now, cfg.lease_soft_limit, cfg.lease_hard_limit);
+                    for c in expired.soft.iter().chain(&expired.hard) {
+                        let n = st.ns.locks_mut().release_client(c);
+                        if n > 0 {
+                            tracing::info!(client = %c, locks = n, "lease expired: locks released");
+                        }
                     }
-                }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "cannot log the release of expired clients' locks");
+            }
+            let to_recover = {
+                let st = self.shared.lock();
                 // Recovery needs datanodes to have reported: wait for the end of safe mode.
                 if st.safe_mode.is_on() {
                     continue;
