@@ -82,11 +82,10 @@ impl Inner {
         pid: u32,
     ) -> Res<Conflict> {
         let t = lock_type(typ)?;
+        let req = self.lock_request(ino, owner, start, end, t, pid);
         let r = self
-            .nn()
-            .test_lock(self.lock_request(ino, owner, start, end, t, pid))
-            .await?
-            .into_inner();
+            .query(&req, |mut nn, req| async move { nn.test_lock(req).await })
+            .await?;
         let ct = kernel_type(r.conflict_type);
         if ct == libc::F_UNLCK {
             return Ok((start, end, libc::F_UNLCK, 0));
@@ -130,8 +129,13 @@ impl Inner {
         let mut pause = Duration::from_millis(10);
         loop {
             let req = self.lock_request(ino, owner, start, end, t, pid);
-            let granted = match self.nn().lock(req).await {
-                Ok(r) => r.into_inner().granted || t == pb::LockType::Unlock,
+            // Sent again after a failure in transport: taking a lock its owner holds, or
+            // dropping one it does not, changes nothing.
+            let granted = match self
+                .query(&req, |mut nn, req| async move { nn.lock(req).await })
+                .await
+            {
+                Ok(r) => r.granted || t == pb::LockType::Unlock,
                 Err(s) if ErrorKind::of(&s) == ErrorKind::WouldBlock => false,
                 Err(s) => return Err(s.into()),
             };
@@ -165,7 +169,8 @@ impl Inner {
             return;
         }
         let req = self.lock_request(ino, owner, 0, KERNEL_EOF, pb::LockType::Unlock, 0);
-        if let Err(e) = self.nn().lock(req).await {
+        let unlock = self.query(&req, |mut nn, req| async move { nn.lock(req).await });
+        if let Err(e) = unlock.await {
             tracing::warn!(ino, owner, error = %e.message(), "unlock at close failed; the lease expiry will release it");
         }
     }
