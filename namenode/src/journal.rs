@@ -526,7 +526,17 @@ impl Journal {
             Some(Ok(())) => Commit {
                 inner: CommitInner::Waiting(rx),
             },
-            _ => Commit::ready(Err(writer_gone())),
+            Some(Err(_)) => {
+                // The writer thread died (a panic): nothing reaches the store any more and the
+                // logs are never trimmed. What is logged survives (replay at the next start), but
+                // later changes are refused, as after a storage error, instead of piling up.
+                let msg = format!("{}: the journal writer stopped", self.path.display());
+                if self.failed.set(msg.clone()).is_ok() {
+                    tracing::error!(error = %msg, "refusing further mutations");
+                }
+                Commit::ready(Err(writer_gone()))
+            }
+            None => Commit::ready(Err(writer_gone())),
         }
     }
 }
@@ -1216,6 +1226,35 @@ mod tests {
     fn stored_calls(journal: &Journal) -> Vec<CallId> {
         let stored = read_store(&journal.db, &journal.path).unwrap().unwrap();
         stored.rows.calls.into_keys().collect()
+    }
+
+    #[test]
+    fn a_dead_writer_thread_refuses_later_changes_and_keeps_what_was_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Caller::root();
+        {
+            let (mut journal, mut ns) = Journal::open(dir.path()).unwrap();
+            // As if the writer thread had panicked: its end of the queue is gone.
+            let (tx, rx) = mpsc::channel();
+            drop(rx);
+            journal.tx = Some(tx);
+            ns.mkdir(&root, EntrySel::Path("/logged"), 0o755, false, now())
+                .unwrap();
+            let commit = journal
+                .log(ns.drain_changes())
+                .expect("logged before the queue");
+            assert!(commit.wait().is_err(), "never reaches the store");
+            assert!(journal.check().is_err(), "later changes are refused");
+            ns.mkdir(&root, EntrySel::Path("/refused"), 0o755, false, now())
+                .unwrap();
+            assert!(journal.log(ns.drain_changes()).is_err());
+        }
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert!(
+            ns.lookup(&root, EntrySel::Path("/logged")).is_ok(),
+            "replayed"
+        );
+        assert!(ns.lookup(&root, EntrySel::Path("/refused")).is_err());
     }
 
     fn write_flock(ns: &mut Namespace, inode: u64, client: &str) -> LockOutcome {
