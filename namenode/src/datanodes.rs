@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Operator state of a datanode (independent of whether it is alive).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AdminState {
     /// In service: takes new replicas.
     Normal,
@@ -102,6 +103,8 @@ pub struct DatanodeRegistry {
     placement: Placement,
     /// Bumped whenever ring membership changes (the replication planner re-checks placements).
     ring_epoch: u64,
+    /// Saved operator states of nodes that have not registered since the namenode started.
+    restored_admin: BTreeMap<DatanodeId, AdminState>,
 }
 
 impl DatanodeRegistry {
@@ -163,7 +166,10 @@ impl DatanodeRegistry {
                         reported_blocks: 0,
                         last_heartbeat: now,
                         alive: true,
-                        admin: AdminState::Normal,
+                        admin: self
+                            .restored_admin
+                            .remove(&id)
+                            .unwrap_or(AdminState::Normal),
                         reported: false,
                         commands: VecDeque::new(),
                     },
@@ -234,6 +240,34 @@ impl DatanodeRegistry {
         }
         self.sync_ring(id);
         true
+    }
+
+    /// Operator states saved before a restart (`crate::admin`): each applies when its node
+    /// registers (at once if it already has).
+    pub fn restore_admin(&mut self, states: BTreeMap<DatanodeId, AdminState>) {
+        for (id, state) in states {
+            match self.nodes.get_mut(&id) {
+                Some(n) => {
+                    n.admin = state;
+                    self.sync_ring(&id);
+                }
+                None => {
+                    self.restored_admin.insert(id, state);
+                }
+            }
+        }
+    }
+
+    /// Every node's operator state other than in service, to save (`crate::admin`).
+    pub fn admin_states(&self) -> BTreeMap<DatanodeId, AdminState> {
+        let mut out = self.restored_admin.clone();
+        out.extend(
+            self.nodes
+                .values()
+                .filter(|n| n.admin != AdminState::Normal)
+                .map(|n| (n.id.clone(), n.admin)),
+        );
+        out
     }
 
     /// A drained node is marked decommissioned.
@@ -427,6 +461,46 @@ mod tests {
             vec![dn(2)]
         );
         assert_eq!(r.writable_count(), 1);
+    }
+
+    #[test]
+    fn restored_admin_states_apply_when_their_nodes_register() {
+        let t0 = Instant::now();
+        let mut before = DatanodeRegistry::new();
+        for i in 0..3 {
+            before.register(dn(i), format!("a:{i}"), String::new(), 1 << 30, 0, t0);
+        }
+        before.decommission(&dn(0));
+        before.decommission(&dn(1));
+        before.finish_decommission(&dn(1));
+        let saved = before.admin_states();
+        assert_eq!(
+            saved,
+            BTreeMap::from([
+                (dn(0), AdminState::Decommissioning),
+                (dn(1), AdminState::Decommissioned)
+            ])
+        );
+        // A restarted namenode: states wait for their nodes' registrations.
+        let mut r = DatanodeRegistry::new();
+        r.restore_admin(saved.clone());
+        assert_eq!(
+            r.admin_states(),
+            saved,
+            "kept (and saved again) until they register"
+        );
+        for i in 0..3 {
+            r.register(dn(i), format!("a:{i}"), String::new(), 1 << 30, 0, t0);
+        }
+        assert_eq!(r.get(&dn(0)).unwrap().state_name(), "decommissioning");
+        assert_eq!(r.get(&dn(1)).unwrap().state_name(), "decommissioned");
+        assert_eq!(r.get(&dn(2)).unwrap().state_name(), "live");
+        assert_eq!(
+            r.writable_count(),
+            1,
+            "only the node in service takes new replicas"
+        );
+        assert_eq!(r.admin_states(), saved);
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! - [`config`]: the documented `Config`
 //! - [`namespace`], [`path`], [`journal`], [`error`]: the inode tree, path rules, durability, the error enum
 //! - [`placement`]: the consistent-hash ring that says where replicas should be
-//! - [`datanodes`]: registry, liveness, command queues
+//! - [`datanodes`]: registry, liveness, command queues; [`admin`]: decommission states kept across restarts
 //! - [`block_map`]: where replicas are (rebuilt from block reports)
 //! - [`replication`]: the planner (repair, trim, rebalance, decommission) and safe mode
 //! - [`leases`], [`locks`]: client leases and the cluster lock table
 //! - [`retry_cache`]: the non-idempotent calls applied lately, so a call sent again is not run twice
 //! - [`service`]: the gRPC adapters, lease recovery and the background loops
 
+pub mod admin;
 pub mod block_map;
 pub mod config;
 pub mod datanodes;

@@ -757,6 +757,59 @@ fn decommissioned_datanode_can_be_stopped_without_losing_anything() {
 }
 
 #[test]
+fn decommission_states_survive_a_namenode_kill() {
+    // A decommissioned node and one still draining keep their states across kill -9 and a restart
+    // of the namenode (before, both came back "live" and took new replicas again).
+    let mut c = TestCluster::builder()
+        .datanodes(5)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let files = put_files(&c, 2, 2 * MIB as u64, 90);
+    let (done, draining) = (
+        c.datanode_addr(0).to_string(),
+        c.datanode_addr(1).to_string(),
+    );
+    c.ok(&["admin", "decommission", &done]);
+    wait_until(
+        Duration::from_secs(60),
+        "the first datanode to be decommissioned",
+        || datanode_state(&c, &done) == "decommissioned",
+    );
+    c.ok(&["admin", "decommission", &draining]);
+    c.kill_namenode();
+    c.restart_namenode();
+    wait_until(
+        Duration::from_secs(30),
+        "both datanodes to re-register",
+        || datanode_state(&c, &done) != "absent" && datanode_state(&c, &draining) != "absent",
+    );
+    assert_eq!(datanode_state(&c, &done), "decommissioned");
+    let state = datanode_state(&c, &draining);
+    assert!(
+        state == "decommissioning" || state == "decommissioned",
+        "the draining node came back {state}"
+    );
+    // New replicas go to the three nodes in service only.
+    c.put_bytes("/after-restart", &random_bytes(MIB, 95));
+    for b in stat_blocks(&c.stat_json("/after-restart")) {
+        let locs = block_locations(&b);
+        assert!(
+            !locs.contains(&done) && !locs.contains(&draining),
+            "a new block was placed on a decommissioned node: {locs:?}"
+        );
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the draining node to finish after the restart",
+        || datanode_state(&c, &draining) == "decommissioned",
+    );
+    verify_files(&c, &files);
+}
+
+#[test]
 fn restarted_namenode_copies_nothing_until_enough_blocks_are_reported() {
     // The namenode restarts while one of four datanodes is down and holds the only replica of some R=1
     // blocks: it stays in safe mode and schedules no copy; once that datanode is back every block is

@@ -1402,19 +1402,23 @@ impl Namenode for ClientService {
     ) -> std::result::Result<Response<pb::Empty>, Status> {
         let req = req.into_inner();
         ok((|| {
-            let mut st = self.shared.lock();
-            let id = st
-                .nodes
-                .by_address(&req.address)
-                .map(|n| n.id.clone())
-                .ok_or_else(|| {
-                    NamenodeError::InvalidArgument(format!(
-                        "{}: no datanode registered at this address (see `ringfs report`)",
-                        req.address
-                    ))
-                })?;
-            st.nodes.decommission(&id);
-            tracing::info!(datanode = %id, address = %req.address, "decommissioning");
+            {
+                let mut st = self.shared.lock();
+                let id = st
+                    .nodes
+                    .by_address(&req.address)
+                    .map(|n| n.id.clone())
+                    .ok_or_else(|| {
+                        NamenodeError::InvalidArgument(format!(
+                            "{}: no datanode registered at this address (see `ringfs report`)",
+                            req.address
+                        ))
+                    })?;
+                st.nodes.decommission(&id);
+                tracing::info!(datanode = %id, address = %req.address, "decommissioning");
+            }
+            // Answered only once saved: a restart must not put the node back in service.
+            self.shared.save_admin_states()?;
             Ok(pb::Empty {})
         })())
     }

@@ -85,6 +85,8 @@ pub struct Shared {
     /// When this namenode started on a namespace that already held files (a restart): datanodes
     /// are still re-registering for a while after it.
     restarted: Option<Instant>,
+    /// Serializes saves of the datanodes' operator states.
+    admin_save: Mutex<()>,
 }
 
 impl Shared {
@@ -130,16 +132,26 @@ impl Shared {
                 "in safe mode until datanodes report enough blocks"
             );
         }
+        let mut nodes = DatanodeRegistry::new();
+        match crate::admin::load(&config.data_dir) {
+            Ok(states) => nodes.restore_admin(states),
+            // Starting matters more than the operator's list, but it must not go unnoticed: the
+            // nodes it named take new replicas again until decommissioned anew.
+            Err(e) => {
+                tracing::error!(error = %e, "decommission states not loaded; every datanode starts in service")
+            }
+        }
         let secret = Secret::new(config.effective_secret().as_bytes());
         Shared {
             config,
             secret,
             journal,
             restarted,
+            admin_save: Mutex::new(()),
             state: Mutex::new(State {
                 ns,
                 blocks,
-                nodes: DatanodeRegistry::new(),
+                nodes,
                 leases,
                 in_flight: InFlight::new(),
                 safe_mode,
@@ -206,6 +218,14 @@ impl Shared {
             });
         }
         Ok(value)
+    }
+
+    /// Saves the datanodes' operator states (`crate::admin`) as they are now. Runs outside the
+    /// state lock; concurrent saves each write a complete snapshot, and the one taken last wins.
+    pub fn save_admin_states(&self) -> Result<()> {
+        let _one_at_a_time = self.admin_save.lock().unwrap_or_else(|p| p.into_inner());
+        let states = self.lock().nodes.admin_states();
+        crate::admin::save(&self.config.data_dir, &states)
     }
 
     /// Resolves when every change acknowledged so far is durable in the store.

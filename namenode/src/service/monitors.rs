@@ -126,8 +126,8 @@ impl ReplicationMonitor {
         let mut balanced: Option<(u64, Instant)> = None;
         while tick(period, &mut shutdown).await {
             let now = Instant::now();
-            let mut st = self.shared.lock();
-            let st = &mut *st;
+            let mut guard = self.shared.lock();
+            let st = &mut *guard;
             if st.safe_mode.is_on() {
                 let (reported, total) = replication::reported_share(&st.blocks, &st.nodes);
                 if st.safe_mode.update(reported, total, now) {
@@ -211,9 +211,15 @@ impl ReplicationMonitor {
             for c in plan.copies {
                 st.in_flight.add(c);
             }
-            for id in plan.decommissioned {
-                st.nodes.finish_decommission(&id);
+            for id in &plan.decommissioned {
+                st.nodes.finish_decommission(id);
                 tracing::info!(datanode = %id, "decommissioned: every block has its replicas elsewhere");
+            }
+            drop(guard);
+            if !plan.decommissioned.is_empty() {
+                if let Err(e) = self.shared.save_admin_states() {
+                    tracing::error!(error = %e, "cannot save the decommissioned state; a restart shows these nodes decommissioning again");
+                }
             }
         }
     }
