@@ -632,13 +632,18 @@ impl Client {
         inode: u64,
         data: Bytes,
     ) -> Result<pb::CommittedBlock, ClientError> {
+        let req = pb::AllocateBlockRequest {
+            inode,
+            client_id: self.shared.client_id.clone(),
+            excluded: Vec::new(),
+        };
+        // Sent again after a failure in transport: a block the first call allocated and nobody
+        // writes is freed when the file is committed or closed (and forgotten by a restart).
         let located = self
-            .namenode()
-            .allocate_block(pb::AllocateBlockRequest {
-                inode,
-                client_id: self.shared.client_id.clone(),
-                excluded: Vec::new(),
-            })
+            .again_in_transport(
+                &req,
+                |mut nn, req| async move { nn.allocate_block(req).await },
+            )
             .await
             .map_err(|s| self.nn_err(s))?
             .into_inner();

@@ -670,14 +670,18 @@ impl FileWriter {
             self.settle(true).await?;
         }
         if self.current.is_none() {
+            let req = pb::AllocateBlockRequest {
+                inode: self.attr.inode,
+                client_id: self.client.client_id().to_string(),
+                excluded: self.excluded.clone(),
+            };
+            // Sent again after a failure in transport, as in `Client::write_new_block`.
             let located = self
                 .client
-                .namenode()
-                .allocate_block(pb::AllocateBlockRequest {
-                    inode: self.attr.inode,
-                    client_id: self.client.client_id().to_string(),
-                    excluded: self.excluded.clone(),
-                })
+                .again_in_transport(
+                    &req,
+                    |mut nn, req| async move { nn.allocate_block(req).await },
+                )
                 .await
                 .map_err(|s| self.client.nn_err(s))?
                 .into_inner();

@@ -17,7 +17,7 @@ use ringfs_proto::pb::{self, namenode_server::Namenode};
 use ringfs_proto::token::AccessMode;
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 /// Default and largest page of ReadDir.
@@ -1364,7 +1364,21 @@ impl Namenode for ClientService {
         &self,
         req: Request<pb::GetBlockLocationsRequest>,
     ) -> std::result::Result<Response<pb::GetBlockLocationsResponse>, Status> {
-        ok(self.do_get_block_locations(req.into_inner()))
+        let req = req.into_inner();
+        let mut located = self.do_get_block_locations(req.clone());
+        // Just after a restart no replica is known until the datanodes report theirs (a second or
+        // so): a read waits for them, as a write waits for datanodes, instead of failing with
+        // "no replica is known" (sqlite on a mount saw EIO, then "database disk image is
+        // malformed", at every namenode restart).
+        let unknown = |r: &Result<pb::GetBlockLocationsResponse>| {
+            r.as_ref()
+                .is_ok_and(|r| r.blocks.iter().any(|b| b.id != 0 && b.locations.is_empty()))
+        };
+        while unknown(&located) && self.shared.awaiting_reports() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            located = self.do_get_block_locations(req.clone());
+        }
+        ok(located)
     }
 
     async fn report_bad_replica(

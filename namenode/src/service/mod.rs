@@ -174,6 +174,15 @@ impl Shared {
         }
     }
 
+    /// Whether this namenode restarted on existing files less than `dead_after` ago and not every
+    /// block is reported yet: datanodes may still be re-registering, so a block without a known
+    /// replica is probably not lost (yet).
+    pub fn awaiting_reports(&self) -> bool {
+        self.restarted
+            .is_some_and(|t| t.elapsed() < self.config.dead_after)
+            && self.lock().safe_mode.is_on()
+    }
+
     /// The state lock (a panic elsewhere does not make the namenode unusable).
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
