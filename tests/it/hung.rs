@@ -255,21 +255,11 @@ fn lookups_on_a_mount_do_not_fail_across_a_namenode_kill_9() {
     );
 }
 
-#[test]
-fn creates_renames_links_and_removes_do_not_fail_across_namenode_kills() {
-    // mkdir, create + write + close, rename, symlink, link, unlink and rmdir in loops on a mount
-    // while the namenode is killed and restarted eight times. None of these may simply be sent
-    // again (a second mkdir of an applied one is EEXIST, a second unlink ENOENT), so each carries a
-    // call id the namenode remembers with the change it made (its retry cache): the mount sends a
-    // call that died with the namenode again with the same id and gets the first one's answer.
-    // Four loops (other processes, as in `rewrites_and_timestamps_do_not_fail_across_namenode_kills`),
-    // so that a kill finds such a call on the wire more often than not. (Measured: the calls a kill
-    // catches had mostly not reached the namenode yet, so their repeat just runs; answers lost
-    // after the change was logged are the case of the next test.)
-    let mut c = TestCluster::builder().start();
-    let m = c.client().mount(&[]);
-    // Every step has one expected result (success), so each must take effect exactly once.
-    let script = r#"
+/// A perl loop (arguments: DIR STOP) until STOP exists, of steps that must each succeed exactly
+/// once in round R: mkdir dR, create dR/f (O_EXCL) holding "content R", rename it to g, symlink
+/// s -> g, link h to g, unlink g, mkdir and rmdir dR/e. Prints "round R" after each round and
+/// "failed R STEP: ERROR" for a step that failed.
+const EXACTLY_ONCE_LOOP: &str = r#"
         use Fcntl;
         my ($dir, $stop) = @ARGV;
         chdir $dir or die "$dir: $!";
@@ -299,7 +289,61 @@ fn creates_renames_links_and_removes_do_not_fail_across_namenode_kills() {
             }
             print "round $r\n";
         }
-    "#;
+"#;
+
+fn sorted_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `dir` holds exactly what `rounds` rounds of [`EXACTLY_ONCE_LOOP`] leave: d1..dN, each with h
+/// (the round's content, one link) and s -> g.
+fn assert_rounds_left_their_tree(dir: &std::path::Path, rounds: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut want: Vec<String> = (1..=rounds).map(|r| format!("d{r}")).collect();
+    want.sort();
+    assert_eq!(
+        sorted_names(dir),
+        want,
+        "{} after {rounds} rounds",
+        dir.display()
+    );
+    for r in 1..=rounds {
+        let d = dir.join(format!("d{r}"));
+        assert_eq!(sorted_names(&d), ["h", "s"], "entries of {}", d.display());
+        let h = d.join("h");
+        assert_eq!(
+            fs::read(&h).unwrap(),
+            format!("content {r}").as_bytes(),
+            "{h:?}"
+        );
+        assert_eq!(fs::metadata(&h).unwrap().nlink(), 1, "{h:?} links");
+        assert_eq!(
+            fs::read_link(d.join("s")).unwrap(),
+            std::path::Path::new("g")
+        );
+    }
+}
+
+#[test]
+fn creates_renames_links_and_removes_do_not_fail_across_namenode_kills() {
+    // mkdir, create + write + close, rename, symlink, link, unlink and rmdir in loops on a mount
+    // while the namenode is killed and restarted eight times. None of these may simply be sent
+    // again (a second mkdir of an applied one is EEXIST, a second unlink ENOENT), so each carries a
+    // call id the namenode remembers with the change it made (its retry cache): the mount sends a
+    // call that died with the namenode again with the same id and gets the first one's answer.
+    // Four loops (other processes, as in `rewrites_and_timestamps_do_not_fail_across_namenode_kills`),
+    // so that a kill finds such a call on the wire more often than not. (Measured: the calls a kill
+    // catches had mostly not reached the namenode yet, so their repeat just runs; answers lost
+    // after the change was logged are the case of the next test.)
+    let mut c = TestCluster::builder().start();
+    let m = c.client().mount(&[]);
+    // Every step has one expected result (success), so each must take effect exactly once.
+    let script = EXACTLY_ONCE_LOOP;
     const LOOPS: usize = 4;
     let stop = c.scratch_path("stop");
     let (tx, rx) = mpsc::channel::<(usize, String)>();
@@ -381,40 +425,10 @@ fn creates_renames_links_and_removes_do_not_fail_across_namenode_kills() {
         log_tail(m.log(), 10)
     );
     // The tree is exactly what the steps imply: wJ/dR/{h (the content), s -> g} for every round.
-    use std::os::unix::fs::MetadataExt;
-    let names = |d: &std::path::Path| {
-        let mut names: Vec<String> = fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
     let want: Vec<String> = (0..LOOPS).map(|j| format!("w{j}")).collect();
-    assert_eq!(names(&m.dir), want, "root entries");
+    assert_eq!(sorted_names(&m.dir), want, "root entries");
     for (j, &done) in rounds.iter().enumerate() {
-        let mut want: Vec<String> = (1..=done).map(|r| format!("d{r}")).collect();
-        want.sort();
-        assert_eq!(
-            names(&m.path(&format!("w{j}"))),
-            want,
-            "w{j} after {done} rounds"
-        );
-        for r in 1..=done {
-            let d = m.path(&format!("w{j}/d{r}"));
-            assert_eq!(names(&d), ["h", "s"], "entries of w{j}/d{r}");
-            let h = d.join("h");
-            assert_eq!(
-                fs::read(&h).unwrap(),
-                format!("content {r}").as_bytes(),
-                "{h:?}"
-            );
-            assert_eq!(fs::metadata(&h).unwrap().nlink(), 1, "{h:?} links");
-            assert_eq!(
-                fs::read_link(d.join("s")).unwrap(),
-                std::path::Path::new("g")
-            );
-        }
+        assert_rounds_left_their_tree(&m.path(&format!("w{j}")), done);
     }
     let log = fs::read_to_string(c.namenode_log()).unwrap_or_default();
     let repeats = log.matches("answered from the retry cache").count();
@@ -531,37 +545,7 @@ fn calls_whose_answer_was_lost_are_answered_from_the_retry_cache() {
     let cli = Cli::new(&proxy.addr, &c.root().join("proxied"));
     fs::create_dir_all(c.root().join("proxied")).unwrap();
     let m = cli.mount(&[]);
-    let script = r#"
-        use Fcntl;
-        my ($dir, $stop) = @ARGV;
-        chdir $dir or die "$dir: $!";
-        $| = 1;
-        my $r = 0;
-        until (-e $stop) {
-            $r++;
-            my $d = "d$r";
-            my $f;
-            my @steps = (
-                ['mkdir', sub { mkdir($d, 0755) }],
-                ['create', sub {
-                    sysopen($f, "$d/f", O_WRONLY | O_CREAT | O_EXCL, 0644)
-                        && defined(syswrite($f, "content $r"))
-                        && close($f)
-                }],
-                ['rename', sub { rename("$d/f", "$d/g") }],
-                ['symlink', sub { symlink('g', "$d/s") }],
-                ['link', sub { link("$d/g", "$d/h") }],
-                ['unlink', sub { unlink("$d/g") == 1 }],
-                ['mkdir2', sub { mkdir("$d/e", 0700) }],
-                ['rmdir', sub { rmdir("$d/e") }],
-            );
-            for my $s (@steps) {
-                my ($name, $step) = @$s;
-                print "failed $r $name: $!\n" unless $step->();
-            }
-            print "round $r\n";
-        }
-    "#;
+    let script = EXACTLY_ONCE_LOOP;
     let stop = c.client().scratch_path("stop");
     let mut looper = Command::new("perl")
         .args(["-e", script])
@@ -627,25 +611,7 @@ fn calls_whose_answer_was_lost_are_answered_from_the_retry_cache() {
         failed.len(),
         log_tail(m.log(), 60)
     );
-    let names = |d: &std::path::Path| {
-        let mut names: Vec<String> = fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
-    let mut want: Vec<String> = (1..=rounds).map(|r| format!("d{r}")).collect();
-    want.sort();
-    assert_eq!(names(&m.dir), want, "after {rounds} rounds");
-    for r in 1..=rounds {
-        let d = m.path(&format!("d{r}"));
-        assert_eq!(names(&d), ["h", "s"], "entries of d{r}");
-        assert_eq!(
-            fs::read(d.join("h")).unwrap(),
-            format!("content {r}").as_bytes()
-        );
-    }
+    assert_rounds_left_their_tree(&m.dir, rounds);
     let log = fs::read_to_string(c.namenode_log()).unwrap_or_default();
     let repeats = log.matches("answered from the retry cache").count();
     eprintln!(
