@@ -630,6 +630,62 @@ fn datanode_with_another_cluster_secret_is_refused() {
 }
 
 #[test]
+fn a_put_rides_out_a_namenode_restart_and_the_loss_of_a_pipeline_datanode_at_once() {
+    // kill -9 of the namenode and of a datanode in the pipeline of the block being written: the
+    // restarted namenode never saw that block's allocation (allocations are not logged), and the
+    // writer's pipeline recovery of it was refused ("block N is not a block of it"), so the put (or
+    // a mount's close) failed. Now the recovery takes the allocation up again.
+    let mut c = TestCluster::builder()
+        .datanodes(4)
+        .block_size("4MiB")
+        .dead_after("3s")
+        .start();
+    let mut sent = random_bytes(8 * MIB + 300 * KIB, 91);
+    let mut put = c.spawn(&["put", "-", "/f"], Stdio::piped());
+    let mut stdin = put.stdin.take().unwrap();
+    stdin.write_all(&sent).unwrap();
+    // A datanode holding a replica of the open block (in its tmp/) is in the pipeline. The CLI
+    // sends a block's packets only as input comes: feed a little more until one shows.
+    let mut seed = 100;
+    let in_pipeline = wait_for(
+        Duration::from_secs(30),
+        "a datanode to hold the block being written",
+        || {
+            let holder = (0..4).find(|&i| {
+                fs::read_dir(c.datanode_dir(i).join("tmp")).is_ok_and(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".data"))
+                })
+            });
+            holder.ok_or_else(|| {
+                seed += 1;
+                let more = random_bytes(256 * KIB, seed);
+                stdin.write_all(&more).unwrap();
+                sent.extend_from_slice(&more);
+                format!("no tmp replica after {} bytes", sent.len())
+            })
+        },
+    );
+    c.kill_namenode();
+    c.kill_datanode(in_pipeline);
+    c.restart_namenode();
+    let second = random_bytes(2 * MIB + 5, 92);
+    stdin.write_all(&second).unwrap();
+    drop(stdin);
+    let status = put.wait().unwrap();
+    let scratch = c.scratch_path("x").parent().unwrap().to_path_buf();
+    let err: String = fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-bg.stderr"))
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(status.success(), "put failed: {status}: {err}");
+    sent.extend_from_slice(&second);
+    assert_same_bytes(&c.get_bytes("/f"), &sent, "/f");
+}
+
+#[test]
 fn a_mount_and_a_running_put_ride_out_a_namenode_restart() {
     // `kill -9` of the namenode while a mount is in use and a put streams from a pipe: calls made
     // while it is down wait for it (they never reached it, so waiting is safe), and after the

@@ -436,6 +436,10 @@ impl ClientService {
     }
 
     async fn do_update_pipeline(&self, req: pb::UpdatePipelineRequest) -> Result<pb::LocatedBlock> {
+        // Right after a restart the replacements are still re-registering, as for AllocateBlock.
+        self.shared
+            .await_datanodes_after_restart(self.shared.config.replication)
+            .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
         let block = BlockId(req.block_id);
@@ -444,6 +448,20 @@ impl ClientService {
                 let (replication, _) = leased_file(st, inode, &client)?;
                 st.leases.renew(&client, Instant::now());
                 let path = path_or_inode(st, inode);
+                // A block allocated before a namenode restart is unknown to this one (allocations
+                // are not logged; its replicas are held as unclaimed). When its writer, holding
+                // the file's lease, asks to recover its pipeline, the allocation is taken up again
+                // at the writer's generation, as a commit of it would be. Ids never handed out, or
+                // in another file, stay refused.
+                let counters = st.ns.counters();
+                if st.blocks.get(block).is_none()
+                    && block.get() < counters.next_block
+                    && req.generation < counters.next_generation
+                    && st.ns.block_owner(block.get()).is_none()
+                {
+                    tracing::info!(inode = inode.0, %block, generation = req.generation, "pipeline recovery of a block allocated before the restart");
+                    st.blocks.allocate(block, req.generation, inode, replication, Some(client.clone()), Vec::new());
+                }
                 let Some(b) = st.blocks.get(block).filter(|b| b.inode == inode) else {
                     return Err(NamenodeError::InvalidArgument(format!("{path}: block {block} is not a block of it")));
                 };
