@@ -368,7 +368,14 @@ impl BlockWriter {
                 failed,
                 survivors: failure.survivors.clone(),
             };
-            let located = match self.client.namenode().update_pipeline(req).await {
+            // Sent again after a failure in transport: the namenode answers the same request
+            // as it answered the first time (or, after a restart, takes the block up again).
+            let recovery =
+                self.client
+                    .again_in_transport(&req, |mut nn, req| async move {
+                        nn.update_pipeline(req).await
+                    });
+            let located = match recovery.await {
                 Ok(r) => r.into_inner(),
                 Err(st) => {
                     let e = self.client.nn_err(st);

@@ -35,6 +35,9 @@ pub struct BlockInfo {
     pub writing: bool,
     /// The write pipeline the block was handed out with (lease recovery asks these nodes).
     pub pipeline: Vec<DatanodeId>,
+    /// The request of the last pipeline recovery that produced `generation`, so that the same
+    /// request sent again (its answer lost) is answered again rather than refused as stale.
+    pub recovered_by: Option<Vec<u8>>,
     /// Replicas by datanode. Generations newer than `generation` (a pipeline recovery the namespace has
     /// not committed yet) are kept but not counted.
     pub replicas: BTreeMap<DatanodeId, Replica>,
@@ -137,6 +140,7 @@ impl BlockMap {
             pending: None,
             writing: true,
             pipeline: Vec::new(),
+            recovered_by: None,
             replicas: BTreeMap::new(),
         });
         let old = b.pending.take().map(|c| (b.inode, c));
@@ -146,6 +150,7 @@ impl BlockMap {
         b.replication = replication;
         b.pending = pending.clone();
         b.pipeline = pipeline;
+        b.recovered_by = None;
         if let Some(old) = old {
             self.unindex_pending(id, old);
         }
@@ -186,6 +191,7 @@ impl BlockMap {
             pending: None,
             writing: false,
             pipeline: Vec::new(),
+            recovered_by: None,
             replicas: BTreeMap::new(),
         });
         let old = b.pending.take().map(|c| (b.inode, c));
@@ -277,6 +283,15 @@ impl BlockMap {
     pub fn set_pipeline(&mut self, id: BlockId, pipeline: Vec<DatanodeId>) {
         if let Some(b) = self.blocks.get_mut(&id.get()) {
             b.pipeline = pipeline;
+            b.recovered_by = None;
+        }
+    }
+
+    /// Records the pipeline recovery request that produced the block's current generation (see
+    /// [`BlockInfo::recovered_by`]); call after [`BlockMap::set_pipeline`].
+    pub fn set_recovered_by(&mut self, id: BlockId, request: Vec<u8>) {
+        if let Some(b) = self.blocks.get_mut(&id.get()) {
+            b.recovered_by = Some(request);
         }
     }
 

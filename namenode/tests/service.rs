@@ -600,6 +600,22 @@ async fn copy_on_write_commit_and_pipeline_update() {
     assert_eq!(addrs.len(), 3);
     assert_eq!(&addrs[..2], &survivors[..]);
     assert!(!addrs.contains(&failed));
+    // The same request again (its answer lost on the way) is answered as the first was.
+    let again = c
+        .update_pipeline(pb::UpdatePipelineRequest {
+            inode,
+            client_id: "c1".into(),
+            block_id: nb.id,
+            generation: nb.generation,
+            failed: vec![failed.clone()],
+            survivors: survivors.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.generation, up.generation);
+    let again_addrs: Vec<String> = again.locations.iter().map(|l| l.address.clone()).collect();
+    assert_eq!(again_addrs, addrs);
     // A stale generation is refused.
     let e = c
         .update_pipeline(pb::UpdatePipelineRequest {

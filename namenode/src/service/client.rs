@@ -443,6 +443,8 @@ impl ClientService {
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
         let block = BlockId(req.block_id);
+        // The whole request identifies a repeat (client, generation, failed and surviving nodes).
+        let request = prost::Message::encode_to_vec(&req);
         self.shared
             .mutate(|st, after| {
                 let (replication, _) = leased_file(st, inode, &client)?;
@@ -465,6 +467,14 @@ impl ClientService {
                 let Some(b) = st.blocks.get(block).filter(|b| b.inode == inode) else {
                     return Err(NamenodeError::InvalidArgument(format!("{path}: block {block} is not a block of it")));
                 };
+                // The same request again (the client sends it again when the connection broke
+                // before the answer): answer what the first one got instead of refusing it.
+                if b.recovered_by.as_deref() == Some(request.as_slice()) {
+                    let (generation, p) = (b.generation, b.pipeline.clone());
+                    let offset = offset_of(st, inode, block.get());
+                    tracing::info!(inode = inode.0, %block, generation, "pipeline recovery sent again: answered as before");
+                    return Ok(write_block(&self.shared, st, block.get(), generation, offset, &p));
+                }
                 if req.generation != b.generation {
                     return Err(NamenodeError::InvalidArgument(format!(
                         "{path}: block {block} generation {} is not the current {}",
@@ -515,6 +525,7 @@ impl ClientService {
                 let stale = st.blocks.set_generation(block, generation);
                 after.stale(block, stale);
                 st.blocks.set_pipeline(block, p.clone());
+                st.blocks.set_recovered_by(block, request.clone());
                 let offset = offset_of(st, inode, block.get());
                 tracing::info!(inode = inode.0, %block, generation, pipeline = ?p, failed = ?req.failed, "pipeline updated");
                 Ok(write_block(&self.shared, st, block.get(), generation, offset, &p))
