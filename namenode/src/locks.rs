@@ -171,7 +171,8 @@ impl LockTable {
         }
         let (start, end) = self.range_of(req);
         let locks = self.by_inode.entry(inode).or_default();
-        let locks_before = &locks.clone();
+        // A grant always changes the list (a new token at least); an unlock only when it cuts.
+        let mut changed = req.typ.is_some();
         // Cut [start, end] out of this owner's locks of the same kind (splitting where needed).
         let mut kept: Vec<Lock> = Vec::with_capacity(locks.len() + 2);
         for l in locks.drain(..) {
@@ -179,6 +180,7 @@ impl LockTable {
                 kept.push(l);
                 continue;
             }
+            changed = true;
             if l.start < start {
                 kept.push(Lock {
                     end: start - 1,
@@ -223,7 +225,7 @@ impl LockTable {
             }
         };
         kept.sort_by_key(|l| (l.start, l.end));
-        if kept != *locks_before {
+        if changed {
             self.dirty.insert(inode);
         }
         if kept.is_empty() {

@@ -488,13 +488,11 @@ impl<T> Once<T> {
 
 impl Once<InodeId> {
     /// The inode the call's answer names: the one it returned now, or the one the first call
-    /// returned. (Every call remembered with an inode answered about one.)
+    /// returned.
     pub fn inode(self) -> Result<InodeId> {
         match self {
-            Once::Ran(id) | Once::Repeat(Applied { inode: Some(id) }) => Ok(id),
-            Once::Repeat(Applied { inode: None }) => Err(NamenodeError::InvalidArgument(
-                "this call id was used by a call that answered about no inode".into(),
-            )),
+            Once::Ran(id) => Ok(id),
+            Once::Repeat(applied) => applied.inode(),
         }
     }
 }
@@ -2096,6 +2094,17 @@ impl Namespace {
         let value = op(self)?;
         self.record_call(id.cloned(), inode(&value), now);
         Ok(Once::Ran(value))
+    }
+
+    /// [`Namespace::once`] of a change that answers with the inode it made or linked (mkdir,
+    /// mknod, symlink, link): that inode, now or as the first call answered.
+    pub fn once_inode(
+        &mut self,
+        id: Option<&CallId>,
+        now: Timestamp,
+        op: impl FnOnce(&mut Namespace) -> Result<InodeId>,
+    ) -> Result<InodeId> {
+        self.once(id, now, op, |id| Some(*id))?.inode()
     }
 
     /// Number of calls the retry cache remembers.

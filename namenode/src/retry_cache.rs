@@ -48,6 +48,18 @@ pub struct Applied {
     pub inode: Option<InodeId>,
 }
 
+impl Applied {
+    /// The inode the first call's answer named. (Every call remembered with an inode answered
+    /// about one; a call id reused for another kind of call has none.)
+    pub fn inode(self) -> crate::error::Result<InodeId> {
+        self.inode.ok_or_else(|| {
+            crate::error::NamenodeError::InvalidArgument(
+                "this call id was used by a call that answered about no inode".into(),
+            )
+        })
+    }
+}
+
 /// The remembered calls, plus which of them changed since the last drain.
 #[derive(Debug, Default)]
 pub struct RetryCache {

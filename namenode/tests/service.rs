@@ -583,15 +583,16 @@ async fn copy_on_write_commit_and_pipeline_update() {
         nb.locations[0].address.clone(),
         nb.locations[2].address.clone(),
     ];
+    let recovery = pb::UpdatePipelineRequest {
+        inode,
+        client_id: "c1".into(),
+        block_id: nb.id,
+        generation: nb.generation,
+        failed: vec![failed.clone()],
+        survivors: survivors.clone(),
+    };
     let up = c
-        .update_pipeline(pb::UpdatePipelineRequest {
-            inode,
-            client_id: "c1".into(),
-            block_id: nb.id,
-            generation: nb.generation,
-            failed: vec![failed.clone()],
-            survivors: survivors.clone(),
-        })
+        .update_pipeline(recovery.clone())
         .await
         .unwrap()
         .into_inner();
@@ -602,14 +603,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
     assert!(!addrs.contains(&failed));
     // The same request again (its answer lost on the way) is answered as the first was.
     let again = c
-        .update_pipeline(pb::UpdatePipelineRequest {
-            inode,
-            client_id: "c1".into(),
-            block_id: nb.id,
-            generation: nb.generation,
-            failed: vec![failed.clone()],
-            survivors: survivors.clone(),
-        })
+        .update_pipeline(recovery.clone())
         .await
         .unwrap()
         .into_inner();
@@ -619,12 +613,8 @@ async fn copy_on_write_commit_and_pipeline_update() {
     // A stale generation is refused.
     let e = c
         .update_pipeline(pb::UpdatePipelineRequest {
-            inode,
-            client_id: "c1".into(),
-            block_id: nb.id,
-            generation: nb.generation,
             failed: vec![],
-            survivors: survivors.clone(),
+            ..recovery
         })
         .await
         .unwrap_err();

@@ -129,23 +129,11 @@ fn rewrites_and_timestamps_do_not_fail_across_namenode_kills() {
         }
     "#;
     let stop = c.scratch_path("stop");
-    let mut looper = Command::new("perl")
-        .args(["-e", script])
-        .arg(&m.dir)
-        .arg(&stop)
-        .arg(FILES.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = looper.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let files = FILES.to_string();
+    let (mut looper, rx, reader) = spawn_perl(
+        script,
+        &[m.dir.as_os_str(), stop.as_os_str(), files.as_ref()],
+    );
     let mut last = [0u64; FILES];
     let mut failed = Vec::new();
     let mut oks = 0usize;
@@ -253,6 +241,34 @@ fn lookups_on_a_mount_do_not_fail_across_a_namenode_kill_9() {
         "stats failed: {failed:?}; mount log:\n{}",
         log_tail(m.log(), 10)
     );
+}
+
+/// `perl -e SCRIPT ARGS...` with stdout and stderr piped; its stdout lines arrive on the channel
+/// (read by a thread that ends with the output; join it after waiting for the child).
+fn spawn_perl(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let mut child = Command::new("perl")
+        .args(["-e", script])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx, reader)
 }
 
 /// A perl loop (arguments: DIR STOP) until STOP exists, of steps that must each succeed exactly
@@ -547,22 +563,7 @@ fn calls_whose_answer_was_lost_are_answered_from_the_retry_cache() {
     let m = cli.mount(&[]);
     let script = EXACTLY_ONCE_LOOP;
     let stop = c.client().scratch_path("stop");
-    let mut looper = Command::new("perl")
-        .args(["-e", script])
-        .arg(&m.dir)
-        .arg(&stop)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = looper.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut looper, rx, reader) = spawn_perl(script, &[m.dir.as_os_str(), stop.as_os_str()]);
     let (mut rounds, mut failed) = (0u64, Vec::new());
     let mut note = |line: String, rounds: &mut u64| match line.strip_prefix("round ") {
         Some(r) => *rounds = r.parse().unwrap(),

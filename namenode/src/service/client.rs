@@ -324,7 +324,7 @@ impl ClientService {
                         after.freed = freed;
                         id
                     }
-                    Once::Repeat(applied) => Once::Repeat(applied).inode()?,
+                    Once::Repeat(applied) => applied.inode()?,
                 };
                 if let Some(l) = &lease {
                     st.leases.renew(l, Instant::now());
@@ -1101,15 +1101,9 @@ impl Namenode for ClientService {
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, _| {
-                    let id = st
-                        .ns
-                        .once(
-                            call.as_ref(),
-                            now,
-                            |ns| ns.mkdir(&c, entry, req.mode, req.parents, now),
-                            |id| Some(*id),
-                        )?
-                        .inode()?;
+                    let id = st.ns.once_inode(call.as_ref(), now, |ns| {
+                        ns.mkdir(&c, entry, req.mode, req.parents, now)
+                    })?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1161,10 +1155,7 @@ impl Namenode for ClientService {
                         }
                         _ => ns.mknod(&c, entry, kind, req.mode, req.rdev, now),
                     };
-                    let id = st
-                        .ns
-                        .once(call.as_ref(), now, make, |id| Some(*id))?
-                        .inode()?;
+                    let id = st.ns.once_inode(call.as_ref(), now, make)?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1186,15 +1177,9 @@ impl Namenode for ClientService {
             let now = Timestamp::now();
             self.shared
                 .mutate(|st, _| {
-                    let id = st
-                        .ns
-                        .once(
-                            call.as_ref(),
-                            now,
-                            |ns| ns.symlink(&c, entry, &req.target, now),
-                            |id| Some(*id),
-                        )?
-                        .inode()?;
+                    let id = st.ns.once_inode(call.as_ref(), now, |ns| {
+                        ns.symlink(&c, entry, &req.target, now)
+                    })?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
@@ -1231,13 +1216,7 @@ impl Namenode for ClientService {
                 .mutate(|st, _| {
                     let id = st
                         .ns
-                        .once(
-                            call.as_ref(),
-                            now,
-                            |ns| ns.link(&c, existing, entry, now),
-                            |id| Some(*id),
-                        )?
-                        .inode()?;
+                        .once_inode(call.as_ref(), now, |ns| ns.link(&c, existing, entry, now))?;
                     Ok(pb::AttrResponse {
                         attr: Some(attr_of(st, id)?),
                     })
