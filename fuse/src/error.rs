@@ -68,6 +68,9 @@ pub fn errno_of(kind: ErrorKind) -> Errno {
         WouldBlock => Errno::EAGAIN,
         Io => Errno::EIO,
         Stale => Errno::ESTALE,
+        NoData => Errno::ENODATA,
+        Range => Errno::ERANGE,
+        TooBig => Errno::E2BIG,
     }
 }
 
@@ -131,6 +134,10 @@ mod tests {
             (ErrorKind::TooManyHardLinks, libc::EMLINK),
             (ErrorKind::WouldBlock, libc::EAGAIN),
             (ErrorKind::Stale, libc::ESTALE),
+            (ErrorKind::NoData, libc::ENODATA),
+            (ErrorKind::Range, libc::ERANGE),
+            (ErrorKind::TooBig, libc::E2BIG),
+            (ErrorKind::NotSupported, libc::EOPNOTSUPP),
         ];
         for (kind, errno) in table {
             assert_eq!(errno_of(kind).code(), errno, "{kind:?}");

@@ -106,6 +106,23 @@ pub enum NamenodeError {
     /// inline content is used up); the writer stores the file in blocks instead. The whole message.
     #[error("{0}")]
     InlineRefused(String),
+    /// ENODATA: the inode has no extended attribute of that name (or the caller may not see it).
+    #[error("{path}: no attribute {name}")]
+    NoXattr {
+        /// The inode's path (or "inode N").
+        path: String,
+        /// The attribute's name.
+        name: String,
+    },
+    /// ERANGE: an extended attribute name that is empty or longer than 255 bytes; the whole message.
+    #[error("{0}")]
+    XattrNameRange(String),
+    /// E2BIG: an extended attribute value over 64 KiB; the whole message.
+    #[error("{0}")]
+    XattrTooBig(String),
+    /// ENOSPC: the extended attributes of one inode would pass 64 KiB; the whole message.
+    #[error("{0}")]
+    XattrSpace(String),
 }
 
 impl NamenodeError {
@@ -126,7 +143,10 @@ impl NamenodeError {
             NameTooLong(_) => ErrorKind::NameTooLong,
             SymlinkLoop(_) => ErrorKind::TooManyLinks,
             TooManyLinks(_) => ErrorKind::TooManyHardLinks,
-            NotEnoughDatanodes { .. } | InlineRefused(_) => ErrorKind::NoSpace,
+            NotEnoughDatanodes { .. } | InlineRefused(_) | XattrSpace(_) => ErrorKind::NoSpace,
+            NoXattr { .. } => ErrorKind::NoData,
+            XattrNameRange(_) => ErrorKind::Range,
+            XattrTooBig(_) => ErrorKind::TooBig,
             LeaseHeld { .. } | SafeMode(_) => ErrorKind::Busy,
             NoLease { .. } | Storage(_) | FailedPrecondition(_) => ErrorKind::Io,
             NotSupported(_) => ErrorKind::NotSupported,

@@ -13,8 +13,9 @@
 //! ((parent, name) -> child; a directory's entries are separate rows so a big directory is not
 //! rewritten per operation), `calls` ((client id, call id) -> postcard (inode, time): the retry
 //! cache, see [`crate::retry_cache`]; a store without the table has no remembered calls), `locks`
-//! (inode -> postcard list of the cluster locks held on it; a store without it has none) and
-//! `meta` (format version, the id counters, `applied_seq`). There is no
+//! (inode -> postcard list of the cluster locks held on it; a store without it has none), `xattrs`
+//! (inode -> postcard list of its extended attributes, [`XattrRow`]; a store without it has none)
+//! and `meta` (format version, the id counters, `applied_seq`). There is no
 //! checkpoint that could stall the namenode: the store is always current up to the last group.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -33,7 +34,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableErro
 
 use crate::error::{NamenodeError, Result};
 use crate::locks::Lock;
-use crate::namespace::{Counters, InodeRecord, Mutation, Namespace, Timestamp};
+use crate::namespace::{Counters, InodeRecord, Mutation, Namespace, Timestamp, XattrRow};
 use crate::retry_cache::{CallId, CallRecord};
 
 /// The store's file name inside the namenode data directory.
@@ -61,6 +62,7 @@ const ENTRIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("entries
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CALLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("calls");
 const LOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("locks");
+const XATTRS: TableDefinition<u64, &[u8]> = TableDefinition::new("xattrs");
 
 /// The metadata store of a namenode (`<dir>/namespace.redb`) and its group-commit writer thread.
 /// Dropping it lets the writer finish what was submitted, then closes the store.
@@ -633,6 +635,7 @@ fn write_group(
         let mut meta = txn.open_table(META)?;
         let mut calls = txn.open_table(CALLS)?;
         let mut locks_table = txn.open_table(LOCKS)?;
+        let mut xattrs_table = txn.open_table(XATTRS)?;
         if set_format {
             meta.insert("format", FORMAT)?;
         }
@@ -685,6 +688,15 @@ fn write_group(
                 Mutation::DeleteLocks(inode) => {
                     locks_table.remove(inode)?;
                 }
+                Mutation::PutXattrs { inode, xattrs } => {
+                    buf.clear();
+                    buf = postcard::to_extend(&xattrs, buf)
+                        .map_err(|e| redb::Error::Corrupted(format!("encode: {e}")))?;
+                    xattrs_table.insert(inode, buf.as_slice())?;
+                }
+                Mutation::DeleteXattrs(inode) => {
+                    xattrs_table.remove(inode)?;
+                }
             }
         }
     }
@@ -714,6 +726,7 @@ pub(crate) struct Rows {
     counters: Counters,
     calls: BTreeMap<CallId, CallRecord>,
     locks: BTreeMap<u64, Vec<Lock>>,
+    xattrs: BTreeMap<u64, Vec<XattrRow>>,
 }
 
 impl Rows {
@@ -750,11 +763,17 @@ impl Rows {
                 Mutation::DeleteLocks(inode) => {
                     self.locks.remove(&inode);
                 }
+                Mutation::PutXattrs { inode, xattrs } => {
+                    self.xattrs.insert(inode, xattrs);
+                }
+                Mutation::DeleteXattrs(inode) => {
+                    self.xattrs.remove(&inode);
+                }
             }
         }
     }
 
-    /// The namespace these rows describe (with its locks); calls of the retry cache expired by now
+    /// The namespace these rows describe (with its locks and extended attributes); calls of the retry cache expired by now
     /// are dropped.
     pub(crate) fn into_namespace(self) -> Result<Namespace> {
         let mut ns = Namespace::from_records(
@@ -764,6 +783,7 @@ impl Rows {
                 .map(|((parent, name), child)| (parent, name, child)),
             self.counters,
         )?;
+        ns.load_xattrs(self.xattrs)?;
         ns.load_calls(self.calls.into_values(), Timestamp::now());
         ns.load_locks(self.locks, Timestamp::now());
         Ok(ns)
@@ -885,6 +905,21 @@ fn read_store(db: &Database, path: &Path) -> Result<Option<Stored>> {
         Err(TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(err(&e)),
     }
+    let mut xattrs = BTreeMap::new();
+    match txn.open_table(XATTRS) {
+        Ok(table) => {
+            for row in table.iter().map_err(|e| err(&e))? {
+                let (k, v) = row.map_err(|e| err(&e))?;
+                let inode = k.value();
+                let attrs: Vec<XattrRow> = postcard::from_bytes(v.value())
+                    .map_err(|e| err(&format!("extended attributes of inode {inode}: {e}")))?;
+                xattrs.insert(inode, attrs);
+            }
+        }
+        // A store written before extended attributes were kept.
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(err(&e)),
+    }
     Ok(Some(Stored {
         rows: Rows {
             inodes,
@@ -892,6 +927,7 @@ fn read_store(db: &Database, path: &Path) -> Result<Option<Stored>> {
             counters,
             calls,
             locks,
+            xattrs,
         },
         format,
         applied,
@@ -1255,6 +1291,84 @@ mod tests {
             "replayed"
         );
         assert!(ns.lookup(&root, EntrySel::Path("/refused")).is_err());
+    }
+
+    fn xattrs_of(ns: &Namespace, path: &str) -> Vec<(String, Vec<u8>)> {
+        let id = ns
+            .resolve(&Caller::root(), NodeSel::Path(path), false)
+            .unwrap();
+        let x = &ns.get(id).unwrap().xattrs;
+        x.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn set_xattr(ns: &mut Namespace, path: &str, name: &str, value: &[u8]) {
+        ns.set_xattr(
+            &Caller::root(),
+            NodeSel::Path(path),
+            false,
+            name,
+            value,
+            crate::namespace::XattrMode::Any,
+            now(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn extended_attributes_survive_a_reopen_from_the_store_and_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 60_000];
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            create(&mut ns, "/f");
+            create(&mut ns, "/gone");
+            set_xattr(&mut ns, "/f", "user.a", b"1");
+            set_xattr(&mut ns, "/f", "trusted.big", &big);
+            set_xattr(&mut ns, "/gone", "user.x", b"x");
+            journal.submit(ns.drain_changes()).wait().unwrap();
+        }
+        {
+            // From the store; then changes logged only (a crash before the store has them): one
+            // attribute removed, one replaced, and a file with attributes unlinked.
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            assert_eq!(
+                xattrs_of(&ns, "/f"),
+                vec![
+                    ("trusted.big".to_string(), big.clone()),
+                    ("user.a".to_string(), b"1".to_vec())
+                ]
+            );
+            assert_eq!(
+                xattrs_of(&ns, "/gone"),
+                vec![("user.x".into(), b"x".to_vec())]
+            );
+            ns.remove_xattr(
+                &Caller::root(),
+                NodeSel::Path("/f"),
+                false,
+                "trusted.big",
+                now(),
+            )
+            .unwrap();
+            set_xattr(&mut ns, "/f", "user.a", b"2");
+            ns.remove(
+                &Caller::root(),
+                EntrySel::Path("/gone"),
+                RemoveMode::default(),
+                now(),
+            )
+            .unwrap();
+            drop(journal.log(ns.drain_changes()).unwrap());
+        }
+        let (journal, ns) = Journal::open(dir.path()).unwrap();
+        assert_eq!(xattrs_of(&ns, "/f"), vec![("user.a".into(), b"2".to_vec())]);
+        // The unlinked file's row went with it: the store holds the attributes of /f only.
+        let stored = read_store(&journal.db, &journal.path).unwrap().unwrap();
+        let inodes: Vec<u64> = stored.rows.xattrs.into_keys().collect();
+        let f = ns
+            .resolve(&Caller::root(), NodeSel::Path("/f"), false)
+            .unwrap();
+        assert_eq!(inodes, vec![f.0]);
     }
 
     fn write_flock(ns: &mut Namespace, inode: u64, client: &str) -> LockOutcome {

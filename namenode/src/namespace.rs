@@ -13,6 +13,9 @@ use crate::locks::{Lock, LockTable};
 use crate::path::{check_name, child_path, components, join_components};
 use crate::retry_cache::{Applied, CallId, CallRecord, RetryCache};
 
+mod xattr;
+pub use xattr::{XattrMode, XattrRow, Xattrs, XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX};
+
 /// The root directory's inode id.
 pub const ROOT: InodeId = InodeId(ringfs_proto::ROOT_INODE);
 /// Most symbolic links followed while resolving one path (ELOOP beyond).
@@ -333,6 +336,8 @@ pub struct Inode {
     pub file: Option<FileMeta>,
     /// Directories: entries by name (sorted; no "." or "..").
     pub children: Option<BTreeMap<String, InodeId>>,
+    /// Extended attributes by name (persisted as rows of their own: `Mutation::PutXattrs`).
+    pub xattrs: Xattrs,
 }
 
 impl Inode {
@@ -465,6 +470,15 @@ pub enum Mutation {
     },
     /// No lock is held on an inode any more.
     DeleteLocks(u64),
+    /// Write the extended attributes of an inode (all of them; the list replaces what was there).
+    PutXattrs {
+        /// The inode.
+        inode: u64,
+        /// Its attributes, sorted by name.
+        xattrs: Vec<XattrRow>,
+    },
+    /// An inode has no extended attribute any more (or is gone).
+    DeleteXattrs(u64),
 }
 
 /// What [`Namespace::once`] did.
@@ -586,6 +600,8 @@ pub struct Namespace {
     dirty_entries: BTreeSet<(InodeId, String)>,
     /// Whether the counters changed since the last drain.
     counters_dirty: bool,
+    /// Inodes whose extended attributes changed (or that were deleted with some) since the last drain.
+    dirty_xattrs: BTreeSet<InodeId>,
     /// Bytes of inline file content held (the service caps it: inline data lives in memory).
     inline_bytes: u64,
     /// Non-idempotent calls applied lately (answers to clients that send one again).
@@ -743,6 +759,7 @@ impl Namespace {
             symlink_target: None,
             file: None,
             children: Some(BTreeMap::new()),
+            xattrs: Xattrs::new(),
         };
         let mut ns = Namespace::empty(Counters::default());
         ns.inodes.insert(ROOT, root);
@@ -761,6 +778,7 @@ impl Namespace {
             dirty_inodes: BTreeSet::new(),
             dirty_entries: BTreeSet::new(),
             counters_dirty: false,
+            dirty_xattrs: BTreeSet::new(),
             inline_bytes: 0,
             calls: RetryCache::default(),
             locks: LockTable::new(),
@@ -815,6 +833,7 @@ impl Namespace {
                 symlink_target: r.symlink_target,
                 file: r.file,
                 children: is_dir.then(BTreeMap::new),
+                xattrs: Xattrs::new(),
             };
             if ns.inodes.insert(id, inode).is_some() {
                 return Err(bad(format!("inode {id} appears twice")));
@@ -2142,6 +2161,17 @@ impl Namespace {
         if std::mem::take(&mut self.counters_dirty) {
             out.push(Mutation::SetCounters(self.counters));
         }
+        for id in std::mem::take(&mut self.dirty_xattrs) {
+            out.push(
+                match self.inodes.get(&id).filter(|n| !n.xattrs.is_empty()) {
+                    Some(n) => Mutation::PutXattrs {
+                        inode: id.0,
+                        xattrs: xattr::rows_of(&n.xattrs),
+                    },
+                    None => Mutation::DeleteXattrs(id.0),
+                },
+            );
+        }
         self.calls.drain(&mut out);
         self.locks.drain(&mut out);
         out
@@ -2493,6 +2523,7 @@ impl Namespace {
             symlink_target: None,
             file: None,
             children: is_dir.then(BTreeMap::new),
+            xattrs: Xattrs::new(),
         };
         self.inodes.insert(id, inode);
         self.dirty_inodes.insert(id);
@@ -2634,6 +2665,9 @@ impl Namespace {
         };
         self.dirty_inodes.insert(id);
         self.extra_parents.remove(&id);
+        if !n.xattrs.is_empty() {
+            self.dirty_xattrs.insert(id);
+        }
         if let Some(f) = n.file {
             if let Some(d) = &f.inline {
                 self.inline_bytes -= d.len() as u64;
@@ -2862,7 +2896,16 @@ mod tests {
     // ---- consistency helpers
 
     type Canon = (
-        BTreeMap<u64, (InodeRecord, u32, Vec<u64>, Option<Vec<(String, u64)>>)>,
+        BTreeMap<
+            u64,
+            (
+                InodeRecord,
+                u32,
+                Vec<u64>,
+                Option<Vec<(String, u64)>>,
+                Xattrs,
+            ),
+        >,
         Counters,
     );
 
@@ -2877,7 +2920,16 @@ mod tests {
                 .children
                 .as_ref()
                 .map(|c| c.iter().map(|(k, v)| (k.clone(), v.0)).collect());
-            m.insert(id.0, (record_of(inode), inode.nlink, parents, children));
+            m.insert(
+                id.0,
+                (
+                    record_of(inode),
+                    inode.nlink,
+                    parents,
+                    children,
+                    inode.xattrs.clone(),
+                ),
+            );
         }
         (m, ns.counters)
     }
@@ -2896,7 +2948,13 @@ mod tests {
     /// Rebuilding from the rows gives the same namespace, indexes included.
     fn assert_consistent(ns: &Namespace) {
         let (inodes, entries) = records(ns);
-        let rebuilt = Namespace::from_records(inodes, entries, ns.counters).unwrap();
+        let mut rebuilt = Namespace::from_records(inodes, entries, ns.counters).unwrap();
+        let xattrs = ns
+            .inodes
+            .values()
+            .filter(|n| !n.xattrs.is_empty())
+            .map(|n| (n.id.0, xattr::rows_of(&n.xattrs)));
+        rebuilt.load_xattrs(xattrs).unwrap();
         assert_eq!(canon(&rebuilt), canon(ns));
         assert_eq!(rebuilt.leases, ns.leases);
         assert_eq!(rebuilt.block_owner, ns.block_owner);
@@ -4738,7 +4796,7 @@ mod tests {
         };
         let (p1, p2) = (path(), path());
         let now = t(1000 + step);
-        let r = rng.random_range(0..14);
+        let r = rng.random_range(0..16);
         *kind = r;
         let mode = [0o755, 0o777, 0o700, 0o1777, 0o2775][rng.random_range(0..5)];
         match r {
@@ -4845,13 +4903,28 @@ mod tests {
                 )
                 .map(drop)
             }
+            14 => {
+                let name = ["user.a", "user.b", "trusted.t"][rng.random_range(0..3)];
+                let len = rng.random_range(0..40);
+                let flags = [XattrMode::Any, XattrMode::Create, XattrMode::Replace];
+                let mode = flags[rng.random_range(0..3)];
+                let value = vec![step as u8; len];
+                ns.set_xattr(caller, n(&p1), false, name, &value, mode, now)
+                    .map(drop)
+            }
+            15 => {
+                let name = ["user.a", "user.b", "trusted.t"][rng.random_range(0..3)];
+                ns.remove_xattr(caller, n(&p1), false, name, now).map(drop)
+            }
             _ => {
                 let Some((id, c)) = ns.leases().first().cloned() else {
                     return Ok(());
                 };
+                // A generation handed out like the service does (a fixed one is above the
+                // counter until something allocates one, and a rebuild raises the counter).
                 let b = BlockRef {
                     id: ns.next_block_id(),
-                    generation: 1,
+                    generation: ns.next_generation(),
                     len: 0,
                 };
                 ns.add_block(id, &c, None, b)
@@ -4861,8 +4934,8 @@ mod tests {
 
     #[test]
     fn random_operations_round_trip_through_drained_rows() {
-        let mut succeeded = [0usize; 14];
-        for seed in 0..12u64 {
+        let mut succeeded = [0usize; 16];
+        for seed in 0..16u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut ns = Namespace::new();
             let mut mirror = crate::journal::Rows::default();

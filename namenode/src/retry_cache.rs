@@ -1,5 +1,5 @@
 //! The retry cache (as HDFS has): the non-idempotent calls (create, mkdir, mknod, symlink, link,
-//! remove, rename) that were applied, by client id + call id, so that a call a client sends again
+//! remove, rename, setxattr, removexattr) that were applied, by client id + call id, so that a call a client sends again
 //! because the namenode died under it is answered as the first one was instead of running twice
 //! (a second mkdir would fail with EEXIST, a second unlink with ENOENT).
 //!

@@ -50,11 +50,17 @@ pub enum ErrorKind {
     Io,
     /// ESTALE: an inode id that no longer exists
     Stale,
+    /// ENODATA: no such extended attribute
+    NoData,
+    /// ERANGE: an extended attribute name too long (or a buffer too small)
+    Range,
+    /// E2BIG: an extended attribute value too large
+    TooBig,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 20] = {
+    pub const ALL: [ErrorKind; 23] = {
         use ErrorKind::*;
         [
             NotFound,
@@ -77,6 +83,9 @@ impl ErrorKind {
             WouldBlock,
             Io,
             Stale,
+            NoData,
+            Range,
+            TooBig,
         ]
     };
 
@@ -104,6 +113,9 @@ impl ErrorKind {
             WouldBlock => "would_block",
             Io => "io",
             Stale => "stale",
+            NoData => "no_data",
+            Range => "range",
+            TooBig => "too_big",
         }
     }
 
@@ -115,7 +127,7 @@ impl ErrorKind {
     pub fn code(self) -> Code {
         use ErrorKind::*;
         match self {
-            NotFound | Stale => Code::NotFound,
+            NotFound | Stale | NoData => Code::NotFound,
             AlreadyExists => Code::AlreadyExists,
             NotADirectory | IsADirectory | DirectoryNotEmpty | CrossDevice => {
                 Code::FailedPrecondition
@@ -124,6 +136,7 @@ impl ErrorKind {
             InvalidArgument | NameTooLong | TooManyLinks | TooManyHardLinks | FileTooBig => {
                 Code::InvalidArgument
             }
+            Range | TooBig => Code::OutOfRange,
             NotSupported => Code::Unimplemented,
             NoSpace => Code::ResourceExhausted,
             Busy | WouldBlock => Code::Unavailable,

@@ -10,7 +10,7 @@ use crate::error::{NamenodeError, Result};
 use crate::locks::{LockKind, LockOutcome, LockOwner, LockRequest, LockType};
 use crate::namespace::{
     BlockRef, Caller, CreateFile, InodeKind, Once, RemoveMode, RenameFlags, SetAttr, TimeSet,
-    Timestamp, R_OK,
+    Timestamp, XattrMode, R_OK,
 };
 use crate::replication::{self, health};
 use ringfs_proto::pb::{self, namenode_server::Namenode};
@@ -1464,5 +1464,98 @@ impl Namenode for ClientService {
         _req: Request<pb::SyncRequest>,
     ) -> std::result::Result<Response<pb::Empty>, Status> {
         ok(self.shared.sync().await.map(|()| pb::Empty {}))
+    }
+
+    async fn set_xattr(
+        &self,
+        req: Request<pb::SetXattrRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let node = node_sel(&req.node)?;
+            let mode = match pb::XattrSetMode::try_from(req.mode) {
+                Ok(pb::XattrSetMode::XattrSetAny) => XattrMode::Any,
+                Ok(pb::XattrSetMode::XattrSetCreate) => XattrMode::Create,
+                Ok(pb::XattrSetMode::XattrSetReplace) => XattrMode::Replace,
+                Err(_) => {
+                    return Err(NamenodeError::InvalidArgument(format!(
+                        "setxattr: mode {} is not valid",
+                        req.mode
+                    )))
+                }
+            };
+            let call = call_id(&req.retry)?;
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, _| {
+                    let id = st.ns.once_inode(call.as_ref(), now, |ns| {
+                        ns.set_xattr(&c, node, req.no_follow, &req.name, &req.value, mode, now)
+                    })?;
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
+    async fn get_xattr(
+        &self,
+        req: Request<pb::GetXattrRequest>,
+    ) -> std::result::Result<Response<pb::GetXattrResponse>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let st = self.shared.lock();
+            let value = st
+                .ns
+                .get_xattr(
+                    &caller(&req.creds),
+                    node_sel(&req.node)?,
+                    req.no_follow,
+                    &req.name,
+                )?
+                .to_vec();
+            Ok(pb::GetXattrResponse { value })
+        })())
+    }
+
+    async fn list_xattr(
+        &self,
+        req: Request<pb::ListXattrRequest>,
+    ) -> std::result::Result<Response<pb::ListXattrResponse>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            let st = self.shared.lock();
+            let names =
+                st.ns
+                    .list_xattr(&caller(&req.creds), node_sel(&req.node)?, req.no_follow)?;
+            Ok(pb::ListXattrResponse { names })
+        })())
+    }
+
+    async fn remove_xattr(
+        &self,
+        req: Request<pb::RemoveXattrRequest>,
+    ) -> std::result::Result<Response<pb::AttrResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            let c = caller(&req.creds);
+            let node = node_sel(&req.node)?;
+            let call = call_id(&req.retry)?;
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, _| {
+                    let id = st.ns.once_inode(call.as_ref(), now, |ns| {
+                        ns.remove_xattr(&c, node, req.no_follow, &req.name, now)
+                    })?;
+                    Ok(pb::AttrResponse {
+                        attr: Some(attr_of(st, id)?),
+                    })
+                })
+                .await
+        };
+        ok(r.await)
     }
 }
