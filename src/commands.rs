@@ -25,10 +25,15 @@ const READ_BUFFER: usize = 4 << 20;
 const PROGRESS_MIN: u64 = 16 << 20;
 
 async fn connect(namenode: Option<String>) -> anyhow::Result<Client> {
+    connect_with(namenode, ClientConfig::default()).await
+}
+
+/// [`connect`] with other settings than the defaults (the namenode address is filled in).
+async fn connect_with(namenode: Option<String>, cfg: ClientConfig) -> anyhow::Result<Client> {
     let addr = namenode.unwrap_or_else(|| ringfs_proto::DEFAULT_NAMENODE.to_string());
     Ok(Client::connect(ClientConfig {
         namenode: addr,
-        ..Default::default()
+        ..cfg
     })
     .await?)
 }
@@ -1130,7 +1135,9 @@ pub async fn spawn_mount(
 
 pub async fn mount(namenode: Option<String>, a: MountArgs) -> anyhow::Result<ExitCode> {
     check_mountpoint(&a.mountpoint)?;
-    let client = connect(namenode).await?;
+    let mut cfg = ClientConfig::default();
+    cfg.short_circuit &= !a.no_short_circuit;
+    let client = connect_with(namenode, cfg).await?;
     let announce = announce_when_mounted(&a.mountpoint);
     let opts = mount_options(a.allow_other, a.read_only, a.ttl);
     let r = ringfs_fuse::mount(client, &a.mountpoint, opts, crate::server::terminated()).await;

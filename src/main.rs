@@ -94,6 +94,11 @@ pub struct MountArgs {
     /// Attribute and entry cache time-to-live in the kernel.
     #[arg(long, value_parser = duration_arg, default_value = "1s")]
     pub ttl: Duration,
+    /// Read replicas of datanodes on this host over the network too, instead of from their files
+    /// (short-circuit reads are on by default; env RINGFS_SHORT_CIRCUIT=0 turns them off for
+    /// every client command).
+    #[arg(long)]
+    pub no_short_circuit: bool,
 }
 
 #[derive(Args, Debug)]

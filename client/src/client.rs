@@ -36,6 +36,10 @@ pub struct ClientConfig {
     /// Once connected, how long a call waits for the namenode to accept connections again after
     /// it went away (a restart), instead of failing at once. Zero: fail at once.
     pub reconnect_wait: Duration,
+    /// Read replicas of datanodes on this host from their files, with descriptors the datanodes
+    /// hand out (short-circuit reads; `crate::local`). Default: on, unless the environment sets
+    /// `RINGFS_SHORT_CIRCUIT` to `0`, `false`, `off` or `no`.
+    pub short_circuit: bool,
 }
 
 impl Default for ClientConfig {
@@ -47,7 +51,19 @@ impl Default for ClientConfig {
             replication: 0,
             block_size: 0,
             reconnect_wait: Duration::from_secs(60),
+            short_circuit: short_circuit_from_env(),
         }
+    }
+}
+
+/// `RINGFS_SHORT_CIRCUIT`: anything but `0`, `false`, `off` or `no` (or unset) means on.
+fn short_circuit_from_env() -> bool {
+    match std::env::var("RINGFS_SHORT_CIRCUIT") {
+        Ok(v) => !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "off" | "no"
+        ),
+        Err(_) => true,
     }
 }
 
@@ -130,6 +146,8 @@ pub(crate) struct Shared {
     inline_limit: AtomicU64,
     /// Datanodes that failed a read recently (tried last).
     pub(crate) suspects: crate::suspects::Suspects,
+    /// Short-circuit reads of replicas on this host.
+    pub(crate) local: crate::local::LocalReads,
     /// Number of the last non-idempotent namenode call (see [`Client::retry_id`]).
     last_call: AtomicU64,
 }
@@ -219,6 +237,7 @@ impl Client {
             cfg: cfg.clone(),
             datanodes: Mutex::new(HashMap::new()),
             suspects: Default::default(),
+            local: crate::local::LocalReads::new(cfg.short_circuit),
             inline_limit: AtomicU64::new(0),
             last_call: AtomicU64::new(0),
         });

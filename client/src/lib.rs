@@ -3,6 +3,7 @@
 //! - [`client`]: `Client` (connection, credentials, lease renewer, namespace calls), `ClientConfig`
 //! - [`write`]: `FileWriter` and the replica pipeline with recovery (design §4)
 //! - [`read`]: `FileReader`, verified block streaming with replica failover (design §5)
+//! - `local`: short-circuit reads of replicas on this host (descriptors from the datanode)
 //! - [`error`]: `ClientError` and its POSIX [`ErrorKind`]
 //!
 //! ```no_run
@@ -19,6 +20,7 @@
 
 pub mod client;
 pub mod error;
+mod local;
 pub mod read;
 mod suspects;
 pub mod write;

@@ -4,6 +4,7 @@
 
 use crate::client::{inode_ref, Client};
 use crate::error::ClientError;
+use crate::local::{LocalError, LocalReplica};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use ringfs_proto::chunk::{self, CHUNK_SIZE};
@@ -29,6 +30,9 @@ const PARALLEL_BLOCKS: usize = 4;
 const READAHEAD_BLOCKS: usize = 3;
 /// Verified packets buffered per block in `copy_to` (about 1 MiB each: a whole 64 MiB block).
 const READAHEAD_PACKETS: usize = 64;
+/// Bytes read and verified per step of a short-circuit read (one blocking task each): as large as
+/// the mount's readahead chunks, so one chunk is one buffer (no concatenation copy).
+const LOCAL_READ_UNIT: u64 = 4 << 20;
 /// Block tokens live 10 minutes; locations older than this are fetched again before use.
 const LOCATIONS_MAX_AGE: Duration = Duration::from_secs(300);
 
@@ -223,6 +227,26 @@ async fn read_replica<S: Sink>(
     end: u64,
     sink: &mut S,
 ) -> Result<(), ReplicaError> {
+    let local = client
+        .shared
+        .local
+        .open(addr, block)
+        .await
+        .map_err(ReplicaError::Other)?;
+    if let Some(replica) = local {
+        match read_local(&replica, pos, end, sink).await {
+            Ok(()) => return Ok(()),
+            Err(LocalError::Mismatch { chunk }) => {
+                client.shared.local.forget(addr, block);
+                return Err(ReplicaError::Mismatch { chunk });
+            }
+            // The rest comes over gRPC from the same datanode, which knows best what is wrong.
+            Err(LocalError::Other(reason)) => {
+                client.shared.local.forget(addr, block);
+                tracing::info!(block = block.id, datanode = addr, %reason, "local read failed; reading over the network");
+            }
+        }
+    }
     let mut dn = client
         .shared
         .datanode(addr)
@@ -278,6 +302,38 @@ async fn read_replica<S: Sink>(
             return Ok(());
         }
     }
+}
+
+/// Streams `[*pos, end)` of a replica opened on this host (short-circuit read), verified, advancing
+/// `pos` past every byte handed to `sink`.
+async fn read_local<S: Sink>(
+    replica: &Arc<LocalReplica>,
+    pos: &mut u64,
+    end: u64,
+    sink: &mut S,
+) -> Result<(), LocalError> {
+    if end > replica.len() {
+        return Err(LocalError::Other(format!(
+            "the replica here has {} bytes, the block {end}",
+            replica.len()
+        )));
+    }
+    while *pos < end {
+        let start = *pos - *pos % CHUNK_SIZE as u64;
+        let stop = (start + LOCAL_READ_UNIT)
+            .min(end.next_multiple_of(CHUNK_SIZE as u64))
+            .min(replica.len());
+        let r = replica.clone();
+        let data = tokio::task::spawn_blocking(move || r.read_verified(start, stop))
+            .await
+            .map_err(|e| LocalError::Other(format!("local read task: {e}")))??;
+        let (s, e) = ((*pos - start) as usize, (end.min(stop) - start) as usize);
+        *pos += (e - s) as u64;
+        if !sink.put(data.slice(s..e)).await {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Zeros, without allocating per call.

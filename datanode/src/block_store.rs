@@ -840,6 +840,12 @@ impl ReplicaReader {
         self.hash
     }
 
+    /// The replica's open data file and its stored chunk hashes, for a reader on this host that
+    /// reads and verifies the file itself (`crate::local_read`).
+    pub fn into_file(self) -> (File, Vec<Hash>) {
+        (self.data, self.hashes)
+    }
+
     /// Number of chunks in the replica.
     pub fn chunks(&self) -> u64 {
         self.hashes.len() as u64

@@ -5,6 +5,7 @@
 //! - [`block_store`]: replica files (`blocks/`, `tmp/`), `.meta` format, startup scan, lock, id
 //! - [`transfer`]: the DataTransfer service (pipelined WriteBlock, verified ReadBlock, RecoverReplica)
 //! - [`framing`]: request data frames re-cut at gRPC message headers (one copy per packet in tonic)
+//! - [`local_read`]: hands replica descriptors to readers on this host (short-circuit reads)
 //! - [`heartbeat`]: register, heartbeats, block reports, re-register after a namenode restart
 //! - [`commands`]: Replicate / Delete commands from the namenode (throttled)
 //! - [`scrubber`]: throttled background re-verification of every replica
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 mod framing;
 mod heartbeat;
+mod local_read;
 mod namenode_link;
 mod scrubber;
 mod throttle;
@@ -173,6 +175,8 @@ pub async fn run_with_ready(
             .run(stop_rx.clone()),
     );
 
+    let local_reads = tokio::spawn(local_read::serve(node.clone(), stop_rx.clone()));
+
     let service = ringfs_proto::pb::data_transfer_server::DataTransferServer::new(
         transfer::TransferService::new(node.clone()),
     )
@@ -199,7 +203,7 @@ pub async fn run_with_ready(
         }
     };
     let _ = stop_tx.send(true);
-    for task in [heartbeat, scrubber] {
+    for task in [heartbeat, scrubber, local_reads] {
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .is_err()

@@ -5,6 +5,7 @@
 //! - [`chunk`]: the 64 KiB chunking and blake3 hashing shared by writers, datanodes and readers
 //! - [`token`]: keyed-hash block access tokens and node authentication
 //! - [`codec`]: the prost gRPC codec of every service (encodes each message with one copy)
+//! - [`local_read`]: short-circuit reads of a replica on the same host (a descriptor over a Unix socket)
 //! - [`net`]: one `connect()` helper with timeouts and message-size limits, server builder settings
 //! - [`reconnect`]: a channel whose calls wait out a server restart instead of failing
 //! - [`units`]: human sizes ("64MiB") and durations ("3s") for flags and config
@@ -13,6 +14,7 @@ pub mod chunk;
 pub mod codec;
 pub mod error_kind;
 pub mod ids;
+pub mod local_read;
 pub mod net;
 pub mod reconnect;
 pub mod token;

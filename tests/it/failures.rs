@@ -364,8 +364,36 @@ fn datanode_kill_9_leaves_every_file_readable() {
 
 #[test]
 fn corrupted_replica_is_read_around_and_reported_to_the_namenode() {
+    corrupted_replica_is_read_around(false);
+}
+
+#[test]
+fn corrupted_replica_is_read_around_and_reported_by_a_reader_over_the_network() {
+    corrupted_replica_is_read_around(true);
+}
+
+/// `get` of `path`, reading over the network when `network_only` (no short-circuit reads).
+fn get_bytes_via(c: &TestCluster, path: &str, network_only: bool) -> Vec<u8> {
+    if !network_only {
+        return c.get_bytes(path);
+    }
+    let out = c
+        .command(&["get", path, "-"])
+        .env("RINGFS_SHORT_CIRCUIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "get {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn corrupted_replica_is_read_around(network_only: bool) {
     // Overwrite bytes inside replica files on disk: get still returns identical bytes, and fsck shows the
-    // bad replica (corrupt count or a problem naming the block).
+    // bad replica (corrupt count or a problem naming the block). The reader on the datanodes' host
+    // reads the replica files itself (short-circuit) unless `network_only`.
     let c = TestCluster::builder()
         .datanodes(3)
         .block_size("256KiB")
@@ -390,7 +418,11 @@ fn corrupted_replica_is_read_around_and_reported_to_the_namenode() {
         corrupted.push(id);
         corrupted_files.push((r.path.clone(), hash_file(&r.path)));
     }
-    assert_same_bytes(&c.get_bytes("/f"), &data, "/f with corrupted replicas");
+    assert_same_bytes(
+        &get_bytes_via(&c, "/f", network_only),
+        &data,
+        "/f with corrupted replicas",
+    );
     let reported = |f: &Value| {
         let n = |k: &str| f.get(k).and_then(Value::as_u64).unwrap_or(0);
         let problem = f
@@ -428,7 +460,11 @@ fn corrupted_replica_is_read_around_and_reported_to_the_namenode() {
         },
     );
     // Reading again still works (the namenode may already have replaced them).
-    assert_same_bytes(&c.get_bytes("/f"), &data, "/f read again");
+    assert_same_bytes(
+        &get_bytes_via(&c, "/f", network_only),
+        &data,
+        "/f read again",
+    );
 }
 
 #[test]

@@ -810,3 +810,83 @@ fn get_killed_mid_transfer_leaves_nothing_in_the_local_directory() {
         other => panic!("a killed get left {other:?} in {}", out.display()),
     }
 }
+
+/// Replica files (`<datanode dir>/blocks/..`) that process `pid` holds open, as `(block id,
+/// generation)`: what a short-circuit reader keeps.
+fn replica_files_held_by(pid: u32, c: &TestCluster, datanodes: usize) -> BTreeSet<(u64, u64)> {
+    let dirs: Vec<_> = (0..datanodes)
+        .map(|i| fs::canonicalize(c.datanode_dir(i)).unwrap().join("blocks"))
+        .collect();
+    let mut held = BTreeSet::new();
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if !dirs.iter().any(|d| target.starts_with(d)) {
+            continue;
+        }
+        let name = target.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some((id, gen)) = name
+            .strip_suffix(".data")
+            .and_then(|n| n.split_once('_'))
+            .and_then(|(i, g)| Some((i.parse().ok()?, g.parse().ok()?)))
+        {
+            held.insert((id, gen));
+        }
+    }
+    held
+}
+
+#[test]
+fn readers_on_the_datanodes_host_read_the_replica_files_unless_told_not_to() {
+    // Short-circuit reads: a mount on the datanodes' host reads every block from a replica file the
+    // datanode handed it (it keeps the descriptors a while), and returns the same bytes as a mount
+    // and a `get` told to read over the network.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("1MiB")
+        .start();
+    let data = random_bytes(5 * MIB + 4321, 17);
+    c.put_bytes("/f", &data);
+    let blocks: BTreeSet<(u64, u64)> = stat_blocks(&c.stat_json("/f"))
+        .iter()
+        .map(|b| (field_u64(b, "id"), field_u64(b, "generation")))
+        .collect();
+    assert_eq!(blocks.len(), 6);
+
+    let local = c.mount(&[]);
+    assert_same_bytes(
+        &fs::read(local.path("f")).unwrap(),
+        &data,
+        "/f (short-circuit mount)",
+    );
+    let held = replica_files_held_by(local.pid(), &c, 3);
+    assert_eq!(
+        held, blocks,
+        "replica files held by the short-circuit mount"
+    );
+
+    let remote = c.mount(&["--no-short-circuit"]);
+    assert_same_bytes(
+        &fs::read(remote.path("f")).unwrap(),
+        &data,
+        "/f (network mount)",
+    );
+    assert_eq!(
+        replica_files_held_by(remote.pid(), &c, 3),
+        BTreeSet::new(),
+        "a mount with --no-short-circuit holds replica files"
+    );
+
+    let out = c
+        .command(&["get", "/f", "-"])
+        .env("RINGFS_SHORT_CIRCUIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_bytes(&out.stdout, &data, "get /f over the network");
+}
