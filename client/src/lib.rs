@@ -5,6 +5,7 @@
 //! - [`read`]: `FileReader`, verified block streaming with replica failover (design §5)
 //! - `local`: short-circuit reads of replicas on this host (descriptors from the datanode)
 //! - [`error`]: `ClientError` and its POSIX [`ErrorKind`]
+//! - `xattr`: extended attributes (`Client::set_xattr`, `get_xattr`, `list_xattr`, `remove_xattr`)
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ringfs_client::ClientError> {
@@ -24,6 +25,7 @@ mod local;
 pub mod read;
 mod suspects;
 pub mod write;
+mod xattr;
 
 pub use client::{
     entry_path, inode_ref, path_ref, process_credentials, Client, ClientConfig, CreateOptions,

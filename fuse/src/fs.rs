@@ -13,7 +13,7 @@ use fuser::{
     AccessFlags, Config, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use ringfs_proto::pb;
 use std::ffi::OsStr;
@@ -69,7 +69,8 @@ fails!(
     ReplyStatfs,
     ReplyLock,
     ReplyDirectory,
-    ReplyDirectoryPlus
+    ReplyDirectoryPlus,
+    ReplyXattr
 );
 
 pub(crate) struct RingFs {
@@ -136,6 +137,13 @@ impl RingFs {
 
 fn empty(r: ReplyEmpty, _: ()) {
     r.ok()
+}
+
+fn xattr_reply(r: ReplyXattr, s: crate::xattr::Sized) {
+    match s {
+        crate::xattr::Sized::Size(n) => r.size(n),
+        crate::xattr::Sized::Data(d) => r.data(&d),
+    }
 }
 
 impl Filesystem for RingFs {
@@ -626,6 +634,73 @@ impl Filesystem for RingFs {
             "fsyncdir",
             reply,
             async move { Ok(inner.client.sync().await?) },
+            empty,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let (inner, c, value) = (self.inner.clone(), caller(req), value.to_vec());
+        self.run(
+            "setxattr",
+            reply,
+            async move { inner.setxattr(&c(), ino.0, &name, &value, flags).await },
+            empty,
+        );
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        // The kernel asks for security.capability before every write: answer a recent one here.
+        match self.inner.getxattr_at_hand(ino.0, &name, size) {
+            Some(Ok(s)) => return xattr_reply(reply, s),
+            Some(Err(f)) => return reply.error(f.errno),
+            None => {}
+        }
+        let (inner, c) = (self.inner.clone(), caller(req));
+        self.run(
+            "getxattr",
+            reply,
+            async move { inner.getxattr(&c(), ino.0, &name, size).await },
+            xattr_reply,
+        );
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let (inner, c) = (self.inner.clone(), caller(req));
+        self.run(
+            "listxattr",
+            reply,
+            async move { inner.listxattr(&c(), ino.0, size).await },
+            xattr_reply,
+        );
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let (inner, c) = (self.inner.clone(), caller(req));
+        self.run(
+            "removexattr",
+            reply,
+            async move { inner.removexattr(&c(), ino.0, &name).await },
             empty,
         );
     }

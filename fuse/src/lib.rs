@@ -11,6 +11,7 @@
 //! - `overlay`: the per-inode copy-on-write overlay of written-but-uncommitted blocks (pure)
 //! - `dir`: directory handles paging through `ReadDir`
 //! - `lock`: cluster-wide `flock`/`fcntl` locks through the namenode's lock table
+//! - `xattr`: extended attributes (kept by the namenode with the inode)
 //! - `attr`, `creds`, `error`, `mountpoint`: conversions, callers, errno mapping, stale mounts
 //!
 //! Consistency is close-to-open (design §4): data written on this mount is visible to this mount
@@ -46,7 +47,9 @@
 //!   groups (`/proc/<pid>/status`). `default_permissions` is off by default: pjdfstest passes every
 //!   case without it, and the namenode sees changes made on other mounts the kernel has not.
 //! - Directories report their number of entries as `st_size`; `statfs` reports the raw capacity
-//!   of all datanodes; extended attributes are not supported (EOPNOTSUPP); `posix_fallocate`
+//!   of all datanodes; extended attributes are kept by the namenode with the inode (`user.`,
+//!   `trusted.`, `security.`; `system.` ACLs are EOPNOTSUPP, so tools fall back to the mode
+//!   bits); `posix_fallocate`
 //!   works through glibc's emulation; shared writable `mmap` works (pages come back as writes).
 
 mod attr;
@@ -60,6 +63,7 @@ mod mountpoint;
 mod ops;
 mod overlay;
 mod small;
+mod xattr;
 
 pub use error::{errno_of, FuseError};
 pub use mountpoint::{clean_stale_mount, unmount};

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     device: OnceLock<(u32, u32)>,
     /// Whether `tune_readahead` ran.
     readahead_tuned: AtomicBool,
+    /// Recent `security.capability` answers (the kernel asks before every write; see `xattr`).
+    pub(crate) capability: crate::xattr::CapabilityCache,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked task must not take the mount down).
@@ -138,6 +140,7 @@ impl Inner {
             lock_owners: Mutex::new(HashSet::new()),
             device: OnceLock::new(),
             readahead_tuned: AtomicBool::new(false),
+            capability: Default::default(),
         }
     }
 

@@ -9,3 +9,4 @@ mod hung;
 mod io;
 mod namespace;
 mod small;
+mod xattr;
