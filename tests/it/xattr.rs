@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -339,8 +340,9 @@ fn a_read_only_mount_reads_attributes_and_refuses_changes() {
 }
 
 #[test]
-fn cp_a_keeps_user_attributes_both_ways() {
-    // cp -a of a local tree with user attributes into the mount and back keeps them.
+fn cp_a_and_rsync_ax_keep_user_attributes() {
+    // cp -a of a local tree with user attributes into the mount and back keeps them, and so does
+    // rsync -aX, also when it updates a copy whose attributes changed.
     let local = tempfile::tempdir().unwrap();
     let src = local.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -402,4 +404,137 @@ fn cp_a_keeps_user_attributes_both_ways() {
     );
     assert_eq!(get(&back, "user.dir").unwrap(), b"top");
     assert_eq!(fs::read(back.join("ro")).unwrap(), b"read-only");
+
+    // rsync -aX too (it lists, reads and sets them itself), into a copy it then updates.
+    let out = Command::new("rsync")
+        .arg("-aX")
+        .arg(format!("{}/", src.display()))
+        .arg(m.path("rsynced"))
+        .output();
+    let Ok(out) = out else {
+        eprintln!("note: rsync not found; rsync -aX part skipped");
+        return;
+    };
+    assert!(out.status.success(), "rsync -aX into the mount: {out:?}");
+    let synced = m.path("rsynced");
+    assert_eq!(
+        get(&synced.join("a"), "user.mime_type").unwrap(),
+        b"text/plain"
+    );
+    assert_eq!(
+        get(&synced.join("ro"), "user.tag").unwrap(),
+        b"\x00\x01binary"
+    );
+    assert_eq!(get(&synced, "user.dir").unwrap(), b"top");
+    set(&src.join("a"), "user.mime_type", b"text/markdown", 0).unwrap();
+    remove(&src.join("a"), "user.probe").unwrap();
+    let out = Command::new("rsync")
+        .arg("-aX")
+        .arg(format!("{}/", src.display()))
+        .arg(&synced)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rsync -aX again: {out:?}");
+    assert_eq!(list(&synced.join("a")).unwrap(), ["user.mime_type"]);
+    assert_eq!(
+        get(&synced.join("a"), "user.mime_type").unwrap(),
+        b"text/markdown"
+    );
+}
+
+#[test]
+fn attribute_changes_do_not_fail_across_namenode_kills() {
+    // Two loops of setxattr(XATTR_CREATE), getxattr, setxattr(XATTR_REPLACE) and removexattr on a
+    // mount while the namenode is killed -9 and restarted four times. A create or a remove sent
+    // again after it was applied would fail (EEXIST, ENODATA): each carries a call id, and the
+    // namenode answers a repeat of an applied one from its retry cache.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    const LOOPS: usize = 2;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let rounds: Arc<Vec<AtomicU64>> = Arc::new((0..LOOPS).map(|_| AtomicU64::new(0)).collect());
+    let mut loopers = Vec::new();
+    for j in 0..LOOPS {
+        let f = m.path(&format!("f{j}"));
+        fs::write(&f, b"x").unwrap();
+        let (stop, failed, rounds) = (stop.clone(), failed.clone(), rounds.clone());
+        loopers.push(std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let (v1, v2) = (format!("{round}"), format!("{round}+"));
+                let step = || -> Result<(), String> {
+                    let e = |what: &'static str| move |e: io::Error| format!("{what}: {e}");
+                    set(&f, "user.n", v1.as_bytes(), libc::XATTR_CREATE).map_err(e("create"))?;
+                    let got = get(&f, "user.n").map_err(e("get"))?;
+                    if got != v1.as_bytes() {
+                        return Err(format!("get: {got:?} instead of {v1}"));
+                    }
+                    set(&f, "user.n", v2.as_bytes(), libc::XATTR_REPLACE).map_err(e("replace"))?;
+                    remove(&f, "user.n").map_err(e("remove"))
+                };
+                if let Err(e) = step() {
+                    failed
+                        .lock()
+                        .unwrap()
+                        .push(format!("f{j} round {round}: {e}"));
+                    return;
+                }
+                round += 1;
+                rounds[j].store(round, Ordering::SeqCst);
+            }
+        }));
+    }
+    let advance = |rounds: &[AtomicU64], failed: &Mutex<Vec<String>>| {
+        let until: Vec<u64> = rounds
+            .iter()
+            .map(|r| r.load(Ordering::SeqCst) + 2)
+            .collect();
+        wait_until(
+            Duration::from_secs(120),
+            "every loop does two rounds more",
+            || {
+                !failed.lock().unwrap().is_empty()
+                    || rounds
+                        .iter()
+                        .zip(&until)
+                        .all(|(r, u)| r.load(Ordering::SeqCst) >= *u)
+            },
+        );
+    };
+    advance(&rounds, &failed);
+    for n in 1..=4u64 {
+        // At moments spread over a round, not in step with the loops.
+        std::thread::sleep(Duration::from_micros(700 * n));
+        cluster.kill_namenode();
+        // Down for a moment, as a real restart is: calls meet a refused connection meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.restart_namenode();
+        advance(&rounds, &failed);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for l in loopers {
+        l.join().unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{failed:?}; mount log:\n{}",
+        log_tail(m.log(), 40)
+    );
+    let done: Vec<u64> = rounds.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    let log = fs::read_to_string(cluster.namenode_log()).unwrap_or_default();
+    eprintln!(
+        "rounds {done:?}, {} calls answered from the retry cache",
+        log.matches("answered from the retry cache").count()
+    );
+    for j in 0..LOOPS {
+        assert_eq!(
+            errno(get(&m.path(&format!("f{j}")), "user.n")),
+            libc::ENODATA,
+            "the last round removed it"
+        );
+    }
 }
