@@ -1,6 +1,6 @@
 //! The namenode's gRPC services end to end in-process, with scripted fake datanodes (no block data):
 //! the write protocol, block reports, fsck/report, dead-node repair commands, restart durability,
-//! safe mode and locks.
+//! safe mode, locks and extended attributes.
 
 use ringfs_namenode::Config;
 use ringfs_proto::pb::{
@@ -1211,5 +1211,141 @@ async fn calls_sent_again_with_their_retry_id_are_answered_as_the_first_was_acro
     })
     .await
     .unwrap();
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn xattrs_on_the_wire_error_kinds_and_retry_ids_across_a_restart() {
+    // SetXattr/GetXattr/ListXattr/RemoveXattr: errors carry the xattr kinds, a create-only set or
+    // a remove sent again with its retry id after a restart is answered as the first was.
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    for i in 0..3 {
+        FakeDn::register(&nn, i).await;
+    }
+    let f = create(&mut c, "/f").await.unwrap();
+    let retry = |n: u64| {
+        Some(pb::RetryId {
+            client_id: "c1".into(),
+            call_id: n,
+        })
+    };
+    let set = |name: &str, value: &[u8], mode: pb::XattrSetMode, n: u64| pb::SetXattrRequest {
+        node: path_node("/f"),
+        name: name.into(),
+        value: value.to_vec(),
+        mode: mode as i32,
+        retry: retry(n),
+        ..Default::default()
+    };
+    let get = |name: &str| pb::GetXattrRequest {
+        node: path_node("/f"),
+        name: name.into(),
+        ..Default::default()
+    };
+    let create_k = set("user.k", b"v", pb::XattrSetMode::XattrSetCreate, 1);
+    let a = c
+        .set_xattr(create_k.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    assert_eq!(a.inode, f.inode);
+    let secs = |t: Option<pb::Time>| t.map(|t| (t.secs, t.nanos));
+    assert!(
+        secs(a.ctime) > secs(f.ctime),
+        "{:?} after {:?}",
+        a.ctime,
+        f.ctime
+    );
+    fn kind<T>(r: Result<tonic::Response<T>, tonic::Status>) -> ErrorKind {
+        ErrorKind::of(&r.map(drop).unwrap_err())
+    }
+    let mut fresh = create_k.clone();
+    fresh.retry = retry(2);
+    assert_eq!(kind(c.set_xattr(fresh).await), ErrorKind::AlreadyExists);
+    let replace = set("user.none", b"v", pb::XattrSetMode::XattrSetReplace, 3);
+    assert_eq!(kind(c.set_xattr(replace).await), ErrorKind::NoData);
+    assert_eq!(kind(c.get_xattr(get("user.none")).await), ErrorKind::NoData);
+    let long = format!("user.{}", "x".repeat(251));
+    let too_long = set(&long, b"", pb::XattrSetMode::XattrSetAny, 4);
+    assert_eq!(kind(c.set_xattr(too_long).await), ErrorKind::Range);
+    let big = set("user.b", &[0; 65537], pb::XattrSetMode::XattrSetAny, 5);
+    assert_eq!(kind(c.set_xattr(big).await), ErrorKind::TooBig);
+    let acl = set(
+        "system.posix_acl_access",
+        b"",
+        pb::XattrSetMode::XattrSetAny,
+        6,
+    );
+    assert_eq!(kind(c.set_xattr(acl).await), ErrorKind::NotSupported);
+    let mut bad_mode = set("user.m", b"", pb::XattrSetMode::XattrSetAny, 7);
+    bad_mode.mode = 9;
+    assert_eq!(
+        kind(c.set_xattr(bad_mode).await),
+        ErrorKind::InvalidArgument
+    );
+    let remove_k = pb::RemoveXattrRequest {
+        node: Some(pb::NodeRef {
+            target: Some(pb::node_ref::Target::Inode(f.inode)),
+        }),
+        name: "user.k".into(),
+        retry: retry(8),
+        ..Default::default()
+    };
+    let set_t = set("trusted.t", b"t", pb::XattrSetMode::XattrSetAny, 9);
+    c.set_xattr(set_t).await.unwrap();
+    c.remove_xattr(remove_k.clone()).await.unwrap();
+    nn.stop().await;
+
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    // Both repeats succeed without a second effect: the create must not set user.k again (it
+    // would find nothing to refuse now), the remove must not fail with NoData.
+    c.set_xattr(create_k).await.unwrap();
+    let names = c
+        .list_xattr(pb::ListXattrRequest {
+            node: path_node("/f"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .names;
+    assert_eq!(names, ["trusted.t"]);
+    c.remove_xattr(remove_k).await.unwrap();
+    // A user sees no trusted.* attribute.
+    let user = Some(pb::Credentials {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![],
+    });
+    let names = c
+        .list_xattr(pb::ListXattrRequest {
+            creds: user.clone(),
+            node: path_node("/f"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .names;
+    assert!(names.is_empty(), "{names:?}");
+    let hidden = c
+        .get_xattr(pb::GetXattrRequest {
+            creds: user,
+            ..get("trusted.t")
+        })
+        .await;
+    assert_eq!(kind(hidden), ErrorKind::NoData);
+    let value = c
+        .get_xattr(get("trusted.t"))
+        .await
+        .unwrap()
+        .into_inner()
+        .value;
+    assert_eq!(value, b"t");
     nn.stop().await;
 }
