@@ -124,14 +124,20 @@ impl RingFs {
 
     fn entry_reply(&self) -> impl FnOnce(ReplyEntry, pb::Attr) + Send + 'static {
         let (attr_ttl, entry_ttl) = (self.inner.opts.attr_ttl, self.inner.opts.entry_ttl);
+        let inner = self.inner.clone();
         move |r: ReplyEntry, a: pb::Attr| {
+            inner.note_xattrs(&a);
             r.entry_with_ttls(&attr_ttl, &entry_ttl, &file_attr(&a), Generation(0))
         }
     }
 
     fn attr_reply(&self) -> impl FnOnce(ReplyAttr, pb::Attr) + Send + 'static {
         let ttl = self.inner.opts.attr_ttl;
-        move |r: ReplyAttr, a: pb::Attr| r.attr(&ttl, &file_attr(&a))
+        let inner = self.inner.clone();
+        move |r: ReplyAttr, a: pb::Attr| {
+            inner.note_xattrs(&a);
+            r.attr(&ttl, &file_attr(&a))
+        }
     }
 }
 
@@ -587,6 +593,7 @@ impl Filesystem for RingFs {
                     Entry::Child(e) => match &e.attr {
                         Some(a) => {
                             let a = inner.local_view(*a);
+                            inner.note_xattrs(&a);
                             reply.add(
                                 INodeNo(a.inode),
                                 next,
@@ -769,7 +776,7 @@ impl Filesystem for RingFs {
             Err(e) => return reply.error(e),
         };
         self.inner.tune_readahead();
-        let (inner, c) = (self.inner.clone(), caller(req));
+        let (inner, inner2, c) = (self.inner.clone(), self.inner.clone(), caller(req));
         let ttl = self.inner.opts.attr_ttl.min(self.inner.opts.entry_ttl);
         self.run(
             "create",
@@ -780,6 +787,7 @@ impl Filesystem for RingFs {
                     .await
             },
             move |r, (a, fh, fl)| {
+                inner2.note_xattrs(&a);
                 r.created(&ttl, &file_attr(&a), Generation(0), FileHandle(fh), fl)
             },
         );

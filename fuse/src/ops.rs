@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     readahead_tuned: AtomicBool,
     /// Recent `security.capability` answers (the kernel asks before every write; see `xattr`).
     pub(crate) capability: crate::xattr::CapabilityCache,
+    /// Inodes the kernel was told lately have no extended attribute (see `xattr`).
+    pub(crate) bare: crate::xattr::Bare,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicked task must not take the mount down).
@@ -141,6 +143,7 @@ impl Inner {
             device: OnceLock::new(),
             readahead_tuned: AtomicBool::new(false),
             capability: Default::default(),
+            bare: Default::default(),
         }
     }
 

@@ -12,6 +12,12 @@
 //! and the kernel stopped asking, and 42-44 MB/s when the answer went through a task); a
 //! change made through this mount drops it at once, one made on another mount is seen after
 //! at most `attr_ttl`, as for the other attributes.
+//!
+//! Likewise `ls -l` reads `security.selinux` of every file it lists: while the attributes the
+//! kernel got from this mount within `attr_ttl` say an inode has no extended attribute at all
+//! (`Attr.xattrs`), a `security.*` read of it is answered ENODATA in the callback (measured:
+//! `ls -l` of 100 files made 101 namenode calls for it before). `user.*` and `trusted.*` reads
+//! and every list always ask the namenode, so they see other mounts' changes at once.
 
 use crate::creds::Caller;
 use crate::error::{Fail, Res};
@@ -34,6 +40,30 @@ type Answer = (Instant, Option<Vec<u8>>);
 /// Recent `security.capability` answers by inode.
 #[derive(Default)]
 pub(crate) struct CapabilityCache(Mutex<HashMap<u64, Answer>>);
+
+/// Inodes whose attributes, when the kernel last got them from this mount, said they have no
+/// extended attribute (`Attr.xattrs`), and when: for `attr_ttl` a `security.*` read of one is
+/// answered as missing without asking the namenode.
+#[derive(Default)]
+pub(crate) struct Bare(Mutex<HashMap<u64, Instant>>);
+
+impl Bare {
+    fn note(&self, a: &pb::Attr) {
+        let mut bare = locked(&self.0);
+        if a.xattrs {
+            bare.remove(&a.inode);
+        } else {
+            if bare.len() >= CAPABILITY_CACHE_MAX {
+                bare.clear();
+            }
+            bare.insert(a.inode, Instant::now());
+        }
+    }
+
+    fn is_bare(&self, ino: u64, ttl: std::time::Duration) -> bool {
+        locked(&self.0).get(&ino).is_some_and(|t| t.elapsed() < ttl)
+    }
+}
 
 /// setxattr(2) flags as the namenode's mode: EINVAL for both or unknown bits.
 fn set_mode(flags: i32) -> Res<pb::XattrSetMode> {
@@ -127,6 +157,7 @@ impl Inner {
         if name == CAPABILITY {
             self.capability.forget(a.inode);
         }
+        self.note_xattrs(a);
         self.remember_attr(a).await;
     }
 
@@ -148,16 +179,25 @@ impl Inner {
         Ok(())
     }
 
-    /// The answer to a getxattr of `name` the mount has at hand (a recent `security.capability`),
-    /// so the callback can answer at once, without a task.
+    /// The answer to a getxattr of `name` the mount has at hand (a `security.*` attribute of an
+    /// inode the kernel was told lately has none, a recent `security.capability`), so the
+    /// callback can answer at once, without a task.
     pub(crate) fn getxattr_at_hand(&self, ino: u64, name: &str, size: u32) -> Option<Res<Sized>> {
+        let what = || format!("getxattr {name} of inode {ino}");
+        let ttl = self.opts.attr_ttl;
+        if name.starts_with("security.") && self.bare.is_bare(ino, ttl) {
+            return Some(answer(None, size, what));
+        }
         if name != CAPABILITY {
             return None;
         }
-        let value = self.capability.get(ino, self.opts.attr_ttl)?;
-        Some(answer(value, size, || {
-            format!("getxattr {name} of inode {ino}")
-        }))
+        let value = self.capability.get(ino, ttl)?;
+        Some(answer(value, size, what))
+    }
+
+    /// Records whether `a` says its inode has extended attributes, as the kernel gets `a` now.
+    pub(crate) fn note_xattrs(&self, a: &pb::Attr) {
+        self.bare.note(a);
     }
 
     pub(crate) async fn getxattr(&self, c: &Caller, ino: u64, name: &str, size: u32) -> Res<Sized> {
@@ -227,6 +267,23 @@ mod tests {
         );
         let both = set_mode(libc::XATTR_CREATE | libc::XATTR_REPLACE);
         assert_eq!(both.err().map(|f| f.errno), Some(Errno::EINVAL));
+    }
+
+    #[test]
+    fn inodes_without_attributes_are_known_until_their_attributes_say_otherwise() {
+        let b = Bare::default();
+        let ttl = std::time::Duration::from_secs(60);
+        let mut a = pb::Attr {
+            inode: 9,
+            ..Default::default()
+        };
+        assert!(!b.is_bare(9, ttl), "unknown inodes are asked about");
+        b.note(&a);
+        assert!(b.is_bare(9, ttl));
+        assert!(!b.is_bare(9, std::time::Duration::ZERO), "expired");
+        a.xattrs = true;
+        b.note(&a);
+        assert!(!b.is_bare(9, ttl));
     }
 
     #[test]

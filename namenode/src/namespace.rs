@@ -377,6 +377,7 @@ impl Inode {
             generation: file.map_or(0, |f| f.generation),
             crtime: Some(self.crtime.into()),
             inline: file.is_some_and(|f| f.inline.is_some()),
+            xattrs: !self.xattrs.is_empty(),
         }
     }
 }

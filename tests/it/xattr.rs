@@ -204,6 +204,17 @@ fn user_attributes_behave_as_on_a_local_file_system() {
     assert!(ctime(&f) > before, "removexattr changes ctime");
     assert_eq!(errno(remove(&f, "user.k")), libc::ENODATA);
     assert_eq!(errno(get(&f, "user.k")), libc::ENODATA);
+    // A security.* attribute set through this mount is read back at once (the mount answers
+    // those of inodes without any attribute itself, and learns from the change that this one has
+    // some), and is gone once removed.
+    let s = m.path("sec");
+    fs::write(&s, b"s").unwrap();
+    fs::metadata(&s).unwrap();
+    assert_eq!(errno(get(&s, "security.test")), libc::ENODATA);
+    set(&s, "security.test", b"label", 0).unwrap();
+    assert_eq!(get(&s, "security.test").unwrap(), b"label");
+    remove(&s, "security.test").unwrap();
+    assert_eq!(errno(get(&s, "security.test")), libc::ENODATA);
     // Directories take user attributes; symlinks and FIFOs do not (EPERM), as on Linux.
     fs::create_dir(m.path("d")).unwrap();
     set(&m.path("d"), "user.dir", b"yes", 0).unwrap();

@@ -619,6 +619,10 @@ mod tests {
         assert!(rows
             .iter()
             .any(|m| matches!(m, Mutation::PutInode(r) if r.id == f.0)));
+        assert!(
+            ns.get(f).unwrap().to_attr().xattrs,
+            "Attr.xattrs says it has some"
+        );
         // A hard link shares them; a rename keeps them.
         ns.link(&a, p("/d/f"), EntrySel::Path("/d/h"), t(2))
             .unwrap();
@@ -671,6 +675,7 @@ mod tests {
             ns.remove_xattr(&a, p("/d/v"), false, name, t(6)).unwrap();
         }
         assert!(ns.drain_changes().contains(&Mutation::DeleteXattrs(f.0)));
+        assert!(!ns.get(f).unwrap().to_attr().xattrs);
         create(&mut ns, &a, "/d/plain", 0o644);
         ns.remove(&a, EntrySel::Path("/d/plain"), RemoveMode::default(), t(7))
             .unwrap();
