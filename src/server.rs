@@ -83,6 +83,10 @@ pub struct NamenodeArgs {
     /// Most inline file content the namenode holds in total (it is kept in memory) [default: 512MiB].
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     pub inline_max_total: Option<u64>,
+    /// Address of the status web page and Prometheus /metrics, or "off"; a port in use only
+    /// costs the page [env: RINGFS_HTTP_LISTEN] [default: 127.0.0.1:9870].
+    #[arg(long, env = "RINGFS_HTTP_LISTEN", hide_env = true, value_name = "ADDR")]
+    pub http_listen: Option<String>,
 }
 
 /// Flags of `ringfs datanode` (the namenode address is the global `--namenode`).
@@ -154,6 +158,10 @@ pub struct UpArgs {
     /// Also mount the cluster here (FUSE) once it is up.
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+    /// Address of the namenode's status web page and Prometheus /metrics, or "off"
+    /// [env: RINGFS_HTTP_LISTEN].
+    #[arg(long, env = "RINGFS_HTTP_LISTEN", hide_env = true, default_value = ringfs_namenode::config::DEFAULT_HTTP_LISTEN, value_name = "ADDR")]
+    pub http_listen: String,
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.
@@ -228,7 +236,8 @@ pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<ringfs_namenode::Conf
         replication_timeout,
         rebalance,
         inline_max,
-        inline_max_total
+        inline_max_total,
+        http_listen
     );
     c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
     c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -286,8 +295,11 @@ pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
         .context("listener has no local address")?;
     // "listening on" once the data dir is locked and loaded: a namenode that cannot start (its
     // dir in use by another one) prints only its error.
-    ringfs_namenode::run_with_ready(config, listener, terminated(), move |_| {
-        print_listening_addr(&addr.to_string())
+    ringfs_namenode::run_with_ready(config, listener, terminated(), move |ready| {
+        print_listening_addr(&addr.to_string());
+        if let Some(http) = ready.http {
+            print_status_url(&http.to_string());
+        }
     })
     .await
     .context("namenode")?;
@@ -385,6 +397,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         heartbeat_interval: a.heartbeat_interval.unwrap_or(Duration::from_secs(1)),
         dead_after: a.dead_after.unwrap_or(Duration::from_secs(10)),
         secret: secret.clone(),
+        http_listen: a.http_listen.clone(),
         ..ringfs_namenode::Config::default()
     };
     nn_config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -396,10 +409,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let nn_listener = bind(&a.namenode_listen, "namenode").await?;
     let nn_addr = nn_listener.local_addr()?.to_string();
     let stop = shutdown_on(&stop_rx);
+    // The status page's address, known once the namenode is about to serve.
+    let (http_tx, mut http_rx) = tokio::sync::oneshot::channel();
     nodes.spawn(async move {
-        let r = ringfs_namenode::run(nn_config, nn_listener, stop)
-            .await
-            .map_err(anyhow::Error::from);
+        let r = ringfs_namenode::run_with_ready(nn_config, nn_listener, stop, move |ready| {
+            let _ = http_tx.send(ready.http);
+        })
+        .await
+        .map_err(anyhow::Error::from);
         ("namenode".to_string(), r)
     });
 
@@ -436,8 +453,16 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         return Err(e);
     }
     print_listening_addr(&nn_addr);
+    // The namenode called `ready` before it served the reports `wait_live` saw.
+    let status = match http_rx.try_recv() {
+        Ok(Some(http)) => {
+            print_status_url(&http.to_string());
+            format!(", status page http://{http}/")
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "ringfs: cluster up: namenode {nn_addr}, {} datanodes, data in {}\nringfs: try: RINGFS_NAMENODE={nn_addr} ringfs ls /   (Ctrl-C stops the cluster)",
+        "ringfs: cluster up: namenode {nn_addr}{status}, {} datanodes, data in {}\nringfs: try: RINGFS_NAMENODE={nn_addr} ringfs ls /   (Ctrl-C stops the cluster)",
         a.datanodes,
         a.data_dir.display()
     );
@@ -501,6 +526,13 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
 fn print_listening_addr(addr: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {addr}");
+    let _ = out.flush();
+}
+
+/// The status page's URL, printed after `listening on` when the page is served.
+fn print_status_url(addr: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "status page at http://{addr}/");
     let _ = out.flush();
 }
 
@@ -603,11 +635,13 @@ mod tests {
             rebalance: None,
             inline_max: None,
             inline_max_total: None,
+            http_listen: Some("127.0.0.1:0".into()),
         };
         let c = namenode_config(&a).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!((c.replication, c.block_size), (1, 8 << 20));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(c.http_listen, "127.0.0.1:0");
         assert!(!c.secret.is_empty());
     }
 

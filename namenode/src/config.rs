@@ -67,6 +67,9 @@ pub struct Config {
     /// namespace); past it, small files go to blocks like any other.
     #[serde(with = "size")]
     pub inline_max_total: u64,
+    /// Address (host:port) of the status web page and the Prometheus `/metrics`, or "off". A port
+    /// that cannot be bound is logged and the namenode runs without the page.
+    pub http_listen: String,
 }
 
 impl Default for Config {
@@ -91,9 +94,13 @@ impl Default for Config {
             rebalance: true,
             inline_max: 64 << 10,
             inline_max_total: 512 << 20,
+            http_listen: DEFAULT_HTTP_LISTEN.to_string(),
         }
     }
 }
+
+/// Where the status page listens by default (HDFS's namenode web UI port).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9870";
 
 /// A setting that makes no sense.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +178,19 @@ impl Config {
         if self.replication_max_streams_per_node == 0 || self.replication_max_streams == 0 {
             return bad("replication stream limits must be at least 1".into());
         }
+        if self.http_address().is_none() && self.http_listen != "off" {
+            return bad(format!(
+                "http_listen {:?} is neither host:port nor \"off\"",
+                self.http_listen
+            ));
+        }
         Ok(())
+    }
+
+    /// The status page's address, `None` when it is "off" (or not host:port).
+    pub fn http_address(&self) -> Option<&str> {
+        let (host, port) = self.http_listen.rsplit_once(':')?;
+        (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(self.http_listen.as_str())
     }
 
     /// The secret to use: the configured one, or the dev secret when none is set.
@@ -268,6 +287,11 @@ mod tests {
         assert_eq!(c.dead_after, Duration::from_secs(2));
         assert_eq!(c.replication, 1);
         assert_eq!(c.lease_hard_limit, Config::default().lease_hard_limit);
+        assert_eq!(c.http_listen, "127.0.0.1:9870");
+        let off = Config::from_toml("http_listen = \"off\"").unwrap();
+        assert_eq!(off.http_address(), None);
+        let any = Config::from_toml("http_listen = \"[::1]:0\"").unwrap();
+        assert_eq!(any.http_address(), Some("[::1]:0"));
         assert!(Config::from_toml("replicaton = 3").is_err());
         assert!(Config::from_toml("block_size = \"12parsecs\"").is_err());
     }
@@ -293,6 +317,14 @@ mod tests {
             },
             Config {
                 lease_hard_limit: Duration::from_secs(1),
+                ..Config::default()
+            },
+            Config {
+                http_listen: "9870".into(),
+                ..Config::default()
+            },
+            Config {
+                http_listen: "localhost:http".into(),
                 ..Config::default()
             },
         ];

@@ -123,6 +123,14 @@ pub enum NamenodeError {
     /// ENOSPC: the extended attributes of one inode would pass 64 KiB; the whole message.
     #[error("{0}")]
     XattrSpace(String),
+    /// The status web server cannot listen on its address (the namenode runs without it).
+    #[error("status page: cannot listen on {addr}: {reason}")]
+    HttpListen {
+        /// The address asked for.
+        addr: String,
+        /// Why not (the OS's words).
+        reason: String,
+    },
 }
 
 impl NamenodeError {
@@ -148,7 +156,9 @@ impl NamenodeError {
             XattrNameRange(_) => ErrorKind::Range,
             XattrTooBig(_) => ErrorKind::TooBig,
             LeaseHeld { .. } | SafeMode(_) => ErrorKind::Busy,
-            NoLease { .. } | Storage(_) | FailedPrecondition(_) => ErrorKind::Io,
+            NoLease { .. } | Storage(_) | FailedPrecondition(_) | HttpListen { .. } => {
+                ErrorKind::Io
+            }
             NotSupported(_) => ErrorKind::NotSupported,
             Stale(_) => ErrorKind::Stale,
         }

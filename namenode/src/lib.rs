@@ -12,12 +12,15 @@
 //! - [`leases`], [`locks`]: client leases and the cluster lock table
 //! - [`retry_cache`]: the non-idempotent calls applied lately, so a call sent again is not run twice
 //! - [`service`]: the gRPC adapters, lease recovery and the background loops
+//! - [`http`], [`status`], [`rpc_metrics`]: the status web page, `/metrics` and `/status.json`,
+//!   the snapshot they show, and the gRPC call counters
 
 pub mod admin;
 pub mod block_map;
 pub mod config;
 pub mod datanodes;
 pub mod error;
+pub mod http;
 pub mod journal;
 pub mod leases;
 pub mod locks;
@@ -26,7 +29,9 @@ pub mod path;
 pub mod placement;
 pub mod replication;
 pub mod retry_cache;
+pub mod rpc_metrics;
 pub mod service;
+pub mod status;
 
 pub use config::Config;
 pub use error::NamenodeError;
@@ -48,15 +53,25 @@ pub async fn run(
     run_with_ready(config, listener, shutdown, |_| {}).await
 }
 
-/// [`run`], calling `ready` with the listening address once the data dir is locked and the
+/// Where a namenode that is about to serve listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The gRPC listener.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The status page, `None` when it is off or its address could not be bound.
+    pub http: Option<std::net::SocketAddr>,
+}
+
+/// [`run`], calling `ready` with the listening addresses once the data dir is locked and the
 /// metadata loaded, just before serving: a binary announces "listening" there, so a namenode that
 /// cannot start never announced it.
 pub async fn run_with_ready(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(Option<std::net::SocketAddr>) + Send,
+    ready: impl FnOnce(Ready) + Send,
 ) -> Result<(), NamenodeError> {
+    let started = std::time::Instant::now();
     config
         .validate()
         .map_err(|e| NamenodeError::InvalidArgument(e.to_string()))?;
@@ -72,13 +87,33 @@ pub async fn run_with_ready(
         .await
         .map_err(|e| NamenodeError::Storage(format!("opening the metadata store: {e}")))??;
     let addr = listener.local_addr().ok();
+    // A status page that cannot listen is no reason not to serve the file system (several
+    // namenodes on one host, the port taken by something else): warn and go on without it.
+    let http_listener = match config.http_address() {
+        None => None,
+        Some(a) => match http::bind(a).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "running without the status page");
+                None
+            }
+        },
+    };
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shared = Arc::new(service::Shared::new(config, journal, ns));
     tracing::info!(?addr, data_dir = %shared.config.data_dir.display(), inodes = shared.lock().ns.inode_count(),
         "namenode serving");
-    ready(addr);
+    if let Some(h) = http_addr {
+        tracing::info!("status page at http://{h}/");
+    }
+    ready(Ready {
+        addr,
+        http: http_addr,
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let loops = vec![
+    let rpcs = rpc_metrics::RpcMetrics::new();
+    let mut loops = vec![
         tokio::spawn(
             DeadNodeMonitor {
                 shared: shared.clone(),
@@ -99,6 +134,12 @@ pub async fn run_with_ready(
         ),
     ];
 
+    if let Some(l) = http_listener {
+        let shown = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
+        let server = http::StatusServer::new(shared.clone(), rpcs.clone(), shown, started);
+        loops.push(tokio::spawn(http::serve(server, l, stop_rx.clone())));
+    }
+
     let client = NamenodeServer::new(service::client::ClientService {
         shared: shared.clone(),
     })
@@ -110,6 +151,7 @@ pub async fn run_with_ready(
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let served = ringfs_proto::net::server()
+        .layer(rpcs.layer())
         .add_service(client)
         .add_service(datanode)
         .serve_with_incoming_shutdown(ringfs_proto::net::incoming(listener), shutdown)

@@ -129,6 +129,16 @@ impl LockTable {
         }
     }
 
+    /// Number of locks held (all kinds, all inodes).
+    pub fn len(&self) -> usize {
+        self.by_inode.values().map(Vec::len).sum()
+    }
+
+    /// No lock is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_inode.is_empty()
+    }
+
     /// Clients holding at least one lock.
     pub fn holders(&self) -> BTreeSet<String> {
         self.by_inode

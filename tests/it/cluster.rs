@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `ringfs` binary cargo built for this test run (see [`bin`] for the copy the tests run).
@@ -738,6 +738,8 @@ struct Node {
     listen_flag: &'static str,
     /// Address printed by the first start; restarts listen on it again.
     addr: Option<String>,
+    /// The `status page at http://ADDR/` address the current process printed (a namenode's).
+    status_page: Arc<Mutex<Option<String>>>,
     child: Option<Child>,
 }
 
@@ -752,6 +754,7 @@ impl Node {
             args,
             listen_flag: "--listen",
             addr: None,
+            status_page: Arc::default(),
             child: None,
         }
     }
@@ -823,6 +826,8 @@ impl Node {
             .map_err(|e| format!("spawn {}: {e}", bin().display()))?;
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let status_page = self.status_page.clone();
+        *status_page.lock().unwrap() = None;
         // Reads stdout for the whole life of the process (so it never blocks on a full pipe), sends the
         // `listening on` address and copies every line to the log.
         std::thread::spawn(move || {
@@ -833,6 +838,9 @@ impl Node {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.trim().to_string());
                     }
+                }
+                if let Some(url) = line.trim().strip_prefix("status page at http://") {
+                    *status_page.lock().unwrap() = Some(url.trim_end_matches('/').to_string());
                 }
                 let _ = writeln!(log, "[stdout] {line}");
             }
@@ -1069,6 +1077,19 @@ impl TestCluster {
 
     pub fn namenode_addr(&self) -> &str {
         self.namenode.addr()
+    }
+
+    /// The namenode's status page address (host:port) once it printed `status page at`; `None` if
+    /// it printed none within `timeout` (it serves no page).
+    pub fn namenode_status_page(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let page = self.namenode.status_page.lock().unwrap().clone();
+            if page.is_some() || Instant::now() >= deadline {
+                return page;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn namenode_dir(&self) -> &Path {

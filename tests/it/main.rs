@@ -9,4 +9,5 @@ mod hung;
 mod io;
 mod namespace;
 mod small;
+mod status;
 mod xattr;

@@ -687,179 +687,15 @@ impl ClientService {
     }
 
     fn do_fsck(&self, req: pb::FsckRequest) -> Result<pb::FsckResponse> {
-        let c = caller(&req.creds);
-        let path = if req.path.is_empty() {
-            "/"
-        } else {
-            req.path.as_str()
-        };
-        let st = self.shared.lock();
-        let root = st
-            .ns
-            .resolve(&c, crate::namespace::NodeSel::Path(path), false)?;
-        let mut out = pb::FsckResponse {
-            safe_mode: st.safe_mode.is_on(),
-            ..Default::default()
-        };
-        // Directories (the namespace walk lists files only).
-        let mut stack = vec![root];
-        while let Some(d) = stack.pop() {
-            let Some(n) = st.ns.get(d) else { continue };
-            if let Some(children) = &n.children {
-                out.directories += 1;
-                for child in children.values() {
-                    if st.ns.get(*child).is_some_and(|c| c.is_dir()) {
-                        stack.push(*child);
-                    }
-                }
-            }
-        }
-        for (fpath, id) in st.ns.walk_files(root) {
-            let Some(f) = st.ns.get(id).and_then(|i| i.file.as_ref()) else {
-                continue;
-            };
-            out.files += 1;
-            out.total_bytes += f.size;
-            if let Some(d) = &f.inline {
-                out.inline_files += 1;
-                out.inline_bytes += d.len() as u64;
-            }
-            if f.lease.is_some() {
-                out.open_files += 1;
-            }
-            let mut offset = 0;
-            let mut listed = Vec::new();
-            for b in &f.blocks {
-                let start = offset;
-                offset += b.len;
-                if b.is_hole() {
-                    continue;
-                }
-                out.blocks += 1;
-                if req.list_blocks {
-                    listed.push(located_block(&self.shared, &st, b, start));
-                }
-                let Some(info) = st.blocks.get(BlockId(b.id)) else {
-                    out.missing += 1;
-                    push_problem(&mut out, &fpath, b.id, "missing", 0, f.replication);
-                    continue;
-                };
-                if info.writing || info.pending.is_some() {
-                    continue;
-                }
-                let h = health(BlockId(b.id), info, &st.nodes, true);
-                out.replicas += h.live as u64;
-                out.corrupt_replicas += h.corrupt_replicas as u64;
-                if h.is_healthy() {
-                    out.healthy_blocks += 1;
-                }
-                let problem = if h.missing {
-                    out.missing += 1;
-                    Some("missing")
-                } else if h.corrupt_replicas > 0 {
-                    Some("corrupt")
-                } else if h.under_replicated {
-                    Some("under_replicated")
-                } else if h.over_replicated {
-                    Some("over_replicated")
-                } else if h.misplaced {
-                    Some("misplaced")
-                } else {
-                    None
-                };
-                if h.corrupt_replicas > 0 {
-                    out.corrupt += 1;
-                }
-                if h.under_replicated && !h.missing {
-                    out.under_replicated += 1;
-                }
-                if h.over_replicated {
-                    out.over_replicated += 1;
-                }
-                if h.misplaced {
-                    out.misplaced += 1;
-                }
-                if let Some(p) = problem {
-                    push_problem(&mut out, &fpath, b.id, p, h.live, h.expected);
-                }
-            }
-            if req.list_blocks {
-                out.file_blocks.push(pb::FsckFile {
-                    path: fpath,
-                    size: f.size,
-                    blocks: listed,
-                });
-            }
-        }
-        Ok(out)
+        fsck_of(&self.shared, &self.shared.lock(), &req)
     }
 
     fn do_report(&self) -> pb::ReportResponse {
-        let st = self.shared.lock();
-        let now = Instant::now();
-        let s = replication::summarize(&st.blocks, &st.nodes, true);
-        let mut out = pb::ReportResponse {
-            safe_mode: st.safe_mode.is_on(),
-            blocks: s.blocks,
-            under_replicated: s.under_replicated,
-            over_replicated: s.over_replicated,
-            misplaced: s.misplaced,
-            corrupt: s.corrupt,
-            missing: s.missing,
-            pending_replications: st.in_flight.len() as u64,
-            default_replication: self.shared.config.replication,
-            default_block_size: self.shared.config.block_size,
-            ..Default::default()
-        };
-        for n in st.nodes.all() {
-            let pending = n.commands.len()
-                + st.in_flight
-                    .iter()
-                    .filter(|c| c.source == n.id || c.target == n.id)
-                    .count();
-            let decommission_remaining = if n.admin == crate::datanodes::AdminState::Decommissioning
-            {
-                replication::decommission_remaining(&st.blocks, &st.nodes, &n.id)
-            } else {
-                0
-            };
-            out.datanodes.push(pb::DatanodeReport {
-                id: n.id.0.clone(),
-                address: n.address.clone(),
-                rack: n.rack.clone(),
-                state: n.state_name().to_string(),
-                capacity: n.capacity,
-                used: n.used,
-                remaining: n.remaining,
-                blocks: st.blocks.replica_count_on(&n.id) as u64,
-                last_heartbeat_ms: now.saturating_duration_since(n.last_heartbeat).as_millis()
-                    as u64,
-                pending_commands: pending as u64,
-                decommission_remaining,
-            });
-            if n.alive {
-                out.capacity += n.capacity;
-                out.used += n.used;
-                out.remaining += n.remaining;
-            }
-        }
-        out
+        report_of(&self.shared, &self.shared.lock(), Instant::now())
     }
 
     fn do_statfs(&self) -> pb::StatfsResponse {
-        let st = self.shared.lock();
-        let mut out = pb::StatfsResponse {
-            inodes: st.ns.inode_count(),
-            block_size: self.shared.config.block_size,
-            replication: self.shared.config.replication,
-            ..Default::default()
-        };
-        for n in st.nodes.all().filter(|n| n.alive) {
-            out.capacity += n.capacity;
-            out.used += n.used;
-            out.remaining += n.remaining;
-        }
-        out
+        statfs_of(&self.shared, &self.shared.lock())
     }
 
     async fn do_lock(&self, req: pb::LockRequest, test: bool) -> Result<pb::LockResponse> {
@@ -963,6 +799,181 @@ fn push_problem(
             expected,
         });
     }
+}
+
+/// Fsck of the tree under `req.path` ("/" when empty) as `req.creds` sees it: the `Fsck` RPC and
+/// the status page ([`crate::status`]) both take it from here.
+pub fn fsck_of(shared: &Shared, st: &State, req: &pb::FsckRequest) -> Result<pb::FsckResponse> {
+    let c = caller(&req.creds);
+    let path = if req.path.is_empty() {
+        "/"
+    } else {
+        req.path.as_str()
+    };
+    let root = st
+        .ns
+        .resolve(&c, crate::namespace::NodeSel::Path(path), false)?;
+    let mut out = pb::FsckResponse {
+        safe_mode: st.safe_mode.is_on(),
+        ..Default::default()
+    };
+    // Directories (the namespace walk lists files only).
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        let Some(n) = st.ns.get(d) else { continue };
+        if let Some(children) = &n.children {
+            out.directories += 1;
+            for child in children.values() {
+                if st.ns.get(*child).is_some_and(|c| c.is_dir()) {
+                    stack.push(*child);
+                }
+            }
+        }
+    }
+    for (fpath, id) in st.ns.walk_files(root) {
+        let Some(f) = st.ns.get(id).and_then(|i| i.file.as_ref()) else {
+            continue;
+        };
+        out.files += 1;
+        out.total_bytes += f.size;
+        if let Some(d) = &f.inline {
+            out.inline_files += 1;
+            out.inline_bytes += d.len() as u64;
+        }
+        if f.lease.is_some() {
+            out.open_files += 1;
+        }
+        let mut offset = 0;
+        let mut listed = Vec::new();
+        for b in &f.blocks {
+            let start = offset;
+            offset += b.len;
+            if b.is_hole() {
+                continue;
+            }
+            out.blocks += 1;
+            if req.list_blocks {
+                listed.push(located_block(shared, st, b, start));
+            }
+            let Some(info) = st.blocks.get(BlockId(b.id)) else {
+                out.missing += 1;
+                push_problem(&mut out, &fpath, b.id, "missing", 0, f.replication);
+                continue;
+            };
+            if info.writing || info.pending.is_some() {
+                continue;
+            }
+            let h = health(BlockId(b.id), info, &st.nodes, true);
+            out.replicas += h.live as u64;
+            out.corrupt_replicas += h.corrupt_replicas as u64;
+            if h.is_healthy() {
+                out.healthy_blocks += 1;
+            }
+            let problem = if h.missing {
+                out.missing += 1;
+                Some("missing")
+            } else if h.corrupt_replicas > 0 {
+                Some("corrupt")
+            } else if h.under_replicated {
+                Some("under_replicated")
+            } else if h.over_replicated {
+                Some("over_replicated")
+            } else if h.misplaced {
+                Some("misplaced")
+            } else {
+                None
+            };
+            if h.corrupt_replicas > 0 {
+                out.corrupt += 1;
+            }
+            if h.under_replicated && !h.missing {
+                out.under_replicated += 1;
+            }
+            if h.over_replicated {
+                out.over_replicated += 1;
+            }
+            if h.misplaced {
+                out.misplaced += 1;
+            }
+            if let Some(p) = problem {
+                push_problem(&mut out, &fpath, b.id, p, h.live, h.expected);
+            }
+        }
+        if req.list_blocks {
+            out.file_blocks.push(pb::FsckFile {
+                path: fpath,
+                size: f.size,
+                blocks: listed,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The cluster report at `now` (datanodes, block health, capacity): the `Report` RPC and the status
+/// page both take it from here.
+pub fn report_of(shared: &Shared, st: &State, now: Instant) -> pb::ReportResponse {
+    let s = replication::summarize(&st.blocks, &st.nodes, true);
+    let mut out = pb::ReportResponse {
+        safe_mode: st.safe_mode.is_on(),
+        blocks: s.blocks,
+        under_replicated: s.under_replicated,
+        over_replicated: s.over_replicated,
+        misplaced: s.misplaced,
+        corrupt: s.corrupt,
+        missing: s.missing,
+        pending_replications: st.in_flight.len() as u64,
+        default_replication: shared.config.replication,
+        default_block_size: shared.config.block_size,
+        ..Default::default()
+    };
+    for n in st.nodes.all() {
+        let pending = n.commands.len()
+            + st.in_flight
+                .iter()
+                .filter(|c| c.source == n.id || c.target == n.id)
+                .count();
+        let decommission_remaining = if n.admin == crate::datanodes::AdminState::Decommissioning {
+            replication::decommission_remaining(&st.blocks, &st.nodes, &n.id)
+        } else {
+            0
+        };
+        out.datanodes.push(pb::DatanodeReport {
+            id: n.id.0.clone(),
+            address: n.address.clone(),
+            rack: n.rack.clone(),
+            state: n.state_name().to_string(),
+            capacity: n.capacity,
+            used: n.used,
+            remaining: n.remaining,
+            blocks: st.blocks.replica_count_on(&n.id) as u64,
+            last_heartbeat_ms: now.saturating_duration_since(n.last_heartbeat).as_millis() as u64,
+            pending_commands: pending as u64,
+            decommission_remaining,
+        });
+        if n.alive {
+            out.capacity += n.capacity;
+            out.used += n.used;
+            out.remaining += n.remaining;
+        }
+    }
+    out
+}
+
+/// File system totals of live datanodes (`Statfs`, the status page).
+pub fn statfs_of(shared: &Shared, st: &State) -> pb::StatfsResponse {
+    let mut out = pb::StatfsResponse {
+        inodes: st.ns.inode_count(),
+        block_size: shared.config.block_size,
+        replication: shared.config.replication,
+        ..Default::default()
+    };
+    for n in st.nodes.all().filter(|n| n.alive) {
+        out.capacity += n.capacity;
+        out.used += n.used;
+        out.remaining += n.remaining;
+    }
+    out
 }
 
 /// Marks a replica corrupt (from a reader or a datanode). Unknown nodes or blocks are ignored.

@@ -25,6 +25,7 @@ use ringfs_proto::pb;
 use ringfs_proto::token::{AccessMode, Secret};
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,9 @@ pub struct Shared {
     restarted: Option<Instant>,
     /// Serializes saves of the datanodes' operator states.
     admin_save: Mutex<()>,
+    /// Blocks the last replication round found short of replicas and could not serve within the
+    /// stream limits (shown on the status page; written by the replication monitor only).
+    pub repair_backlog: AtomicU64,
 }
 
 impl Shared {
@@ -148,6 +152,7 @@ impl Shared {
             journal,
             restarted,
             admin_save: Mutex::new(()),
+            repair_backlog: AtomicU64::new(0),
             state: Mutex::new(State {
                 ns,
                 blocks,

@@ -183,6 +183,9 @@ impl ReplicationMonitor {
                 rebalance: cfg.rebalance && !settled,
             };
             let plan = replication::plan(&st.blocks, &st.nodes, &st.in_flight, &limits, now);
+            self.shared
+                .repair_backlog
+                .store(plan.backlog as u64, std::sync::atomic::Ordering::Relaxed);
             let repairs = plan.copies.iter().any(|c| c.kind == CopyKind::Repair);
             if repairs || plan.backlog > 0 {
                 balanced = None;
