@@ -813,6 +813,8 @@ impl Node {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        // A namenode's status page on a free port, not the fixed default (a flag overrides it).
+        cmd.env("RINGFS_HTTP_LISTEN", "127.0.0.1:0");
         // SAFETY: prctl in the forked child before exec only sets a process attribute.
         unsafe {
             cmd.pre_exec(|| {
@@ -858,6 +860,18 @@ impl Node {
                 };
                 Err(status)
             }
+        }
+    }
+
+    /// The `status page at` address the running process printed, waiting up to `timeout` for it.
+    fn status_page(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let page = self.status_page.lock().unwrap().clone();
+            if page.is_some() || Instant::now() >= deadline {
+                return page;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -1082,14 +1096,7 @@ impl TestCluster {
     /// The namenode's status page address (host:port) once it printed `status page at`; `None` if
     /// it printed none within `timeout` (it serves no page).
     pub fn namenode_status_page(&self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let page = self.namenode.status_page.lock().unwrap().clone();
-            if page.is_some() || Instant::now() >= deadline {
-                return page;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.namenode.status_page(timeout)
     }
 
     pub fn namenode_dir(&self) -> &Path {
@@ -1297,6 +1304,11 @@ impl UpCluster {
         node.start();
         let cli = Cli::new(node.addr(), &scratch);
         UpCluster { node, cli, root }
+    }
+
+    /// The status page address `up` printed, if any within `timeout`.
+    pub fn status_page(&self, timeout: Duration) -> Option<String> {
+        self.node.status_page(timeout)
     }
 
     /// The data dir given to `up`.

@@ -308,3 +308,21 @@ fn http_listen_off_serves_no_page() {
     let log = std::fs::read_to_string(c.namenode_log()).unwrap();
     assert!(!log.contains("status page"), "{log}");
 }
+
+#[test]
+fn ringfs_up_prints_its_status_page() {
+    // `ringfs up` passes its --http-listen (here a free port, from the test env) to its namenode
+    // and prints the page's address after `listening on`.
+    let up = UpCluster::start(2);
+    let web = up
+        .status_page(Duration::from_secs(10))
+        .expect("`ringfs up` printed `status page at`");
+    let m = wait_metrics(
+        &web,
+        "2 live datanodes",
+        &[("ringfs_namenode_datanodes{state=\"live\"}", 2.0)],
+    );
+    assert_eq!(series(&m, "ringfs_namenode_files"), Some(&0.0));
+    let json: Value = serde_json::from_str(&get_ok(&web, "/status.json").body).unwrap();
+    assert_eq!(json["namenode"], up.namenode());
+}
