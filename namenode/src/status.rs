@@ -3,6 +3,7 @@
 //! renderings of it (HTML, Prometheus text exposition format 0.0.4, JSON).
 
 use crate::error::{NamenodeError, Result};
+use crate::replication::Summary;
 use crate::rpc_metrics::RpcCount;
 use crate::service::{client, Shared};
 use ringfs_proto::pb;
@@ -144,7 +145,19 @@ impl StatusSnapshot {
                 list_blocks: false,
             },
         )?;
-        let report = client::report_of(shared, &st, now);
+        // The block health fsck classified (blocks of files) is the report's too.
+        let health = Summary {
+            blocks: fsck.blocks,
+            replicas: fsck.replicas,
+            healthy: fsck.healthy_blocks,
+            under_replicated: fsck.under_replicated,
+            over_replicated: fsck.over_replicated,
+            misplaced: fsck.misplaced,
+            corrupt: fsck.corrupt,
+            corrupt_replicas: fsck.corrupt_replicas,
+            missing: fsck.missing,
+        };
+        let report = client::report_with(shared, &st, now, &health);
         let statfs = client::statfs_of(shared, &st);
         let leases = st.ns.leases();
         let lease_holders = leases

@@ -910,10 +910,24 @@ pub fn fsck_of(shared: &Shared, st: &State, req: &pb::FsckRequest) -> Result<pb:
     Ok(out)
 }
 
-/// The cluster report at `now` (datanodes, block health, capacity): the `Report` RPC and the status
-/// page both take it from here.
+/// The cluster report at `now` (datanodes, block health, capacity): the `Report` RPC.
 pub fn report_of(shared: &Shared, st: &State, now: Instant) -> pb::ReportResponse {
-    let s = replication::summarize(&st.blocks, &st.nodes, true);
+    report_with(
+        shared,
+        st,
+        now,
+        &replication::summarize(&st.blocks, &st.nodes, true),
+    )
+}
+
+/// [`report_of`] with the block health `s` already classified (the status page has it from its
+/// fsck of "/" and does not classify every block twice under the lock).
+pub fn report_with(
+    shared: &Shared,
+    st: &State,
+    now: Instant,
+    s: &replication::Summary,
+) -> pb::ReportResponse {
     let mut out = pb::ReportResponse {
         safe_mode: st.safe_mode.is_on(),
         blocks: s.blocks,
