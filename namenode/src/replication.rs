@@ -590,8 +590,8 @@ fn schedule(
     });
 }
 
-/// Counts per problem over all blocks, for report.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counts per problem over all blocks, for report (and the status page, which shows it as is).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub blocks: u64,
     pub replicas: u64,

@@ -71,19 +71,9 @@ pub struct CapacityStatus {
 /// Blocks of files and their health (blocks being written are counted but not classified).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockStatus {
-    pub blocks: u64,
-    /// Good replicas on live in-service datanodes.
-    pub replicas: u64,
-    pub healthy: u64,
-    pub under_replicated: u64,
-    pub over_replicated: u64,
-    /// Replicated enough, but not on their ring owners.
-    pub misplaced: u64,
-    /// Blocks with at least one corrupt replica, and the corrupt replicas.
-    pub corrupt: u64,
-    pub corrupt_replicas: u64,
-    /// No readable replica anywhere.
-    pub missing: u64,
+    /// Counts per health state, as fsck classified them.
+    #[serde(flatten)]
+    pub health: Summary,
     /// Copies (repairs, moves) scheduled and not done yet.
     pub replications_in_flight: u64,
     /// Short blocks the last replication round could not serve within the stream limits.
@@ -214,15 +204,7 @@ impl StatusSnapshot {
                 remaining: statfs.remaining,
             },
             blocks: BlockStatus {
-                blocks: fsck.blocks,
-                replicas: fsck.replicas,
-                healthy: fsck.healthy_blocks,
-                under_replicated: fsck.under_replicated,
-                over_replicated: fsck.over_replicated,
-                misplaced: fsck.misplaced,
-                corrupt: fsck.corrupt,
-                corrupt_replicas: fsck.corrupt_replicas,
-                missing: fsck.missing,
+                health,
                 replications_in_flight: report.pending_replications,
                 repair_backlog: shared
                     .repair_backlog
@@ -320,7 +302,7 @@ impl Exposition {
 pub fn render_metrics(s: &StatusSnapshot) -> String {
     let mut m = Exposition { out: String::new() };
     let ns = &s.namespace;
-    let b = &s.blocks;
+    let (b, h) = (&s.blocks, &s.blocks.health);
     m.single(
         "ringfs_namenode_uptime_seconds",
         "gauge",
@@ -367,16 +349,16 @@ pub fn render_metrics(s: &StatusSnapshot) -> String {
             "Cluster locks (flock and fcntl) held.",
             ns.locks,
         ),
-        ("blocks", "Blocks of files.", b.blocks),
+        ("blocks", "Blocks of files.", h.blocks),
         (
             "replicas",
             "Good replicas on live in-service datanodes.",
-            b.replicas,
+            h.replicas,
         ),
         (
             "corrupt_replicas",
             "Replicas known to be corrupt.",
-            b.corrupt_replicas,
+            h.corrupt_replicas,
         ),
         (
             "replications_in_flight",
@@ -414,12 +396,12 @@ pub fn render_metrics(s: &StatusSnapshot) -> String {
         "Blocks by health (a block may be in several: corrupt and under_replicated).",
     );
     for (health, v) in [
-        ("healthy", b.healthy),
-        ("under_replicated", b.under_replicated),
-        ("over_replicated", b.over_replicated),
-        ("misplaced", b.misplaced),
-        ("corrupt", b.corrupt),
-        ("missing", b.missing),
+        ("healthy", h.healthy),
+        ("under_replicated", h.under_replicated),
+        ("over_replicated", h.over_replicated),
+        ("misplaced", h.misplaced),
+        ("corrupt", h.corrupt),
+        ("missing", h.missing),
     ] {
         m.sample(name, &[("health", health)], v);
     }
@@ -583,31 +565,31 @@ pub fn render_html(s: &StatusSnapshot) -> String {
     );
     row(&mut out, "Lease holders", &ns.lease_holders.to_string());
     row(&mut out, "Locks held", &ns.locks.to_string());
-    row(&mut out, "Blocks", &s.blocks.blocks.to_string());
-    row(&mut out, "Replicas", &s.blocks.replicas.to_string());
+    row(&mut out, "Blocks", &s.blocks.health.blocks.to_string());
+    row(&mut out, "Replicas", &s.blocks.health.replicas.to_string());
     let c = &s.capacity;
     row(&mut out, "Capacity", &format_size(c.capacity));
     row(&mut out, "Used", &format_size(c.used));
     row(&mut out, "Remaining", &format_size(c.remaining));
     out.push_str("</table>\n");
 
-    let b = &s.blocks;
+    let (b, h) = (&s.blocks, &s.blocks.health);
     out.push_str("<h2>Replication health</h2>\n<table>\n");
-    row(&mut out, "Healthy blocks", &b.healthy.to_string());
+    row(&mut out, "Healthy blocks", &h.healthy.to_string());
     row(
         &mut out,
         "Under-replicated",
-        &flagged(b.under_replicated, "warn"),
+        &flagged(h.under_replicated, "warn"),
     );
-    row(&mut out, "Over-replicated", &b.over_replicated.to_string());
-    row(&mut out, "Misplaced", &b.misplaced.to_string());
-    row(&mut out, "Corrupt blocks", &flagged(b.corrupt, "bad"));
+    row(&mut out, "Over-replicated", &h.over_replicated.to_string());
+    row(&mut out, "Misplaced", &h.misplaced.to_string());
+    row(&mut out, "Corrupt blocks", &flagged(h.corrupt, "bad"));
     row(
         &mut out,
         "Corrupt replicas",
-        &flagged(b.corrupt_replicas, "bad"),
+        &flagged(h.corrupt_replicas, "bad"),
     );
-    row(&mut out, "Missing blocks", &flagged(b.missing, "bad"));
+    row(&mut out, "Missing blocks", &flagged(h.missing, "bad"));
     row(
         &mut out,
         "Copies in flight",
@@ -746,15 +728,17 @@ mod tests {
                 remaining: 2700,
             },
             blocks: BlockStatus {
-                blocks: 20,
-                replicas: 55,
-                healthy: 15,
-                under_replicated: 3,
-                over_replicated: 1,
-                misplaced: 2,
-                corrupt: 1,
-                corrupt_replicas: 1,
-                missing: 1,
+                health: Summary {
+                    blocks: 20,
+                    replicas: 55,
+                    healthy: 15,
+                    under_replicated: 3,
+                    over_replicated: 1,
+                    misplaced: 2,
+                    corrupt: 1,
+                    corrupt_replicas: 1,
+                    missing: 1,
+                },
                 replications_in_flight: 4,
                 repair_backlog: 6,
             },
