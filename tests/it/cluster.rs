@@ -437,6 +437,18 @@ impl Cli {
         data
     }
 
+    /// `get REMOTE -` with short-circuit reads off (`RINGFS_SHORT_CIRCUIT=0`): every byte comes
+    /// over gRPC, as for a client on another host.
+    #[track_caller]
+    pub fn get_bytes_over_network(&self, remote: &str) -> Vec<u8> {
+        let args = ["get", remote, "-"];
+        let mut cmd = self.command(&args);
+        cmd.env("RINGFS_SHORT_CIRCUIT", "0");
+        let out = run_command(cmd, None, &format!("ringfs get {remote} - (network only)"));
+        expect_success(&out, &args);
+        out.stdout
+    }
+
     /// blake3 of `get REMOTE` (the local copy is removed).
     #[track_caller]
     pub fn get_hash(&self, remote: &str) -> blake3::Hash {

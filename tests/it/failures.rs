@@ -374,20 +374,11 @@ fn corrupted_replica_is_read_around_and_reported_by_a_reader_over_the_network() 
 
 /// `get` of `path`, reading over the network when `network_only` (no short-circuit reads).
 fn get_bytes_via(c: &TestCluster, path: &str, network_only: bool) -> Vec<u8> {
-    if !network_only {
-        return c.get_bytes(path);
+    if network_only {
+        c.get_bytes_over_network(path)
+    } else {
+        c.get_bytes(path)
     }
-    let out = c
-        .command(&["get", path, "-"])
-        .env("RINGFS_SHORT_CIRCUIT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "get {path}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn corrupted_replica_is_read_around(network_only: bool) {

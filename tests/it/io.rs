@@ -878,15 +878,9 @@ fn readers_on_the_datanodes_host_read_the_replica_files_unless_told_not_to() {
         "a mount with --no-short-circuit holds replica files"
     );
 
-    let out = c
-        .command(&["get", "/f", "-"])
-        .env("RINGFS_SHORT_CIRCUIT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_same_bytes(
+        &c.get_bytes_over_network("/f"),
+        &data,
+        "get /f over the network",
     );
-    assert_same_bytes(&out.stdout, &data, "get /f over the network");
 }
