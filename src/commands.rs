@@ -24,7 +24,7 @@ const READ_BUFFER: usize = 4 << 20;
 /// Transfers smaller than this get no progress bar.
 const PROGRESS_MIN: u64 = 16 << 20;
 
-async fn connect(namenode: Option<String>) -> anyhow::Result<Client> {
+pub(crate) async fn connect(namenode: Option<String>) -> anyhow::Result<Client> {
     connect_with(namenode, ClientConfig::default()).await
 }
 
@@ -39,7 +39,7 @@ async fn connect_with(namenode: Option<String>, cfg: ClientConfig) -> anyhow::Re
 }
 
 /// "no such file or directory" from an io::Error (no "(os error 2)", lower case like the server's).
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
     let s = match s.find(" (os error") {
         Some(i) => s[..i].to_string(),
@@ -55,7 +55,7 @@ fn io_reason(e: &std::io::Error) -> String {
 /// The one-line error of a namespace change of `path`: the namenode's own refusals name the path
 /// already; a broken connection does not, and leaves the outcome unknown (the namenode may have
 /// applied the change just before it went away), which the user has to be told.
-fn change_error(path: &str, e: &ClientError) -> String {
+pub(crate) fn change_error(path: &str, e: &ClientError) -> String {
     let msg = e.to_string();
     if e.kind() != ErrorKind::Io || !msg.contains("transport error") || msg.contains(path) {
         return msg;
@@ -63,7 +63,7 @@ fn change_error(path: &str, e: &ClientError) -> String {
     format!("{path}: {msg} (the connection broke during the call: the change may or may not have been made)")
 }
 
-fn is_not_found(e: &ClientError) -> bool {
+pub(crate) fn is_not_found(e: &ClientError) -> bool {
     e.kind() == ErrorKind::NotFound
 }
 
@@ -251,7 +251,8 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         let meta =
             std::fs::metadata(&a.local).map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
         if meta.is_dir() {
-            bail!("{}: is a directory", a.local);
+            let client = connect(namenode).await?;
+            return crate::tree::put_tree(&client, &a).await;
         }
         let f = LocalFile::open(&a.local, meta.len())
             .map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
@@ -283,15 +284,54 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
     }
-    let replication = a.replication.unwrap_or(0);
+    let file = PutFile {
+        mode: 0o666 & !format::umask(),
+        replication: a.replication.unwrap_or(0),
+        block_size: a.block_size.unwrap_or(0),
+        force: a.force,
+        progress: true,
+    };
     client
-        .check_live_datanodes(replication)
+        .check_live_datanodes(file.replication)
         .await
         .map_err(|e| anyhow!("{target}: {e}"))?;
+    put_file(&client, source, size, &a.local, &target, &file).await?;
+    Ok(ExitCode::SUCCESS)
+}
 
+/// How `put_file` writes a file.
+pub(crate) struct PutFile {
+    /// Permission bits of the new file.
+    pub mode: u32,
+    /// 0: the cluster's default.
+    pub replication: u32,
+    /// 0: the cluster's default.
+    pub block_size: u64,
+    /// Replace an existing file at the target.
+    pub force: bool,
+    /// Show a progress bar (on a terminal, for big files).
+    pub progress: bool,
+}
+
+/// Opens a local regular file for `put_file` (direct reads for big files, see [`LocalFile`]).
+pub(crate) fn open_local(path: &str, size: u64) -> anyhow::Result<Box<dyn Read + Send>> {
+    let f = LocalFile::open(path, size).map_err(|e| anyhow!("{path}: {}", io_reason(&e)))?;
+    Ok(Box::new(f))
+}
+
+/// Writes `source` (named `local` in messages, `size` bytes if known) to the ringfs file `target`,
+/// whose parent exists and which is not a directory.
+pub(crate) async fn put_file(
+    client: &Client,
+    source: Box<dyn Read + Send>,
+    size: Option<u64>,
+    local: &str,
+    target: &str,
+    how: &PutFile,
+) -> anyhow::Result<()> {
     // Write under a hidden temporary name next to the target, then rename it into place: a failed
     // put leaves nothing behind and `-f` replaces the old file atomically.
-    let name = basename(&target);
+    let name = basename(target);
     let tag = &client.client_id()[..8];
     let tmp_name = if name.len() + 20 <= 255 {
         format!(".{name}.ringfs-put-{tag}")
@@ -308,25 +348,29 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         join(&parent, &tmp_name)
     };
     let opts = CreateOptions {
-        mode: 0o666 & !format::umask(),
-        replication,
-        block_size: a.block_size.unwrap_or(0),
+        mode: how.mode,
+        replication: how.replication,
+        block_size: how.block_size,
         overwrite: false,
         exclusive: true,
     };
     let mut w = client
         .create(&tmp, opts)
         .await
-        .map_err(|e| retarget(e, &tmp, &target))?;
-    let pb = progress(size, &format!("put {target}"));
-    let mut rx = spawn_reader(source, a.local.clone());
+        .map_err(|e| retarget(e, &tmp, target))?;
+    let pb = if how.progress {
+        progress(size, &format!("put {target}"))
+    } else {
+        None
+    };
+    let mut rx = spawn_reader(source, local.to_string());
     let copy = async {
         while let Some(buf) = rx.recv().await {
             let buf = buf?;
             let len = buf.len() as u64;
             w.write_bytes(buf)
                 .await
-                .map_err(|e| retarget(e, &tmp, &target))?;
+                .map_err(|e| retarget(e, &tmp, target))?;
             if let Some(pb) = &pb {
                 pb.inc(len);
             }
@@ -342,21 +386,21 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
     // nothing would remove (recovery deletes only temporary files still being written).
     let result = match copied {
         Ok(()) => match w.commit_all().await {
-            Ok(file) => match client.rename_with(&tmp, &target, !a.force, false).await {
+            Ok(file) => match client.rename_with(&tmp, target, !how.force, false).await {
                 Ok(()) => match file.close().await {
                     Ok(()) => Ok(()),
                     // In place and complete: only the close is missing, which lease recovery does.
-                    Err(e) => bail!(
+                    Err(e) => Err(anyhow!(
                         "{target}: written, but closing it failed ({e}); the namenode closes it \
                          when this client's lease expires"
-                    ),
+                    )),
                 },
                 Err(e) => Err(anyhow!(
                     "{}",
-                    change_error(&target, &e).replace(&tmp, &target)
+                    change_error(target, &e).replace(&tmp, target)
                 )),
             },
-            Err(e) => Err(retarget(e, &tmp, &target)),
+            Err(e) => Err(retarget(e, &tmp, target)),
         },
         Err(e) => {
             w.abort().await;
@@ -372,7 +416,7 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         }
         return Err(e);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------ get / cat
@@ -408,17 +452,35 @@ async fn write_out(
 pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCode> {
     check_local(&a.local)?;
     let client = connect(namenode).await?;
-    let mut reader = client.open(path_ref(&a.remote)).await?;
+    let mut reader = match client.open(path_ref(&a.remote)).await {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::IsADirectory && a.local != "-" => {
+            return crate::tree::get_tree(&client, &a).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     if a.local == "-" {
         write_out(&mut reader, Box::new(std::io::stdout()), None).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let local = Path::new(&a.local);
-    let mut target: PathBuf = if local.is_dir() {
+    let target: PathBuf = if local.is_dir() {
         local.join(basename(&a.remote))
     } else {
         local.to_path_buf()
     };
+    get_file(&mut reader, &a.remote, target, true).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the ringfs file of `reader` (`remote` in messages) to the local file `target`: complete
+/// or not at all (a temporary file renamed over the target), with the file's permission bits.
+pub(crate) async fn get_file(
+    reader: &mut FileReader,
+    remote: &str,
+    mut target: PathBuf,
+    show_progress: bool,
+) -> anyhow::Result<()> {
     match std::fs::metadata(&target) {
         // A device, fifo or socket (`/dev/null`, a named pipe) is written into, like `cp` does:
         // renaming a temporary file over it would replace the device with a regular file.
@@ -427,8 +489,7 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
                 .write(true)
                 .open(&target)
                 .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
-            write_out(&mut reader, Box::new(file), None).await?;
-            return Ok(ExitCode::SUCCESS);
+            return write_out(reader, Box::new(file), None).await;
         }
         // A symlink to a file: replace the file it points to, not the link.
         Ok(_) if target.is_symlink() => {
@@ -452,10 +513,14 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
     let shown = |e: std::io::Error| anyhow!("{}: {}", target.display(), io_reason(&e));
     let tmp = LocalTemp::create(&dir, &name).map_err(shown)?;
     let file = tmp.file().map_err(shown)?;
-    let pb = progress(Some(reader.attr().size), &format!("get {}", a.remote));
+    let pb = if show_progress {
+        progress(Some(reader.attr().size), &format!("get {remote}"))
+    } else {
+        None
+    };
     let copied = tokio::select! {
-        r = write_out(&mut reader, Box::new(file), pb.clone()) => r,
-        _ = crate::server::terminated() => Err(anyhow!("{}: interrupted", a.remote)),
+        r = write_out(reader, Box::new(file), pb.clone()) => r,
+        _ = crate::server::terminated() => Err(anyhow!("{remote}: interrupted")),
     };
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -463,7 +528,7 @@ pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCod
     copied?;
     let mode = reader.attr().mode & 0o777 & !format::umask();
     tmp.persist(&dir, &name, &target, mode).map_err(shown)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The local file a `get` writes before it becomes the target.

@@ -7,8 +7,12 @@
 //! - [`format`]: human and JSON output
 
 mod commands;
+mod du;
 mod format;
+mod mode;
+mod perms;
 mod server;
+mod tree;
 
 use clap::{Args, Parser, Subcommand};
 use ringfs_proto::units::{parse_duration, parse_size};
@@ -47,9 +51,9 @@ enum Cmd {
     Mount(MountArgs),
     /// Unmount a ringfs mount.
     Umount(UmountArgs),
-    /// Copy a local file (or stdin, `-`) into ringfs.
+    /// Copy a local file (or stdin, `-`) or directory tree into ringfs.
     Put(PutArgs),
-    /// Copy a ringfs file to a local file (or stdout, `-`).
+    /// Copy a ringfs file to a local file (or stdout, `-`), or a directory tree to a local directory.
     Get(GetArgs),
     /// Write a ringfs file to stdout.
     Cat(PathArg),
@@ -59,6 +63,13 @@ enum Cmd {
     Mkdir(MkdirArgs),
     /// Remove files and directories.
     Rm(RmArgs),
+    /// Change permission bits: octal (755) or symbolic (u+x, go-w, a=rX), like chmod(1).
+    Chmod(ChmodArgs),
+    /// Change the owner and/or group: OWNER, OWNER:GROUP or :GROUP (names or numbers).
+    Chown(ChownArgs),
+    /// Show the bytes under each entry of a directory (or under PATH with -s) and the space
+    /// their replicas take.
+    Du(DuArgs),
     /// Rename (move) a file or directory atomically; an existing target is replaced like rename(2).
     Mv(MvArgs),
     /// Show a file's or directory's attributes and blocks.
@@ -119,7 +130,7 @@ pub struct PutArgs {
     /// Replace an existing file.
     #[arg(short, long)]
     pub force: bool,
-    /// Local file, or `-` for stdin.
+    /// Local file, `-` for stdin, or a directory (copied with everything under it).
     pub local: String,
     /// Target path; an existing directory receives the file under the local name.
     pub remote: String,
@@ -127,7 +138,7 @@ pub struct PutArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// The ringfs file.
+    /// The ringfs file, or a directory (copied with everything under it).
     pub remote: String,
     /// Local target, `-` for stdout; an existing directory receives the file under its name.
     pub local: String,
@@ -175,6 +186,48 @@ pub struct RmArgs {
     /// Remove directories and everything below them.
     #[arg(short, long)]
     pub recursive: bool,
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ChmodArgs {
+    /// Change everything under directories too.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Octal (755) or symbolic (u+x, go-w, a=rX, u=rwx,g=rx,o=).
+    #[arg(allow_hyphen_values = true)]
+    pub mode: String,
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ChownArgs {
+    /// Change everything under directories too.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// OWNER, OWNER:GROUP, OWNER: (the owner's login group) or :GROUP; names or numbers.
+    pub owner: String,
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct DuArgs {
+    /// One line per PATH: its total, instead of one per entry of a directory.
+    #[arg(short, long)]
+    pub summary: bool,
+    /// Sizes like 1.5 MiB instead of bytes (`du -sh` works as in du(1)).
+    #[arg(short = 'h', long)]
+    pub human: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Print JSON (for scripts): path, size, consumed, files, dirs.
+    #[arg(long)]
+    pub json: bool,
     #[arg(required = true)]
     pub paths: Vec<String>,
 }
@@ -338,6 +391,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Ls(a) => commands::ls(namenode, a).await,
         Cmd::Mkdir(a) => commands::mkdir(namenode, a).await,
         Cmd::Rm(a) => commands::rm(namenode, a).await,
+        Cmd::Chmod(a) => perms::chmod(namenode, a).await,
+        Cmd::Chown(a) => perms::chown(namenode, a).await,
+        Cmd::Du(a) => du::du(namenode, a).await,
         Cmd::Mv(a) => commands::mv(namenode, a).await,
         Cmd::Stat(a) => commands::stat(namenode, a).await,
         Cmd::Fsck(a) => commands::fsck(namenode, a).await,

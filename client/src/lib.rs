@@ -5,6 +5,7 @@
 //! - [`read`]: `FileReader`, verified block streaming with replica failover (design §5)
 //! - `local`: short-circuit reads of replicas on this host (descriptors from the datanode)
 //! - [`error`]: `ClientError` and its POSIX [`ErrorKind`]
+//! - `attrs`: chmod, chown and symlinks by path (`Client::chmod`, `chown`, `symlink`)
 //! - `xattr`: extended attributes (`Client::set_xattr`, `get_xattr`, `list_xattr`, `remove_xattr`)
 //!
 //! ```no_run
@@ -19,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attrs;
 pub mod client;
 pub mod error;
 mod local;

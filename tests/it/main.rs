@@ -10,4 +10,5 @@ mod io;
 mod namespace;
 mod small;
 mod status;
+mod tree;
 mod xattr;

@@ -434,3 +434,120 @@ fn a_trailing_slash_on_a_file_is_not_a_directory() {
     c.ok(&["rm", "-r", "/b2/"]);
     assert_eq!(tree_paths(&c.tree("/")), vec!["/a", "/a/f1", "/top"]);
 }
+
+fn mode_of(c: &TestCluster, path: &str) -> u64 {
+    field_u64(&c.stat_json(path), "mode") & 0o7777
+}
+
+#[test]
+fn chmod_and_chown_change_attributes_like_their_namesakes() {
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    // Octal and symbolic modes, one path or a whole tree.
+    c.ok(&["chmod", "600", "/top"]);
+    assert_eq!(mode_of(&c, "/top"), 0o600);
+    c.ok(&["chmod", "u+x,g=u", "/top"]);
+    assert_eq!(mode_of(&c, "/top"), 0o770);
+    c.ok(&["chmod", "-R", "go-rwx", "/a"]);
+    for p in ["/a", "/a/f1", "/a/b", "/a/b/f2", "/a/b/c"] {
+        assert_eq!(mode_of(&c, p) & 0o077, 0, "{p} still open to group/others");
+    }
+    // X: execute for directories only (the files here are not executable by anyone).
+    c.ok(&["chmod", "-R", "a+rX", "/a"]);
+    assert_eq!(mode_of(&c, "/a/b"), 0o755);
+    assert_eq!(mode_of(&c, "/a/b/f2"), 0o644);
+    // Errors: a bad mode changes nothing; a missing path is named, the other paths still done.
+    let before = c.stat_json("/top");
+    c.fails(&["chmod", "u+q", "/top"])
+        .says(&["invalid mode", "u+q"]);
+    assert_eq!(c.stat_json("/top"), before);
+    c.fails(&["chmod", "700", "/nope", "/top"])
+        .says(&["/nope", "no such file or directory"]);
+    assert_eq!(mode_of(&c, "/top"), 0o700);
+
+    // chown: numbers, OWNER:GROUP, :GROUP, recursive.
+    c.ok(&["chown", "1000:1001", "/top"]);
+    let st = c.stat_json("/top");
+    assert_eq!((field_u64(&st, "uid"), field_u64(&st, "gid")), (1000, 1001));
+    c.ok(&["chown", "-R", ":50", "/a"]);
+    for p in ["/a", "/a/f1", "/a/b/f2"] {
+        let st = c.stat_json(p);
+        assert_eq!(
+            (field_u64(&st, "uid"), field_u64(&st, "gid")),
+            (0, 50),
+            "{p}"
+        );
+    }
+    c.fails(&["chown", "no-such-user-here", "/top"])
+        .says(&["no-such-user-here", "no such user"]);
+
+    // Only root gives files away: the owner (uid 1000 now) may chmod but not chown.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped the non-root part: needs root and /usr/bin/setpriv");
+        return;
+    }
+    let as_1000 = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+        cmd.args(["--reuid=1000", "--regid=1001", "--clear-groups"])
+            .arg(bin())
+            .args(["--namenode", c.namenode_addr()])
+            .args(args);
+        run_with_timeout(
+            cmd,
+            None,
+            "(uid 1000) ringfs",
+            std::time::Duration::from_secs(60),
+        )
+    };
+    assert!(as_1000(&["chmod", "640", "/top"]).status.success());
+    assert_eq!(mode_of(&c, "/top"), 0o640);
+    let out = as_1000(&["chown", "0", "/top"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(field_u64(&c.stat_json("/top"), "uid"), 1000);
+    let out = as_1000(&["chmod", "777", "/a/f1"]);
+    assert!(!out.status.success(), "uid 1000 changed root's file");
+    assert_eq!(mode_of(&c, "/a/f1"), 0o644);
+}
+
+#[test]
+fn du_sums_sizes_and_replica_space_per_entry_or_in_total() {
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "-p", "/d/sub/deeper"]);
+    c.put_bytes("/d/one", &random_bytes(3 * 1024 * 1024, 1));
+    c.put_bytes_with(
+        "/d/sub/two",
+        &random_bytes(1024 * 1024 + 5, 2),
+        &["-r", "1"],
+    );
+    c.put_bytes("/d/sub/deeper/three", &random_bytes(10, 3));
+    let rows = c.json(&["du", "--json", "/d"]);
+    let rows = rows.as_array().unwrap();
+    let row = |p: &str| {
+        rows.iter()
+            .find(|r| field_str(r, "path") == p)
+            .unwrap_or_else(|| panic!("no row for {p}: {rows:?}"))
+    };
+    assert_eq!(rows.len(), 2, "one row per entry of /d: {rows:?}");
+    assert_eq!(field_u64(row("/d/one"), "size"), 3 * 1024 * 1024);
+    assert_eq!(field_u64(row("/d/one"), "consumed"), 9 * 1024 * 1024);
+    let sub = row("/d/sub");
+    assert_eq!(field_u64(sub, "size"), 1024 * 1024 + 5 + 10);
+    assert_eq!(field_u64(sub, "consumed"), 1024 * 1024 + 5 + 30);
+    assert_eq!((field_u64(sub, "files"), field_u64(sub, "dirs")), (2, 2));
+    let total = c.json(&["du", "-s", "--json", "/d"]);
+    let total = &total.as_array().unwrap()[0];
+    assert_eq!(field_u64(total, "size"), 4 * 1024 * 1024 + 15);
+    assert_eq!(field_u64(total, "files"), 3);
+    // The plain form: size, consumed, path.
+    let line = c.ok(&["du", "-s", "/d/sub"]);
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols, vec!["1048591", "1048611", "/d/sub"]);
+    c.fails(&["du", "/nope"])
+        .says(&["/nope", "no such file or directory"]);
+}

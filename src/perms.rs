@@ -1,0 +1,171 @@
+//! `chmod` and `chown` by path, like chmod(1)/chown(1) and `hdfs dfs -chmod/-chown`, recursive
+//! with `-R`. Owners and groups are numbers on ringfs (the mount shows them as they are); names
+//! are looked up in this host's user and group databases.
+
+use crate::commands::{change_error, connect};
+use crate::format::is_dir;
+use crate::mode::ModeChange;
+use crate::{ChmodArgs, ChownArgs};
+use anyhow::{anyhow, bail};
+use ringfs_client::{pb, Client};
+use std::ffi::CString;
+use std::process::ExitCode;
+
+pub async fn chmod(namenode: Option<String>, a: ChmodArgs) -> anyhow::Result<ExitCode> {
+    let change = ModeChange::parse(&a.mode)?;
+    let client = connect(namenode).await?;
+    let umask = crate::format::umask();
+    each_node(&client, &a.paths, a.recursive, |client, path, attr| {
+        let change = change.clone();
+        async move {
+            // A symlink's own mode means nothing; chmod -R does not follow them either.
+            if attr.kind == pb::FileKind::Symlink as i32 {
+                return Ok(());
+            }
+            let mode = change.apply(attr.mode, is_dir(&attr), umask);
+            if mode != attr.mode & 0o7777 {
+                client.chmod(&path, mode).await?;
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub async fn chown(namenode: Option<String>, a: ChownArgs) -> anyhow::Result<ExitCode> {
+    let (uid, gid) = parse_owner(&a.owner)?;
+    let client = connect(namenode).await?;
+    each_node(
+        &client,
+        &a.paths,
+        a.recursive,
+        |client, path, attr| async move {
+            if uid.is_none_or(|u| u == attr.uid) && gid.is_none_or(|g| g == attr.gid) {
+                return Ok(());
+            }
+            client.chown(&path, uid, gid).await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Runs `f` on every path (and, with `recursive`, everything under it); an error is printed
+/// and the rest still done, like chmod(1); the exit code says whether anything failed.
+async fn each_node<F, Fut>(
+    client: &Client,
+    paths: &[String],
+    recursive: bool,
+    f: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Fn(Client, String, pb::Attr) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ringfs_client::ClientError>>,
+{
+    let mut failed = false;
+    for p in paths {
+        let nodes = if recursive {
+            crate::tree::collect(client, p).await
+        } else {
+            client
+                .stat(p)
+                .await
+                .map(|attr| vec![(p.clone(), attr)])
+                .map_err(Into::into)
+        };
+        let nodes = match nodes {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("ringfs: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        for (path, attr) in nodes {
+            if let Err(e) = f(client.clone(), path.clone(), attr).await {
+                eprintln!("ringfs: {}", change_error(&path, &e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `OWNER`, `OWNER:GROUP`, `OWNER:` (chown(1): the owner's login group) or `:GROUP`; each a
+/// number or a name known to this host.
+fn parse_owner(s: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    let (user, group) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    if user.is_empty() && group.is_none_or(str::is_empty) {
+        bail!("invalid owner {s:?}: give OWNER, OWNER:GROUP or :GROUP");
+    }
+    let mut uid = None;
+    let mut login_gid = None;
+    if !user.is_empty() {
+        let (u, g) = lookup_user(user)?;
+        uid = Some(u);
+        login_gid = g;
+    }
+    let gid = match group {
+        Some("") if !user.is_empty() => Some(
+            login_gid.ok_or_else(|| anyhow!("{user}: no login group known for a numeric owner"))?,
+        ),
+        Some(g) => Some(lookup_group(g)?),
+        None => None,
+    };
+    Ok((uid, gid))
+}
+
+/// A user's uid and login gid (`None` for a number that names no local user).
+fn lookup_user(name: &str) -> anyhow::Result<(u32, Option<u32>)> {
+    let c = CString::new(name).map_err(|_| anyhow!("invalid user name {name:?}"))?;
+    // SAFETY: getpwnam with a NUL-terminated name; the result is read before any other call
+    // that could reuse its static buffer (the CLI makes no other such call concurrently).
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if !pw.is_null() {
+        // SAFETY: non-null pointer returned by getpwnam, valid until the next getpw* call.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        return Ok((uid, Some(gid)));
+    }
+    match name.parse::<u32>() {
+        Ok(uid) => Ok((uid, None)),
+        Err(_) => bail!("{name}: no such user"),
+    }
+}
+
+fn lookup_group(name: &str) -> anyhow::Result<u32> {
+    let c = CString::new(name).map_err(|_| anyhow!("invalid group name {name:?}"))?;
+    // SAFETY: as in lookup_user, for getgrnam.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if !gr.is_null() {
+        // SAFETY: non-null pointer returned by getgrnam.
+        return Ok(unsafe { (*gr).gr_gid });
+    }
+    name.parse::<u32>()
+        .map_err(|_| anyhow!("{name}: no such group"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_parse_like_chown() {
+        assert_eq!(parse_owner("1000").unwrap(), (Some(1000), None));
+        assert_eq!(parse_owner("1000:50").unwrap(), (Some(1000), Some(50)));
+        assert_eq!(parse_owner(":50").unwrap(), (None, Some(50)));
+        assert_eq!(parse_owner("root").unwrap(), (Some(0), None));
+        assert_eq!(parse_owner("root:").unwrap(), (Some(0), Some(0)));
+        assert_eq!(parse_owner("root:root").unwrap(), (Some(0), Some(0)));
+        assert!(parse_owner("").is_err());
+        assert!(parse_owner(":").is_err());
+        assert!(parse_owner("no-such-user-here").is_err());
+        assert!(parse_owner("1000:").is_err());
+    }
+}

@@ -1,0 +1,399 @@
+//! Whole directory trees for `put` and `get`, like `hdfs dfs -put/-get` and `cp -r`: a local
+//! directory is copied into ringfs with everything under it, a ringfs directory out of it.
+//! Directories, regular files and symlinks are copied (files several at a time), with their
+//! permission bits less the umask; other kinds (fifos, sockets, devices) are skipped with a
+//! warning, as rsync does.
+//!
+//! A new tree is put under a hidden temporary name next to the target and renamed into place at
+//! the end, so a failed or interrupted `put` of a directory leaves nothing behind (the temporary
+//! tree is removed), like the `put` of a file. `put -f` onto an existing directory merges into it
+//! instead, replacing files one by one. `get` writes each file completely or not at all, but
+//! like `cp -r` it leaves what it copied before an error.
+
+use crate::commands::{
+    change_error, get_file, io_reason, is_not_found, open_local, put_file, PutFile,
+};
+use crate::format::{self, basename, is_dir, join};
+use crate::{GetArgs, PutArgs};
+use anyhow::{anyhow, bail, Context};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ringfs_client::{inode_ref, pb, Client, ErrorKind, OPEN_FILE_HIDDEN_PREFIX};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Files copied at the same time: enough to hide the namenode round trips of small files.
+const FILES_AT_ONCE: usize = 4;
+
+// ------------------------------------------------------------------------------------------ put
+
+/// `put LOCALDIR REMOTE`: REMOTE/name(LOCALDIR) when REMOTE is a directory, else REMOTE itself.
+pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> {
+    let local = Path::new(&a.local);
+    let name = local_name(local)?;
+    let target = match client.stat(&a.remote).await {
+        Ok(attr) if is_dir(&attr) => join(&a.remote, &name),
+        Ok(_) if !a.force => bail!("{}: already exists", a.remote),
+        Ok(_) => bail!(
+            "{}: cannot replace a file with the directory {}",
+            a.remote,
+            a.local
+        ),
+        Err(e) if is_not_found(&e) => a.remote.clone(),
+        Err(e) => return Err(e.into()),
+    };
+    let replication = a.replication.unwrap_or(0);
+    let put = TreePut {
+        client,
+        replication,
+        block_size: a.block_size.unwrap_or(0),
+        force: a.force,
+    };
+    client
+        .check_live_datanodes(replication)
+        .await
+        .map_err(|e| anyhow!("{target}: {e}"))?;
+    match client.stat(&target).await {
+        Ok(attr) if is_dir(&attr) && a.force => {
+            put.dir(local, &target, true).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(attr) if is_dir(&attr) => bail!("{target}: already exists (-f merges into it)"),
+        Ok(_) if !a.force => bail!("{target}: already exists"),
+        Ok(_) => bail!(
+            "{target}: cannot replace a file with the directory {}",
+            a.local
+        ),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let tmp = temp_name(client, &target);
+    let built = tokio::select! {
+        r = put.dir(local, &tmp, false) => r,
+        _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
+    };
+    let placed = match built {
+        Ok(()) => client
+            .rename_with(&tmp, &target, true, false)
+            .await
+            .map_err(|e| anyhow!("{}", change_error(&target, &e).replace(&tmp, &target))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = placed {
+        if let Err(re) = client.remove(&tmp, true).await {
+            if !is_not_found(&re) {
+                eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
+            }
+        }
+        return Err(anyhow!("{}", e.to_string().replace(&tmp, &target)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The name a local directory is copied under: its last component (`.` and `..` resolved).
+fn local_name(local: &Path) -> anyhow::Result<String> {
+    let named = match local.file_name() {
+        Some(n) if !local.ends_with("..") => Some(n.to_os_string()),
+        _ => None,
+    };
+    let name = match named {
+        Some(n) => n,
+        None => std::fs::canonicalize(local)
+            .map_err(|e| anyhow!("{}: {}", local.display(), io_reason(&e)))?
+            .file_name()
+            .map(|n| n.to_os_string())
+            .ok_or_else(|| anyhow!("{}: name the target directory", local.display()))?,
+    };
+    name.into_string()
+        .map_err(|n| anyhow!("{}: not valid UTF-8", n.to_string_lossy()))
+}
+
+/// A hidden sibling of `target` that the new tree is built under.
+fn temp_name(client: &Client, target: &str) -> String {
+    let name = basename(target);
+    let tag = &client.client_id()[..8];
+    let tmp_name = if name.len() + 20 <= 255 {
+        format!(".{name}.ringfs-put-{tag}")
+    } else {
+        format!(".ringfs-put-{tag}")
+    };
+    match target.trim_end_matches('/').rfind('/') {
+        Some(0) => format!("/{tmp_name}"),
+        Some(i) => join(&target[..i], &tmp_name),
+        None => tmp_name,
+    }
+}
+
+struct TreePut<'a> {
+    client: &'a Client,
+    replication: u32,
+    block_size: u64,
+    force: bool,
+}
+
+impl TreePut<'_> {
+    /// Copies the local directory `local` to `remote` (created unless `exists`), then everything
+    /// in it. The directory gets its own mode last, so a read-only directory is filled first.
+    async fn dir(&self, local: &Path, remote: &str, exists: bool) -> anyhow::Result<()> {
+        let meta = std::fs::metadata(local)
+            .map_err(|e| anyhow!("{}: {}", local.display(), io_reason(&e)))?;
+        let mode = meta.mode() & 0o7777 & !format::umask();
+        if !exists {
+            self.client
+                .mkdir_mode(remote, false, mode | 0o700)
+                .await
+                .map_err(|e| anyhow!("{}", change_error(remote, &e)))?;
+        }
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for entry in read_dir_sorted(local)? {
+            let path = local.join(&entry);
+            let Some(name) = entry.to_str() else {
+                eprintln!(
+                    "ringfs: {}: skipped (the name is not valid UTF-8)",
+                    path.display()
+                );
+                continue;
+            };
+            let target = join(remote, name);
+            let m = std::fs::symlink_metadata(&path)
+                .map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+            let kind = m.file_type();
+            if kind.is_dir() {
+                dirs.push((path, target));
+            } else if kind.is_file() {
+                files.push((path, target, m));
+            } else if kind.is_symlink() {
+                self.symlink(&path, &target).await?;
+            } else {
+                eprintln!(
+                    "ringfs: {}: skipped (not a regular file, directory or symlink)",
+                    path.display()
+                );
+            }
+        }
+        stream::iter(files)
+            .map(|(path, target, m)| async move { self.file(&path, &target, &m).await })
+            .buffer_unordered(FILES_AT_ONCE)
+            .try_collect::<()>()
+            .await?;
+        for (path, target) in dirs {
+            let exists = self.force && self.existing_dir(&target).await?;
+            Box::pin(self.dir(&path, &target, exists)).await?;
+        }
+        if !exists && mode != mode | 0o700 {
+            self.client
+                .chmod(remote, mode)
+                .await
+                .map_err(|e| anyhow!("{}", change_error(remote, &e)))?;
+        }
+        Ok(())
+    }
+
+    /// When merging: whether `remote` is a directory already (a file there is an error).
+    async fn existing_dir(&self, remote: &str) -> anyhow::Result<bool> {
+        match self.client.stat(remote).await {
+            Ok(attr) if is_dir(&attr) => Ok(true),
+            Ok(_) => bail!("{remote}: already exists and is not a directory"),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn file(&self, local: &Path, remote: &str, m: &std::fs::Metadata) -> anyhow::Result<()> {
+        let shown = local.display().to_string();
+        if self.force {
+            if let Ok(attr) = self.client.stat(remote).await {
+                if is_dir(&attr) {
+                    bail!("{remote}: is a directory");
+                }
+            }
+        }
+        let how = PutFile {
+            mode: m.mode() & 0o7777 & !format::umask(),
+            replication: self.replication,
+            block_size: self.block_size,
+            force: self.force,
+            progress: false,
+        };
+        let source = open_local(&shown, m.len())?;
+        put_file(self.client, source, Some(m.len()), &shown, remote, &how).await
+    }
+
+    async fn symlink(&self, local: &Path, remote: &str) -> anyhow::Result<()> {
+        let target = std::fs::read_link(local)
+            .map_err(|e| anyhow!("{}: {}", local.display(), io_reason(&e)))?;
+        let Some(target) = target.to_str() else {
+            eprintln!(
+                "ringfs: {}: skipped (the symlink's target is not valid UTF-8)",
+                local.display()
+            );
+            return Ok(());
+        };
+        if self.force {
+            match self.client.stat(remote).await {
+                Ok(attr) if is_dir(&attr) => bail!("{remote}: is a directory"),
+                Ok(_) => self
+                    .client
+                    .remove(remote, false)
+                    .await
+                    .map_err(|e| anyhow!("{}", change_error(remote, &e)))?,
+                Err(_) => {}
+            }
+        }
+        self.client
+            .symlink(target, remote)
+            .await
+            .map_err(|e| anyhow!("{}", change_error(remote, &e)))?;
+        Ok(())
+    }
+}
+
+/// The names in a local directory, sorted (a stable order for output and errors).
+fn read_dir_sorted(dir: &Path) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let shown = |e: std::io::Error| anyhow!("{}: {}", dir.display(), io_reason(&e));
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(shown)? {
+        names.push(e.map_err(shown)?.file_name());
+    }
+    names.sort();
+    Ok(names)
+}
+
+// ------------------------------------------------------------------------------------------ get
+
+/// `get REMOTEDIR LOCAL`: LOCAL/name(REMOTEDIR) when LOCAL is a directory, else LOCAL itself.
+pub async fn get_tree(client: &Client, a: &GetArgs) -> anyhow::Result<ExitCode> {
+    let local = Path::new(&a.local);
+    let name = basename(&a.remote);
+    let target = if local.is_dir() && name != "/" {
+        local.join(name)
+    } else {
+        local.to_path_buf()
+    };
+    let attr = client.stat(&a.remote).await?;
+    let get = TreeGet { client };
+    tokio::select! {
+        r = get.dir(&a.remote, &attr, &target) => r?,
+        _ = crate::server::terminated() => bail!("{}: interrupted", a.remote),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct TreeGet<'a> {
+    client: &'a Client,
+}
+
+impl TreeGet<'_> {
+    /// Copies the ringfs directory `remote` to the local directory `local` (created if missing,
+    /// merged into if it exists), then everything in it.
+    async fn dir(&self, remote: &str, attr: &pb::Attr, local: &Path) -> anyhow::Result<()> {
+        let shown = |e: std::io::Error| anyhow!("{}: {}", local.display(), io_reason(&e));
+        let mode = attr.mode & 0o7777 & !format::umask();
+        match std::fs::symlink_metadata(local) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("{}: already exists and is not a directory", local.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(local).map_err(shown)?;
+                set_mode(local, mode | 0o700)?;
+            }
+            Err(e) => return Err(shown(e)),
+        }
+        let entries = self
+            .client
+            .list_node(inode_ref(attr.inode))
+            .await
+            .with_context(|| format!("{remote}: listing failed"))?;
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for e in entries {
+            let Some(at) = e.attr else { continue };
+            if e.name.starts_with(OPEN_FILE_HIDDEN_PREFIX) {
+                continue;
+            }
+            let path = join(remote, &e.name);
+            let target = local.join(&e.name);
+            match pb::FileKind::try_from(at.kind) {
+                Ok(pb::FileKind::Directory) => dirs.push((path, at, target)),
+                Ok(pb::FileKind::File) => files.push((path, at, target)),
+                Ok(pb::FileKind::Symlink) => self.symlink(&path, &at, &target).await?,
+                _ => {
+                    eprintln!("ringfs: {path}: skipped (not a regular file, directory or symlink)")
+                }
+            }
+        }
+        stream::iter(files)
+            .map(|(path, at, target)| async move { self.file(&path, &at, target).await })
+            .buffer_unordered(FILES_AT_ONCE)
+            .try_collect::<()>()
+            .await?;
+        for (path, at, target) in dirs {
+            Box::pin(self.dir(&path, &at, &target)).await?;
+        }
+        set_mode(local, mode)
+    }
+
+    async fn file(&self, remote: &str, attr: &pb::Attr, local: PathBuf) -> anyhow::Result<()> {
+        if local.is_dir() {
+            bail!("{}: is a directory", local.display());
+        }
+        let mut reader = match self.client.open(inode_ref(attr.inode)).await {
+            Ok(r) => r,
+            // Removed since the listing: like cp -r, what is gone is not copied.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Stale) => return Ok(()),
+            Err(e) => return Err(anyhow!("{remote}: {e}")),
+        };
+        get_file(&mut reader, remote, local, false).await
+    }
+
+    async fn symlink(&self, remote: &str, attr: &pb::Attr, local: &Path) -> anyhow::Result<()> {
+        let target = self
+            .client
+            .readlink(inode_ref(attr.inode))
+            .await
+            .map_err(|e| anyhow!("{remote}: {e}"))?;
+        let shown = |e: std::io::Error| anyhow!("{}: {}", local.display(), io_reason(&e));
+        match std::fs::symlink_metadata(local) {
+            Ok(m) if m.is_dir() => bail!("{}: is a directory", local.display()),
+            Ok(_) => std::fs::remove_file(local).map_err(shown)?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target, local).map_err(shown)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))
+}
+
+// ------------------------------------------------------------------------------------------ walk
+
+/// `path` and every node under it, parents before children, each with its attributes (for
+/// `chmod -R`, `chown -R`, `du`). Directories are listed before anything is changed, so a mode
+/// that shuts out the caller does not stop the walk halfway.
+pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String, pb::Attr)>> {
+    let root = client.stat(path).await?;
+    let mut out = vec![(path.to_string(), root)];
+    let mut next = 0;
+    while next < out.len() {
+        let (dir, attr) = out[next].clone();
+        next += 1;
+        if !is_dir(&attr) {
+            continue;
+        }
+        let entries = client
+            .list_node(inode_ref(attr.inode))
+            .await
+            .map_err(|e| anyhow!("{dir}: {e}"))?;
+        for e in entries {
+            if e.name.starts_with(OPEN_FILE_HIDDEN_PREFIX) {
+                continue;
+            }
+            if let Some(at) = e.attr {
+                out.push((join(&dir, &e.name), at));
+            }
+        }
+    }
+    Ok(out)
+}

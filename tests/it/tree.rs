@@ -1,0 +1,219 @@
+//! `put` of a local directory and `get` of a ringfs directory: whole trees in and out, like
+//! `hdfs dfs -put/-get` and `cp -r`; a failed `put` of a tree leaves nothing behind.
+
+use crate::cluster::*;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+/// A local tree with every kind `put` copies or skips:
+/// `src/{empty, small, big (2.5 blocks), run.sh (0755), link -> small, fifo, sub/{deep/x}, private (0750)/y}`.
+fn local_tree(root: &Path) {
+    fs::create_dir_all(root.join("sub/deep")).unwrap();
+    fs::create_dir_all(root.join("private")).unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::write(root.join("small"), b"small file\n").unwrap();
+    write_random_file(&root.join("big"), 2 * 1024 * 1024 + 512 * 1024, 7);
+    fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("small", root.join("link")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(root.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success(), "mkfifo failed");
+    fs::write(root.join("sub/deep/x"), b"deep").unwrap();
+    fs::write(root.join("private/y"), b"why").unwrap();
+    fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+fn mode_of(c: &TestCluster, path: &str) -> u64 {
+    field_u64(&c.stat_json(path), "mode") & 0o7777
+}
+
+fn ls_target(c: &TestCluster, dir: &str, name: &str) -> Option<String> {
+    c.ls_entries(dir)
+        .into_iter()
+        .find(|e| field_str(e, "name") == name)
+        .and_then(|e| e.get("target").and_then(Value::as_str).map(str::to_string))
+}
+
+/// Local files under `root`: relative path -> content (files) or "-> target" (symlinks) or "dir".
+fn local_listing(root: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.file_type().is_symlink() {
+                let t = fs::read_link(&p).unwrap();
+                out.push((rel, format!("-> {}", t.display()).into_bytes(), 0));
+            } else if m.is_dir() {
+                out.push((rel, b"dir".to_vec(), mode));
+                todo.push(p);
+            } else if m.is_file() {
+                out.push((rel, fs::read(&p).unwrap(), mode));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn put_and_get_of_a_directory_copy_the_whole_tree_like_cp_r() {
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("tree").join("src");
+    local_tree(&src);
+    let src_s = src.to_str().unwrap();
+
+    // A new target: the tree becomes /data. The fifo is skipped with a warning on stderr.
+    let out = c.run(&["put", src_s, "/data"]);
+    assert!(out.status.success(), "put of a tree failed: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fifo") && stderr.contains("skipped"),
+        "no warning about the fifo: {stderr:?}"
+    );
+    let tree = c.tree("/data");
+    let paths: Vec<&str> = tree.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/data/big",
+            "/data/empty",
+            "/data/link",
+            "/data/private",
+            "/data/private/y",
+            "/data/run.sh",
+            "/data/small",
+            "/data/sub",
+            "/data/sub/deep",
+            "/data/sub/deep/x",
+        ]
+    );
+    assert_eq!(tree["/data/link"].0, "symlink");
+    assert_eq!(ls_target(&c, "/data", "link").as_deref(), Some("small"));
+    for (remote, local) in [
+        ("/data/big", "big"),
+        ("/data/empty", "empty"),
+        ("/data/small", "small"),
+        ("/data/sub/deep/x", "sub/deep/x"),
+        ("/data/private/y", "private/y"),
+    ] {
+        assert_same_bytes(
+            &c.get_bytes(remote),
+            &fs::read(src.join(local)).unwrap(),
+            remote,
+        );
+    }
+    // Permission bits come along (less the umask of the test process, 022).
+    assert_eq!(mode_of(&c, "/data/run.sh"), 0o755);
+    assert_eq!(mode_of(&c, "/data/small"), 0o644);
+    assert_eq!(mode_of(&c, "/data/private"), 0o750);
+    // The big file is an ordinary replicated multi-block file.
+    let big = c.stat_json("/data/big");
+    assert_eq!(stat_blocks(&big).len(), 3);
+    // Nothing temporary is left next to the target.
+    assert_eq!(c.ls_names("/"), vec!["data"]);
+
+    // An existing directory as the target receives the tree under its own name.
+    c.ok(&["mkdir", "/into"]);
+    c.ok(&["put", src_s, "/into"]);
+    assert!(c.exists("/into/src/sub/deep/x"));
+
+    // get of the directory: a new local directory with the same content, modes and symlinks.
+    let out_dir = c.scratch_path("out");
+    c.ok(&["get", "/data", out_dir.to_str().unwrap()]);
+    let mut want = local_listing(&src);
+    want.retain(|(p, _, _)| p != "fifo");
+    assert_eq!(local_listing(&out_dir), want);
+    // Into an existing local directory: under the remote directory's name.
+    let parent = c.scratch_path("parent");
+    fs::create_dir(&parent).unwrap();
+    c.ok(&["get", "/data", parent.to_str().unwrap()]);
+    assert_eq!(local_listing(&parent.join("data")), want);
+}
+
+#[track_caller]
+fn fails_and_changes_nothing(c: &TestCluster, args: &[&str], needles: &[&str]) {
+    let before = c.tree("/");
+    c.fails(args).says(needles);
+    assert_eq!(
+        c.tree("/"),
+        before,
+        "`ringfs {}` changed the tree",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
+    // Datanodes with room for 5 MiB each: the tree's 6 MiB file cannot be stored.
+    let c = TestCluster::builder()
+        .datanode_arg(&["--capacity", "5MiB"])
+        .start();
+    let src = c.scratch_path("tree").join("src");
+    let src_s = src.to_str().unwrap();
+    // Files of a directory go several at a time: one and two are in place before z_huge fails.
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::write(src.join("a/one"), b"1").unwrap();
+    fs::write(src.join("a/two"), b"2").unwrap();
+    fs::write(src.join("one"), b"1").unwrap();
+    fs::write(src.join("two"), b"2").unwrap();
+    write_random_file(&src.join("z_huge"), 6 * 1024 * 1024, 3);
+    c.ok(&["mkdir", "/keep"]);
+    c.put_bytes("/keep/f", b"kept");
+    fails_and_changes_nothing(&c, &["put", src_s, "/dst"], &["/dst/z_huge", "no space"]);
+    // The blocks of the removed temporary tree are freed: 4 MiB fit again.
+    let four = random_bytes(4 * 1024 * 1024, 5);
+    wait_for(std::time::Duration::from_secs(30), "space freed", || {
+        let out = c.run_stdin(&["put", "-f", "-", "/after"], &four);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    c.ok(&["rm", "/after"]);
+    fs::remove_file(src.join("z_huge")).unwrap();
+
+    // A file in the way, with and without -f.
+    fails_and_changes_nothing(
+        &c,
+        &["put", src_s, "/keep/f"],
+        &["/keep/f", "already exists"],
+    );
+    fails_and_changes_nothing(
+        &c,
+        &["put", "-f", src_s, "/keep/f"],
+        &["/keep/f", "directory"],
+    );
+    // The same tree twice into one directory: the second time its name is taken.
+    c.ok(&["put", src_s, "/"]);
+    assert_eq!(c.get_bytes("/src/a/one"), b"1");
+    fails_and_changes_nothing(&c, &["put", src_s, "/"], &["/src", "already exists"]);
+
+    // -f merges into the existing copy: changed files replaced, new ones added, others kept.
+    c.put_bytes("/src/extra", b"extra");
+    fs::write(src.join("a/two"), b"two, changed").unwrap();
+    fs::write(src.join("new"), b"new").unwrap();
+    c.ok(&["put", "-f", src_s, "/"]);
+    assert_eq!(c.get_bytes("/src/a/one"), b"1");
+    assert_eq!(c.get_bytes("/src/a/two"), b"two, changed");
+    assert_eq!(c.get_bytes("/src/new"), b"new");
+    assert_eq!(c.get_bytes("/src/extra"), b"extra");
+    assert_eq!(c.ls_names("/"), vec!["keep", "src"]);
+
+    // get of a tree onto a local file fails clearly.
+    let file = c.scratch_path("plain");
+    fs::write(&file, b"x").unwrap();
+    c.fails(&["get", "/src", file.to_str().unwrap()])
+        .says(&["plain", "not a directory"]);
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+}
