@@ -512,6 +512,33 @@ impl Client {
         self.sync().await
     }
 
+    /// setrep: sets the replication factor of the regular file `path` (a final symlink is not
+    /// followed). The namenode then adds or removes replicas in the background; this returns once
+    /// the new factor is recorded (and durable), not when the replicas are there. Owner or root;
+    /// 1..=the namenode's limit. Returns the factor before the call and the new attributes (a
+    /// call sent again after a lost answer may report the new factor as the previous one).
+    pub async fn set_replication(
+        &self,
+        path: &str,
+        replication: u32,
+    ) -> Result<(u32, pb::Attr), ClientError> {
+        let req = pb::SetReplicationRequest {
+            creds: self.creds_msg(),
+            node: Some(path_ref(path)),
+            replication,
+        };
+        let resp = self
+            .again_in_transport(
+                &req,
+                |mut nn, req| async move { nn.set_replication(req).await },
+            )
+            .await
+            .map_err(|s| self.nn_err(s))?
+            .into_inner();
+        self.sync().await?;
+        Ok((resp.previous, attr_of(resp.attr, path)?))
+    }
+
     /// Creates (or with `overwrite` truncates) a file and opens it for writing under this client's
     /// lease. Write with [`FileWriter::write`], then [`FileWriter::finish`].
     pub async fn create(&self, path: &str, opts: CreateOptions) -> Result<FileWriter, ClientError> {

@@ -1035,6 +1035,40 @@ mod tests {
         assert_eq!(ns.inline_bytes(), 4096);
     }
 
+    #[test]
+    fn replication_change_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Caller::root();
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            let o = CreateFile {
+                mode: 0o644,
+                replication: 3,
+                block_size: 4,
+                lease: Some("c".into()),
+                ..Default::default()
+            };
+            let (f, _) = ns
+                .create_file(&root, EntrySel::Path("/f"), o, now())
+                .unwrap();
+            let b = BlockRef {
+                id: ns.next_block_id(),
+                generation: ns.next_generation(),
+                len: 4,
+            };
+            ns.commit_blocks(f, "c", vec![b], 4, true, None, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+            ns.set_replication(&root, NodeSel::Path("/f"), 2, 32, now())
+                .unwrap();
+            journal.submit(ns.drain_changes()).wait().unwrap();
+        }
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        let id = ns.resolve(&root, NodeSel::Path("/f"), false).unwrap();
+        let f = ns.get(id).and_then(|i| i.file.as_ref()).unwrap();
+        assert_eq!((f.replication, f.blocks.len()), (2, 1));
+    }
+
     /// A store written by a namenode of row format 1 (before inline data).
     fn write_v1_store(path: &Path, format: u64) {
         let db = Database::create(path).unwrap();

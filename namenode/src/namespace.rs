@@ -578,6 +578,17 @@ pub struct SetAttr {
     pub client: Option<String>,
 }
 
+/// What [`Namespace::set_replication`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicated {
+    /// The file.
+    pub inode: InodeId,
+    /// Its replication factor before the call.
+    pub previous: u32,
+    /// Its blocks (ids, holes left out): their expected replication follows the file's.
+    pub blocks: Vec<u64>,
+}
+
 /// The inode tree and id counters, plus the record of what changed since the last drain.
 ///
 /// Every mutation first checks everything it needs (existence, kinds, permissions, leases) and only
@@ -667,13 +678,18 @@ fn record_of(n: &Inode) -> InodeRecord {
     }
 }
 
-fn check_replication(opts: &CreateFile, shown: &str) -> Result<()> {
-    if opts.replication == 0 || opts.replication > 512 {
+/// A replication factor in 1..=`max`.
+fn check_replication_factor(replication: u32, max: u32, shown: &str) -> Result<()> {
+    if replication == 0 || replication > max {
         return Err(NamenodeError::InvalidArgument(format!(
-            "{shown}: replication {} is out of range 1..=512",
-            opts.replication
+            "{shown}: replication {replication} is out of range 1..={max}"
         )));
     }
+    Ok(())
+}
+
+fn check_replication(opts: &CreateFile, shown: &str) -> Result<()> {
+    check_replication_factor(opts.replication, 512, shown)?;
     if opts.block_size == 0 {
         return Err(NamenodeError::InvalidArgument(format!(
             "{shown}: block size must be at least 1 byte"
@@ -1734,6 +1750,61 @@ impl Namespace {
             }
         }
         Ok((id, freed))
+    }
+
+    /// setrep: sets the replication factor of a regular file (a final symlink is not followed: it
+    /// is "not a regular file"). Owner or root, like chmod; 1..=`max` (the service's limit, as for
+    /// create; at most 512). A change sets
+    /// ctime; the same value changes nothing. Allowed while the file is being written (blocks
+    /// committed from then on take the new factor). The caller updates the expected replication of
+    /// the returned blocks in the block map (an inline file has none: it just records the number).
+    pub fn set_replication(
+        &mut self,
+        caller: &Caller,
+        node: NodeSel<'_>,
+        replication: u32,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Replicated> {
+        let (id, shown) = self.resolve_shown(caller, node, false)?;
+        let n = self.node(id)?;
+        let shown = || self.show(&shown);
+        let f = match (n.kind, n.file.as_ref()) {
+            (InodeKind::File, Some(f)) => f,
+            (InodeKind::Directory, _) => return Err(NamenodeError::IsADirectory(shown())),
+            _ => {
+                return Err(NamenodeError::InvalidArgument(format!(
+                    "{}: not a regular file",
+                    shown()
+                )))
+            }
+        };
+        if !(caller.is_root() || caller.uid == n.uid) {
+            return Err(NamenodeError::NotPermitted(shown()));
+        }
+        check_replication_factor(replication, max.min(512), &shown())?;
+        let previous = f.replication;
+        let blocks = f
+            .blocks
+            .iter()
+            .filter(|b| !b.is_hole())
+            .map(|b| b.id)
+            .collect();
+
+        // ---- checks done; apply.
+        if previous != replication {
+            if let Some(n) = self.touch(id) {
+                n.ctime = now;
+                if let Some(f) = n.file.as_mut() {
+                    f.replication = replication;
+                }
+            }
+        }
+        Ok(Replicated {
+            inode: id,
+            previous,
+            blocks,
+        })
     }
 
     /// Open an existing regular file for writing (a path follows symlinks): needs write permission and
@@ -3948,6 +4019,132 @@ mod tests {
     // ---- sizes, blocks, leases
 
     #[test]
+    fn set_replication_changes_the_file_and_names_its_blocks() {
+        let mut ns = Namespace::new();
+        let (f, blocks) = file_with_blocks(&mut ns, "/f", &[4, 4, 2]);
+        ns.drain_changes();
+        let r = ns.set_replication(&root(), n("/f"), 2, 32, t(5)).unwrap();
+        let ids: Vec<u64> = blocks.iter().map(|b| b.id).collect();
+        assert_eq!(
+            r,
+            Replicated {
+                inode: f,
+                previous: 3,
+                blocks: ids.clone()
+            }
+        );
+        let node = ns.get(f).unwrap();
+        assert_eq!((node.to_attr().replication, node.ctime), (2, t(5)));
+        // the inode row is logged with the new factor (what a restart rebuilds the block map from)
+        let rows = ns.drain_changes();
+        assert!(
+            rows.iter().any(|m| matches!(m, Mutation::PutInode(r)
+                if r.id == f.0 && r.file.as_ref().is_some_and(|f| f.replication == 2))),
+            "{rows:?}"
+        );
+        // the same value again changes nothing (no row, ctime kept) and says what it was
+        let again = ns.set_replication(&root(), n("/f"), 2, 32, t(9)).unwrap();
+        assert_eq!((again.previous, again.blocks), (2, ids));
+        assert_eq!(ns.get(f).unwrap().ctime, t(5));
+        assert!(ns.drain_changes().is_empty());
+        // by inode too, and back up
+        let up = ns
+            .set_replication(&root(), NodeSel::Inode(f), 4, 32, t(10))
+            .unwrap();
+        assert_eq!(up.previous, 2);
+        assert_eq!(ns.get(f).unwrap().to_attr().replication, 4);
+        assert_consistent(&ns);
+    }
+
+    #[test]
+    fn set_replication_holes_are_not_blocks_and_inline_files_record_the_number() {
+        let mut ns = Namespace::new();
+        let o = CreateFile {
+            lease: Some("w".into()),
+            ..opts()
+        };
+        let (f, _) = ns.create_file(&root(), p("/holes"), o.clone(), T0).unwrap();
+        let b = BlockRef {
+            id: ns.next_block_id(),
+            generation: ns.next_generation(),
+            len: 4,
+        };
+        let hole = BlockRef {
+            id: 0,
+            generation: 0,
+            len: 4,
+        };
+        ns.commit_blocks(f, "w", vec![hole, b], 8, true, None, T0)
+            .unwrap();
+        let r = ns.set_replication(&root(), n("/holes"), 1, 32, T0).unwrap();
+        assert_eq!(r.blocks, vec![b.id]);
+
+        let (g, _) = ns.create_file(&root(), p("/small"), o, T0).unwrap();
+        ns.commit_inline(g, "w", b"tiny".to_vec(), 4, true, None, T0)
+            .unwrap();
+        let r = ns.set_replication(&root(), n("/small"), 5, 32, T0).unwrap();
+        assert_eq!((r.previous, r.blocks), (3, vec![]));
+        let m = ns.get(g).unwrap().file.as_ref().unwrap();
+        assert_eq!(
+            (m.replication, m.inline.as_deref()),
+            (5, Some(&b"tiny"[..]))
+        );
+        assert_consistent(&ns);
+    }
+
+    #[test]
+    fn set_replication_refusals_name_the_path_and_change_nothing() {
+        let mut ns = Namespace::new();
+        mkdir(&mut ns, &root(), "/d", 0o777);
+        let f = create(&mut ns, &alice(), "/d/f");
+        ns.symlink(&root(), p("/d/l"), "/d/f", T0).unwrap();
+        // a file being written may change too (blocks committed later take the new factor)
+        let o = CreateFile {
+            lease: Some("w".into()),
+            ..opts()
+        };
+        ns.create_file(&alice(), p("/d/open"), o, T0).unwrap();
+        ns.drain_changes();
+        let before = canon(&ns);
+        let set = |ns: &mut Namespace, c: &Caller, path: &str, r: u32| {
+            ns.set_replication(c, n(path), r, 32, t(7))
+        };
+        let e = set(&mut ns, &root(), "/d", 2).unwrap_err();
+        assert_eq!(e, NamenodeError::IsADirectory("/d".into()));
+        let e = set(&mut ns, &root(), "/d/l", 2).unwrap_err();
+        assert_eq!(
+            e,
+            NamenodeError::InvalidArgument("/d/l: not a regular file".into())
+        );
+        let e = set(&mut ns, &root(), "/d/nope", 2).unwrap_err();
+        assert_eq!(e, NamenodeError::NotFound("/d/nope".into()));
+        let e = set(&mut ns, &bob(), "/d/f", 2).unwrap_err();
+        assert_eq!(e, NamenodeError::NotPermitted("/d/f".into()));
+        for bad in [0, 33] {
+            let e = set(&mut ns, &alice(), "/d/f", bad).unwrap_err();
+            assert_eq!(
+                e,
+                NamenodeError::InvalidArgument(format!(
+                    "/d/f: replication {bad} is out of range 1..=32"
+                ))
+            );
+        }
+        // the namespace's own bound is 512 whatever the service allows
+        let e = ns
+            .set_replication(&root(), n("/d/f"), 513, 1000, T0)
+            .unwrap_err();
+        assert!(e.to_string().contains("out of range 1..=512"), "{e}");
+        assert_eq!(canon(&ns), before);
+        assert!(ns.drain_changes().is_empty());
+        // the owner (not root) may, like chmod; so may root; so may the writer's owner mid-write
+        assert_eq!(set(&mut ns, &alice(), "/d/f", 1).unwrap().previous, 3);
+        assert_eq!(set(&mut ns, &root(), "/d/f", 32).unwrap().previous, 1);
+        assert_eq!(set(&mut ns, &alice(), "/d/open", 2).unwrap().previous, 3);
+        assert_eq!(ns.get(f).unwrap().to_attr().replication, 32);
+        assert_consistent(&ns);
+    }
+
+    #[test]
     fn truncate_at_block_boundaries_only() {
         let mut ns = Namespace::new();
         let (f, b) = file_with_blocks(&mut ns, "/f", &[4, 4, 3]);
@@ -4936,8 +5133,12 @@ mod tests {
     #[test]
     fn random_operations_round_trip_through_drained_rows() {
         let mut succeeded = [0usize; 16];
+        let mut setreps = 0;
         for seed in 0..16u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            // setrep between the operations, from a generator of its own: it changes nothing the
+            // other operations look at, so their sequence and outcomes stay as they were.
+            let mut setrep_rng = rand::rngs::StdRng::seed_from_u64(seed + 1000);
             let mut ns = Namespace::new();
             let mut mirror = crate::journal::Rows::default();
             mirror.apply(ns.drain_changes());
@@ -4961,6 +5162,23 @@ mod tests {
                         );
                     }
                 }
+                if setrep_rng.random_bool(0.3) {
+                    let before = canon(&ns);
+                    let callers = [root(), alice(), bob()];
+                    let caller = &callers[setrep_rng.random_range(0..3)];
+                    let path: String = (0..setrep_rng.random_range(1..=3))
+                        .map(|_| ["/a", "/b", "/c", "/d"][setrep_rng.random_range(0..4)])
+                        .collect();
+                    let r = setrep_rng.random_range(0..4);
+                    match ns.set_replication(caller, n(&path), r, 2, t(1000 + step)) {
+                        Ok(_) => setreps += 1,
+                        Err(e) => assert_eq!(
+                            canon(&ns),
+                            before,
+                            "seed {seed} step {step}: failed setrep changed state: {e}"
+                        ),
+                    }
+                }
                 mirror.apply(ns.drain_changes());
                 if step % 50 == 49 {
                     assert_consistent(&ns);
@@ -4981,5 +5199,6 @@ mod tests {
             succeeded.iter().all(|&n| n > 5),
             "every kind of operation succeeded sometimes: {succeeded:?}"
         );
+        assert!(setreps > 20, "setrep succeeded {setreps} times");
     }
 }

@@ -1081,6 +1081,45 @@ impl Namenode for ClientService {
         ok(r.await)
     }
 
+    async fn set_replication(
+        &self,
+        req: Request<pb::SetReplicationRequest>,
+    ) -> std::result::Result<Response<pb::SetReplicationResponse>, Status> {
+        let req = req.into_inner();
+        let c = caller(&req.creds);
+        let want = req.replication;
+        let r = async {
+            let node = node_sel(&req.node)?;
+            let now = Timestamp::now();
+            self.shared
+                .mutate(|st, _| {
+                    let r = st
+                        .ns
+                        .set_replication(&c, node, want, MAX_REPLICATION, now)?;
+                    // The planner reads the expected count per block: it follows the file's (the
+                    // block map is rebuilt from the files' factors after a restart).
+                    for id in &r.blocks {
+                        st.blocks.set_replication(BlockId(*id), want);
+                    }
+                    if r.previous != want {
+                        tracing::info!(
+                            inode = %r.inode,
+                            blocks = r.blocks.len(),
+                            from = r.previous,
+                            to = want,
+                            "replication factor changed"
+                        );
+                    }
+                    Ok(pb::SetReplicationResponse {
+                        attr: Some(attr_of(st, r.inode)?),
+                        previous: r.previous,
+                    })
+                })
+                .await
+        };
+        ok(r.await)
+    }
+
     async fn read_dir(
         &self,
         req: Request<pb::ReadDirRequest>,
