@@ -166,8 +166,9 @@ fn setrep_of_a_directory_changes_every_file_under_it_and_survives_a_namenode_kil
 #[test]
 fn setrep_refusals_are_one_line_naming_the_path() {
     // A missing path, factor 0, a factor over the limit, a factor -w cannot reach with the live
-    // datanodes, and another user's file: each fails with one line and changes nothing. Without
-    // -w a factor above the live datanodes is recorded and fsck shows the blocks under-replicated.
+    // datanodes, a symlink and another user's file: each fails with one line and changes nothing.
+    // Without -w a factor above the live datanodes is recorded and fsck shows the blocks
+    // under-replicated.
     let c = TestCluster::builder().datanodes(3).start();
     c.ok(&["mkdir", "/t"]);
     c.put_bytes("/t/a", &random_bytes(MIB + 5, 9));
@@ -204,6 +205,19 @@ fn setrep_refusals_are_one_line_naming_the_path() {
         "{out:?}"
     );
     assert_eq!(replication_of(&c, "/t/a"), 2);
+
+    // A symlink is not a regular file: skipped under a directory, refused by name (not followed).
+    let local = c.scratch_path("links");
+    std::fs::create_dir(&local).unwrap();
+    std::fs::write(local.join("x"), b"linked to").unwrap();
+    std::os::unix::fs::symlink("x", local.join("l")).unwrap();
+    c.put_file(&local, "/ln", &[]);
+    assert_eq!(c.ls_names("/ln"), ["l", "x"]);
+    let out = c.ok(&["setrep", "2", "/ln"]);
+    assert_eq!(out.trim(), "/ln/x: replication 3 -> 2", "setrep of /ln");
+    c.fails(&["setrep", "2", "/ln/l"])
+        .says(&["/ln/l", "not a regular file"]);
+    assert_eq!(replication_of(&c, "/ln/x"), 2);
 
     // Without -w a factor above the live datanodes is accepted, and fsck tells.
     c.ok(&["setrep", "5", "/t/a"]);
