@@ -12,6 +12,7 @@ mod format;
 mod mode;
 mod perms;
 mod server;
+mod setrep;
 mod tree;
 
 use clap::{Args, Parser, Subcommand};
@@ -78,6 +79,9 @@ enum Cmd {
     Fsck(FsckArgs),
     /// Show the datanodes and the cluster's capacity and replication health.
     Report(JsonArg),
+    /// Change the replication factor of a file, or of every file under a directory; the namenode
+    /// then adds or removes replicas.
+    Setrep(setrep::SetrepArgs),
     /// Administrative commands.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -398,6 +402,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Stat(a) => commands::stat(namenode, a).await,
         Cmd::Fsck(a) => commands::fsck(namenode, a).await,
         Cmd::Report(a) => commands::report(namenode, a).await,
+        Cmd::Setrep(a) => setrep::setrep(namenode, a).await,
         Cmd::Admin(AdminCmd::Decommission { address }) => {
             commands::decommission(namenode, &address).await
         }

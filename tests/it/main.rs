@@ -8,6 +8,7 @@ mod healing;
 mod hung;
 mod io;
 mod namespace;
+mod setrep;
 mod small;
 mod status;
 mod tree;
