@@ -1171,6 +1171,16 @@ fn announce_when_mounted(m: &Path) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// How a mount talks to the cluster: like every client, except that its writes go on with the
+/// live datanodes when fewer than a file's replication are up (a mount that fails every write
+/// while one datanode of three is down is no file system); `put` stays strict.
+fn mount_client_config() -> ClientConfig {
+    ClientConfig {
+        min_replicas: 1,
+        ..ClientConfig::default()
+    }
+}
+
 /// Mounts the cluster at `m` in the background until `stop` turns true (for `up --mount`).
 pub async fn spawn_mount(
     nn_addr: &str,
@@ -1178,7 +1188,7 @@ pub async fn spawn_mount(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     check_mountpoint(m)?;
-    let client = connect(Some(nn_addr.to_string())).await?;
+    let client = connect_with(Some(nn_addr.to_string()), mount_client_config()).await?;
     let mut stop = stop.clone();
     let m = m.to_path_buf();
     let announce = announce_when_mounted(&m);
@@ -1200,7 +1210,7 @@ pub async fn spawn_mount(
 
 pub async fn mount(namenode: Option<String>, a: MountArgs) -> anyhow::Result<ExitCode> {
     check_mountpoint(&a.mountpoint)?;
-    let mut cfg = ClientConfig::default();
+    let mut cfg = mount_client_config();
     cfg.short_circuit &= !a.no_short_circuit;
     let client = connect_with(namenode, cfg).await?;
     let announce = announce_when_mounted(&a.mountpoint);

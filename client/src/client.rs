@@ -40,6 +40,11 @@ pub struct ClientConfig {
     /// hand out (short-circuit reads; `crate::local`). Default: on, unless the environment sets
     /// `RINGFS_SHORT_CIRCUIT` to `0`, `false`, `off` or `no`.
     pub short_circuit: bool,
+    /// Fewest live datanodes a write pipeline may have (`AllocateBlockRequest.min_replicas`).
+    /// 0 (the default, `put`): every block on the file's R replicas, or the write fails. The mount
+    /// uses 1: with datanodes down it keeps writing on the live ones and the namenode adds the
+    /// missing replicas when nodes come back.
+    pub min_replicas: u32,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +57,7 @@ impl Default for ClientConfig {
             block_size: 0,
             reconnect_wait: Duration::from_secs(60),
             short_circuit: short_circuit_from_env(),
+            min_replicas: 0,
         }
     }
 }
@@ -563,6 +569,7 @@ impl Client {
             client_id: self.shared.client_id.clone(),
             open_for_write: true,
             retry: Some(self.retry_id()),
+            min_replicas: self.shared.cfg.min_replicas,
         };
         let resp = self
             .again_in_transport(&req, |mut nn, req| async move { nn.create(req).await })
@@ -682,6 +689,7 @@ impl Client {
             inode,
             client_id: self.shared.client_id.clone(),
             excluded: Vec::new(),
+            min_replicas: self.shared.cfg.min_replicas,
         };
         // Sent again after a failure in transport: a block the first call allocated and nobody
         // writes is freed when the file is committed or closed (and forgotten by a restart).

@@ -367,6 +367,7 @@ impl BlockWriter {
                 generation: self.located.generation,
                 failed,
                 survivors: failure.survivors.clone(),
+                min_replicas: self.client.config().min_replicas,
             };
             // Sent again after a failure in transport: the namenode answers the same request
             // as it answered the first time (or, after a restart, takes the block up again).
@@ -681,6 +682,7 @@ impl FileWriter {
                 inode: self.attr.inode,
                 client_id: self.client.client_id().to_string(),
                 excluded: self.excluded.clone(),
+                min_replicas: self.client.config().min_replicas,
             };
             // Sent again after a failure in transport, as in `Client::write_new_block`.
             let located = self

@@ -432,6 +432,7 @@ impl Inner {
             client_id: self.client.client_id().to_string(),
             open_for_write: write,
             retry: Some(self.client.retry_id()),
+            min_replicas: cfg.min_replicas,
         };
         let resp = match self
             .query(&req, |mut nn, req| async move { nn.create(req).await })

@@ -573,6 +573,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
             inode,
             client_id: "c1".into(),
             excluded: vec![],
+            min_replicas: 0,
         })
         .await
         .unwrap()
@@ -590,6 +591,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
         generation: nb.generation,
         failed: vec![failed.clone()],
         survivors: survivors.clone(),
+        min_replicas: 0,
     };
     let up = c
         .update_pipeline(recovery.clone())
@@ -632,6 +634,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
             inode,
             client_id: "c1".into(),
             excluded: vec![],
+            min_replicas: 0,
         })
         .await
         .unwrap()
@@ -984,6 +987,7 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
             inode,
             client_id: "c1".into(),
             excluded: vec![],
+            min_replicas: 0,
         })
         .await
         .unwrap()
@@ -997,6 +1001,7 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
         generation: b.generation,
         failed: vec![l[1].clone(), l[2].clone()],
         survivors: vec![l[0].clone()],
+        min_replicas: 0,
     };
     let e = c.update_pipeline(update.clone()).await.unwrap_err();
     assert!(
@@ -1011,6 +1016,126 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
     assert_eq!(addrs.len(), 3, "{addrs:?}");
     assert_eq!(addrs[0], l[0]);
     assert!(addrs.contains(&l[2]) && !addrs.contains(&l[1]), "{addrs:?}");
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() {
+    // R=3 on three datanodes. A writer with min_replicas 1 (the mount) keeps a two-node pipeline
+    // when one node broke and none can replace it, and gets new blocks and creates while a node is
+    // dead; a strict writer (put) is refused in both cases.
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    let mut dns = Vec::new();
+    for i in 0..3 {
+        dns.push(FakeDn::register(&nn, i).await);
+    }
+    let inode = create(&mut c, "/f").await.unwrap().inode;
+    let b = c
+        .allocate_block(pb::AllocateBlockRequest {
+            inode,
+            client_id: "c1".into(),
+            excluded: vec![],
+            min_replicas: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let l: Vec<String> = b.locations.iter().map(|l| l.address.clone()).collect();
+    assert_eq!(l.len(), 3, "all live nodes are used when there are enough");
+    let update = pb::UpdatePipelineRequest {
+        inode,
+        client_id: "c1".into(),
+        block_id: b.id,
+        generation: b.generation,
+        failed: vec![l[2].clone()],
+        survivors: vec![l[0].clone(), l[1].clone()],
+        min_replicas: 0,
+    };
+    let e = c.update_pipeline(update.clone()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace, "{e:?}");
+    let up = c
+        .update_pipeline(pb::UpdatePipelineRequest {
+            min_replicas: 1,
+            ..update
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let addrs: Vec<String> = up.locations.iter().map(|l| l.address.clone()).collect();
+    assert_eq!(addrs, vec![l[0].clone(), l[1].clone()]);
+    assert!(up.generation > b.generation);
+
+    // The third node dies (no heartbeats): strict allocations and creates are refused, lenient
+    // ones get the two live nodes.
+    let victim = dns.iter().position(|d| d.addr == l[2]).unwrap();
+    dns.remove(victim);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for d in dns.iter_mut() {
+            d.heartbeat().await;
+        }
+        let strict = c
+            .allocate_block(pb::AllocateBlockRequest {
+                inode,
+                client_id: "c1".into(),
+                excluded: vec![],
+                min_replicas: 0,
+            })
+            .await;
+        if let Err(e) = strict {
+            assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent datanode was never declared dead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lenient = c
+        .allocate_block(pb::AllocateBlockRequest {
+            inode,
+            client_id: "c1".into(),
+            excluded: vec![],
+            min_replicas: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got: Vec<String> = lenient
+        .locations
+        .iter()
+        .map(|l| l.address.clone())
+        .collect();
+    got.sort();
+    let mut live = vec![l[0].clone(), l[1].clone()];
+    live.sort();
+    assert_eq!(got, live);
+    let strict_create = c
+        .create(pb::CreateRequest {
+            entry: path_entry("/g"),
+            mode: 0o644,
+            client_id: "c1".into(),
+            open_for_write: true,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        ErrorKind::of(&strict_create.unwrap_err()),
+        ErrorKind::NoSpace
+    );
+    c.create(pb::CreateRequest {
+        entry: path_entry("/g"),
+        mode: 0o644,
+        client_id: "c1".into(),
+        open_for_write: true,
+        min_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     nn.stop().await;
 }
 

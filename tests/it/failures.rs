@@ -978,3 +978,56 @@ fn changes_through_a_mount_survive_a_namenode_kill_9_the_moment_they_return() {
     let st = c.stat_json("/last/f7");
     assert_eq!(field_u64(&st, "mode") & 0o777, 0o600, "{st}");
 }
+
+#[test]
+fn a_mount_keeps_writing_while_one_of_three_datanodes_is_down_and_the_blocks_heal_after() {
+    // R=3 on three datanodes. One is killed in the middle of a write through the mount: the
+    // write goes on with the two live nodes (no third node can replace it), as do new files once
+    // it is declared dead, like HDFS and MooseFS. `put` still refuses (its contract: every block
+    // on R replicas or fail). Everything reads back, and when the node returns every block gets
+    // its third replica.
+    let mut c = TestCluster::builder().dead_after("2s").start();
+    let m = c.mount(&[]);
+    let first = random_bytes(6 << 20, 61);
+    let second = random_bytes(5 << 20, 62);
+    let later = random_bytes(3 << 20, 63);
+    {
+        let mut f = fs::File::create(m.path("during")).unwrap();
+        f.write_all(&first[..3 << 20]).unwrap();
+        f.sync_all().unwrap();
+        c.kill_datanode(0);
+        f.write_all(&first[3 << 20..]).unwrap();
+        f.sync_all().expect("fsync with a datanode just killed");
+    }
+    c.wait_live_datanodes(2, Duration::from_secs(30));
+    fs::write(m.path("after"), &later).expect("write with one datanode dead");
+    {
+        // An overwrite in the middle of an existing block (copy-on-write) too.
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("during"))
+            .unwrap();
+        f.write_all_at(&second[..4096], 1 << 20).unwrap();
+    }
+    let mut want = first.clone();
+    want[1 << 20..(1 << 20) + 4096].copy_from_slice(&second[..4096]);
+    c.fails(&["put", "-", "/p"])
+        .says(&["not enough live datanodes: need 3, have 2"]);
+    assert_same_bytes(
+        &fs::read(m.path("during")).unwrap(),
+        &want,
+        "during (mount)",
+    );
+    assert_same_bytes(&c.get_bytes("/during"), &want, "during (get)");
+    assert_same_bytes(&c.get_bytes("/after"), &later, "after (get)");
+    let f = c.fsck_json("/");
+    assert!(
+        field_u64(&f, "under_replicated") > 0 && field_u64(&f, "missing") == 0,
+        "blocks written on two nodes should be under-replicated, none missing: {f}"
+    );
+    c.restart_datanode(0);
+    c.wait_healthy("/", 3, Duration::from_secs(60));
+    assert_same_bytes(&c.get_bytes("/during"), &want, "during after healing");
+    assert_same_bytes(&c.get_bytes("/after"), &later, "after after healing");
+}

@@ -74,16 +74,26 @@ fn ids_of(nodes: &DatanodeRegistry, addresses: &[String]) -> Vec<DatanodeId> {
         .collect()
 }
 
-/// Enough in-service datanodes for `replication` replicas, or the error the CLI prints.
-fn check_datanodes(st: &State, replication: u32) -> Result<()> {
+/// Enough in-service datanodes for a pipeline of `needed` (see [`pipeline_min`]), or the error the
+/// CLI prints.
+fn check_datanodes(st: &State, needed: usize) -> Result<()> {
     let live = st.nodes.writable_count();
-    if live < replication as usize {
-        return Err(NamenodeError::NotEnoughDatanodes {
-            needed: replication as usize,
-            live,
-        });
+    if live < needed {
+        return Err(NamenodeError::NotEnoughDatanodes { needed, live });
     }
     Ok(())
+}
+
+/// The fewest datanodes a writer's pipeline may have for a file of `replication`: all of them
+/// unless the writer accepts fewer (`min_replicas`, the mount: it keeps writing on the live nodes
+/// when some are down, as HDFS and MooseFS do; the blocks are under-replicated and the planner
+/// copies them when nodes come back). `put` asks for all: it ends with every block on R replicas
+/// or fails.
+fn pipeline_min(replication: u32, min_replicas: u32) -> usize {
+    match min_replicas {
+        0 => replication as usize,
+        k => k.min(replication) as usize,
+    }
 }
 
 /// The (replication, block size, path) of a file open for writing by `client`.
@@ -298,7 +308,7 @@ impl ClientService {
             .shared
             .mutate(|st, after| {
                 let datanodes = match req.open_for_write {
-                    true => check_datanodes(st, replication),
+                    true => check_datanodes(st, pipeline_min(replication, req.min_replicas)),
                     false => Ok(()),
                 };
                 let opts = CreateFile {
@@ -387,7 +397,7 @@ impl ClientService {
         self.shared
             .mutate(|st, after| {
                 let (replication, _) = leased_file(st, inode, &client)?;
-                check_datanodes(st, replication)?;
+                check_datanodes(st, replication as usize)?;
                 st.leases.renew(&client, Instant::now());
                 if let Some(p) = &previous {
                     if let Some(b) = st.blocks.get(BlockId(p.id)) {
@@ -422,7 +432,7 @@ impl ClientService {
         self.shared
             .mutate(|st, _| {
                 let (replication, _) = leased_file(st, inode, &client)?;
-                check_datanodes(st, replication)?;
+                check_datanodes(st, pipeline_min(replication, req.min_replicas))?;
                 st.leases.renew(&client, Instant::now());
                 let id = st.ns.next_block_id();
                 let generation = st.ns.next_generation();
@@ -509,17 +519,16 @@ impl ClientService {
                 }
                 // A shorter pipeline would let the writer acknowledge a block on fewer replicas
                 // than the file asks for: `put` must either end with every block on R replicas or
-                // fail. The broken node may not be declared dead yet; it does not count as live.
-                if p.len() < replication as usize {
+                // fail; the mount accepts fewer (`pipeline_min`). The broken node may not be
+                // declared dead yet; it does not count as live.
+                let needed = pipeline_min(replication, req.min_replicas);
+                if p.len() < needed {
                     let live = st
                         .nodes
                         .all()
                         .filter(|n| n.is_writable() && failed.first() != Some(&n.id))
                         .count();
-                    return Err(NamenodeError::NotEnoughDatanodes {
-                        needed: replication as usize,
-                        live,
-                    });
+                    return Err(NamenodeError::NotEnoughDatanodes { needed, live });
                 }
                 let generation = st.ns.next_generation();
                 let stale = st.blocks.set_generation(block, generation);
