@@ -631,58 +631,137 @@ pub async fn cat(namenode: Option<String>, a: PathArg) -> anyhow::Result<ExitCod
 
 pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
-    let attr = client.stat(&a.path).await?;
-    let entries: Vec<(String, String, pb::Attr)> = if is_dir(&attr) {
-        client
-            .list(&a.path)
-            .await?
+    let mut failed = false;
+    // Like ls(1): the files named go first, then each directory's entries (`-d`: the
+    // directories themselves), under a "PATH:" header when there are several or with -R.
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for p in &a.paths {
+        match client.stat(p).await {
+            Ok(attr) if is_dir(&attr) && !a.directory => dirs.push(p.clone()),
+            Ok(attr) => files.push((basename(p).to_string(), p.clone(), attr)),
+            Err(e) => {
+                eprintln!("ringfs: {e}");
+                failed = true;
+            }
+        }
+    }
+    let headers = a.recursive || a.paths.len() > 1;
+    let mut out = LsOutput::new(&a);
+    if !files.is_empty() {
+        out.group(&client, None, files).await?;
+    }
+    // Depth first, in name order, as ls -R lists.
+    dirs.reverse();
+    while let Some(dir) = dirs.pop() {
+        let listed = match client.list(&dir).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ringfs: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let entries: Vec<(String, String, pb::Attr)> = listed
             .into_iter()
             .filter(|e| a.all || !e.name.starts_with(ringfs_client::OPEN_FILE_HIDDEN_PREFIX))
             .filter_map(|e| {
-                let path = join(&a.path, &e.name);
+                let path = join(&dir, &e.name);
                 e.attr.map(|at| (e.name, path, at))
             })
-            .collect()
-    } else {
-        vec![(basename(&a.path).to_string(), a.path.clone(), attr)]
-    };
-    let mut targets = Vec::with_capacity(entries.len());
-    for (_, _, at) in &entries {
-        targets.push(if a.long || a.json {
-            symlink_target(&client, at).await?
-        } else {
-            None
-        });
+            .collect();
+        if a.recursive {
+            let subdirs = entries
+                .iter()
+                .filter(|(_, _, at)| is_dir(at))
+                .map(|(_, p, _)| p.clone());
+            let at = dirs.len();
+            dirs.splice(at..at, subdirs.rev());
+        }
+        out.group(&client, headers.then_some(dir.as_str()), entries)
+            .await?;
     }
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let v: Vec<Value> = entries
-            .iter()
-            .zip(&targets)
-            .map(|((name, path, at), target)| {
+    out.finish()?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Where `ls` writes: human lines, groups apart, or one JSON array of every entry listed
+/// (written as the groups come, so `ls -R --json` of a big tree does not wait for all of it).
+struct LsOutput<'a> {
+    a: &'a LsArgs,
+    out: std::io::StdoutLock<'static>,
+    groups: usize,
+    entries: usize,
+}
+
+impl<'a> LsOutput<'a> {
+    fn new(a: &'a LsArgs) -> Self {
+        LsOutput {
+            a,
+            out: std::io::stdout().lock(),
+            groups: 0,
+            entries: 0,
+        }
+    }
+
+    async fn group(
+        &mut self,
+        client: &Client,
+        header: Option<&str>,
+        entries: Vec<(String, String, pb::Attr)>,
+    ) -> anyhow::Result<()> {
+        let mut targets = Vec::with_capacity(entries.len());
+        for (_, _, at) in &entries {
+            targets.push(if self.a.long || self.a.json {
+                symlink_target(client, at).await?
+            } else {
+                None
+            });
+        }
+        let out = &mut self.out;
+        if self.a.json {
+            self.groups += 1;
+            for ((name, path, at), target) in entries.iter().zip(&targets) {
                 let mut v = attr_json(name, path, at);
                 if let Some(t) = target {
                     v["target"] = json!(t);
                 }
-                v
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
-    } else if a.long {
+                out.write_all(if self.entries == 0 { b"[\n" } else { b",\n" })?;
+                serde_json::to_writer_pretty(&mut *out, &v)?;
+                self.entries += 1;
+            }
+            return Ok(());
+        }
+        if self.groups > 0 {
+            writeln!(out)?;
+        }
+        self.groups += 1;
+        if let Some(h) = header {
+            writeln!(out, "{h}:")?;
+        }
         for ((name, _, at), target) in entries.iter().zip(&targets) {
             match target {
-                Some(t) => writeln!(out, "{} -> {t}", format::long_line(name, at))?,
-                None => writeln!(out, "{}", format::long_line(name, at))?,
+                Some(t) if self.a.long => writeln!(out, "{} -> {t}", format::long_line(name, at))?,
+                _ if self.a.long => writeln!(out, "{}", format::long_line(name, at))?,
+                _ => writeln!(out, "{name}")?,
             }
         }
-    } else {
-        for (name, _, _) in &entries {
-            writeln!(out, "{name}")?;
-        }
+        Ok(())
     }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        // Nothing at all when every path failed (the errors say why), as before.
+        if self.a.json && (self.entries > 0 || self.groups > 0) {
+            let end: &[u8] = if self.entries == 0 { b"[]\n" } else { b"\n]\n" };
+            self.out.write_all(end)?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
 }
 
 /// The target of `attr` when it is a symlink. A link removed since it was listed has none.

@@ -171,9 +171,15 @@ pub struct LsArgs {
     /// Also list the hidden names (`.ringfs-open-*`) a mount keeps for files unlinked while open.
     #[arg(short = 'a', long)]
     pub all: bool,
-    /// Directory or file to list.
+    /// List directories themselves, not their contents.
+    #[arg(short = 'd', long)]
+    pub directory: bool,
+    /// List subdirectories recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Directories or files to list.
     #[arg(default_value = "/")]
-    pub path: String,
+    pub paths: Vec<String>,
 }
 
 #[derive(Args, Debug)]

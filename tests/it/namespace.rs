@@ -551,3 +551,33 @@ fn du_sums_sizes_and_replica_space_per_entry_or_in_total() {
     c.fails(&["du", "/nope"])
         .says(&["/nope", "no such file or directory"]);
 }
+
+#[test]
+fn ls_takes_several_paths_and_lists_recursively_or_directories_themselves() {
+    let c = TestCluster::builder().start();
+    small_tree(&c);
+    // Files first, then each directory under a header, like ls(1).
+    assert_eq!(c.ok(&["ls", "/a/b", "/top"]), "top\n\n/a/b:\nc\nf2\n");
+    assert_eq!(
+        c.ok(&["ls", "-R", "/a"]),
+        "/a:\nb\nf1\n\n/a/b:\nc\nf2\n\n/a/b/c:\n"
+    );
+    assert_eq!(c.ok(&["ls", "-d", "/a", "/a/b"]), "a\nb\n");
+    let all: Vec<String> = c
+        .json(&["ls", "--json", "-R", "/"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| field_str(e, "path").to_string())
+        .collect();
+    assert_eq!(
+        all,
+        vec!["/a", "/top", "/a/b", "/a/f1", "/a/b/c", "/a/b/f2"],
+        "every entry once, parents before children"
+    );
+    // A missing path is reported; the others are still listed; the exit code says it failed.
+    let out = c.run(&["ls", "/nope", "/a/b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/a/b:\nc\nf2\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nope: no such file or directory"));
+}
