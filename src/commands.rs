@@ -319,6 +319,23 @@ pub(crate) fn open_local(path: &str, size: u64) -> anyhow::Result<Box<dyn Read +
     Ok(Box::new(f))
 }
 
+/// The hidden sibling of `target` that `put` writes (a file) or builds (a tree) before renaming it
+/// into place: `.NAME.ringfs-put-TAG`, TAG from this client's id.
+pub(crate) fn put_temp_name(client: &Client, target: &str) -> String {
+    let name = basename(target);
+    let tag = &client.client_id()[..8];
+    let tmp_name = if name.len() + 20 <= 255 {
+        format!(".{name}.ringfs-put-{tag}")
+    } else {
+        format!(".ringfs-put-{tag}")
+    };
+    match target.trim_end_matches('/').rfind('/') {
+        Some(0) => format!("/{tmp_name}"),
+        Some(i) => join(&target[..i], &tmp_name),
+        None => tmp_name,
+    }
+}
+
 /// Writes `source` (named `local` in messages, `size` bytes if known) to the ringfs file `target`,
 /// whose parent exists and which is not a directory.
 pub(crate) async fn put_file(
@@ -331,22 +348,7 @@ pub(crate) async fn put_file(
 ) -> anyhow::Result<()> {
     // Write under a hidden temporary name next to the target, then rename it into place: a failed
     // put leaves nothing behind and `-f` replaces the old file atomically.
-    let name = basename(target);
-    let tag = &client.client_id()[..8];
-    let tmp_name = if name.len() + 20 <= 255 {
-        format!(".{name}.ringfs-put-{tag}")
-    } else {
-        format!(".ringfs-put-{tag}")
-    };
-    let parent = match target.trim_end_matches('/').rfind('/') {
-        Some(i) => target[..i].to_string(),
-        None => String::new(),
-    };
-    let tmp = if parent.is_empty() && target.starts_with('/') {
-        format!("/{tmp_name}")
-    } else {
-        join(&parent, &tmp_name)
-    };
+    let tmp = put_temp_name(client, target);
     let opts = CreateOptions {
         mode: how.mode,
         replication: how.replication,

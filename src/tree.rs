@@ -11,7 +11,7 @@
 //! like `cp -r` it leaves what it copied before an error.
 
 use crate::commands::{
-    change_error, get_file, io_reason, is_not_found, open_local, put_file, PutFile,
+    change_error, get_file, io_reason, is_not_found, open_local, put_file, put_temp_name, PutFile,
 };
 use crate::format::{self, basename, is_dir, join};
 use crate::{GetArgs, PutArgs};
@@ -67,7 +67,7 @@ pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> 
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
     }
-    let tmp = temp_name(client, &target);
+    let tmp = put_temp_name(client, &target);
     let built = tokio::select! {
         r = put.dir(local, &tmp, false) => r,
         _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
@@ -106,22 +106,6 @@ fn local_name(local: &Path) -> anyhow::Result<String> {
     };
     name.into_string()
         .map_err(|n| anyhow!("{}: not valid UTF-8", n.to_string_lossy()))
-}
-
-/// A hidden sibling of `target` that the new tree is built under.
-fn temp_name(client: &Client, target: &str) -> String {
-    let name = basename(target);
-    let tag = &client.client_id()[..8];
-    let tmp_name = if name.len() + 20 <= 255 {
-        format!(".{name}.ringfs-put-{tag}")
-    } else {
-        format!(".ringfs-put-{tag}")
-    };
-    match target.trim_end_matches('/').rfind('/') {
-        Some(0) => format!("/{tmp_name}"),
-        Some(i) => join(&target[..i], &tmp_name),
-        None => tmp_name,
-    }
 }
 
 struct TreePut<'a> {

@@ -679,6 +679,18 @@ fn record_of(n: &Inode) -> InodeRecord {
 }
 
 /// A replication factor in 1..=`max`.
+/// The file part of `n`, or the error for a directory or another kind named `shown()`.
+fn regular_file<'a>(n: &'a Inode, shown: &dyn Fn() -> String) -> Result<&'a FileMeta> {
+    match (n.kind, n.file.as_ref()) {
+        (InodeKind::File, Some(f)) => Ok(f),
+        (InodeKind::Directory, _) => Err(NamenodeError::IsADirectory(shown())),
+        _ => Err(NamenodeError::InvalidArgument(format!(
+            "{}: not a regular file",
+            shown()
+        ))),
+    }
+}
+
 fn check_replication_factor(replication: u32, max: u32, shown: &str) -> Result<()> {
     if replication == 0 || replication > max {
         return Err(NamenodeError::InvalidArgument(format!(
@@ -1654,16 +1666,7 @@ impl Namespace {
         let is_owner = caller.is_root() || caller.uid == n.uid;
         let mut kept = None;
         if let Some(size) = attr.size {
-            let f = match (n.kind, n.file.as_ref()) {
-                (InodeKind::File, Some(f)) => f,
-                (InodeKind::Directory, _) => return Err(NamenodeError::IsADirectory(shown())),
-                _ => {
-                    return Err(NamenodeError::InvalidArgument(format!(
-                        "{}: not a regular file",
-                        shown()
-                    )))
-                }
-            };
+            let f = regular_file(n, &shown)?;
             let holds = attr.client.is_some() && f.lease == attr.client;
             if !holds && !permits(caller, n, W_OK) {
                 return Err(NamenodeError::PermissionDenied(shown()));
@@ -1769,16 +1772,7 @@ impl Namespace {
         let (id, shown) = self.resolve_shown(caller, node, false)?;
         let n = self.node(id)?;
         let shown = || self.show(&shown);
-        let f = match (n.kind, n.file.as_ref()) {
-            (InodeKind::File, Some(f)) => f,
-            (InodeKind::Directory, _) => return Err(NamenodeError::IsADirectory(shown())),
-            _ => {
-                return Err(NamenodeError::InvalidArgument(format!(
-                    "{}: not a regular file",
-                    shown()
-                )))
-            }
-        };
+        let f = regular_file(n, &shown)?;
         if !(caller.is_root() || caller.uid == n.uid) {
             return Err(NamenodeError::NotPermitted(shown()));
         }
@@ -1821,16 +1815,7 @@ impl Namespace {
         let (id, shown) = self.resolve_shown(caller, node, is_path(&node))?;
         let n = self.node(id)?;
         let shown = || self.show(&shown);
-        let f = match (n.kind, n.file.as_ref()) {
-            (InodeKind::File, Some(f)) => f,
-            (InodeKind::Directory, _) => return Err(NamenodeError::IsADirectory(shown())),
-            _ => {
-                return Err(NamenodeError::InvalidArgument(format!(
-                    "{}: not a regular file",
-                    shown()
-                )))
-            }
-        };
+        let f = regular_file(n, &shown)?;
         if !permits(caller, n, W_OK) {
             return Err(NamenodeError::PermissionDenied(shown()));
         }

@@ -337,6 +337,19 @@ impl Cli {
         self.scratch.join(format!("{n}-{hint}"))
     }
 
+    /// Runs a command that must fail with `needles` in its message and must leave the tree unchanged.
+    #[track_caller]
+    pub fn fails_and_changes_nothing(&self, args: &[&str], needles: &[&str]) {
+        let before = self.tree("/");
+        self.fails(args).says(needles);
+        assert_eq!(
+            self.tree("/"),
+            before,
+            "`ringfs {}` failed but changed the tree",
+            args.join(" ")
+        );
+    }
+
     /// `ringfs --namenode ADDR ARGS...` (stdin null, stdout and stderr piped).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());

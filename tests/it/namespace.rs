@@ -12,19 +12,6 @@ fn small_tree(c: &TestCluster) {
     c.put_bytes("/top", b"top");
 }
 
-/// Runs a command that must fail with `needles` in its message and must leave the tree unchanged.
-#[track_caller]
-fn fails_and_changes_nothing(c: &TestCluster, args: &[&str], needles: &[&str]) {
-    let before = c.tree("/");
-    c.fails(args).says(needles);
-    assert_eq!(
-        c.tree("/"),
-        before,
-        "`ringfs {}` failed but changed the tree",
-        args.join(" ")
-    );
-}
-
 fn tree_paths(t: &BTreeMap<String, (String, u64)>) -> Vec<&str> {
     t.keys().map(String::as_str).collect()
 }
@@ -52,21 +39,16 @@ fn mkdir_errors_name_the_path_and_change_nothing() {
     // mkdir over an existing entry, under a missing parent or under a file fails clearly and changes nothing.
     let c = TestCluster::builder().start();
     small_tree(&c);
-    fails_and_changes_nothing(&c, &["mkdir", "/a"], &["/a", "already exists"]);
-    fails_and_changes_nothing(&c, &["mkdir", "/top"], &["/top", "already exists"]);
-    fails_and_changes_nothing(
-        &c,
+    c.fails_and_changes_nothing(&["mkdir", "/a"], &["/a", "already exists"]);
+    c.fails_and_changes_nothing(&["mkdir", "/top"], &["/top", "already exists"]);
+    c.fails_and_changes_nothing(
         &["mkdir", "/nope/x"],
         &["/nope", "no such file or directory"],
     );
-    fails_and_changes_nothing(&c, &["mkdir", "/top/x"], &["/top", "not a directory"]);
-    fails_and_changes_nothing(
-        &c,
-        &["mkdir", "-p", "/top/x/y"],
-        &["/top", "not a directory"],
-    );
-    fails_and_changes_nothing(&c, &["mkdir", "-p", "/a/f1"], &["/a/f1", "already exists"]);
-    fails_and_changes_nothing(&c, &["mkdir", "/"], &["/", "already exists"]);
+    c.fails_and_changes_nothing(&["mkdir", "/top/x"], &["/top", "not a directory"]);
+    c.fails_and_changes_nothing(&["mkdir", "-p", "/top/x/y"], &["/top", "not a directory"]);
+    c.fails_and_changes_nothing(&["mkdir", "-p", "/a/f1"], &["/a/f1", "already exists"]);
+    c.fails_and_changes_nothing(&["mkdir", "/"], &["/", "already exists"]);
 }
 
 #[test]
@@ -136,15 +118,14 @@ fn rm_errors_name_the_path_and_change_nothing() {
     // rm of a missing path, of a non-empty directory without -r, and of the root fail and change nothing.
     let c = TestCluster::builder().start();
     small_tree(&c);
-    fails_and_changes_nothing(
-        &c,
+    c.fails_and_changes_nothing(
         &["rm", "/missing"],
         &["/missing", "no such file or directory"],
     );
-    fails_and_changes_nothing(&c, &["rm", "/a/missing/x"], &["no such file or directory"]);
-    fails_and_changes_nothing(&c, &["rm", "/a"], &["/a", "directory not empty"]);
-    fails_and_changes_nothing(&c, &["rm", "/a/b"], &["/a/b", "directory not empty"]);
-    fails_and_changes_nothing(&c, &["rm", "/top/x"], &["/top", "not a directory"]);
+    c.fails_and_changes_nothing(&["rm", "/a/missing/x"], &["no such file or directory"]);
+    c.fails_and_changes_nothing(&["rm", "/a"], &["/a", "directory not empty"]);
+    c.fails_and_changes_nothing(&["rm", "/a/b"], &["/a/b", "directory not empty"]);
+    c.fails_and_changes_nothing(&["rm", "/top/x"], &["/top", "not a directory"]);
     let before = c.tree("/");
     let f = c.fails(&["rm", "-r", "/"]);
     assert!(
@@ -225,26 +206,23 @@ fn mv_errors_name_the_paths_and_change_nothing() {
     small_tree(&c);
     c.ok(&["mkdir", "-p", "/full/b"]);
     c.put_bytes("/full/b/x", b"x");
-    fails_and_changes_nothing(&c, &["mv", "/a", "/a/b/inside"], &["/a"]);
-    fails_and_changes_nothing(&c, &["mv", "/a", "/a/inside"], &["/a"]);
-    fails_and_changes_nothing(
-        &c,
+    c.fails_and_changes_nothing(&["mv", "/a", "/a/b/inside"], &["/a"]);
+    c.fails_and_changes_nothing(&["mv", "/a", "/a/inside"], &["/a"]);
+    c.fails_and_changes_nothing(
         &["mv", "/missing", "/x"],
         &["/missing", "no such file or directory"],
     );
-    fails_and_changes_nothing(
-        &c,
+    c.fails_and_changes_nothing(
         &["mv", "/top", "/nodir/top"],
         &["/nodir", "no such file or directory"],
     );
-    fails_and_changes_nothing(&c, &["mv", "/top", "/top/x"], &["/top", "not a directory"]);
-    fails_and_changes_nothing(
-        &c,
+    c.fails_and_changes_nothing(&["mv", "/top", "/top/x"], &["/top", "not a directory"]);
+    c.fails_and_changes_nothing(
         &["mv", "/a/b", "/full"],
         &["/full/b", "directory not empty"],
     );
-    fails_and_changes_nothing(&c, &["mv", "/a/b", "/top"], &["/top", "not a directory"]);
-    fails_and_changes_nothing(&c, &["mv", "/", "/root2"], &["/"]);
+    c.fails_and_changes_nothing(&["mv", "/a/b", "/top"], &["/top", "not a directory"]);
+    c.fails_and_changes_nothing(&["mv", "/", "/root2"], &["/"]);
 }
 
 #[test]
@@ -286,21 +264,21 @@ fn invalid_paths_are_rejected_with_clear_errors() {
     let c = TestCluster::builder().start();
     c.ok(&["mkdir", "/d"]);
     let long = format!("/d/{}", "n".repeat(256));
-    fails_and_changes_nothing(&c, &["mkdir", &long], &["/d/nnnn"]);
+    c.fails_and_changes_nothing(&["mkdir", &long], &["/d/nnnn"]);
     let local = c.scratch_path("small");
     std::fs::write(&local, b"x").unwrap();
-    fails_and_changes_nothing(&c, &["put", local.to_str().unwrap(), &long], &["/d/nnnn"]);
-    fails_and_changes_nothing(&c, &["mkdir", "relative/dir"], &["relative/dir"]);
-    fails_and_changes_nothing(&c, &["mkdir", "/d/../e"], &["/d/../e"]);
-    fails_and_changes_nothing(&c, &["mkdir", "/d/./e"], &["/d/./e"]);
-    fails_and_changes_nothing(&c, &["mkdir", ""], &[]);
+    c.fails_and_changes_nothing(&["put", local.to_str().unwrap(), &long], &["/d/nnnn"]);
+    c.fails_and_changes_nothing(&["mkdir", "relative/dir"], &["relative/dir"]);
+    c.fails_and_changes_nothing(&["mkdir", "/d/../e"], &["/d/../e"]);
+    c.fails_and_changes_nothing(&["mkdir", "/d/./e"], &["/d/./e"]);
+    c.fails_and_changes_nothing(&["mkdir", ""], &[]);
     // A 255-byte name is fine, and so is a 255-byte name made of 3-byte characters (85 × "語").
     let max = format!("/d/{}", "m".repeat(255));
     c.ok(&["mkdir", &max]);
     let max_utf8 = format!("/d/{}", "語".repeat(85));
     c.put_bytes(&max_utf8, b"x");
     let too_long_utf8 = format!("/d/{}", "語".repeat(86));
-    fails_and_changes_nothing(&c, &["mkdir", &too_long_utf8], &["/d/"]);
+    c.fails_and_changes_nothing(&["mkdir", &too_long_utf8], &["/d/"]);
     assert_eq!(c.ls_names("/d").len(), 2);
 }
 
@@ -422,11 +400,11 @@ fn a_trailing_slash_on_a_file_is_not_a_directory() {
         vec!["put", "-f", local, "/top/"],
     ] {
         let shown = args.iter().rev().find(|a| a.ends_with('/')).unwrap();
-        fails_and_changes_nothing(&c, &args, &[shown, "not a directory"]);
+        c.fails_and_changes_nothing(&args, &[shown, "not a directory"]);
     }
     // A new name with a trailing slash names a directory too: a file is not created there.
-    fails_and_changes_nothing(&c, &["mv", "/top", "/new/"], &["/new/", "not a directory"]);
-    fails_and_changes_nothing(&c, &["put", local, "/new/"], &["/new/", "not a directory"]);
+    c.fails_and_changes_nothing(&["mv", "/top", "/new/"], &["/new/", "not a directory"]);
+    c.fails_and_changes_nothing(&["put", local, "/new/"], &["/new/", "not a directory"]);
     assert!(!std::path::Path::new(out).exists(), "get created {out}");
     // Directories still take one.
     assert_eq!(c.ls_names("/a/b/"), vec!["c".to_string(), "f2".to_string()]);

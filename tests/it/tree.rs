@@ -140,18 +140,6 @@ fn put_and_get_of_a_directory_copy_the_whole_tree_like_cp_r() {
     assert_eq!(local_listing(&parent.join("data")), want);
 }
 
-#[track_caller]
-fn fails_and_changes_nothing(c: &TestCluster, args: &[&str], needles: &[&str]) {
-    let before = c.tree("/");
-    c.fails(args).says(needles);
-    assert_eq!(
-        c.tree("/"),
-        before,
-        "`ringfs {}` changed the tree",
-        args.join(" ")
-    );
-}
-
 #[test]
 fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
     // Datanodes with room for 5 MiB each: the tree's 6 MiB file cannot be stored.
@@ -169,7 +157,7 @@ fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
     write_random_file(&src.join("z_huge"), 6 * 1024 * 1024, 3);
     c.ok(&["mkdir", "/keep"]);
     c.put_bytes("/keep/f", b"kept");
-    fails_and_changes_nothing(&c, &["put", src_s, "/dst"], &["/dst/z_huge", "no space"]);
+    c.fails_and_changes_nothing(&["put", src_s, "/dst"], &["/dst/z_huge", "no space"]);
     // The blocks of the removed temporary tree are freed: 4 MiB fit again.
     let four = random_bytes(4 * 1024 * 1024, 5);
     wait_for(std::time::Duration::from_secs(30), "space freed", || {
@@ -184,20 +172,12 @@ fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
     fs::remove_file(src.join("z_huge")).unwrap();
 
     // A file in the way, with and without -f.
-    fails_and_changes_nothing(
-        &c,
-        &["put", src_s, "/keep/f"],
-        &["/keep/f", "already exists"],
-    );
-    fails_and_changes_nothing(
-        &c,
-        &["put", "-f", src_s, "/keep/f"],
-        &["/keep/f", "directory"],
-    );
+    c.fails_and_changes_nothing(&["put", src_s, "/keep/f"], &["/keep/f", "already exists"]);
+    c.fails_and_changes_nothing(&["put", "-f", src_s, "/keep/f"], &["/keep/f", "directory"]);
     // The same tree twice into one directory: the second time its name is taken.
     c.ok(&["put", src_s, "/"]);
     assert_eq!(c.get_bytes("/src/a/one"), b"1");
-    fails_and_changes_nothing(&c, &["put", src_s, "/"], &["/src", "already exists"]);
+    c.fails_and_changes_nothing(&["put", src_s, "/"], &["/src", "already exists"]);
 
     // -f merges into the existing copy: changed files replaced, new ones added, others kept.
     c.put_bytes("/src/extra", b"extra");
