@@ -1,8 +1,8 @@
 //! Whole directory trees for `put` and `get`, like `hdfs dfs -put/-get` and `cp -r`: a local
 //! directory is copied into ringfs with everything under it, a ringfs directory out of it.
-//! Directories, regular files and symlinks are copied (files several at a time), with their
-//! permission bits less the umask; other kinds (fifos, sockets, devices) are skipped with a
-//! warning, as rsync does.
+//! Directories, regular files and symlinks are copied (small files 16 at a time, big ones 4),
+//! with their permission bits less the umask; other kinds (fifos, sockets, devices) are skipped
+//! with a warning, as rsync does.
 //!
 //! A new tree is put under a hidden temporary name next to the target and renamed into place at
 //! the end, so a failed or interrupted `put` of a directory leaves nothing behind (the temporary
@@ -22,8 +22,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Files copied at the same time: enough to hide the namenode round trips of small files.
-const FILES_AT_ONCE: usize = 4;
+/// Small files copied at the same time: enough to hide the namenode round trips (and to share
+/// its durable commits) of small files.
+const FILES_AT_ONCE: usize = 16;
+/// Big files copied at the same time: each writer holds up to two blocks in memory.
+const BIG_FILES_AT_ONCE: usize = 4;
+/// Files at least this big count as big.
+const BIG_FILE: u64 = 1 << 20;
 
 // ------------------------------------------------------------------------------------------ put
 
@@ -156,11 +161,14 @@ impl TreePut<'_> {
                 );
             }
         }
-        stream::iter(files)
-            .map(|(path, target, m)| async move { self.file(&path, &target, &m).await })
-            .buffer_unordered(FILES_AT_ONCE)
-            .try_collect::<()>()
-            .await?;
+        let (big, small): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.2.len() >= BIG_FILE);
+        for (files, at_once) in [(small, FILES_AT_ONCE), (big, BIG_FILES_AT_ONCE)] {
+            stream::iter(files)
+                .map(|(path, target, m)| async move { self.file(&path, &target, &m).await })
+                .buffer_unordered(at_once)
+                .try_collect::<()>()
+                .await?;
+        }
         for (path, target) in dirs {
             let exists = self.force && self.existing_dir(&target).await?;
             Box::pin(self.dir(&path, &target, exists)).await?;
@@ -306,11 +314,14 @@ impl TreeGet<'_> {
                 }
             }
         }
-        stream::iter(files)
-            .map(|(path, at, target)| async move { self.file(&path, &at, target).await })
-            .buffer_unordered(FILES_AT_ONCE)
-            .try_collect::<()>()
-            .await?;
+        let (big, small): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.1.size >= BIG_FILE);
+        for (files, at_once) in [(small, FILES_AT_ONCE), (big, BIG_FILES_AT_ONCE)] {
+            stream::iter(files)
+                .map(|(path, at, target)| async move { self.file(&path, &at, target).await })
+                .buffer_unordered(at_once)
+                .try_collect::<()>()
+                .await?;
+        }
         for (path, at, target) in dirs {
             Box::pin(self.dir(&path, &at, &target)).await?;
         }
