@@ -173,7 +173,7 @@ fn aligned_buffer() -> BytesMut {
 /// The pieces go to `FileWriter::write_bytes`, which sends them as packets without copying; a
 /// buffer is read into again once the writer dropped every slice of it, so the hot loop neither
 /// zeroes nor faults in fresh memory.
-fn spawn_reader(
+pub(crate) fn spawn_reader(
     mut r: Box<dyn Read + Send>,
     name: String,
 ) -> mpsc::Receiver<anyhow::Result<Bytes>> {
@@ -295,7 +295,8 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         .check_live_datanodes(file.replication)
         .await
         .map_err(|e| anyhow!("{target}: {e}"))?;
-    put_file(&client, source, size, &a.local, &target, &file).await?;
+    let rx = spawn_reader(source, a.local.clone());
+    put_file(&client, rx, size, &target, &file).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -336,13 +337,12 @@ pub(crate) fn put_temp_name(client: &Client, target: &str) -> String {
     }
 }
 
-/// Writes `source` (named `local` in messages, `size` bytes if known) to the ringfs file `target`,
-/// whose parent exists and which is not a directory.
+/// Writes the bytes from `rx` (`size` of them if known; an error ends the write and fails it) to
+/// the ringfs file `target`, whose parent exists and which is not a directory.
 pub(crate) async fn put_file(
     client: &Client,
-    source: Box<dyn Read + Send>,
+    mut rx: mpsc::Receiver<anyhow::Result<Bytes>>,
     size: Option<u64>,
-    local: &str,
     target: &str,
     how: &PutFile,
 ) -> anyhow::Result<()> {
@@ -365,7 +365,6 @@ pub(crate) async fn put_file(
     } else {
         None
     };
-    let mut rx = spawn_reader(source, local.to_string());
     let copy = async {
         while let Some(buf) = rx.recv().await {
             let buf = buf?;

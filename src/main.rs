@@ -7,6 +7,7 @@
 //! - [`format`]: human and JSON output
 
 mod commands;
+mod copy;
 mod du;
 mod format;
 mod mode;
@@ -71,6 +72,8 @@ enum Cmd {
     /// Show the bytes under each entry of a directory (or under PATH with -s) and the space
     /// their replicas take.
     Du(DuArgs),
+    /// Copy a file or directory tree inside ringfs (like `hdfs dfs -cp`, `cp -r`).
+    Cp(CpArgs),
     /// Rename (move) a file or directory atomically; an existing target is replaced like rename(2).
     Mv(MvArgs),
     /// Show a file's or directory's attributes and blocks.
@@ -243,6 +246,17 @@ pub struct DuArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct CpArgs {
+    /// Replace an existing file.
+    #[arg(short, long)]
+    pub force: bool,
+    /// A file, or a directory (copied with everything under it).
+    pub src: String,
+    /// The copy; an existing directory receives it under the source's name.
+    pub dst: String,
+}
+
+#[derive(Args, Debug)]
 pub struct MvArgs {
     pub from: String,
     pub to: String,
@@ -404,6 +418,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Chmod(a) => perms::chmod(namenode, a).await,
         Cmd::Chown(a) => perms::chown(namenode, a).await,
         Cmd::Du(a) => du::du(namenode, a).await,
+        Cmd::Cp(a) => copy::cp(namenode, a).await,
         Cmd::Mv(a) => commands::mv(namenode, a).await,
         Cmd::Stat(a) => commands::stat(namenode, a).await,
         Cmd::Fsck(a) => commands::fsck(namenode, a).await,

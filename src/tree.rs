@@ -11,7 +11,8 @@
 //! like `cp -r` it leaves what it copied before an error.
 
 use crate::commands::{
-    change_error, get_file, io_reason, is_not_found, open_local, put_file, put_temp_name, PutFile,
+    change_error, get_file, io_reason, is_not_found, open_local, put_file, put_temp_name,
+    spawn_reader, PutFile,
 };
 use crate::format::{self, basename, is_dir, join};
 use crate::{GetArgs, PutArgs};
@@ -208,8 +209,8 @@ impl TreePut<'_> {
             force: self.force,
             progress: false,
         };
-        let source = open_local(&shown, m.len())?;
-        put_file(self.client, source, Some(m.len()), &shown, remote, &how).await
+        let source = spawn_reader(open_local(&shown, m.len())?, shown);
+        put_file(self.client, source, Some(m.len()), remote, &how).await
     }
 
     async fn symlink(&self, local: &Path, remote: &str) -> anyhow::Result<()> {

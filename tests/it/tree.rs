@@ -190,10 +190,73 @@ fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
     assert_eq!(c.get_bytes("/src/extra"), b"extra");
     assert_eq!(c.ls_names("/"), vec!["keep", "src"]);
 
+    // A copy of a tree that runs out of space leaves nothing either.
+    c.put_bytes("/src/z3", &random_bytes(3 * 1024 * 1024, 8));
+    c.fails_and_changes_nothing(&["cp", "/src", "/copy"], &["/copy/z3", "no space"]);
+
     // get of a tree onto a local file fails clearly.
     let file = c.scratch_path("plain");
     fs::write(&file, b"x").unwrap();
     c.fails(&["get", "/src", file.to_str().unwrap()])
         .says(&["plain", "not a directory"]);
     assert_eq!(fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn cp_copies_files_and_trees_inside_ringfs() {
+    let c = TestCluster::builder().datanodes(3).start();
+    let data = random_bytes(2 * 1024 * 1024 + 77, 11);
+    c.put_bytes_with("/f", &data, &["-r", "2", "--block-size", "1MiB"]);
+    c.ok(&["cp", "/f", "/g"]);
+    assert_same_bytes(&c.get_bytes("/g"), &data, "/g");
+    let (f, g) = (c.stat_json("/f"), c.stat_json("/g"));
+    assert_eq!(field_u64(&g, "replication"), 2);
+    assert_eq!(field_u64(&g, "block_size"), 1024 * 1024);
+    let ids =
+        |s: &Value| -> Vec<u64> { stat_blocks(s).iter().map(|b| field_u64(b, "id")).collect() };
+    assert_eq!(ids(&g).len(), 3);
+    assert!(
+        ids(&g).iter().all(|id| !ids(&f).contains(id)),
+        "the copy shares blocks with the source"
+    );
+    // Onto an existing file only with -f; into an existing directory under the source's name.
+    c.fails_and_changes_nothing(&["cp", "/f", "/g"], &["/g", "already exists"]);
+    c.put_bytes("/small", b"small");
+    c.ok(&["cp", "-f", "/small", "/g"]);
+    assert_eq!(c.get_bytes("/g"), b"small");
+    c.ok(&["mkdir", "/dir"]);
+    c.ok(&["cp", "/small", "/dir"]);
+    assert_eq!(c.get_bytes("/dir/small"), b"small");
+
+    // A tree: files, a symlink, a 0750 directory; the copy has its own content.
+    let src = c.scratch_path("tree").join("src");
+    local_tree(&src);
+    c.ok(&["put", src.to_str().unwrap(), "/t"]);
+    c.ok(&["cp", "/t", "/t2"]);
+    let strip = |t: std::collections::BTreeMap<String, (String, u64)>, root: &str| {
+        t.into_iter()
+            .map(|(k, v)| (k[root.len()..].to_string(), v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(c.tree("/t2"), "/t2"), strip(c.tree("/t"), "/t"));
+    assert_same_bytes(
+        &c.get_bytes("/t2/big"),
+        &fs::read(src.join("big")).unwrap(),
+        "/t2/big",
+    );
+    assert_eq!(ls_target(&c, "/t2", "link").as_deref(), Some("small"));
+    assert_eq!(mode_of(&c, "/t2/private"), 0o750);
+    assert_eq!(mode_of(&c, "/t2/run.sh"), 0o755);
+    c.ok(&["rm", "/t/small"]);
+    assert_eq!(c.get_bytes("/t2/small"), b"small file\n");
+    // Refusals.
+    c.fails_and_changes_nothing(&["cp", "/t", "/t/inner"], &["/t/inner", "into itself"]);
+    // An existing directory receives the tree under its name, once.
+    c.ok(&["cp", "/t", "/t2"]);
+    assert!(c.exists("/t2/t/sub/deep/x"));
+    c.fails_and_changes_nothing(&["cp", "/t", "/t2"], &["/t2/t", "already exists"]);
+    c.fails_and_changes_nothing(
+        &["cp", "/nope", "/x"],
+        &["/nope", "no such file or directory"],
+    );
 }

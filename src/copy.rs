@@ -1,0 +1,179 @@
+//! `ringfs cp`: copies inside ringfs, like `hdfs dfs -cp` and `cp -r`. The bytes go through this
+//! client (read and verified like `get`, written through a new pipeline like `put`), so a copy
+//! is an ordinary file with its own blocks. A file keeps its replication and block size; modes
+//! come along less the umask. A file is written under a hidden temporary name and renamed into
+//! place; a directory is built under one and renamed at the end, so a failed copy leaves nothing.
+
+use crate::commands::{change_error, connect, is_not_found, put_file, put_temp_name, PutFile};
+use crate::format::{self, basename, is_dir, join};
+use crate::CpArgs;
+use anyhow::{anyhow, bail};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ringfs_client::write::Bytes;
+use ringfs_client::{inode_ref, pb, Client};
+use std::process::ExitCode;
+use tokio::sync::mpsc;
+
+/// Files copied at the same time when copying a directory.
+const FILES_AT_ONCE: usize = 4;
+
+pub async fn cp(namenode: Option<String>, a: CpArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let src = a.src.trim_end_matches('/');
+    let src = if src.is_empty() { "/" } else { src };
+    let src_attr = client.stat(src).await?;
+    let mut target = a.dst.clone();
+    if let Some(attr) = stat_if_exists(&client, &a.dst).await? {
+        if is_dir(&attr) {
+            target = join(&a.dst, basename(src));
+        }
+    }
+    let existing = stat_if_exists(&client, &target).await?;
+    if !is_dir(&src_attr) {
+        match existing {
+            Some(attr) if is_dir(&attr) => bail!("{target}: is a directory"),
+            Some(_) if !a.force => bail!("{target}: already exists"),
+            _ => {}
+        }
+        client
+            .check_live_datanodes(src_attr.replication)
+            .await
+            .map_err(|e| anyhow!("{target}: {e}"))?;
+        copy_file(&client, src, &src_attr, &target, a.force, true).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if target == src || target.starts_with(&format!("{}/", src.trim_end_matches('/'))) {
+        bail!("{target}: cannot copy the directory {src} into itself");
+    }
+    if existing.is_some() {
+        bail!("{target}: already exists");
+    }
+    let tmp = put_temp_name(&client, &target);
+    let copied = tokio::select! {
+        r = copy_tree(&client, src, &tmp) => r,
+        _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
+    };
+    let placed = match copied {
+        Ok(()) => client
+            .rename_with(&tmp, &target, true, false)
+            .await
+            .map_err(|e| anyhow!("{}", change_error(&target, &e))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = placed {
+        if let Err(re) = client.remove(&tmp, true).await {
+            if !is_not_found(&re) {
+                eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
+            }
+        }
+        return Err(anyhow!("{}", e.to_string().replace(&tmp, &target)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stat_if_exists(client: &Client, path: &str) -> anyhow::Result<Option<pb::Attr>> {
+    match client.stat(path).await {
+        Ok(attr) => Ok(Some(attr)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies the directory `src` and everything under it to the new directory `dst`: directories
+/// first (parents before children), then files, then symlinks; directory modes last, so a
+/// read-only directory is filled before it gets its mode.
+async fn copy_tree(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
+    let nodes = crate::tree::collect(client, src).await?;
+    let umask = format::umask();
+    let at = |path: &str| format!("{dst}{}", &path[src.len()..]);
+    let (mut files, mut links, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+    for (path, attr) in nodes {
+        match pb::FileKind::try_from(attr.kind) {
+            Ok(pb::FileKind::Directory) => dirs.push((path, attr)),
+            Ok(pb::FileKind::File) => files.push((path, attr)),
+            Ok(pb::FileKind::Symlink) => links.push((path, attr)),
+            _ => eprintln!("ringfs: {path}: skipped (not a regular file, directory or symlink)"),
+        }
+    }
+    let replication = files.iter().map(|(_, a)| a.replication).max().unwrap_or(0);
+    if replication > 0 {
+        client
+            .check_live_datanodes(replication)
+            .await
+            .map_err(|e| anyhow!("{dst}: {e}"))?;
+    }
+    for (path, attr) in &dirs {
+        client
+            .mkdir_mode(&at(path), false, (attr.mode & 0o7777 & !umask) | 0o700)
+            .await
+            .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
+    }
+    stream::iter(files)
+        .map(|(path, attr)| {
+            let dest = at(&path);
+            async move { copy_file(client, &path, &attr, &dest, false, false).await }
+        })
+        .buffer_unordered(FILES_AT_ONCE)
+        .try_collect::<()>()
+        .await?;
+    for (path, attr) in &links {
+        let link = client
+            .readlink(inode_ref(attr.inode))
+            .await
+            .map_err(|e| anyhow!("{path}: {e}"))?;
+        client
+            .symlink(&link, &at(path))
+            .await
+            .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
+    }
+    for (path, attr) in dirs.iter().rev() {
+        let mode = attr.mode & 0o7777 & !umask;
+        if mode | 0o700 != mode {
+            client
+                .chmod(&at(path), mode)
+                .await
+                .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the file `src` (attributes `attr`) to `dst` through this client.
+async fn copy_file(
+    client: &Client,
+    src: &str,
+    attr: &pb::Attr,
+    dst: &str,
+    force: bool,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let mut reader = client
+        .open(inode_ref(attr.inode))
+        .await
+        .map_err(|e| anyhow!("{src}: {e}"))?;
+    let (tx, rx) = mpsc::channel::<anyhow::Result<Bytes>>(4);
+    let src_shown = src.to_string();
+    tokio::spawn(async move {
+        let (bytes_tx, mut bytes_rx) = mpsc::channel::<Bytes>(4);
+        let read = async move { reader.send_to(&bytes_tx).await };
+        let forward = async {
+            while let Some(b) = bytes_rx.recv().await {
+                if tx.send(Ok(b)).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let (read, ()) = tokio::join!(read, forward);
+        if let Err(e) = read {
+            let _ = tx.send(Err(anyhow!("{src_shown}: {e}"))).await;
+        }
+    });
+    let how = PutFile {
+        mode: attr.mode & 0o7777 & !format::umask(),
+        replication: attr.replication,
+        block_size: attr.block_size,
+        force,
+        progress,
+    };
+    put_file(client, rx, Some(attr.size), dst, &how).await
+}
