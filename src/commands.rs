@@ -650,7 +650,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
     let headers = a.recursive || a.paths.len() > 1;
     let mut out = LsOutput::new(&a);
     if !files.is_empty() {
-        out.group(&client, None, files).await?;
+        out.group(&client, None, files, true).await?;
     }
     // Depth first, in name order, as ls -R lists.
     dirs.reverse();
@@ -679,7 +679,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
             let at = dirs.len();
             dirs.splice(at..at, subdirs.rev());
         }
-        out.group(&client, headers.then_some(dir.as_str()), entries)
+        out.group(&client, headers.then_some(dir.as_str()), entries, false)
             .await?;
     }
     out.finish()?;
@@ -709,11 +709,14 @@ impl<'a> LsOutput<'a> {
         }
     }
 
+    /// One group of entries (name, path, attributes). `given`: paths named on the command line,
+    /// shown as given (ls(1), `hdfs dfs -ls`); a directory's entries are shown by name.
     async fn group(
         &mut self,
         client: &Client,
         header: Option<&str>,
         entries: Vec<(String, String, pb::Attr)>,
+        given: bool,
     ) -> anyhow::Result<()> {
         let mut targets = Vec::with_capacity(entries.len());
         for (_, _, at) in &entries {
@@ -744,7 +747,8 @@ impl<'a> LsOutput<'a> {
         if let Some(h) = header {
             writeln!(out, "{h}:")?;
         }
-        for ((name, _, at), target) in entries.iter().zip(&targets) {
+        for ((name, path, at), target) in entries.iter().zip(&targets) {
+            let name = if given { path } else { name };
             match target {
                 Some(t) if self.a.long => writeln!(out, "{} -> {t}", format::long_line(name, at))?,
                 _ if self.a.long => writeln!(out, "{}", format::long_line(name, at))?,

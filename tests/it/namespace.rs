@@ -535,12 +535,12 @@ fn ls_takes_several_paths_and_lists_recursively_or_directories_themselves() {
     let c = TestCluster::builder().start();
     small_tree(&c);
     // Files first, then each directory under a header, like ls(1).
-    assert_eq!(c.ok(&["ls", "/a/b", "/top"]), "top\n\n/a/b:\nc\nf2\n");
+    assert_eq!(c.ok(&["ls", "/a/b", "/top"]), "/top\n\n/a/b:\nc\nf2\n");
     assert_eq!(
         c.ok(&["ls", "-R", "/a"]),
         "/a:\nb\nf1\n\n/a/b:\nc\nf2\n\n/a/b/c:\n"
     );
-    assert_eq!(c.ok(&["ls", "-d", "/a", "/a/b"]), "a\nb\n");
+    assert_eq!(c.ok(&["ls", "-d", "/a", "/a/b"]), "/a\n/a/b\n");
     let all: Vec<String> = c
         .json(&["ls", "--json", "-R", "/"])
         .as_array()
