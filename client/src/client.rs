@@ -231,6 +231,19 @@ impl Client {
             reason: error_chain(&e),
         };
         let mut ch = net::connect(&addr).await.map_err(connect_err)?;
+        // Something else at the address (a datanode's port, a web server) answers every call
+        // with Unimplemented: say so now instead of at every later call (a mount would mount).
+        if let Err(s) = net::namenode_client(ch.clone())
+            .statfs(pb::StatfsRequest {})
+            .await
+        {
+            if s.code() == tonic::Code::Unimplemented {
+                return Err(ClientError::Connect {
+                    addr: addr.clone(),
+                    reason: "the server there is not a ringfs namenode".to_string(),
+                });
+            }
+        }
         if !cfg.reconnect_wait.is_zero() {
             // The address answered: from now on a lost connection is waited for, not an error.
             ch = ringfs_proto::reconnect::connect_lazy_waiting(&addr, cfg.reconnect_wait)

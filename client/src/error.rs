@@ -77,6 +77,14 @@ impl ClientError {
         let is_ringfs = status.metadata().get("ringfs-error").is_some();
         let message = if is_ringfs {
             status.message().to_string()
+        } else if status.code() == tonic::Code::Unimplemented {
+            // Something else listens there (a datanode given as the namenode, a web server: HTTP
+            // 404 arrives as Unimplemented); its own message is empty or about HTTP.
+            let detail = match status.message() {
+                "" => String::new(),
+                m => format!(" ({m})"),
+            };
+            format!("{context}: the server there does not answer this ringfs call; is the address right?{detail}")
         } else {
             let mut m = format!("{context}: {}", status.message());
             let mut src = std::error::Error::source(&status);
@@ -110,6 +118,12 @@ mod tests {
             "namenode 1.2.3.4:5",
         );
         assert_eq!(plain.to_string(), "namenode 1.2.3.4:5: connection refused");
+        let elsewhere =
+            ClientError::from_status(tonic::Status::unimplemented(""), "namenode 1.2.3.4:5");
+        assert_eq!(
+            elsewhere.to_string(),
+            "namenode 1.2.3.4:5: the server there does not answer this ringfs call; is the address right?"
+        );
         assert_eq!(
             ClientError::NotEnoughDatanodes { need: 3, have: 2 }.to_string(),
             "not enough live datanodes: need 3, have 2"

@@ -269,7 +269,10 @@ fn get_and_cat_errors_name_the_path_and_create_no_local_file() {
         .says(&["/missing", "no such file or directory"]);
     // get of a directory copies the tree (see tree::); cat cannot.
     c.ok(&["get", "/d", local_s]);
-    assert!(local.is_dir(), "get of an empty directory made no local directory");
+    assert!(
+        local.is_dir(),
+        "get of an empty directory made no local directory"
+    );
     fs::remove_dir(&local).unwrap();
     c.fails(&["cat", "/d"]).says(&["/d", "is a directory"]);
     c.fails(&["cat", "/d/missing/deeper"])
@@ -883,5 +886,35 @@ fn readers_on_the_datanodes_host_read_the_replica_files_unless_told_not_to() {
         &c.get_bytes_over_network("/f"),
         &data,
         "get /f over the network",
+    );
+}
+
+#[test]
+fn a_datanode_address_given_as_the_namenode_is_named_as_not_a_namenode() {
+    // A datanode's port answers gRPC too (every namenode call Unimplemented, with no message):
+    // the CLI said "namenode ADDR: " and a mount mounted and then failed every call.
+    let c = TestCluster::builder().start();
+    let dn = c.datanode_addr(0).to_string();
+    let mnt = c.scratch_path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    for args in [vec!["ls", "/"], vec!["mount", mnt.to_str().unwrap()]] {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--namenode").arg(&dn).args(&args);
+        let out = run_with_timeout(
+            cmd,
+            None,
+            "ringfs with a datanode as namenode",
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(&dn) && stderr.contains("not a ringfs namenode"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        fs::read_dir(&mnt).is_ok(),
+        "the mountpoint was left mounted"
     );
 }
