@@ -306,16 +306,34 @@ impl BlockStore {
                 }
             }
         }
-        // tmp/: drop what a finalized replica supersedes and what is too old to be recovered; keep
-        // the rest for lease recovery (RecoverReplica).
+        self.tidy_tmp(&state)?;
+        tracing::info!(
+            replicas = state.finalized.len(),
+            used = state.used,
+            "block store opened"
+        );
+        Ok(())
+    }
+
+    /// Removes from `tmp/` what a finalized replica supersedes and what is too old to be
+    /// recovered (a write abandoned long ago: lease recovery is long over); keeps the rest for
+    /// lease recovery (RecoverReplica) and never touches a replica being written. Runs at open and
+    /// after every scrub pass, so a datanode that runs for months does not keep them until its
+    /// next restart. Returns how many files it removed.
+    fn tidy_tmp(&self, state: &State) -> Result<usize> {
         let now = SystemTime::now();
+        let mut removed = 0;
         for e in fs::read_dir(&self.tmp_dir).map_err(DatanodeError::io("list", &self.tmp_dir))? {
             let p = e.map_err(DatanodeError::io("list", &self.tmp_dir))?.path();
             let Some((block, generation, _)) = parse_name(&p) else {
                 tracing::warn!(path = %p.display(), "removing unknown file in tmp/");
                 remove_quietly(&p);
+                removed += 1;
                 continue;
             };
+            if state.writing.contains(&(block, generation)) {
+                continue;
+            }
             let superseded = state
                 .finalized
                 .get(&block)
@@ -327,14 +345,16 @@ impl BlockStore {
                 .unwrap_or_default();
             if superseded || age > TMP_MAX_AGE {
                 remove_quietly(&p);
+                removed += 1;
             }
         }
-        tracing::info!(
-            replicas = state.finalized.len(),
-            used = state.used,
-            "block store opened"
-        );
-        Ok(())
+        Ok(removed)
+    }
+
+    /// [`tidy_tmp`](Self::tidy_tmp) of a running store (the scrubber calls it after each pass).
+    pub fn sweep_tmp(&self) -> Result<usize> {
+        let state = self.state();
+        self.tidy_tmp(&state)
     }
 
     // ------------------------------------------------------------------ writing
@@ -1407,6 +1427,57 @@ mod tests {
             c += 16;
         }
         Ok(out)
+    }
+
+    #[test]
+    fn abandoned_tmp_replicas_are_swept_while_running_but_recent_and_open_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+        let packet = data(ringfs_proto::chunk::PACKET_SIZE, 2);
+        let hashes = hash_chunks(&packet);
+        // Two abandoned writes (dropped without finish) and one still open.
+        for block in [1, 2] {
+            let mut w = store.create(block, 1).unwrap();
+            w.write_packet(&packet, &hashes).unwrap();
+        }
+        let mut open = store.create(3, 1).unwrap();
+        open.write_packet(&packet, &hashes).unwrap();
+        let tmp_files = |b: u64| -> Vec<PathBuf> {
+            fs::read_dir(dir.path().join("tmp"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| parse_name(p).is_some_and(|(blk, _, _)| blk == b))
+                .collect()
+        };
+        // Block 1's files are as old as an abandoned write nobody will recover.
+        let old = SystemTime::now() - TMP_MAX_AGE - Duration::from_secs(60);
+        for p in tmp_files(1).into_iter().chain(tmp_files(3)) {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        assert_eq!(
+            store.sweep_tmp().unwrap(),
+            2,
+            "the data and meta of block 1"
+        );
+        assert!(tmp_files(1).is_empty());
+        assert_eq!(
+            tmp_files(2).len(),
+            2,
+            "a recent abandoned write is kept for lease recovery"
+        );
+        assert_eq!(
+            tmp_files(3).len(),
+            2,
+            "a replica being written is never swept"
+        );
+        open.write_packet(&packet, &hashes).unwrap();
+        open.finish().unwrap();
+        assert_eq!(read_all(&store, 3, 1).unwrap().len(), 2 * packet.len());
     }
 
     #[test]

@@ -50,6 +50,12 @@ impl Scrubber {
                 corrupt = stats.corrupt,
                 "scrub pass done"
             );
+            let store = self.node.store.clone();
+            match blocking(move || store.sweep_tmp()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed abandoned files from tmp/"),
+                Err(e) => tracing::warn!(error = %e, "tidying tmp/ failed"),
+            }
         }
     }
 
