@@ -1,5 +1,6 @@
 //! `ringfs du`: how much a tree holds, like `hdfs dfs -du`: the bytes of its files and the space
-//! they take on the datanodes (size × replication), per entry of a directory or summed (`-s`).
+//! they take on the datanodes (stored bytes × replication), per entry of a directory or summed
+//! (`-s`).
 
 use crate::commands::connect;
 use crate::format::{is_dir, join};
@@ -16,7 +17,7 @@ pub struct Usage {
     pub path: String,
     /// Bytes in regular files (a hard-linked file counted once).
     pub size: u64,
-    /// Bytes the replicas take: each file's size × its replication.
+    /// Bytes the replicas take: each file's stored bytes (holes are free) × its replication.
     pub consumed: u64,
     pub files: u64,
     pub dirs: u64,
@@ -30,7 +31,7 @@ impl Usage {
             Ok(pb::FileKind::File) if seen.insert(attr.inode) => {
                 self.files += 1;
                 self.size += attr.size;
-                self.consumed += attr.size * u64::from(attr.replication.max(1));
+                self.consumed += attr.allocated * u64::from(attr.replication.max(1));
             }
             _ => {}
         }

@@ -76,13 +76,20 @@ pub(crate) fn kind_of_mode(mode: u32) -> Option<pb::FileKind> {
     }
 }
 
-/// The kernel's view of a ringfs inode. `st_blocks` = ceil(size / 512): ringfs allocates no more
-/// than the data (holes are free), and replicas are not the file's business.
+/// The kernel's view of a ringfs inode. `st_blocks` counts the 512-byte units a file stores
+/// (`allocated`: holes are free, so `du` and `cp --sparse` see a sparse file as one), replicas
+/// are not the file's business. A file being written counts its size: what it stores is known
+/// only once committed. Other kinds count their size.
 pub(crate) fn file_attr(a: &pb::Attr) -> FileAttr {
+    let stored = if a.kind == pb::FileKind::File as i32 && !a.under_construction {
+        a.allocated.min(a.size)
+    } else {
+        a.size
+    };
     FileAttr {
         ino: INodeNo(a.inode),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: stored.div_ceil(512),
         atime: system_time(a.atime.as_ref()),
         mtime: system_time(a.mtime.as_ref()),
         ctime: system_time(a.ctime.as_ref()),
@@ -128,11 +135,24 @@ mod tests {
             kind: pb::FileKind::File as i32,
             mode: 0o104755,
             size: 1025,
+            allocated: 1025,
             nlink: 2,
             ..Default::default()
         };
         let fa = file_attr(&a);
         assert_eq!(fa.blocks, 3);
+        // A sparse file counts what it stores; one being written, its size.
+        let sparse = pb::Attr {
+            size: 10 << 30,
+            allocated: 4096,
+            ..a
+        };
+        assert_eq!(file_attr(&sparse).blocks, 8);
+        let writing = pb::Attr {
+            under_construction: true,
+            ..sparse
+        };
+        assert_eq!(file_attr(&writing).blocks, (10 << 30) / 512);
         assert_eq!(fa.perm, 0o4755);
         assert_eq!(fa.kind, FileType::RegularFile);
         assert_eq!(fa.ino, INodeNo(7));

@@ -242,6 +242,15 @@ pub struct FileMeta {
     pub inline: Option<Vec<u8>>,
 }
 
+impl FileMeta {
+    /// Bytes stored: the blocks that are not holes, or the inline content (see `Attr.allocated`).
+    pub fn allocated(&self) -> u64 {
+        let inline = self.inline.as_ref().map_or(0, |d| d.len() as u64);
+        let blocks: u64 = self.blocks.iter().filter(|b| !b.is_hole()).map(|b| b.len).sum();
+        inline + blocks
+    }
+}
+
 /// Serde of `Option<Vec<u8>>` as a byte string rather than a sequence of `u8`: postcard writes both
 /// as a length and the raw bytes (same encoding), but a byte string is one copy instead of a call
 /// per byte (a 64 KiB inline file is encoded whenever its inode row is written).
@@ -378,6 +387,7 @@ impl Inode {
             crtime: Some(self.crtime.into()),
             inline: file.is_some_and(|f| f.inline.is_some()),
             xattrs: !self.xattrs.is_empty(),
+            allocated: file.map_or(0, FileMeta::allocated),
         }
     }
 }

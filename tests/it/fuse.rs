@@ -1141,3 +1141,44 @@ fn a_remount_over_a_stale_mount_is_announced_only_once_it_answers() {
         );
     }
 }
+
+#[test]
+fn a_sparse_file_counts_only_the_bytes_it_stores() {
+    // st_blocks (what du and cp --sparse look at) counts the blocks a file stores, not its size:
+    // a 1 GiB file with one 4 KiB write in the middle stores one block (1 MiB here).
+    let c = TestCluster::builder().start();
+    let m = c.mount(&[]);
+    let f = File::create(m.path("sparse")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    f.write_all_at(&[7u8; 4096], 512 << 20).unwrap();
+    drop(f);
+    fs::write(m.path("full"), vec![1u8; 3 << 20]).unwrap();
+    // The kernel may keep the attributes it saw while the files were written for --ttl.
+    wait_until(
+        Duration::from_secs(10),
+        "st_blocks of the committed files",
+        || {
+            let (s, f) = (
+                fs::metadata(m.path("sparse")).unwrap(),
+                fs::metadata(m.path("full")).unwrap(),
+            );
+            s.len() == 1 << 30 && s.blocks() == 2048 && f.blocks() == (3 << 20) / 512
+        },
+    );
+    let du = Command::new("du")
+        .arg("-k")
+        .arg(m.path("sparse"))
+        .output()
+        .unwrap();
+    let kib: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|k| k.parse().ok())
+        .unwrap();
+    assert_eq!(kib, 1024, "du -k of the sparse file");
+    // ringfs du: stored bytes x replication.
+    let rows = c.json(&["du", "-s", "--json", "/sparse"]);
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(field_u64(row, "size"), 1 << 30);
+    assert_eq!(field_u64(row, "consumed"), 3 << 20);
+}
