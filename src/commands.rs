@@ -63,6 +63,18 @@ pub(crate) fn change_error(path: &str, e: &ClientError) -> String {
     format!("{path}: {msg} (the connection broke during the call: the change may or may not have been made)")
 }
 
+/// Names `ls` leaves out (shown by `ls -a`): files a mount keeps for unlinked open files.
+pub(crate) fn is_hidden(name: &str) -> bool {
+    name.starts_with(ringfs_client::OPEN_FILE_HIDDEN_PREFIX)
+}
+
+/// Names walks of a tree (`get`, `cp`, `du`, `chmod -R`, ...) leave out: hidden ones, and the
+/// temporary file or tree of a `put` or `cp` in progress (or killed), which `ls` shows like HDFS
+/// shows its `._COPYING_` files but which no copy should take along half-written.
+pub(crate) fn is_skipped_in_walks(name: &str) -> bool {
+    is_hidden(name) || (name.starts_with('.') && name.contains(".ringfs-put-"))
+}
+
 pub(crate) fn is_not_found(e: &ClientError) -> bool {
     e.kind() == ErrorKind::NotFound
 }
@@ -245,6 +257,8 @@ fn check_local(path: &str) -> anyhow::Result<()> {
 
 pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCode> {
     check_local(&a.local)?;
+    // The new file's mode: the local file's (as cp gives it), or 0666, less the umask.
+    let mut mode = 0o666;
     let (source, size): (Box<dyn Read + Send>, Option<u64>) = if a.local == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
@@ -256,6 +270,10 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         }
         let f = LocalFile::open(&a.local, meta.len())
             .map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            mode = meta.mode() & crate::tree::FILE_MODE_BITS;
+        }
         (Box::new(f), Some(meta.len()))
     };
     let client = connect(namenode).await?;
@@ -285,7 +303,7 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         Err(e) => return Err(e.into()),
     }
     let file = PutFile {
-        mode: 0o666 & !format::umask(),
+        mode: mode & !format::umask(),
         replication: a.replication.unwrap_or(0),
         block_size: a.block_size.unwrap_or(0),
         force: a.force,
@@ -665,7 +683,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
         };
         let entries: Vec<(String, String, pb::Attr)> = listed
             .into_iter()
-            .filter(|e| a.all || !e.name.starts_with(ringfs_client::OPEN_FILE_HIDDEN_PREFIX))
+            .filter(|e| a.all || !is_hidden(&e.name))
             .filter_map(|e| {
                 let path = join(&dir, &e.name);
                 e.attr.map(|at| (e.name, path, at))
@@ -750,8 +768,10 @@ impl<'a> LsOutput<'a> {
         for ((name, path, at), target) in entries.iter().zip(&targets) {
             let name = if given { path } else { name };
             match target {
-                Some(t) if self.a.long => writeln!(out, "{} -> {t}", format::long_line(name, at))?,
-                _ if self.a.long => writeln!(out, "{}", format::long_line(name, at))?,
+                Some(t) if self.a.long => {
+                    writeln!(out, "{} -> {t}", format::long_line(name, at, self.a.human))?
+                }
+                _ if self.a.long => writeln!(out, "{}", format::long_line(name, at, self.a.human))?,
                 _ => writeln!(out, "{name}")?,
             }
         }
@@ -1044,7 +1064,12 @@ pub async fn fsck(namenode: Option<String>, a: FsckArgs) -> anyhow::Result<ExitC
         }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    // Like `hdfs fsck`: a script's `fsck / && ...` must not go on when data is lost.
+    Ok(if fsck_status(&f) == "CORRUPT" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<ExitCode> {

@@ -4,13 +4,14 @@
 //! come along less the umask. A file is written under a hidden temporary name and renamed into
 //! place; a directory is built under one and renamed at the end, so a failed copy leaves nothing.
 
-use crate::commands::{change_error, connect, is_not_found, put_file, put_temp_name, PutFile};
+use crate::commands::{change_error, connect, is_not_found, put_file, PutFile};
 use crate::format::{self, basename, is_dir, join};
+use crate::tree::{build_in_place, DIR_MODE_BITS, FILE_MODE_BITS};
 use crate::CpArgs;
 use anyhow::{anyhow, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ringfs_client::write::Bytes;
-use ringfs_client::{inode_ref, pb, Client};
+use ringfs_client::{inode_ref, path_ref, pb, Client};
 use std::process::ExitCode;
 use tokio::sync::mpsc;
 
@@ -48,26 +49,12 @@ pub async fn cp(namenode: Option<String>, a: CpArgs) -> anyhow::Result<ExitCode>
     if existing.is_some() {
         bail!("{target}: already exists");
     }
-    let tmp = put_temp_name(&client, &target);
-    let copied = tokio::select! {
-        r = copy_tree(&client, src, &tmp) => r,
-        _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
-    };
-    let placed = match copied {
-        Ok(()) => client
-            .rename_with(&tmp, &target, true, false)
-            .await
-            .map_err(|e| anyhow!("{}", change_error(&target, &e))),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = placed {
-        if let Err(re) = client.remove(&tmp, true).await {
-            if !is_not_found(&re) {
-                eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
-            }
-        }
-        return Err(anyhow!("{}", e.to_string().replace(&tmp, &target)));
-    }
+    let mode = src_attr.mode & DIR_MODE_BITS & !format::umask();
+    build_in_place(&client, &target, mode, |tmp| {
+        let client = &client;
+        async move { copy_tree(client, src, &tmp).await }
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,9 +89,15 @@ async fn copy_tree(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> 
             .await
             .map_err(|e| anyhow!("{dst}: {e}"))?;
     }
+    // The root exists already (`build_in_place` made it and gives it its mode).
+    dirs.retain(|(path, _)| path != src);
     for (path, attr) in &dirs {
         client
-            .mkdir_mode(&at(path), false, (attr.mode & 0o7777 & !umask) | 0o700)
+            .mkdir_mode(
+                &at(path),
+                false,
+                (attr.mode & DIR_MODE_BITS & !umask) | 0o700,
+            )
             .await
             .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
     }
@@ -127,10 +120,10 @@ async fn copy_tree(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> 
             .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
     }
     for (path, attr) in dirs.iter().rev() {
-        let mode = attr.mode & 0o7777 & !umask;
+        let mode = attr.mode & DIR_MODE_BITS & !umask;
         if mode | 0o700 != mode {
             client
-                .chmod(&at(path), mode)
+                .chmod(path_ref(&at(path)), mode)
                 .await
                 .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
         }
@@ -169,7 +162,7 @@ async fn copy_file(
         }
     });
     let how = PutFile {
-        mode: attr.mode & 0o7777 & !format::umask(),
+        mode: attr.mode & FILE_MODE_BITS & !format::umask(),
         replication: attr.replication,
         block_size: attr.block_size,
         force,

@@ -5,7 +5,7 @@
 use crate::commands::connect;
 use crate::format::{is_dir, join};
 use crate::DuArgs;
-use ringfs_client::{inode_ref, pb, Client, OPEN_FILE_HIDDEN_PREFIX};
+use ringfs_client::{inode_ref, pb, Client};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write;
@@ -50,7 +50,7 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
             }
             let mut children = Vec::new();
             for e in client.list_node(inode_ref(attr.inode)).await? {
-                if !e.name.starts_with(OPEN_FILE_HIDDEN_PREFIX) {
+                if !crate::commands::is_skipped_in_walks(&e.name) {
                     children.push(usage(&client, &join(p, &e.name)).await?);
                 }
             }

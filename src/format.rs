@@ -182,14 +182,19 @@ pub fn attr_json(name: &str, path: &str, a: &pb::Attr) -> Value {
 }
 
 /// One `ls -l` line.
-pub fn long_line(name: &str, a: &pb::Attr) -> String {
+pub fn long_line(name: &str, a: &pb::Attr, human: bool) -> String {
+    let size = if human {
+        ringfs_proto::units::format_size(a.size)
+    } else {
+        a.size.to_string()
+    };
     format!(
         "{} {:>3} {:<8} {:<8} {:>12} {} {}",
         mode_string(a.kind, a.mode),
         a.nlink,
         user_name(a.uid),
         group_name(a.gid),
-        a.size,
+        size,
         time_short(&a.mtime),
         name
     )

@@ -67,7 +67,8 @@ enum Cmd {
     Rm(RmArgs),
     /// Change permission bits: octal (755) or symbolic (u+x, go-w, a=rX), like chmod(1).
     Chmod(ChmodArgs),
-    /// Change the owner and/or group: OWNER, OWNER:GROUP or :GROUP (names or numbers).
+    /// Change the owner and/or group: OWNER, OWNER:GROUP or :GROUP (names or numbers); a symlink
+    /// itself changes, never its target.
     Chown(ChownArgs),
     /// Show the bytes under each entry of a directory (or under PATH with -s) and the space
     /// their replicas take.
@@ -164,10 +165,17 @@ pub struct JsonArg {
 }
 
 #[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct LsArgs {
     /// Long listing: mode, links, owner, group, size, mtime, name (and a symlink's target).
     #[arg(short = 'l')]
     pub long: bool,
+    /// Sizes like 1.5 MiB in the long listing (`ls -lh` as in ls(1)).
+    #[arg(short = 'h', long)]
+    pub human: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Print JSON (an array of entries).
     #[arg(long)]
     pub json: bool,
@@ -216,10 +224,17 @@ pub struct ChmodArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct ChownArgs {
     /// Change everything under directories too.
     #[arg(short = 'R', long)]
     pub recursive: bool,
+    /// Accepted for chown(1) habits: a symlink itself is always changed, never its target.
+    #[arg(short = 'h', long)]
+    pub no_dereference: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// OWNER, OWNER:GROUP, OWNER: (the owner's login group) or :GROUP; names or numbers.
     pub owner: String,
     #[arg(required = true)]

@@ -7,7 +7,7 @@ use crate::format::is_dir;
 use crate::mode::ModeChange;
 use crate::{ChmodArgs, ChownArgs};
 use anyhow::{anyhow, bail};
-use ringfs_client::{pb, Client};
+use ringfs_client::{inode_ref, pb, Client, ClientError};
 use std::ffi::CString;
 use std::process::ExitCode;
 
@@ -15,16 +15,26 @@ pub async fn chmod(namenode: Option<String>, a: ChmodArgs) -> anyhow::Result<Exi
     let change = ModeChange::parse(&a.mode)?;
     let client = connect(namenode).await?;
     let umask = crate::format::umask();
-    each_node(&client, &a.paths, a.recursive, |client, path, attr| {
+    each_node(&client, &a.paths, a.recursive, |client, node| {
         let change = change.clone();
         async move {
-            // A symlink's own mode means nothing; chmod -R does not follow them either.
-            if attr.kind == pb::FileKind::Symlink as i32 {
-                return Ok(());
-            }
+            // A symlink's own mode means nothing: one named on the command line is followed, as
+            // chmod(1) does; one met in a tree is left alone (chmod -R does not follow them).
+            let (path, attr) = if is_symlink(&node.attr) {
+                if !node.named {
+                    return Ok(());
+                }
+                client.resolve(&node.path).await?
+            } else {
+                (node.path.clone(), node.attr)
+            };
             let mode = change.apply(attr.mode, is_dir(&attr), umask);
             if mode != attr.mode & 0o7777 {
-                client.chmod(&path, mode).await?;
+                by_inode(
+                    client.chmod(inode_ref(attr.inode), mode).await,
+                    &attr,
+                    &path,
+                )?;
             }
             Ok(())
         }
@@ -35,19 +45,44 @@ pub async fn chmod(namenode: Option<String>, a: ChmodArgs) -> anyhow::Result<Exi
 pub async fn chown(namenode: Option<String>, a: ChownArgs) -> anyhow::Result<ExitCode> {
     let (uid, gid) = parse_owner(&a.owner)?;
     let client = connect(namenode).await?;
-    each_node(
-        &client,
-        &a.paths,
-        a.recursive,
-        |client, path, attr| async move {
-            if uid.is_none_or(|u| u == attr.uid) && gid.is_none_or(|g| g == attr.gid) {
-                return Ok(());
-            }
-            client.chown(&path, uid, gid).await?;
-            Ok(())
-        },
-    )
+    // A symlink itself changes, never what it points to (chown -h; and -R does not follow them):
+    // following links met in a tree would let whoever planted one hand a chown -R any file.
+    each_node(&client, &a.paths, a.recursive, |client, node| async move {
+        let attr = node.attr;
+        if uid.is_none_or(|u| u == attr.uid) && gid.is_none_or(|g| g == attr.gid) {
+            return Ok(());
+        }
+        by_inode(
+            client.chown(inode_ref(attr.inode), uid, gid).await,
+            &attr,
+            &node.path,
+        )?;
+        Ok(())
+    })
     .await
+}
+
+fn is_symlink(attr: &pb::Attr) -> bool {
+    attr.kind == pb::FileKind::Symlink as i32
+}
+
+/// The result of a call made by inode, with the path in its error where the namenode could only
+/// name the inode.
+fn by_inode<T>(r: Result<T, ClientError>, attr: &pb::Attr, path: &str) -> Result<T, ClientError> {
+    r.map_err(|e| ClientError::Status {
+        kind: e.kind(),
+        message: e
+            .to_string()
+            .replace(&format!("inode {}", attr.inode), path),
+    })
+}
+
+/// A node `each_node` hands over.
+struct Node {
+    path: String,
+    attr: pb::Attr,
+    /// Named on the command line (not met inside a tree).
+    named: bool,
 }
 
 /// Runs `f` on every path (and, with `recursive`, everything under it); an error is printed
@@ -59,8 +94,8 @@ async fn each_node<F, Fut>(
     f: F,
 ) -> anyhow::Result<ExitCode>
 where
-    F: Fn(Client, String, pb::Attr) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ringfs_client::ClientError>>,
+    F: Fn(Client, Node) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
 {
     let mut failed = false;
     for p in paths {
@@ -81,8 +116,13 @@ where
                 continue;
             }
         };
-        for (path, attr) in nodes {
-            if let Err(e) = f(client.clone(), path.clone(), attr).await {
+        for (i, (path, attr)) in nodes.into_iter().enumerate() {
+            let node = Node {
+                path: path.clone(),
+                attr,
+                named: i == 0,
+            };
+            if let Err(e) = f(client.clone(), node).await {
                 eprintln!("ringfs: {}", change_error(&path, &e));
                 failed = true;
             }

@@ -18,7 +18,7 @@ use crate::format::{self, basename, is_dir, join};
 use crate::{GetArgs, PutArgs};
 use anyhow::{anyhow, bail, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use ringfs_client::{inode_ref, pb, Client, ErrorKind, OPEN_FILE_HIDDEN_PREFIX};
+use ringfs_client::{inode_ref, path_ref, pb, Client, CreateOptions, ErrorKind};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,27 +73,77 @@ pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> 
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
     }
-    let tmp = put_temp_name(client, &target);
-    let built = tokio::select! {
-        r = put.dir(local, &tmp, false) => r,
+    let meta =
+        std::fs::metadata(local).map_err(|e| anyhow!("{}: {}", local.display(), io_reason(&e)))?;
+    let mode = meta.mode() & DIR_MODE_BITS & !format::umask();
+    build_in_place(client, &target, mode, |tmp| async move {
+        put.dir(local, &tmp, true).await
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Permission bits a copied directory keeps (set-id bits are dropped, as `cp -r` does without
+/// `-p`: they belong with an owner the copy does not keep).
+pub(crate) const DIR_MODE_BITS: u32 = 0o1777;
+/// Permission bits a copied file keeps.
+pub(crate) const FILE_MODE_BITS: u32 = 0o777;
+
+/// Builds a new tree at `target` the way `put` and `cp` of a directory do: `build` fills a hidden
+/// temporary directory next to the target (created here, given `mode` at the end), which is then
+/// renamed into place; after a failure or an interruption it is removed, so a failed copy leaves
+/// nothing. A temporary file is kept open in it meanwhile: if this process is killed, that file's
+/// lease expires and the namenode removes the whole temporary tree with it.
+pub(crate) async fn build_in_place<F, Fut>(
+    client: &Client,
+    target: &str,
+    mode: u32,
+    build: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let tmp = put_temp_name(client, target);
+    let shown = |e: anyhow::Error| anyhow!("{}", e.to_string().replace(&tmp, target));
+    client
+        .mkdir_mode(&tmp, false, mode | 0o700)
+        .await
+        .map_err(|e| anyhow!("{}", change_error(&tmp, &e)))
+        .map_err(shown)?;
+    let marker = join(&tmp, &format!(".ringfs-put-{}", &client.client_id()[..8]));
+    let built = async {
+        let opts = CreateOptions {
+            mode: 0o600,
+            replication: 1,
+            ..CreateOptions::default()
+        };
+        let alive = client.create(&marker, opts).await?;
+        let r = build(tmp.clone()).await;
+        alive.abort().await;
+        r?;
+        client.remove(&marker, false).await?;
+        if mode | 0o700 != mode {
+            client.chmod(path_ref(&tmp), mode).await?;
+        }
+        client
+            .rename_with(&tmp, target, true, false)
+            .await
+            .map_err(|e| anyhow!("{}", change_error(target, &e)))
+    };
+    let r = tokio::select! {
+        r = built => r,
         _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
     };
-    let placed = match built {
-        Ok(()) => client
-            .rename_with(&tmp, &target, true, false)
-            .await
-            .map_err(|e| anyhow!("{}", change_error(&target, &e).replace(&tmp, &target))),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = placed {
+    if let Err(e) = r {
         if let Err(re) = client.remove(&tmp, true).await {
             if !is_not_found(&re) {
                 eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
             }
         }
-        return Err(anyhow!("{}", e.to_string().replace(&tmp, &target)));
+        return Err(shown(e));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The name a local directory is copied under: its last component (`.` and `..` resolved).
@@ -127,7 +177,7 @@ impl TreePut<'_> {
     async fn dir(&self, local: &Path, remote: &str, exists: bool) -> anyhow::Result<()> {
         let meta = std::fs::metadata(local)
             .map_err(|e| anyhow!("{}: {}", local.display(), io_reason(&e)))?;
-        let mode = meta.mode() & 0o7777 & !format::umask();
+        let mode = meta.mode() & DIR_MODE_BITS & !format::umask();
         if !exists {
             self.client
                 .mkdir_mode(remote, false, mode | 0o700)
@@ -176,7 +226,7 @@ impl TreePut<'_> {
         }
         if !exists && mode != mode | 0o700 {
             self.client
-                .chmod(remote, mode)
+                .chmod(path_ref(remote), mode)
                 .await
                 .map_err(|e| anyhow!("{}", change_error(remote, &e)))?;
         }
@@ -203,7 +253,7 @@ impl TreePut<'_> {
             }
         }
         let how = PutFile {
-            mode: m.mode() & 0o7777 & !format::umask(),
+            mode: m.mode() & FILE_MODE_BITS & !format::umask(),
             replication: self.replication,
             block_size: self.block_size,
             force: self.force,
@@ -282,7 +332,7 @@ impl TreeGet<'_> {
     /// merged into if it exists), then everything in it.
     async fn dir(&self, remote: &str, attr: &pb::Attr, local: &Path) -> anyhow::Result<()> {
         let shown = |e: std::io::Error| anyhow!("{}: {}", local.display(), io_reason(&e));
-        let mode = attr.mode & 0o7777 & !format::umask();
+        let mode = attr.mode & DIR_MODE_BITS & !format::umask();
         match std::fs::symlink_metadata(local) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => bail!("{}: already exists and is not a directory", local.display()),
@@ -301,7 +351,7 @@ impl TreeGet<'_> {
         let mut dirs = Vec::new();
         for e in entries {
             let Some(at) = e.attr else { continue };
-            if e.name.starts_with(OPEN_FILE_HIDDEN_PREFIX) {
+            if crate::commands::is_skipped_in_walks(&e.name) {
                 continue;
             }
             let path = join(remote, &e.name);
@@ -383,7 +433,7 @@ pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String,
             .await
             .map_err(|e| anyhow!("{dir}: {e}"))?;
         for e in entries {
-            if e.name.starts_with(OPEN_FILE_HIDDEN_PREFIX) {
+            if crate::commands::is_skipped_in_walks(&e.name) {
                 continue;
             }
             if let Some(at) = e.attr {

@@ -1,17 +1,18 @@
-//! Attribute changes and symlinks by path, for the CLI: [`Client::chmod`], [`Client::chown`],
-//! [`Client::symlink`]. Like the other path-level changes of this library they sync before they
-//! return (the mount makes the same calls by inode and syncs on fsync).
+//! Attribute changes and symlinks, for the CLI: [`Client::chmod`], [`Client::chown`],
+//! [`Client::symlink`], [`Client::resolve`] (a path with its final symlinks followed). Like the
+//! other path-level changes of this library the changes sync before they return (the mount makes
+//! the same calls by inode and syncs on fsync).
 
-use crate::client::{attr_of, entry_path, path_ref, Client};
+use crate::client::{attr_of, describe, entry_path, inode_ref, Client};
 use crate::error::ClientError;
-use ringfs_proto::pb;
+use ringfs_proto::{pb, ErrorKind};
 
 impl Client {
-    /// Sets the permission bits (07777) of `path` (a final symlink is not followed: a symlink's
-    /// own mode is meaningless, so callers skip symlinks).
-    pub async fn chmod(&self, path: &str, mode: u32) -> Result<pb::Attr, ClientError> {
+    /// Sets the permission bits (07777) of `node` (a path's final symlink is followed, as
+    /// chmod(2) does; by inode, that inode).
+    pub async fn chmod(&self, node: pb::NodeRef, mode: u32) -> Result<pb::Attr, ClientError> {
         self.set_attr(
-            path,
+            node,
             pb::SetAttrRequest {
                 mode: Some(mode & 0o7777),
                 ..Default::default()
@@ -20,16 +21,17 @@ impl Client {
         .await
     }
 
-    /// Sets the owner and/or group of `path` (`None` leaves one as it is). Only root may change
-    /// the owner; the owner may change the group to one of its groups, as chown(2) allows.
+    /// Sets the owner and/or group of `node` (`None` leaves one as it is). By inode a symlink
+    /// itself changes (lchown). Only root may change the owner; the owner may change the group to
+    /// one of its groups, as chown(2) allows.
     pub async fn chown(
         &self,
-        path: &str,
+        node: pb::NodeRef,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<pb::Attr, ClientError> {
         self.set_attr(
-            path,
+            node,
             pb::SetAttrRequest {
                 uid,
                 gid,
@@ -55,16 +57,40 @@ impl Client {
         attr_of(resp.into_inner().attr, path)
     }
 
-    /// One SetAttr of `path` with the changes in `change` (its node, credentials and client id
+    /// `path` with every symlink at its end followed (as stat(2) does, up to 40 of them): the
+    /// path reached and its attributes. A relative target is taken from the link's directory.
+    pub async fn resolve(&self, path: &str) -> Result<(String, pb::Attr), ClientError> {
+        let mut path = path.to_string();
+        for _ in 0..=MAX_SYMLINKS {
+            let attr = self.stat(&path).await?;
+            if attr.kind != pb::FileKind::Symlink as i32 {
+                return Ok((path, attr));
+            }
+            let target = self.readlink(inode_ref(attr.inode)).await?;
+            let base = if target.starts_with('/') {
+                String::new()
+            } else {
+                parent_of(&path)
+            };
+            path = normalize(&format!("{base}/{target}"));
+        }
+        Err(ClientError::Status {
+            kind: ErrorKind::TooManyLinks,
+            message: format!("{path}: too many levels of symbolic links"),
+        })
+    }
+
+    /// One SetAttr of `node` with the changes in `change` (its node, credentials and client id
     /// are filled in here). SetAttr sets absolute values, so sending it again is harmless.
     async fn set_attr(
         &self,
-        path: &str,
+        node: pb::NodeRef,
         change: pb::SetAttrRequest,
     ) -> Result<pb::Attr, ClientError> {
+        let what = describe(&node);
         let req = pb::SetAttrRequest {
             creds: Some(self.creds().clone()),
-            node: Some(path_ref(path)),
+            node: Some(node),
             client_id: self.client_id().to_string(),
             ..change
         };
@@ -73,6 +99,49 @@ impl Client {
             .await
             .map_err(|s| self.nn_err(s))?;
         self.sync().await?;
-        attr_of(resp.into_inner().attr, path)
+        attr_of(resp.into_inner().attr, &what)
+    }
+}
+
+/// Symlinks followed in one path before giving up with ELOOP (Linux's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// The directory part of an absolute path ("" for the root's children).
+fn parent_of(path: &str) -> String {
+    let t = path.trim_end_matches('/');
+    match t.rfind('/') {
+        Some(i) => t[..i].to_string(),
+        None => String::new(),
+    }
+}
+
+/// An absolute path with `.`, `..` and empty components taken out (lexically; `..` at the root
+/// stays at the root).
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_targets_resolve_lexically() {
+        assert_eq!(normalize("/a/b/../c"), "/a/c");
+        assert_eq!(normalize("/../../x"), "/x");
+        assert_eq!(normalize("//a/./b/"), "/a/b");
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(parent_of("/a/b"), "/a");
+        assert_eq!(parent_of("/a"), "");
     }
 }

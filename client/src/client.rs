@@ -20,6 +20,10 @@ const AGAIN_ATTEMPTS: usize = 4;
 /// (`ringfs_proto::reconnect`): it is not sent again.
 const AGAIN_IF_FASTER: Duration = Duration::from_secs(5);
 
+/// Longest [`Client::check_live_datanodes`] waits for datanodes to re-register with a namenode
+/// that just restarted (the namenode says how long that lasts: its --dead-after).
+const RESTART_WAIT: Duration = Duration::from_secs(60);
+
 /// How a [`Client`] connects and who it acts as.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -367,28 +371,19 @@ impl Client {
 
     /// Attributes of `path` (a final symlink is not followed).
     pub async fn stat(&self, path: &str) -> Result<pb::Attr, ClientError> {
-        let resp = self
-            .namenode()
-            .get_attr(pb::GetAttrRequest {
-                creds: self.creds_msg(),
-                node: Some(path_ref(path)),
-                access_mask: 0,
-            })
-            .await
-            .map_err(|s| self.nn_err(s))?;
-        attr_of(resp.into_inner().attr, path)
+        self.getattr(path_ref(path)).await
     }
 
     /// Attributes of a node given by path or inode.
     pub async fn getattr(&self, node: pb::NodeRef) -> Result<pb::Attr, ClientError> {
         let what = describe(&node);
+        let req = pb::GetAttrRequest {
+            creds: self.creds_msg(),
+            node: Some(node),
+            access_mask: 0,
+        };
         let resp = self
-            .namenode()
-            .get_attr(pb::GetAttrRequest {
-                creds: self.creds_msg(),
-                node: Some(node),
-                access_mask: 0,
-            })
+            .again_in_transport(&req, |mut nn, req| async move { nn.get_attr(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         attr_of(resp.into_inner().attr, &what)
@@ -396,12 +391,12 @@ impl Client {
 
     /// The target of the symlink `node`.
     pub async fn readlink(&self, node: pb::NodeRef) -> Result<String, ClientError> {
+        let req = pb::ReadlinkRequest {
+            creds: self.creds_msg(),
+            node: Some(node),
+        };
         let resp = self
-            .namenode()
-            .readlink(pb::ReadlinkRequest {
-                creds: self.creds_msg(),
-                node: Some(node),
-            })
+            .again_in_transport(&req, |mut nn, req| async move { nn.readlink(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         Ok(resp.into_inner().target)
@@ -436,14 +431,14 @@ impl Client {
         after: &str,
         limit: u32,
     ) -> Result<pb::ReadDirResponse, ClientError> {
+        let req = pb::ReadDirRequest {
+            creds: self.creds_msg(),
+            dir: Some(dir),
+            after: after.to_string(),
+            limit,
+        };
         let resp = self
-            .namenode()
-            .read_dir(pb::ReadDirRequest {
-                creds: self.creds_msg(),
-                dir: Some(dir),
-                after: after.to_string(),
-                limit,
-            })
+            .again_in_transport(&req, |mut nn, req| async move { nn.read_dir(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         Ok(resp.into_inner())
@@ -453,10 +448,13 @@ impl Client {
     /// are acknowledged once they survive a crash of the namenode process; the path-level calls of
     /// this library (mkdir, remove, rename, [`FileWriter::finish`]) sync before they return.
     pub async fn sync(&self) -> Result<(), ClientError> {
-        self.namenode()
-            .sync(pb::SyncRequest {})
-            .await
-            .map_err(|s| self.nn_err(s))?;
+        // Sent again after a failure in transport: a namenode that restarted meanwhile replayed
+        // its log into the store when it opened, so the changes asked about are durable.
+        self.again_in_transport(&pb::SyncRequest {}, |mut nn, req| async move {
+            nn.sync(req).await
+        })
+        .await
+        .map_err(|s| self.nn_err(s))?;
         Ok(())
     }
 
@@ -607,13 +605,15 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<pb::GetBlockLocationsResponse, ClientError> {
+        let req = pb::GetBlockLocationsRequest {
+            creds: self.creds_msg(),
+            node: Some(node),
+            offset,
+            len,
+        };
         let resp = self
-            .namenode()
-            .get_block_locations(pb::GetBlockLocationsRequest {
-                creds: self.creds_msg(),
-                node: Some(node),
-                offset,
-                len,
+            .again_in_transport(&req, |mut nn, req| async move {
+                nn.get_block_locations(req).await
             })
             .await
             .map_err(|s| self.nn_err(s))?;
@@ -802,8 +802,9 @@ impl Client {
     /// The cluster report (datanodes, capacity, replication health).
     pub async fn report(&self) -> Result<pb::ReportResponse, ClientError> {
         let resp = self
-            .namenode()
-            .report(pb::ReportRequest {})
+            .again_in_transport(&pb::ReportRequest {}, |mut nn, req| async move {
+                nn.report(req).await
+            })
             .await
             .map_err(|s| self.nn_err(s))?;
         Ok(resp.into_inner())
@@ -815,13 +816,13 @@ impl Client {
         path: &str,
         list_blocks: bool,
     ) -> Result<pb::FsckResponse, ClientError> {
+        let req = pb::FsckRequest {
+            creds: self.creds_msg(),
+            path: path.to_string(),
+            list_blocks,
+        };
         let resp = self
-            .namenode()
-            .fsck(pb::FsckRequest {
-                creds: self.creds_msg(),
-                path: path.to_string(),
-                list_blocks,
-            })
+            .again_in_transport(&req, |mut nn, req| async move { nn.fsck(req).await })
             .await
             .map_err(|s| self.nn_err(s))?;
         Ok(resp.into_inner())
@@ -830,8 +831,9 @@ impl Client {
     /// Capacity and usage of the cluster.
     pub async fn statfs(&self) -> Result<pb::StatfsResponse, ClientError> {
         let resp = self
-            .namenode()
-            .statfs(pb::StatfsRequest {})
+            .again_in_transport(&pb::StatfsRequest {}, |mut nn, req| async move {
+                nn.statfs(req).await
+            })
             .await
             .map_err(|s| self.nn_err(s))?;
         Ok(resp.into_inner())
@@ -851,23 +853,31 @@ impl Client {
     /// Fails with "not enough live datanodes: need N, have M" when fewer than `replication` datanodes
     /// are live (0 = the cluster default). Lets `put` refuse before it creates anything.
     pub async fn check_live_datanodes(&self, replication: u32) -> Result<(), ClientError> {
-        let report = self.report().await?;
-        let need = if replication != 0 {
-            replication
-        } else if self.shared.cfg.replication != 0 {
-            self.shared.cfg.replication
-        } else {
-            report.default_replication
-        };
-        let have = report
-            .datanodes
-            .iter()
-            .filter(|d| d.state == "live")
-            .count() as u32;
-        if have < need {
-            return Err(ClientError::NotEnoughDatanodes { need, have });
+        // Just after a namenode restart the datanodes are still re-registering (a heartbeat or
+        // so): wait for them while the namenode says so, as its writes do, instead of failing.
+        let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+        loop {
+            let report = self.report().await?;
+            let need = if replication != 0 {
+                replication
+            } else if self.shared.cfg.replication != 0 {
+                self.shared.cfg.replication
+            } else {
+                report.default_replication
+            };
+            let have = report
+                .datanodes
+                .iter()
+                .filter(|d| d.state == "live")
+                .count() as u32;
+            if have >= need {
+                return Ok(());
+            }
+            if !report.restarting || tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::NotEnoughDatanodes { need, have });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 }
 

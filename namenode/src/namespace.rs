@@ -246,7 +246,12 @@ impl FileMeta {
     /// Bytes stored: the blocks that are not holes, or the inline content (see `Attr.allocated`).
     pub fn allocated(&self) -> u64 {
         let inline = self.inline.as_ref().map_or(0, |d| d.len() as u64);
-        let blocks: u64 = self.blocks.iter().filter(|b| !b.is_hole()).map(|b| b.len).sum();
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .filter(|b| !b.is_hole())
+            .map(|b| b.len)
+            .sum();
         inline + blocks
     }
 }

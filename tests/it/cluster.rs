@@ -486,7 +486,22 @@ impl Cli {
 
     #[track_caller]
     pub fn fsck_json(&self, path: &str) -> Value {
-        self.json(&["fsck", "--json", path])
+        // Exit code 1 when something is corrupt or missing; the report is printed either way.
+        let out = self.run(&["fsck", "--json", path]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "fsck --json {path} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("fsck --json {path} printed invalid JSON ({e})"));
+        let corrupt = v["corrupt"].as_u64().unwrap_or(0) + v["missing"].as_u64().unwrap_or(0);
+        assert_eq!(
+            out.status.code() == Some(1),
+            corrupt > 0,
+            "fsck's exit code does not match its report: {v}"
+        );
+        v
     }
 
     #[track_caller]

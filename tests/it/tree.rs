@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// A local tree with every kind `put` copies or skips:
 /// `src/{empty, small, big (2.5 blocks), run.sh (0755), link -> small, fifo, sub/{deep/x}, private (0750)/y}`.
@@ -160,7 +161,7 @@ fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
     c.fails_and_changes_nothing(&["put", src_s, "/dst"], &["/dst/z_huge", "no space"]);
     // The blocks of the removed temporary tree are freed: 4 MiB fit again.
     let four = random_bytes(4 * 1024 * 1024, 5);
-    wait_for(std::time::Duration::from_secs(30), "space freed", || {
+    wait_for(Duration::from_secs(30), "space freed", || {
         let out = c.run_stdin(&["put", "-f", "-", "/after"], &four);
         if out.status.success() {
             Ok(())
@@ -258,5 +259,146 @@ fn cp_copies_files_and_trees_inside_ringfs() {
     c.fails_and_changes_nothing(
         &["cp", "/nope", "/x"],
         &["/nope", "no such file or directory"],
+    );
+}
+
+/// A local tree of `n` small files and one `big`-byte file under `root`.
+fn many_files(root: &Path, n: usize, big: u64) {
+    fs::create_dir_all(root.join("sub")).unwrap();
+    for i in 0..n {
+        fs::write(root.join(format!("sub/f{i:04}")), format!("file {i}\n")).unwrap();
+    }
+    write_random_file(&root.join("big"), big, 4);
+}
+
+/// The names under `/` that a put or cp in progress uses (`ls -a`, recursive).
+fn temporaries(c: &TestCluster) -> Vec<String> {
+    c.json(&["ls", "-a", "-R", "--json", "/"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| field_str(e, "path").to_string())
+        .filter(|p| p.contains(".ringfs-put-"))
+        .collect()
+}
+
+#[test]
+fn a_tree_put_rides_out_a_namenode_restart_and_a_killed_one_is_cleaned_up() {
+    let mut c = TestCluster::builder()
+        .namenode_arg(&["--lease-hard-limit", "2s", "--lease-soft-limit", "1s"])
+        .start();
+    let src = c.scratch_path("tree").join("src");
+    many_files(&src, 300, 2 * 1024 * 1024);
+    let src_s = src.to_str().unwrap();
+
+    // kill -9 of the namenode while the tree is being put: the put waits for it and completes.
+    let mut put = c.spawn(&["put", src_s, "/a"], std::process::Stdio::null());
+    wait_until(Duration::from_secs(30), "the put to start", || {
+        !temporaries(&c).is_empty()
+    });
+    c.kill_namenode();
+    c.restart_namenode();
+    let status = put.wait().unwrap();
+    assert!(status.success(), "the put failed across a namenode restart");
+    let tree = c.tree("/a");
+    assert_eq!(
+        tree.keys().filter(|p| p.starts_with("/a/sub/f")).count(),
+        300
+    );
+    assert_eq!(c.get_bytes("/a/sub/f0299"), b"file 299\n");
+    assert_same_bytes(
+        &c.get_bytes("/a/big"),
+        &fs::read(src.join("big")).unwrap(),
+        "/a/big",
+    );
+
+    // kill -9 of the put itself: once its lease expires the namenode removes the temporary tree.
+    let mut put = c.spawn(&["put", src_s, "/b"], std::process::Stdio::null());
+    wait_until(Duration::from_secs(30), "the second put to start", || {
+        !temporaries(&c).is_empty()
+    });
+    put.kill().unwrap();
+    put.wait().unwrap();
+    assert!(
+        !temporaries(&c).is_empty(),
+        "nothing left to clean up: the put had finished"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the killed put's temporary tree to go",
+        || temporaries(&c).is_empty(),
+    );
+    assert!(!c.exists("/b"));
+}
+
+#[test]
+fn chown_r_changes_symlinks_themselves_and_chmod_follows_only_a_named_one() {
+    // A tree with links to / and to a root-owned file: `chown -R` must not hand those to the
+    // tree's owner (it followed them, so a planted link gave a user ownership of /).
+    let c = TestCluster::builder().start();
+    c.put_bytes("/secret", b"root's");
+    let src = c.scratch_path("tree").join("plant");
+    fs::create_dir_all(&src).unwrap();
+    symlink("/", src.join("rootlink")).unwrap();
+    symlink("/secret", src.join("filelink")).unwrap();
+    symlink("/nowhere", src.join("dangling")).unwrap();
+    fs::write(src.join("own"), b"mine").unwrap();
+    c.ok(&["mkdir", "/home"]);
+    c.ok(&["put", src.to_str().unwrap(), "/home"]);
+    c.ok(&["chown", "-R", "1000:50", "/home/plant"]);
+    let owner = |p: &str| {
+        let st = c.stat_json(p);
+        (field_u64(&st, "uid"), field_u64(&st, "gid"))
+    };
+    assert_eq!(owner("/"), (0, 0), "chown -R followed a symlink to /");
+    assert_eq!(
+        owner("/secret"),
+        (0, 0),
+        "chown -R followed a symlink to a file"
+    );
+    for p in [
+        "/home/plant",
+        "/home/plant/own",
+        "/home/plant/rootlink",
+        "/home/plant/dangling",
+    ] {
+        assert_eq!(owner(p), (1000, 50), "{p}");
+    }
+    // -h (chown's "the link itself") is accepted, not taken for --help.
+    c.ok(&["chown", "-h", "0:0", "/home/plant/filelink"]);
+    assert_eq!(owner("/home/plant/filelink"), (0, 0));
+    // chmod follows a symlink named on the command line (chmod(1)), not the ones met with -R.
+    c.ok(&["chmod", "600", "/home/plant/filelink"]);
+    assert_eq!(mode_of(&c, "/secret"), 0o600);
+    c.ok(&["chmod", "-R", "700", "/home/plant"]);
+    assert_eq!(mode_of(&c, "/secret"), 0o600, "chmod -R followed a symlink");
+    assert_eq!(mode_of(&c, "/"), 0o755, "chmod -R followed a symlink to /");
+    assert_eq!(mode_of(&c, "/home/plant/own"), 0o700);
+}
+
+#[test]
+fn copies_keep_permission_bits_but_not_set_id_bits_and_ls_h_is_human_sizes() {
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("tree").join("m");
+    fs::create_dir_all(&src).unwrap();
+    for (name, mode) in [("private", 0o600), ("suid", 0o4755), ("plain", 0o644)] {
+        fs::write(src.join(name), vec![1u8; 3000]).unwrap();
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    c.ok(&["put", src.to_str().unwrap(), "/m"]);
+    c.ok(&["put", src.join("private").to_str().unwrap(), "/single"]);
+    assert_eq!(mode_of(&c, "/m/private"), 0o600);
+    assert_eq!(
+        mode_of(&c, "/single"),
+        0o600,
+        "a single put made a private file readable"
+    );
+    assert_eq!(mode_of(&c, "/m/suid"), 0o755, "setuid kept by a copy");
+    c.ok(&["cp", "/m", "/m2"]);
+    assert_eq!(mode_of(&c, "/m2/private"), 0o600);
+    let long = c.ok(&["ls", "-lh", "/m"]);
+    assert!(
+        long.contains("2.9 KiB") && long.contains("private"),
+        "{long}"
     );
 }

@@ -939,6 +939,7 @@ pub fn report_with(
 ) -> pb::ReportResponse {
     let mut out = pb::ReportResponse {
         safe_mode: st.safe_mode.is_on(),
+        restarting: shared.restarting(),
         blocks: s.blocks,
         under_replicated: s.under_replicated,
         over_replicated: s.over_replicated,

@@ -179,6 +179,13 @@ impl Shared {
         }
     }
 
+    /// Whether this namenode started on existing files less than `dead_after` ago: a datanode that
+    /// has not re-registered yet is late, not dead.
+    pub fn restarting(&self) -> bool {
+        self.restarted
+            .is_some_and(|t| t.elapsed() < self.config.dead_after)
+    }
+
     /// Whether this namenode restarted on existing files less than `dead_after` ago and not every
     /// block is reported yet: datanodes may still be re-registering, so a block without a known
     /// replica is probably not lost (yet).

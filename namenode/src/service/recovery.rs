@@ -65,6 +65,29 @@ fn abandoned_put_temp(ns: &Namespace, inode: InodeId, holder: &str) -> Option<(I
     is_put_temp_name(name, holder).then(|| (n.parent, name.clone()))
 }
 
+/// The outermost directory above `dir` (or `dir` itself) that is the temporary tree of a `put`
+/// or `cp` of a directory by `holder` (same names as files, see [`is_put_temp_name`]), as
+/// (parent, name). Such a copy keeps a temporary file open in it for as long as it runs, so when
+/// that file's lease expires the copy is dead and its unfinished tree goes with the file.
+fn abandoned_put_tree(ns: &Namespace, dir: InodeId, holder: &str) -> Option<(InodeId, String)> {
+    let mut found = None;
+    let mut cur = dir;
+    while cur != crate::namespace::ROOT {
+        let parent = ns.get(cur)?.parent;
+        let (name, _) = ns
+            .get(parent)?
+            .children
+            .as_ref()?
+            .iter()
+            .find(|(_, &c)| c == cur)?;
+        if is_put_temp_name(name, holder) {
+            found = Some((parent, name.clone()));
+        }
+        cur = parent;
+    }
+    found
+}
+
 /// Whether `name` is a temporary name `put` gives a file it writes as client `holder`.
 fn is_put_temp_name(name: &str, holder: &str) -> bool {
     let Some(tag) = holder.get(..8) else {
@@ -134,6 +157,20 @@ async fn recover(shared: &Arc<Shared>, inode: InodeId) -> Result<()> {
                 after.freed.extend(freed);
                 tracing::info!(inode = inode.0, %name, holder = %holder,
                     "lease expired: removed the temporary file of an interrupted put");
+                if let Some((tree_parent, tree)) = abandoned_put_tree(&st.ns, parent, &holder) {
+                    let freed = st.ns.remove(
+                        &Caller::root(),
+                        EntrySel::Child(tree_parent, &tree),
+                        RemoveMode {
+                            recursive: true,
+                            ..RemoveMode::default()
+                        },
+                        Timestamp::now(),
+                    )?;
+                    after.freed.extend(freed);
+                    tracing::info!(%tree, holder = %holder,
+                        "lease expired: removed the temporary tree of an interrupted put or cp");
+                }
                 return Ok(None);
             }
             let last = st.ns.recover_lease(inode)?;
@@ -350,5 +387,31 @@ mod tests {
         );
         assert_eq!(abandoned_put_temp(&ns, tmp, "99999999-other"), None);
         assert_eq!(abandoned_put_temp(&ns, plain, holder), None);
+        // A tree: the outermost temporary directory of this holder above the file.
+        for d in [
+            "/.t.ringfs-put-1a2b3c4d",
+            "/.t.ringfs-put-1a2b3c4d/sub",
+            "/.t.ringfs-put-1a2b3c4d/sub/.in.ringfs-put-1a2b3c4d",
+        ] {
+            ns.mkdir(
+                &Caller::root(),
+                EntrySel::Path(d),
+                0o755,
+                false,
+                Timestamp::now(),
+            )
+            .unwrap();
+        }
+        let inner = create(
+            &mut ns,
+            "/.t.ringfs-put-1a2b3c4d/sub/.in.ringfs-put-1a2b3c4d/.ringfs-put-1a2b3c4d",
+        );
+        let dir = ns.get(inner).unwrap().parent;
+        assert_eq!(
+            abandoned_put_tree(&ns, dir, holder),
+            Some((root, ".t.ringfs-put-1a2b3c4d".to_string()))
+        );
+        assert_eq!(abandoned_put_tree(&ns, dir, "99999999-other"), None);
+        assert_eq!(abandoned_put_tree(&ns, root, holder), None);
     }
 }
