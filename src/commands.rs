@@ -75,6 +75,23 @@ pub(crate) fn is_skipped_in_walks(name: &str) -> bool {
     is_hidden(name) || (name.starts_with('.') && name.contains(".ringfs-put-"))
 }
 
+/// `stat` of a target, except that a symlink to a directory counts as that directory, as cp and mv
+/// take it: the path to put things under, and its attributes.
+pub(crate) async fn stat_target(
+    client: &Client,
+    path: &str,
+) -> Result<(String, pb::Attr), ClientError> {
+    let attr = client.stat(path).await?;
+    if attr.kind == pb::FileKind::Symlink as i32 {
+        if let Ok((dir, a)) = client.resolve(path).await {
+            if is_dir(&a) {
+                return Ok((dir, a));
+            }
+        }
+    }
+    Ok((path.to_string(), attr))
+}
+
 pub(crate) fn is_not_found(e: &ClientError) -> bool {
     e.kind() == ErrorKind::NotFound
 }
@@ -280,15 +297,15 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
 
     // The target: REMOTE, or REMOTE/basename(LOCAL) when REMOTE is a directory.
     let mut target = a.remote.clone();
-    match client.stat(&a.remote).await {
-        Ok(attr) if is_dir(&attr) => {
+    match stat_target(&client, &a.remote).await {
+        Ok((dir, attr)) if is_dir(&attr) => {
             if a.local == "-" {
                 bail!(
                     "{}: is a directory (name the target file when reading stdin)",
                     a.remote
                 );
             }
-            target = join(&a.remote, basename(&a.local));
+            target = join(&dir, basename(&a.local));
             match client.stat(&target).await {
                 Ok(attr) if is_dir(&attr) => bail!("{target}: is a directory"),
                 Ok(_) if !a.force => bail!("{target}: already exists"),
@@ -364,6 +381,14 @@ pub(crate) async fn put_file(
     target: &str,
     how: &PutFile,
 ) -> anyhow::Result<()> {
+    // Replacing a file is writing it: the rename below needs only the directory's permission, so
+    // ask for the file's as `cp` and `hdfs dfs -put -f` would (a file that is gone is fine).
+    if how.force {
+        match client.access(path_ref(target), 2).await {
+            Err(e) if !is_not_found(&e) => bail!("{}", change_error(target, &e)),
+            _ => {}
+        }
+    }
     // Write under a hidden temporary name next to the target, then rename it into place: a failed
     // put leaves nothing behind and `-f` replaces the old file atomically.
     let tmp = put_temp_name(client, target);
@@ -838,8 +863,10 @@ pub async fn mv(namenode: Option<String>, a: MvArgs) -> anyhow::Result<ExitCode>
     let client = connect(namenode).await?;
     // Like `mv` and `hdfs dfs -mv`: an existing directory as the target receives the source by name;
     // otherwise rename(2) rules (atomic, replaces an existing file).
-    let to = match client.stat(&a.to).await {
-        Ok(attr) if is_dir(&attr) && basename(&a.from) != "/" => join(&a.to, basename(&a.from)),
+    let to = match stat_target(&client, &a.to).await {
+        Ok((dir, attr)) if is_dir(&attr) && basename(&a.from) != "/" => {
+            join(&dir, basename(&a.from))
+        }
         _ => a.to.clone(),
     };
     client

@@ -4,7 +4,7 @@
 //! come along less the umask. A file is written under a hidden temporary name and renamed into
 //! place; a directory is built under one and renamed at the end, so a failed copy leaves nothing.
 
-use crate::commands::{change_error, connect, is_not_found, put_file, PutFile};
+use crate::commands::{change_error, connect, is_not_found, put_file, stat_target, PutFile};
 use crate::format::{self, basename, is_dir, join};
 use crate::tree::{build_in_place, DIR_MODE_BITS, FILE_MODE_BITS};
 use crate::CpArgs;
@@ -22,12 +22,15 @@ pub async fn cp(namenode: Option<String>, a: CpArgs) -> anyhow::Result<ExitCode>
     let client = connect(namenode).await?;
     let src = a.src.trim_end_matches('/');
     let src = if src.is_empty() { "/" } else { src };
-    let src_attr = client.stat(src).await?;
+    // A symlink named as the source is copied as what it points to, as cp does.
+    let (src, src_attr) = client.resolve(src).await?;
+    let src = src.as_str();
     let mut target = a.dst.clone();
-    if let Some(attr) = stat_if_exists(&client, &a.dst).await? {
-        if is_dir(&attr) {
-            target = join(&a.dst, basename(src));
-        }
+    match stat_target(&client, &a.dst).await {
+        Ok((dir, attr)) if is_dir(&attr) => target = join(&dir, basename(src)),
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
     }
     let existing = stat_if_exists(&client, &target).await?;
     if !is_dir(&src_attr) {

@@ -130,7 +130,7 @@ pub struct UmountArgs {
 pub struct PutArgs {
     /// Replication factor of the new file (default: the cluster's).
     #[arg(short = 'r', long = "replication", value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=32))]
     pub replication: Option<u32>,
     /// Block size of the new file, e.g. 4MiB (default: the cluster's).
     #[arg(long, value_parser = block_size_arg, value_name = "SIZE")]

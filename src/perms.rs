@@ -138,6 +138,9 @@ where
 /// `OWNER`, `OWNER:GROUP`, `OWNER:` (chown(1): the owner's login group) or `:GROUP`; each a
 /// number or a name known to this host.
 fn parse_owner(s: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    if s.matches(':').count() > 1 {
+        bail!("invalid owner {s:?}: give OWNER, OWNER:GROUP or :GROUP");
+    }
     let (user, group) = match s.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),
@@ -174,7 +177,15 @@ fn lookup_user(name: &str) -> anyhow::Result<(u32, Option<u32>)> {
         return Ok((uid, Some(gid)));
     }
     match name.parse::<u32>() {
-        Ok(uid) => Ok((uid, None)),
+        // -1 means "leave as it is" to chown(2): not an owner.
+        Ok(u32::MAX) => bail!("invalid user {name:?}"),
+        Ok(uid) => {
+            // SAFETY: getpwuid with a plain number; the result is read at once, as above.
+            let pw = unsafe { libc::getpwuid(uid) };
+            // SAFETY: non-null pointer returned by getpwuid.
+            let gid = (!pw.is_null()).then(|| unsafe { (*pw).pw_gid });
+            Ok((uid, gid))
+        }
         Err(_) => bail!("{name}: no such user"),
     }
 }
@@ -187,8 +198,11 @@ fn lookup_group(name: &str) -> anyhow::Result<u32> {
         // SAFETY: non-null pointer returned by getgrnam.
         return Ok(unsafe { (*gr).gr_gid });
     }
-    name.parse::<u32>()
-        .map_err(|_| anyhow!("{name}: no such group"))
+    match name.parse::<u32>() {
+        Ok(u32::MAX) => bail!("invalid group {name:?}"),
+        Ok(gid) => Ok(gid),
+        Err(_) => bail!("{name}: no such group"),
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +220,10 @@ mod tests {
         assert!(parse_owner("").is_err());
         assert!(parse_owner(":").is_err());
         assert!(parse_owner("no-such-user-here").is_err());
-        assert!(parse_owner("1000:").is_err());
+        assert!(parse_owner("4294967295").is_err());
+        assert!(parse_owner(":4294967295").is_err());
+        assert!(parse_owner("a:b:c").is_err());
+        // A number that names no local user has no login group to take.
+        assert!(parse_owner("4000000000:").is_err());
     }
 }

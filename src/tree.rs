@@ -12,11 +12,11 @@
 
 use crate::commands::{
     change_error, get_file, io_reason, is_not_found, open_local, put_file, put_temp_name,
-    spawn_reader, PutFile,
+    spawn_reader, stat_target, PutFile,
 };
 use crate::format::{self, basename, is_dir, join};
 use crate::{GetArgs, PutArgs};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ringfs_client::{inode_ref, path_ref, pb, Client, CreateOptions, ErrorKind};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -37,8 +37,8 @@ const BIG_FILE: u64 = 1 << 20;
 pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> {
     let local = Path::new(&a.local);
     let name = local_name(local)?;
-    let target = match client.stat(&a.remote).await {
-        Ok(attr) if is_dir(&attr) => join(&a.remote, &name),
+    let target = match stat_target(client, &a.remote).await {
+        Ok((dir, attr)) if is_dir(&attr) => join(&dir, &name),
         Ok(_) if !a.force => bail!("{}: already exists", a.remote),
         Ok(_) => bail!(
             "{}: cannot replace a file with the directory {}",
@@ -314,10 +314,11 @@ pub async fn get_tree(client: &Client, a: &GetArgs) -> anyhow::Result<ExitCode> 
     } else {
         local.to_path_buf()
     };
-    let attr = client.stat(&a.remote).await?;
+    // A symlink to a directory is copied as that directory, as cp -r copies a link it is given.
+    let (remote, attr) = client.resolve(&a.remote).await?;
     let get = TreeGet { client };
     tokio::select! {
-        r = get.dir(&a.remote, &attr, &target) => r?,
+        r = get.dir(&remote, &attr, &target) => r?,
         _ = crate::server::terminated() => bail!("{}: interrupted", a.remote),
     }
     Ok(ExitCode::SUCCESS)
@@ -346,7 +347,7 @@ impl TreeGet<'_> {
             .client
             .list_node(inode_ref(attr.inode))
             .await
-            .with_context(|| format!("{remote}: listing failed"))?;
+            .map_err(|e| anyhow!("{}", named(&e.to_string(), remote)))?;
         let mut files = Vec::new();
         let mut dirs = Vec::new();
         for e in entries {
@@ -408,6 +409,15 @@ impl TreeGet<'_> {
     }
 }
 
+/// `msg`, with `path` in front unless it names it already (the namenode's own refusals do).
+fn named(msg: &str, path: &str) -> String {
+    if msg.contains(path) {
+        msg.to_string()
+    } else {
+        format!("{path}: {msg}")
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))
@@ -431,7 +441,7 @@ pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String,
         let entries = client
             .list_node(inode_ref(attr.inode))
             .await
-            .map_err(|e| anyhow!("{dir}: {e}"))?;
+            .map_err(|e| anyhow!("{}", named(&e.to_string(), &dir)))?;
         for e in entries {
             if crate::commands::is_skipped_in_walks(&e.name) {
                 continue;

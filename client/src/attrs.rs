@@ -1,5 +1,6 @@
 //! Attribute changes and symlinks, for the CLI: [`Client::chmod`], [`Client::chown`],
-//! [`Client::symlink`], [`Client::resolve`] (a path with its final symlinks followed). Like the
+//! [`Client::symlink`], [`Client::access`], [`Client::resolve`] (a path with its final symlinks
+//! followed). Like the
 //! other path-level changes of this library the changes sync before they return (the mount makes
 //! the same calls by inode and syncs on fsync).
 
@@ -55,6 +56,20 @@ impl Client {
             .map_err(|s| self.nn_err(s))?;
         self.sync().await?;
         attr_of(resp.into_inner().attr, path)
+    }
+
+    /// Whether the caller may access `node` as `mask` says (R_OK 4, W_OK 2, X_OK 1; 0: exists),
+    /// as access(2) answers: Ok, or the refusal ("permission denied", "no such file ...").
+    pub async fn access(&self, node: pb::NodeRef, mask: u32) -> Result<(), ClientError> {
+        let req = pb::AccessRequest {
+            creds: Some(self.creds().clone()),
+            node: Some(node),
+            mask,
+        };
+        self.again_in_transport(&req, |mut nn, req| async move { nn.access(req).await })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
     }
 
     /// `path` with every symlink at its end followed (as stat(2) does, up to 40 of them): the

@@ -491,6 +491,25 @@ fn chmod_and_chown_change_attributes_like_their_namesakes() {
     let out = as_1000(&["chmod", "777", "/a/f1"]);
     assert!(!out.status.success(), "uid 1000 changed root's file");
     assert_eq!(mode_of(&c, "/a/f1"), 0o644);
+    // put -f replaces a file only for whoever may write it (the rename alone needs only the
+    // directory's permission, and /open is 0777).
+    c.ok(&["mkdir", "/open"]);
+    c.ok(&["chmod", "777", "/open"]);
+    c.put_bytes("/open/ro", b"read only");
+    c.ok(&["chmod", "444", "/open/ro"]);
+    let local = c.scratch_path("hacked");
+    std::fs::write(&local, b"hacked").unwrap();
+    let out = as_1000(&["put", "-f", local.to_str().unwrap(), "/open/ro"]);
+    assert!(
+        !out.status.success(),
+        "uid 1000 replaced root's read-only file"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.get_bytes("/open/ro"), b"read only");
 }
 
 #[test]

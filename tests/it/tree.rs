@@ -402,3 +402,44 @@ fn copies_keep_permission_bits_but_not_set_id_bits_and_ls_h_is_human_sizes() {
         "{long}"
     );
 }
+
+#[test]
+fn a_symlink_to_a_directory_is_taken_as_that_directory_by_mv_put_cp_and_get() {
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("tree").join("t");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/x"), b"x").unwrap();
+    symlink("sub", src.join("dirlink")).unwrap();
+    c.ok(&["put", src.to_str().unwrap(), "/t"]);
+    c.put_bytes("/f", b"f");
+    c.ok(&["mv", "/f", "/t/dirlink"]);
+    assert_eq!(
+        c.get_bytes("/t/sub/f"),
+        b"f",
+        "mv replaced the link instead"
+    );
+    let g = c.scratch_path("g");
+    fs::write(&g, b"g").unwrap();
+    c.ok(&["put", g.to_str().unwrap(), "/t/dirlink"]);
+    let g_name = g.file_name().unwrap().to_str().unwrap();
+    assert_eq!(c.get_bytes(&format!("/t/sub/{g_name}")), b"g");
+    c.put_bytes("/h", b"h");
+    c.ok(&["cp", "/h", "/t/dirlink"]);
+    assert_eq!(c.get_bytes("/t/sub/h"), b"h");
+    assert_eq!(ls_target(&c, "/t", "dirlink").as_deref(), Some("sub"));
+    let out = c.scratch_path("out");
+    c.ok(&["get", "/t/dirlink", out.to_str().unwrap()]);
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut want = vec![
+        "f".to_string(),
+        "h".to_string(),
+        "x".to_string(),
+        g_name.to_string(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+}
