@@ -847,9 +847,13 @@ pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode>
     let client = connect(namenode).await?;
     let mut failed = false;
     for p in &a.paths {
-        if let Err(e) = client.remove(p, a.recursive).await {
-            eprintln!("ringfs: {}", change_error(p, &e));
-            failed = true;
+        match client.remove(p, a.recursive).await {
+            Err(e) if a.force && is_not_found(&e) => {}
+            Err(e) => {
+                eprintln!("ringfs: {}", change_error(p, &e));
+                failed = true;
+            }
+            Ok(()) => {}
         }
     }
     Ok(if failed {

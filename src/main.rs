@@ -205,8 +205,11 @@ pub struct MkdirArgs {
 #[derive(Args, Debug)]
 pub struct RmArgs {
     /// Remove directories and everything below them.
-    #[arg(short, long)]
+    #[arg(short, short_alias = 'R', long)]
     pub recursive: bool,
+    /// A path that does not exist is not an error (rm -f, hdfs dfs -rm -f).
+    #[arg(short, long)]
+    pub force: bool,
     #[arg(required = true)]
     pub paths: Vec<String>,
 }

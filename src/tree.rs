@@ -22,6 +22,7 @@ use ringfs_client::{inode_ref, path_ref, pb, Client, CreateOptions, ErrorKind};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Small files copied at the same time: enough to hide the namenode round trips (and to share
 /// its durable commits) of small files.
@@ -54,6 +55,7 @@ pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> 
         replication,
         block_size: a.block_size.unwrap_or(0),
         force: a.force,
+        unnamed: AtomicUsize::new(0),
     };
     client
         .check_live_datanodes(replication)
@@ -62,7 +64,7 @@ pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> 
     match client.stat(&target).await {
         Ok(attr) if is_dir(&attr) && a.force => {
             put.dir(local, &target, true).await?;
-            return Ok(ExitCode::SUCCESS);
+            return Ok(put.outcome());
         }
         Ok(attr) if is_dir(&attr) => bail!("{target}: already exists (-f merges into it)"),
         Ok(_) if !a.force => bail!("{target}: already exists"),
@@ -76,11 +78,12 @@ pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> 
     let meta =
         std::fs::metadata(local).map_err(|e| anyhow!("{}: {}", local.display(), io_reason(&e)))?;
     let mode = meta.mode() & DIR_MODE_BITS & !format::umask();
+    let put = &put;
     build_in_place(client, &target, mode, |tmp| async move {
         put.dir(local, &tmp, true).await
     })
     .await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(put.outcome())
 }
 
 /// Permission bits a copied directory keeps (set-id bits are dropped, as `cp -r` does without
@@ -169,9 +172,23 @@ struct TreePut<'a> {
     replication: u32,
     block_size: u64,
     force: bool,
+    /// Entries skipped because ringfs cannot name them (not UTF-8).
+    unnamed: AtomicUsize,
 }
 
 impl TreePut<'_> {
+    /// The exit code: a copy that had to leave out entries it could not name is not a success
+    /// (like rsync's "partial transfer"), though what could be copied is in place.
+    fn outcome(&self) -> ExitCode {
+        match self.unnamed.load(Ordering::Relaxed) {
+            0 => ExitCode::SUCCESS,
+            n => {
+                eprintln!("ringfs: {n} entries were not copied: their names (or symlink targets) are not valid UTF-8");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     /// Copies the local directory `local` to `remote` (created unless `exists`), then everything
     /// in it. The directory gets its own mode last, so a read-only directory is filled first.
     async fn dir(&self, local: &Path, remote: &str, exists: bool) -> anyhow::Result<()> {
@@ -193,6 +210,7 @@ impl TreePut<'_> {
                     "ringfs: {}: skipped (the name is not valid UTF-8)",
                     path.display()
                 );
+                self.unnamed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let target = join(remote, name);
@@ -271,6 +289,7 @@ impl TreePut<'_> {
                 "ringfs: {}: skipped (the symlink's target is not valid UTF-8)",
                 local.display()
             );
+            self.unnamed.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         if self.force {

@@ -192,7 +192,16 @@ fn put_of_a_directory_that_fails_midway_leaves_nothing_and_f_merges() {
     assert_eq!(c.ls_names("/"), vec!["keep", "src"]);
 
     // A copy of a tree that runs out of space leaves nothing either.
-    c.put_bytes("/src/z3", &random_bytes(3 * 1024 * 1024, 8));
+    // (Once /after's replicas are deleted: the datanodes get that order with a heartbeat.)
+    let three = random_bytes(3 * 1024 * 1024, 8);
+    wait_for(Duration::from_secs(30), "room for 3 MiB", || {
+        let out = c.run_stdin(&["put", "-f", "-", "/src/z3"], &three);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
     c.fails_and_changes_nothing(&["cp", "/src", "/copy"], &["/copy/z3", "no space"]);
 
     // get of a tree onto a local file fails clearly.
@@ -292,14 +301,24 @@ fn a_tree_put_rides_out_a_namenode_restart_and_a_killed_one_is_cleaned_up() {
     let src_s = src.to_str().unwrap();
 
     // kill -9 of the namenode while the tree is being put: the put waits for it and completes.
-    let mut put = c.spawn(&["put", src_s, "/a"], std::process::Stdio::null());
+    let err_path = c.scratch_path("put.stderr");
+    let mut put = c
+        .command(&["put", src_s, "/a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
     wait_until(Duration::from_secs(30), "the put to start", || {
         !temporaries(&c).is_empty()
     });
     c.kill_namenode();
     c.restart_namenode();
     let status = put.wait().unwrap();
-    assert!(status.success(), "the put failed across a namenode restart");
+    assert!(
+        status.success(),
+        "the put failed across a namenode restart: {}",
+        fs::read_to_string(&err_path).unwrap_or_default()
+    );
     let tree = c.tree("/a");
     assert_eq!(
         tree.keys().filter(|p| p.starts_with("/a/sub/f")).count(),
@@ -442,4 +461,26 @@ fn a_symlink_to_a_directory_is_taken_as_that_directory_by_mv_put_cp_and_get() {
     ];
     want.sort();
     assert_eq!(names, want);
+}
+
+#[test]
+fn a_tree_with_a_name_ringfs_cannot_hold_is_copied_without_it_and_the_put_says_so() {
+    use std::os::unix::ffi::OsStrExt;
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("tree").join("u");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("fine"), b"fine").unwrap();
+    fs::write(src.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"bad").unwrap();
+    let out = c.run(&["put", src.to_str().unwrap(), "/u"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+    assert_eq!(c.ls_names("/u"), vec!["fine"]);
+    // rm -f: a missing path is not an error; -R is -r.
+    c.ok(&["rm", "-f", "/nope", "/u/fine"]);
+    assert!(!c.exists("/u/fine"));
+    c.ok(&["rm", "-Rf", "/u"]);
+    assert!(!c.exists("/u"));
+    c.fails(&["rm", "/u"])
+        .says(&["/u", "no such file or directory"]);
 }

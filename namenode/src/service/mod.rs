@@ -101,7 +101,9 @@ impl Shared {
         let mut blocks = BlockMap::new();
         let mut leases = Leases::new();
         let files = ns.walk_files(ROOT);
-        let restarted = (!files.is_empty()).then_some(now);
+        // Anything besides the root: this namenode ran before, its datanodes will re-register
+        // (a fresh cluster has nobody to wait for).
+        let restarted = (ns.inode_count() > 1).then_some(now);
         for (_, id) in files {
             let Some(f) = ns.get(id).and_then(|i| i.file.as_ref()) else {
                 continue;
