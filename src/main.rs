@@ -324,8 +324,12 @@ pub fn duration_arg(s: &str) -> Result<Duration, String> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A log line that cannot be written (stderr a closed pipe, a full disk) is dropped: by default
+    // the subscriber reports that with eprintln!, which panics on the same stderr and took a
+    // mount down with every open file.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();

@@ -461,7 +461,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         }
         _ => String::new(),
     };
-    eprintln!(
+    // Not eprintln!: a closed stderr must not stop the cluster.
+    let _ = writeln!(
+        std::io::stderr(),
         "ringfs: cluster up: namenode {nn_addr}{status}, {} datanodes, data in {}\nringfs: try: RINGFS_NAMENODE={nn_addr} ringfs ls /   (Ctrl-C stops the cluster)",
         a.datanodes,
         a.data_dir.display()

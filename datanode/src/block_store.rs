@@ -57,8 +57,11 @@ const MAGIC: &[u8; 8] = b"RFSMETA\0";
 const META_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 64;
 const FLAG_FINALIZED: u32 = 1;
-/// Replicas being written that nobody touched for this long are garbage (lease recovery long over).
-const TMP_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Replicas being written that nobody touched for this long are garbage: lease recovery, which
+/// may still need the last block's replicas, is over within the lease hard limit (10 min by
+/// default) of the writer's death. Broken pipelines leave old generations on nodes the recovered
+/// pipeline dropped; a day bounds what they hold.
+const TMP_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How far ahead of a read the kernel is asked to fetch replica data.
 const READ_AHEAD: u64 = 4 * 1024 * 1024;
 /// Start writeback of a replica being written every this many bytes, so the final fsync is short

@@ -1031,3 +1031,60 @@ fn a_mount_keeps_writing_while_one_of_three_datanodes_is_down_and_the_blocks_hea
     assert_same_bytes(&c.get_bytes("/during"), &want, "during after healing");
     assert_same_bytes(&c.get_bytes("/after"), &later, "after after healing");
 }
+
+#[test]
+fn a_mount_writes_on_the_datanode_with_room_when_the_others_are_full() {
+    // Three datanodes nearly full and a fourth with room: a block the ring places on full nodes
+    // has its pipeline recovered onto the node with room. Recovery offered the full nodes back
+    // (as "may be fine") until the mount gave up with EIO, though the fourth node held the data.
+    let mut c = TestCluster::builder()
+        .datanode_arg(&["--capacity", "3MiB"])
+        .start();
+    c.put_bytes("/filler", &random_bytes(2 * 1024 * 1024, 1));
+    c.add_datanode_with(&["--capacity", "1GiB"]);
+    c.wait_live_datanodes(4, Duration::from_secs(30));
+    let m = c.mount(&[]);
+    let data = random_bytes(6 * 1024 * 1024, 2);
+    // fsync, not just close: std's File drops close errors.
+    let mut f = fs::File::create(m.path("big")).unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all()
+        .expect("fsync with three full datanodes and one with room");
+    drop(f);
+    assert_same_bytes(&c.get_bytes("/big"), &data, "/big");
+}
+
+#[test]
+fn a_mount_keeps_serving_when_its_log_cannot_be_written() {
+    // stderr on a full device: a log line that cannot be written is dropped. tracing's fallback
+    // (eprintln! of the write error) panicked on the same stderr and the mount died with every
+    // open file ("Transport endpoint is not connected").
+    let c = TestCluster::builder().start();
+    c.put_bytes("/f", b"hello");
+    let dir = std::env::temp_dir().join(format!("ringfs-devfull-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let mut mount = c
+        .command(&["mount", dir.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(
+            fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the mount to serve /f", || {
+        fs::read(dir.join("f")).is_ok_and(|d| d == b"hello")
+    });
+    for i in 0..20 {
+        fs::write(dir.join(format!("g{i}")), b"logged").unwrap();
+    }
+    assert!(mount.try_wait().unwrap().is_none(), "the mount exited");
+    assert_eq!(fs::read(dir.join("g19")).unwrap(), b"logged");
+    let _ = c.command(&["umount", dir.to_str().unwrap()]).status();
+    let _ = mount.kill();
+    let _ = mount.wait();
+    let _ = fs::remove_dir(&dir);
+}

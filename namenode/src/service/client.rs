@@ -508,9 +508,14 @@ impl ClientService {
                 }
                 // The first failed node is where the pipeline broke; the ones listed after it
                 // are there because a node cannot tell whether the hops behind a broken one
-                // stored anything. They may be fine: retry them rather than give up.
+                // stored anything, or because they failed earlier for this block. They may be
+                // fine: retry them rather than give up, but only to reach the fewest nodes the
+                // writer accepts. A writer that accepts fewer than R (the mount) goes on with
+                // the good ones: offering it the failed ones again swapped a dead or full node
+                // in and out until it gave up with EIO while a live node held the block.
+                let needed = pipeline_min(replication, req.min_replicas);
                 for n in failed.iter().skip(1).rev() {
-                    if p.len() >= replication as usize {
+                    if p.len() >= needed {
                         break;
                     }
                     if st.nodes.is_writable(n) && !p.contains(n) {
@@ -521,7 +526,6 @@ impl ClientService {
                 // than the file asks for: `put` must either end with every block on R replicas or
                 // fail; the mount accepts fewer (`pipeline_min`). The broken node may not be
                 // declared dead yet; it does not count as live.
-                let needed = pipeline_min(replication, req.min_replicas);
                 if p.len() < needed {
                     let live = st
                         .nodes
