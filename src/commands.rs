@@ -1095,8 +1095,9 @@ pub async fn fsck(namenode: Option<String>, a: FsckArgs) -> anyhow::Result<ExitC
         }
     }
     out.flush()?;
-    // Like `hdfs fsck`: a script's `fsck / && ...` must not go on when data is lost.
-    Ok(if fsck_status(&f) == "CORRUPT" {
+    // Like `hdfs fsck`'s CORRUPT: a script's `fsck / && ...` must not go on when a block has no
+    // good replica left. A block with a bad replica and good ones is repaired, not lost.
+    Ok(if f.missing > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
