@@ -6,17 +6,13 @@
 
 use crate::commands::{change_error, connect, is_not_found, put_file, stat_target, PutFile};
 use crate::format::{self, basename, is_dir, join};
-use crate::tree::{build_in_place, DIR_MODE_BITS, FILE_MODE_BITS};
+use crate::tree::{build_in_place, copy_files, DIR_MODE_BITS, FILE_MODE_BITS};
 use crate::CpArgs;
 use anyhow::{anyhow, bail};
-use futures::stream::{self, StreamExt, TryStreamExt};
 use ringfs_client::write::Bytes;
 use ringfs_client::{inode_ref, path_ref, pb, Client};
 use std::process::ExitCode;
 use tokio::sync::mpsc;
-
-/// Files copied at the same time when copying a directory.
-const FILES_AT_ONCE: usize = 4;
 
 pub async fn cp(namenode: Option<String>, a: CpArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
@@ -104,14 +100,15 @@ async fn copy_tree(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> 
             .await
             .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
     }
-    stream::iter(files)
-        .map(|(path, attr)| {
+    copy_files(
+        files,
+        |(_, attr)| attr.size,
+        |(path, attr)| {
             let dest = at(&path);
             async move { copy_file(client, &path, &attr, &dest, false, false).await }
-        })
-        .buffer_unordered(FILES_AT_ONCE)
-        .try_collect::<()>()
-        .await?;
+        },
+    )
+    .await?;
     for (path, attr) in &links {
         let link = client
             .readlink(inode_ref(attr.inode))

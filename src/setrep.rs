@@ -100,12 +100,11 @@ pub async fn setrep(namenode: Option<String>, a: SetrepArgs) -> anyhow::Result<E
 /// The files a PATH argument names: itself unless it is a directory (a symlink too: the namenode
 /// refuses it by name), else every regular file under it in path order.
 async fn files_of(client: &Client, path: &str) -> anyhow::Result<Vec<String>> {
-    let attr = client.stat(path).await?;
-    if !is_dir(&attr) {
+    let nodes = crate::tree::collect(client, path).await?;
+    if !nodes.first().is_some_and(|(_, attr)| is_dir(attr)) {
         return Ok(vec![path.to_string()]);
     }
-    let mut files: Vec<String> = crate::tree::collect(client, path)
-        .await?
+    let mut files: Vec<String> = nodes
         .into_iter()
         .filter(|(_, a)| a.kind == pb::FileKind::File as i32)
         .map(|(p, _)| p)

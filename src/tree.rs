@@ -32,6 +32,29 @@ const BIG_FILES_AT_ONCE: usize = 4;
 /// Files at least this big count as big.
 const BIG_FILE: u64 = 1 << 20;
 
+/// Copies `files` with `copy`, several at a time: the small ones `FILES_AT_ONCE` at a time, then
+/// the big ones (`size` at least `BIG_FILE`) `BIG_FILES_AT_ONCE` at a time. Stops at the first
+/// error. For every copy of a tree: `put`, `get` and `cp`.
+pub(crate) async fn copy_files<T, F, Fut>(
+    files: Vec<T>,
+    size: impl Fn(&T) -> u64,
+    copy: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (big, small): (Vec<T>, Vec<T>) = files.into_iter().partition(|f| size(f) >= BIG_FILE);
+    for (files, at_once) in [(small, FILES_AT_ONCE), (big, BIG_FILES_AT_ONCE)] {
+        stream::iter(files)
+            .map(&copy)
+            .buffer_unordered(at_once)
+            .try_collect::<()>()
+            .await?;
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------ put
 
 /// `put LOCALDIR REMOTE`: REMOTE/name(LOCALDIR) when REMOTE is a directory, else REMOTE itself.
@@ -230,14 +253,12 @@ impl TreePut<'_> {
                 );
             }
         }
-        let (big, small): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.2.len() >= BIG_FILE);
-        for (files, at_once) in [(small, FILES_AT_ONCE), (big, BIG_FILES_AT_ONCE)] {
-            stream::iter(files)
-                .map(|(path, target, m)| async move { self.file(&path, &target, &m).await })
-                .buffer_unordered(at_once)
-                .try_collect::<()>()
-                .await?;
-        }
+        copy_files(
+            files,
+            |f| f.2.len(),
+            |(path, target, m)| async move { self.file(&path, &target, &m).await },
+        )
+        .await?;
         for (path, target) in dirs {
             let exists = self.force && self.existing_dir(&target).await?;
             Box::pin(self.dir(&path, &target, exists)).await?;
@@ -385,14 +406,12 @@ impl TreeGet<'_> {
                 }
             }
         }
-        let (big, small): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.1.size >= BIG_FILE);
-        for (files, at_once) in [(small, FILES_AT_ONCE), (big, BIG_FILES_AT_ONCE)] {
-            stream::iter(files)
-                .map(|(path, at, target)| async move { self.file(&path, &at, target).await })
-                .buffer_unordered(at_once)
-                .try_collect::<()>()
-                .await?;
-        }
+        copy_files(
+            files,
+            |f| f.1.size,
+            |(path, at, target)| async move { self.file(&path, &at, target).await },
+        )
+        .await?;
         for (path, at, target) in dirs {
             Box::pin(self.dir(&path, &at, &target)).await?;
         }

@@ -192,9 +192,7 @@ impl Shared {
     /// block is reported yet: datanodes may still be re-registering, so a block without a known
     /// replica is probably not lost (yet).
     pub fn awaiting_reports(&self) -> bool {
-        self.restarted
-            .is_some_and(|t| t.elapsed() < self.config.dead_after)
-            && self.lock().safe_mode.is_on()
+        self.restarting() && self.lock().safe_mode.is_on()
     }
 
     /// The state lock (a panic elsewhere does not make the namenode unusable).
