@@ -327,6 +327,14 @@ impl DatanodeRegistry {
     }
 
     /// Number of nodes that may receive new replicas.
+    /// Whether `id` has room for a new replica of `bytes` by its last heartbeat. Blocks placed
+    /// since are not counted (what a block will hold is known only when it is committed): the
+    /// figure may be a heartbeat old, and a write that finds the disk full fails at the datanode
+    /// and the writer recovers its pipeline.
+    pub fn has_room(&self, id: &DatanodeId, bytes: u64) -> bool {
+        self.nodes.get(id).is_some_and(|n| n.remaining >= bytes)
+    }
+
     pub fn writable_count(&self) -> usize {
         self.placement.len()
     }
@@ -438,6 +446,25 @@ mod tests {
             r.heartbeat(&dn(0), HeartbeatStats::default(), t0, 10),
             Some(vec![])
         );
+    }
+
+    #[test]
+    fn room_is_what_the_last_heartbeat_said() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 100, 40, t0);
+        assert!(r.has_room(&dn(0), 60));
+        assert!(!r.has_room(&dn(0), 61));
+        let stats = HeartbeatStats {
+            capacity: 100,
+            used: 70,
+            remaining: 30,
+            ..HeartbeatStats::default()
+        };
+        r.heartbeat(&dn(0), stats, t0, 0);
+        assert!(r.has_room(&dn(0), 30));
+        assert!(!r.has_room(&dn(0), 31));
+        assert!(!r.has_room(&dn(1), 0), "an unknown node has no room");
     }
 
     #[test]

@@ -424,6 +424,7 @@ pub fn plan(
                     || flying.contains(&n)
                     || !reported(n)
                     || in_flight.failed_recently(*id, n, now)
+                    || !nodes.has_room(n, b.len)
             });
         let mut targets: Vec<DatanodeId> = Vec::new();
         for t in ordered.iter() {
@@ -519,7 +520,10 @@ pub fn plan(
                 continue;
             };
             plan.misplaced += 1;
-            if !reported(target) || in_flight.failed_recently(id, target, now) {
+            if !reported(target)
+                || in_flight.failed_recently(id, target, now)
+                || !nodes.has_room(target, b.len)
+            {
                 continue;
             }
             if !budget.global_free(CopyKind::Move, b.len)
@@ -645,6 +649,7 @@ pub fn decommission_remaining(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datanodes::HeartbeatStats;
     use ringfs_proto::InodeId;
 
     fn dn(i: usize) -> DatanodeId {
@@ -655,6 +660,16 @@ mod tests {
         nodes: DatanodeRegistry,
         blocks: BlockMap,
         t0: Instant,
+    }
+
+    /// Heartbeat figures of an empty 100 GiB node.
+    fn roomy() -> HeartbeatStats {
+        HeartbeatStats {
+            capacity: 100 << 30,
+            used: 0,
+            remaining: 100 << 30,
+            ..HeartbeatStats::default()
+        }
     }
 
     fn world(n: usize) -> World {
@@ -702,7 +717,7 @@ mod tests {
             let later = self.t0 + Duration::from_secs(100);
             for n in 0..20 {
                 if n != i {
-                    self.nodes.heartbeat(&dn(n), Default::default(), later, 0);
+                    self.nodes.heartbeat(&dn(n), roomy(), later, 0);
                 }
             }
             assert_eq!(
@@ -802,6 +817,28 @@ mod tests {
             );
             assert_ne!(c.target, dn(4));
         }
+    }
+
+    #[test]
+    fn a_full_node_gets_no_repair_copies() {
+        let mut w = world(5);
+        for b in 1..100 {
+            w.owned_block(b);
+        }
+        let full = HeartbeatStats {
+            remaining: 999,
+            ..roomy()
+        };
+        w.kill(4);
+        let later = w.t0 + Duration::from_secs(100);
+        assert!(w.nodes.heartbeat(&dn(3), full, later, 0).is_some());
+        let p = w.plan(limits());
+        assert!(!p.copies.is_empty());
+        assert!(
+            p.copies.iter().all(|c| c.target != dn(3)),
+            "copies to a node without room for a 1000-byte block: {:?}",
+            p.copies
+        );
     }
 
     #[test]

@@ -326,3 +326,51 @@ fn ringfs_up_prints_its_status_page() {
     let json: Value = serde_json::from_str(&get_ok(&web, "/status.json").body).unwrap();
     assert_eq!(json["namenode"], up.namenode());
 }
+
+#[test]
+fn a_datanode_without_room_for_a_block_is_left_out_of_new_pipelines() {
+    // Three datanodes with room and a fourth with 512 KiB, less than one 1 MiB block: HDFS leaves
+    // such a node out of new pipelines. The ring put it in about three of four, and every such
+    // write failed at it and was recovered onto another node (an UpdatePipeline call each).
+    let mut c = TestCluster::builder()
+        .block_size("1MiB")
+        .namenode_arg(&["--http-listen", "127.0.0.1:0"])
+        .start();
+    let web = c
+        .namenode_status_page(Duration::from_secs(10))
+        .expect("the namenode printed `status page at`");
+    let small = c.add_datanode_with(&["--capacity", "512KiB"]);
+    c.wait_live_datanodes(4, Duration::from_secs(30));
+    let small_addr = c.datanode_addr(small).to_string();
+    let files: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(600 << 10, i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        c.put_bytes(&format!("/f{i}"), data);
+    }
+    for (i, data) in files.iter().enumerate() {
+        assert_eq!(&c.get_bytes(&format!("/f{i}")), data, "/f{i}");
+        let st = c.stat_json(&format!("/f{i}"));
+        for b in st["blocks"].as_array().unwrap() {
+            let on: Vec<&str> = b["locations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(on.len(), 3, "/f{i}: {b}");
+            assert!(
+                !on.contains(&small_addr.as_str()),
+                "/f{i} on the full node: {b}"
+            );
+        }
+    }
+    let m = metrics(&web).unwrap();
+    let recoveries: f64 = m
+        .iter()
+        .filter(|(k, _)| k.contains("method=\"UpdatePipeline\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        recoveries, 0.0,
+        "pipelines recovered away from the full node"
+    );
+}

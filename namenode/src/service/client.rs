@@ -118,24 +118,32 @@ fn leased_file(st: &State, inode: InodeId, client: &str) -> Result<(u32, u64)> {
     Ok((f.replication, f.block_size))
 }
 
-/// A write pipeline for a new block: the ring owners not excluded; if exclusions leave fewer than
-/// `r`, excluded live nodes fill the gap (the writer retries them, then recovers the pipeline).
+/// A write pipeline for a new block of up to `bytes`: the ring owners not excluded and with room
+/// for it (HDFS likewise skips nodes without space). If that leaves fewer than `r`, nodes the last
+/// heartbeats called full fill the gap (the figure may be stale; a full one fails the write), then
+/// excluded live nodes (the writer retries them, then recovers the pipeline).
 fn pipeline(
     nodes: &DatanodeRegistry,
     block: BlockId,
     r: u32,
     excluded: &[DatanodeId],
+    bytes: u64,
 ) -> Vec<DatanodeId> {
-    let mut p = nodes
-        .placement()
-        .place_replicas(block, r as usize, &|n| excluded.contains(n));
-    if p.len() < r as usize {
-        for n in nodes.placement().owners(block, nodes.writable_count()) {
-            if p.len() == r as usize {
-                break;
-            }
-            if !p.contains(&n) {
-                p.push(n);
+    let r = r as usize;
+    let mut p = nodes.placement().place_replicas(block, r, &|n| {
+        excluded.contains(n) || !nodes.has_room(n, bytes)
+    });
+    if p.len() < r {
+        let ring_order = nodes.placement().owners(block, nodes.writable_count());
+        let fallbacks: [&dyn Fn(&DatanodeId) -> bool; 2] = [&|n| !excluded.contains(n), &|_| true];
+        for eligible in fallbacks {
+            for n in ring_order.iter().filter(|n| eligible(n)) {
+                if p.len() == r {
+                    return p;
+                }
+                if !p.contains(n) {
+                    p.push(n.clone());
+                }
             }
         }
     }
@@ -396,7 +404,7 @@ impl ClientService {
         let previous = req.previous.as_ref().map(block_ref);
         self.shared
             .mutate(|st, after| {
-                let (replication, _) = leased_file(st, inode, &client)?;
+                let (replication, block_size) = leased_file(st, inode, &client)?;
                 check_datanodes(st, replication as usize)?;
                 st.leases.renew(&client, Instant::now());
                 if let Some(p) = &previous {
@@ -414,7 +422,7 @@ impl ClientService {
                     after.stale(BlockId(p.id), stale);
                 }
                 let excluded = ids_of(&st.nodes, &req.excluded);
-                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded);
+                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded, block_size);
                 st.blocks.allocate(BlockId(id), generation, inode, replication, None, p.clone());
                 let offset = offset_of(st, inode, id);
                 tracing::debug!(inode = inode.0, block = id, generation, pipeline = ?p, "block added");
@@ -431,13 +439,13 @@ impl ClientService {
         let client = client_id(&req.client_id)?.to_string();
         self.shared
             .mutate(|st, _| {
-                let (replication, _) = leased_file(st, inode, &client)?;
+                let (replication, block_size) = leased_file(st, inode, &client)?;
                 check_datanodes(st, pipeline_min(replication, req.min_replicas))?;
                 st.leases.renew(&client, Instant::now());
                 let id = st.ns.next_block_id();
                 let generation = st.ns.next_generation();
                 let excluded = ids_of(&st.nodes, &req.excluded);
-                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded);
+                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded, block_size);
                 st.blocks.allocate(BlockId(id), generation, inode, replication, Some(client.clone()), p.clone());
                 tracing::debug!(inode = inode.0, block = id, generation, pipeline = ?p, "block allocated");
                 Ok(write_block(&self.shared, st, id, generation, 0, &p))
@@ -457,7 +465,7 @@ impl ClientService {
         let request = prost::Message::encode_to_vec(&req);
         self.shared
             .mutate(|st, after| {
-                let (replication, _) = leased_file(st, inode, &client)?;
+                let (replication, block_size) = leased_file(st, inode, &client)?;
                 st.leases.renew(&client, Instant::now());
                 let path = path_or_inode(st, inode);
                 // A block allocated before a namenode restart is unknown to this one (allocations
@@ -498,7 +506,7 @@ impl ClientService {
                     .collect();
                 p.dedup();
                 let replacements = st.nodes.placement().place_replicas(block, replication as usize, &|n| {
-                    p.contains(n) || failed.contains(n)
+                    p.contains(n) || failed.contains(n) || !st.nodes.has_room(n, block_size)
                 });
                 for n in replacements {
                     if p.len() >= replication as usize {
@@ -520,6 +528,15 @@ impl ClientService {
                     }
                     if st.nodes.is_writable(n) && !p.contains(n) {
                         p.push(n.clone());
+                    }
+                }
+                // Then nodes the last heartbeats called full: the figure may be stale.
+                for n in st.nodes.placement().owners(block, st.nodes.writable_count()) {
+                    if p.len() >= needed {
+                        break;
+                    }
+                    if !p.contains(&n) && !failed.contains(&n) {
+                        p.push(n);
                     }
                 }
                 // A shorter pipeline would let the writer acknowledge a block on fewer replicas
