@@ -740,6 +740,7 @@ struct LsOutput<'a> {
     out: std::io::StdoutLock<'static>,
     groups: usize,
     entries: usize,
+    tty: bool,
 }
 
 impl<'a> LsOutput<'a> {
@@ -749,6 +750,7 @@ impl<'a> LsOutput<'a> {
             out: std::io::stdout().lock(),
             groups: 0,
             entries: 0,
+            tty: std::io::stdout().is_terminal(),
         }
     }
 
@@ -792,11 +794,20 @@ impl<'a> LsOutput<'a> {
         }
         for ((name, path, at), target) in entries.iter().zip(&targets) {
             let name = if given { path } else { name };
+            // On a terminal a newline or escape in a name would forge lines or colours: shown
+            // as `?`, as ls(1) does there (piped output stays exact).
+            let name = if self.tty {
+                format::printable(name)
+            } else {
+                name.into()
+            };
             match target {
                 Some(t) if self.a.long => {
-                    writeln!(out, "{} -> {t}", format::long_line(name, at, self.a.human))?
+                    writeln!(out, "{} -> {t}", format::long_line(&name, at, self.a.human))?
                 }
-                _ if self.a.long => writeln!(out, "{}", format::long_line(name, at, self.a.human))?,
+                _ if self.a.long => {
+                    writeln!(out, "{}", format::long_line(&name, at, self.a.human))?
+                }
                 _ => writeln!(out, "{name}")?,
             }
         }

@@ -200,6 +200,19 @@ pub fn long_line(name: &str, a: &pb::Attr, human: bool) -> String {
     )
 }
 
+/// `name` with control characters (newline, escape, ...) shown as `?`, as ls(1) shows names on a
+/// terminal.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        name.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
+}
+
 /// The last component of a path ("/" for the root).
 pub fn basename(path: &str) -> &str {
     let t = path.trim_end_matches('/');
@@ -228,6 +241,12 @@ mod tests {
         assert_eq!(mode_string(d, 0o1777), "drwxrwxrwt");
         assert_eq!(mode_string(f, 0o4754), "-rwsr-xr--");
         assert_eq!(mode_string(f, 0o2640), "-rw-r-S---");
+    }
+
+    #[test]
+    fn control_characters_print_as_question_marks() {
+        assert_eq!(printable("a\nb\x1b[31mc"), "a?b?[31mc");
+        assert_eq!(printable("plain é"), "plain é");
     }
 
     #[test]

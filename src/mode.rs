@@ -6,7 +6,12 @@ use anyhow::bail;
 /// A parsed `chmod` mode, applied per node by [`ModeChange::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModeChange {
-    Absolute(u32),
+    /// An octal mode. Under five digits it keeps a directory's set-user-ID and set-group-ID bits,
+    /// as GNU chmod does (`00755` clears them).
+    Absolute {
+        mode: u32,
+        keep_dir_setid: bool,
+    },
     Symbolic(Vec<Clause>),
 }
 
@@ -33,7 +38,10 @@ impl ModeChange {
     pub fn parse(s: &str) -> anyhow::Result<ModeChange> {
         if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
             return match u32::from_str_radix(s, 8) {
-                Ok(m) if m <= 0o7777 => Ok(ModeChange::Absolute(m)),
+                Ok(m) if m <= 0o7777 => Ok(ModeChange::Absolute {
+                    mode: m,
+                    keep_dir_setid: s.len() < 5,
+                }),
                 _ => bail!("invalid mode {s:?}: an octal mode is at most 7777"),
             };
         }
@@ -50,7 +58,17 @@ impl ModeChange {
     /// for clauses without a who (`+x` means `a+x` less the umask, as in chmod(1)).
     pub fn apply(&self, mode: u32, is_dir: bool, umask: u32) -> u32 {
         let clauses = match self {
-            ModeChange::Absolute(m) => return *m,
+            ModeChange::Absolute {
+                mode: m,
+                keep_dir_setid,
+            } => {
+                let kept = if is_dir && *keep_dir_setid {
+                    mode & 0o6000
+                } else {
+                    0
+                };
+                return m | kept;
+            }
             ModeChange::Symbolic(c) => c,
         };
         let mut mode = mode & 0o7777;
@@ -159,6 +177,11 @@ mod tests {
         assert_eq!(sym("1777", 0o755, true), 0o1777);
         assert_eq!(sym("0", 0o755, false), 0);
         assert!(ModeChange::parse("17777").is_err());
+        // A directory keeps its set-id bits unless five digits say otherwise (GNU chmod).
+        assert_eq!(sym("755", 0o2775, true), 0o2755);
+        assert_eq!(sym("00755", 0o2775, true), 0o755);
+        assert_eq!(sym("755", 0o2775, false), 0o755);
+        assert_eq!(sym("4755", 0o2700, true), 0o6755);
     }
 
     #[test]
