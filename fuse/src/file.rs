@@ -951,6 +951,10 @@ impl Inner {
     /// renewed with the mount's), and no other client could write it.
     async fn abandon_lease(&self, f: &OpenFile, st: &mut FileState, why: &Fail) {
         self.drop_lease_state(f, st);
+        // The kernel still caches the pages written, and a reopen finds the file at the version
+        // this mount saw last (nothing was committed), so it would keep them: drop both.
+        self.forget_seen(f.ino);
+        self.forget_cached(f.ino).await;
         let req = pb::RenewLeaseRequest {
             client_id: self.client.client_id().to_string(),
             inode: f.ino,

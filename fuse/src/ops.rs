@@ -224,6 +224,11 @@ impl Inner {
         }
     }
 
+    /// Forgets the version of `ino` seen last: the next `open` drops the kernel's cached pages.
+    pub(crate) fn forget_seen(&self, ino: u64) {
+        locked(&self.seen).remove(&ino);
+    }
+
     /// Records the version of a file `open` (or this mount's own commit) saw; true when it is
     /// the version seen last time (the kernel's cached pages are still good).
     pub(crate) fn note_seen(&self, a: &pb::Attr) -> bool {

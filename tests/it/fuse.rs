@@ -1058,6 +1058,63 @@ fn a_file_whose_close_failed_is_not_left_open_for_writing() {
 }
 
 #[test]
+fn a_failed_close_leaves_no_unsaved_bytes_in_the_mounts_cache() {
+    // An overwrite in the middle of a file whose commit at close fails (every datanode dead):
+    // the file keeps its committed content, and the mount must read that back, not the bytes
+    // the kernel still cached from the failed write (the size is unchanged, so a reopen kept
+    // the cached pages).
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("4MiB")
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let m = c.mount(&[]);
+    let committed = random_bytes(MIB, 3);
+    fs::write(m.path("f"), &committed).unwrap();
+    assert_same_bytes(&fs::read(m.path("f")).unwrap(), &committed, "f before");
+    let f = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    // Written while the datanodes live (the block is read for the copy-on-write), committed
+    // after they died.
+    f.write_all_at(&[0xAB; 4096], 8192).unwrap();
+    for i in 0..3 {
+        c.kill_datanode(i);
+    }
+    wait_until(
+        Duration::from_secs(15),
+        "the namenode to see every datanode dead",
+        || c.live_datanodes() == 0,
+    );
+    use std::os::fd::IntoRawFd;
+    // SAFETY: close(2) of the descriptor `into_raw_fd` handed over (closed exactly once).
+    let closed = unsafe { libc::close(f.into_raw_fd()) };
+    assert_eq!(closed, -1, "close succeeded with every datanode dead");
+    wait_for(
+        Duration::from_secs(15),
+        "the lease to be given back",
+        || {
+            let st = c.stat_json("/f");
+            if under_construction(&st) {
+                Err(st.to_string())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    for i in 0..3 {
+        c.restart_datanode(i);
+    }
+    c.wait_live_datanodes(3, Duration::from_secs(15));
+    assert_same_bytes(
+        &fs::read(m.path("f")).unwrap(),
+        &committed,
+        "f through the mount",
+    );
+    assert_same_bytes(&c.get_bytes("/f"), &committed, "f by get");
+}
+
+#[test]
 fn mounting_over_a_live_mount_fails_without_announcing_it() {
     // `ringfs mount DIR` on a DIR that is mounted already exits non-zero saying so, and never
     // prints `mounted at DIR` (it printed it, seeing the mount that was there, then failed).
