@@ -65,6 +65,50 @@ impl Layout {
         self
     }
 
+    /// The byte ranges that hold data (stored blocks, inline content), in order and clamped to
+    /// the size; the rest of the file is holes.
+    fn data_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let size = self.attr.size;
+        let inline = (!self.inline.is_empty()).then_some((0, self.inline.len() as u64));
+        let blocks = self
+            .blocks
+            .iter()
+            .filter(|b| b.id != 0 && b.len > 0)
+            .map(|b| (b.offset, b.offset + b.len));
+        inline
+            .into_iter()
+            .chain(blocks)
+            .map(move |(s, e)| (s.min(size), e.min(size)))
+            .filter(|(s, e)| s < e)
+    }
+
+    /// lseek(SEEK_DATA): the first offset at or past `offset` inside data; `None` when there is
+    /// none before the end of the file (ENXIO).
+    fn seek_data(&self, offset: u64) -> Option<u64> {
+        self.data_ranges()
+            .find(|&(_, e)| e > offset)
+            .map(|(s, _)| s.max(offset))
+    }
+
+    /// lseek(SEEK_HOLE): the first offset at or past `offset` inside a hole, the end of the file
+    /// counting as one; `None` at or past the end (ENXIO).
+    fn seek_hole(&self, offset: u64) -> Option<u64> {
+        if offset >= self.attr.size {
+            return None;
+        }
+        let mut pos = offset;
+        for (s, e) in self.data_ranges() {
+            if e <= pos {
+                continue;
+            }
+            if s > pos {
+                break;
+            }
+            pos = e;
+        }
+        Some(pos)
+    }
+
     /// The pieces `[offset, offset+len)` (clamped to the file size) is made of, in order.
     fn plan(&self, offset: u64, len: u64) -> Vec<Segment> {
         let size = self.attr.size;
@@ -421,6 +465,19 @@ impl FileReader {
         &self.attr
     }
 
+    /// lseek(SEEK_DATA) in the file as of `open`: the first offset at or past `offset` that is
+    /// not in a hole (holes are whole blocks never written, and the tail past the stored bytes);
+    /// `None` when no data follows (ENXIO).
+    pub fn seek_data(&self, offset: u64) -> Option<u64> {
+        self.current().seek_data(offset)
+    }
+
+    /// lseek(SEEK_HOLE): the first offset at or past `offset` in a hole, or the end of the file;
+    /// `None` at or past the end (ENXIO).
+    pub fn seek_hole(&self, offset: u64) -> Option<u64> {
+        self.current().seek_hole(offset)
+    }
+
     fn current(&self) -> Arc<Layout> {
         self.layout
             .lock()
@@ -610,6 +667,44 @@ mod tests {
             size,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn seek_data_and_hole_skip_holes_and_the_unstored_tail() {
+        // 0..10 data, 10..20 hole (id 0), 20..25 data, 25..40 unstored tail.
+        let l = Layout::new(
+            "f".into(),
+            attr(40),
+            vec![block(7, 0, 10), block(0, 10, 10), block(8, 20, 5)],
+        );
+        assert_eq!(l.seek_data(0), Some(0));
+        assert_eq!(l.seek_data(9), Some(9));
+        assert_eq!(l.seek_data(10), Some(20));
+        assert_eq!(l.seek_data(24), Some(24));
+        assert_eq!(l.seek_data(25), None);
+        assert_eq!(l.seek_hole(0), Some(10));
+        assert_eq!(l.seek_hole(15), Some(15));
+        assert_eq!(l.seek_hole(20), Some(25));
+        assert_eq!(l.seek_hole(39), Some(39));
+        assert_eq!(l.seek_hole(40), None);
+        // Adjacent blocks are one data range; a file with no holes ends in the implicit one.
+        let l = Layout::new(
+            "f".into(),
+            attr(20),
+            vec![block(1, 0, 10), block(2, 10, 10)],
+        );
+        assert_eq!(l.seek_hole(3), Some(20));
+        assert_eq!(l.seek_data(19), Some(19));
+        // Inline content.
+        let l =
+            Layout::new("f".into(), attr(100), Vec::new()).with_inline(Bytes::from_static(b"abc"));
+        assert_eq!(l.seek_data(0), Some(0));
+        assert_eq!(l.seek_hole(0), Some(3));
+        assert_eq!(l.seek_data(3), None);
+        // Empty file.
+        let l = Layout::new("f".into(), attr(0), Vec::new());
+        assert_eq!(l.seek_data(0), None);
+        assert_eq!(l.seek_hole(0), None);
     }
 
     fn shape(segs: &[Segment]) -> Vec<(u64, u64, u64)> {

@@ -482,6 +482,30 @@ impl Inner {
         self.read_ahead(&h, offset, u64::from(size)).await
     }
 
+    /// lseek(SEEK_DATA / SEEK_HOLE) on `fh`. While this mount writes the file all of it counts
+    /// as data (POSIX allows reporting a hole as data); otherwise the holes are the committed
+    /// file's (see `FileReader::seek_data`).
+    pub(crate) async fn seek(&self, fh: u64, offset: i64, whence: i32) -> Res<i64> {
+        let h = self.handle(fh)?;
+        let off = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let found = if let Some(size) = h.file.local_size() {
+            match whence {
+                libc::SEEK_DATA => (off < size).then_some(off),
+                libc::SEEK_HOLE => (off < size).then_some(size),
+                _ => return Err(Errno::EINVAL.into()),
+            }
+        } else {
+            let r = self.reader(&h).await?;
+            match whence {
+                libc::SEEK_DATA => r.seek_data(off),
+                libc::SEEK_HOLE => r.seek_hole(off),
+                _ => return Err(Errno::EINVAL.into()),
+            }
+        };
+        let found = found.ok_or(Errno::ENXIO)?;
+        i64::try_from(found).map_err(|_| Errno::EOVERFLOW.into())
+    }
+
     async fn read_overlay(&self, ino: u64, ov: &Overlay, offset: u64, size: u64) -> Res<Bytes> {
         let mut plan = ov.read_plan(offset, size);
         if plan.len() == 1 {

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use fuser::{
     AccessFlags, Config, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use ringfs_proto::pb;
 use std::ffi::OsStr;
@@ -70,7 +70,8 @@ fails!(
     ReplyLock,
     ReplyDirectory,
     ReplyDirectoryPlus,
-    ReplyXattr
+    ReplyXattr,
+    ReplyLseek
 );
 
 pub(crate) struct RingFs {
@@ -748,6 +749,73 @@ impl Filesystem for RingFs {
         reply: fuser::ReplyIoctl,
     ) {
         reply.error(Errno::ENOTTY);
+    }
+
+    /// SEEK_DATA and SEEK_HOLE (the kernel answers the other whences itself): `cp` and `tar`
+    /// skip holes instead of reading zeros over the network.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let inner = self.inner.clone();
+        self.run(
+            "lseek",
+            reply,
+            async move { inner.seek(fh.0, offset, whence).await },
+            |r, o| r.offset(o),
+        );
+    }
+
+    // Not supported, answered without fuser's "[Not Implemented]" warning in the mount's log
+    // (coreutils' cp tries both on every copy). ENOSYS tells the kernel not to ask again: apps
+    // get EOPNOTSUPP from fallocate (glibc's posix_fallocate then writes zeros) and
+    // copy_file_range falls back to a plain copy. fallocate would promise space the datanodes
+    // cannot reserve.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -1238,4 +1238,47 @@ fn a_sparse_file_counts_only_the_bytes_it_stores() {
     let row = &rows.as_array().unwrap()[0];
     assert_eq!(field_u64(row, "size"), 1 << 30);
     assert_eq!(field_u64(row, "consumed"), 3 << 20);
+
+    // SEEK_DATA / SEEK_HOLE find the one stored block (what cp and tar use to skip holes).
+    let f = File::open(m.path("sparse")).unwrap();
+    let seek = |offset: i64, whence: i32| {
+        // SAFETY: lseek(2) on a descriptor owned by `f`, alive for the call.
+        let r = unsafe { libc::lseek(f.as_raw_fd(), offset, whence) };
+        if r < 0 {
+            Err(io::Error::last_os_error().raw_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    let (block, end) = (512i64 << 20, 1i64 << 30);
+    assert_eq!(seek(0, libc::SEEK_DATA), Ok(block));
+    assert_eq!(seek(0, libc::SEEK_HOLE), Ok(0));
+    assert_eq!(seek(block + 5, libc::SEEK_HOLE), Ok(block + (1 << 20)));
+    assert_eq!(
+        seek(block + (1 << 20), libc::SEEK_DATA),
+        Err(Some(libc::ENXIO))
+    );
+    assert_eq!(seek(end, libc::SEEK_HOLE), Err(Some(libc::ENXIO)));
+    // cp copies it as sparse, and the same bytes.
+    let copy = c.scratch_path("sparse-copy");
+    let status = Command::new("cp")
+        .arg(m.path("sparse"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let meta = fs::metadata(&copy).unwrap();
+    assert_eq!(meta.len(), 1 << 30);
+    assert!(
+        meta.blocks() < 8192,
+        "cp wrote the holes: {} blocks",
+        meta.blocks()
+    );
+    let mut head = vec![0u8; 4096];
+    File::open(&copy)
+        .unwrap()
+        .read_exact_at(&mut head, 512 << 20)
+        .unwrap();
+    assert_eq!(head, vec![7u8; 4096]);
+    fs::remove_file(&copy).unwrap();
 }
