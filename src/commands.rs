@@ -273,39 +273,50 @@ fn check_local(path: &str) -> anyhow::Result<()> {
 }
 
 pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCode> {
-    check_local(&a.local)?;
+    for local in &a.sources {
+        check_local(local)?;
+    }
+    if a.sources.len() > 1 && a.sources.iter().any(|s| s == "-") {
+        bail!("-: stdin can only be the one source of a put");
+    }
+    let client = connect(namenode).await?;
+    if a.sources.len() > 1 {
+        require_remote_dir(&client, &a.remote).await?;
+    }
+    each_source(&a.sources, |local| put_one(&client, &a, local)).await
+}
+
+/// `put` of one source (a file, stdin or a directory) to `a.remote`.
+async fn put_one(client: &Client, a: &PutArgs, local: &str) -> anyhow::Result<ExitCode> {
     // The new file's mode: the local file's (as cp gives it), or 0666, less the umask.
     let mut mode = 0o666;
-    let (source, size): (Box<dyn Read + Send>, Option<u64>) = if a.local == "-" {
+    let (source, size): (Box<dyn Read + Send>, Option<u64>) = if local == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
-        let meta =
-            std::fs::metadata(&a.local).map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
+        let meta = std::fs::metadata(local).map_err(|e| anyhow!("{local}: {}", io_reason(&e)))?;
         if meta.is_dir() {
-            let client = connect(namenode).await?;
-            return crate::tree::put_tree(&client, &a).await;
+            return crate::tree::put_tree(client, a, local).await;
         }
-        let f = LocalFile::open(&a.local, meta.len())
-            .map_err(|e| anyhow!("{}: {}", a.local, io_reason(&e)))?;
+        let f = LocalFile::open(local, meta.len())
+            .map_err(|e| anyhow!("{local}: {}", io_reason(&e)))?;
         {
             use std::os::unix::fs::MetadataExt;
             mode = meta.mode() & crate::tree::FILE_MODE_BITS;
         }
         (Box::new(f), Some(meta.len()))
     };
-    let client = connect(namenode).await?;
 
     // The target: REMOTE, or REMOTE/basename(LOCAL) when REMOTE is a directory.
     let mut target = a.remote.clone();
-    match stat_target(&client, &a.remote).await {
+    match stat_target(client, &a.remote).await {
         Ok((dir, attr)) if is_dir(&attr) => {
-            if a.local == "-" {
+            if local == "-" {
                 bail!(
                     "{}: is a directory (name the target file when reading stdin)",
                     a.remote
                 );
             }
-            target = join(&dir, basename(&a.local));
+            target = join(&dir, basename(local));
             match client.stat(&target).await {
                 Ok(attr) if is_dir(&attr) => bail!("{target}: is a directory"),
                 Ok(_) if !a.force => bail!("{target}: already exists"),
@@ -330,9 +341,62 @@ pub async fn put(namenode: Option<String>, a: PutArgs) -> anyhow::Result<ExitCod
         .check_live_datanodes(file.replication)
         .await
         .map_err(|e| anyhow!("{target}: {e}"))?;
-    let rx = spawn_reader(source, a.local.clone());
-    put_file(&client, rx, size, &target, &file).await?;
+    let rx = spawn_reader(source, local.to_string());
+    put_file(client, rx, size, &target, &file).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `one` for each source of a `SOURCE... TARGET` command (put, get, cp, mv). With several
+/// sources, one that fails is reported and the others still go, and the exit code is 1, as with
+/// cp(1) and `hdfs dfs -put`; Ctrl-C stops after the source being copied.
+pub(crate) async fn each_source<'a, F, Fut>(
+    sources: &'a [String],
+    mut one: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    if let [only] = sources {
+        return one(only).await;
+    }
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            crate::server::terminated().await;
+            interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let mut code = ExitCode::SUCCESS;
+    for source in sources {
+        match one(source).await {
+            Ok(c) if c == ExitCode::SUCCESS => {}
+            Ok(c) => code = c,
+            Err(e) => {
+                eprintln!("ringfs: {}", crate::chain_text(&e));
+                code = ExitCode::FAILURE;
+            }
+        }
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            code = ExitCode::FAILURE;
+            break;
+        }
+    }
+    watcher.abort();
+    Ok(code)
+}
+
+/// With several sources the ringfs target must be an existing directory (or a symlink to one).
+pub(crate) async fn require_remote_dir(client: &Client, target: &str) -> anyhow::Result<()> {
+    match stat_target(client, target).await {
+        Ok((_, attr)) if is_dir(&attr) => Ok(()),
+        Ok(_) => bail!("{target}: not a directory (several sources go into a directory)"),
+        Err(e) if is_not_found(&e) => {
+            bail!("{target}: no such file or directory (several sources go into an existing directory)")
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How `put_file` writes a file.
@@ -495,25 +559,37 @@ async fn write_out(
 
 pub async fn get(namenode: Option<String>, a: GetArgs) -> anyhow::Result<ExitCode> {
     check_local(&a.local)?;
+    if a.sources.len() > 1 && !Path::new(&a.local).is_dir() {
+        // `-` too: several files on stdout would run together (`ringfs cat` concatenates).
+        bail!(
+            "{}: not a directory (several sources go into an existing directory)",
+            a.local
+        );
+    }
     let client = connect(namenode).await?;
-    let mut reader = match client.open(path_ref(&a.remote)).await {
+    each_source(&a.sources, |remote| get_one(&client, remote, &a.local)).await
+}
+
+/// `get` of one ringfs file or directory to `local`.
+async fn get_one(client: &Client, remote: &str, local: &str) -> anyhow::Result<ExitCode> {
+    let mut reader = match client.open(path_ref(remote)).await {
         Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::IsADirectory && a.local != "-" => {
-            return crate::tree::get_tree(&client, &a).await;
+        Err(e) if e.kind() == ErrorKind::IsADirectory && local != "-" => {
+            return crate::tree::get_tree(client, remote, local).await;
         }
         Err(e) => return Err(e.into()),
     };
-    if a.local == "-" {
+    if local == "-" {
         write_out(&mut reader, Box::new(std::io::stdout()), None).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let local = Path::new(&a.local);
+    let local = Path::new(local);
     let target: PathBuf = if local.is_dir() {
-        local.join(basename(&a.remote))
+        local.join(basename(remote))
     } else {
         local.to_path_buf()
     };
-    get_file(&mut reader, &a.remote, target, true).await?;
+    get_file(&mut reader, remote, target, true).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -876,18 +952,23 @@ pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode>
 
 pub async fn mv(namenode: Option<String>, a: MvArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
+    if a.sources.len() > 1 {
+        require_remote_dir(&client, &a.to).await?;
+    }
+    each_source(&a.sources, |from| mv_one(&client, from, &a.to)).await
+}
+
+async fn mv_one(client: &Client, from: &str, to: &str) -> anyhow::Result<ExitCode> {
     // Like `mv` and `hdfs dfs -mv`: an existing directory as the target receives the source by name;
     // otherwise rename(2) rules (atomic, replaces an existing file).
-    let to = match stat_target(&client, &a.to).await {
-        Ok((dir, attr)) if is_dir(&attr) && basename(&a.from) != "/" => {
-            join(&dir, basename(&a.from))
-        }
-        _ => a.to.clone(),
+    let to = match stat_target(client, to).await {
+        Ok((dir, attr)) if is_dir(&attr) && basename(from) != "/" => join(&dir, basename(from)),
+        _ => to.to_string(),
     };
     client
-        .rename(&a.from, &to)
+        .rename(from, &to)
         .await
-        .map_err(|e| anyhow!("{}", change_error(&a.from, &e)))?;
+        .map_err(|e| anyhow!("{}", change_error(from, &e)))?;
     Ok(ExitCode::SUCCESS)
 }
 

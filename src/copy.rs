@@ -4,7 +4,10 @@
 //! come along less the umask. A file is written under a hidden temporary name and renamed into
 //! place; a directory is built under one and renamed at the end, so a failed copy leaves nothing.
 
-use crate::commands::{change_error, connect, is_not_found, put_file, stat_target, PutFile};
+use crate::commands::{
+    change_error, connect, each_source, is_not_found, put_file, require_remote_dir, stat_target,
+    PutFile,
+};
 use crate::format::{self, basename, is_dir, join};
 use crate::tree::{build_in_place, copy_files, DIR_MODE_BITS, FILE_MODE_BITS};
 use crate::CpArgs;
@@ -16,13 +19,21 @@ use tokio::sync::mpsc;
 
 pub async fn cp(namenode: Option<String>, a: CpArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
-    let src = a.src.trim_end_matches('/');
+    if a.sources.len() > 1 {
+        require_remote_dir(&client, &a.dst).await?;
+    }
+    each_source(&a.sources, |src| cp_one(&client, &a, src)).await
+}
+
+/// `cp` of one file or directory to `a.dst`.
+async fn cp_one(client: &Client, a: &CpArgs, src: &str) -> anyhow::Result<ExitCode> {
+    let src = src.trim_end_matches('/');
     let src = if src.is_empty() { "/" } else { src };
     // A symlink named as the source is copied as what it points to, as cp does.
     let (src, src_attr) = client.resolve(src).await?;
     let src = src.as_str();
     let mut target = a.dst.clone();
-    match stat_target(&client, &a.dst).await {
+    match stat_target(client, &a.dst).await {
         Ok((dir, attr)) if is_dir(&attr) => target = join(&dir, basename(src)),
         Ok(_) => {}
         Err(e) if is_not_found(&e) => {}

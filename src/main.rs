@@ -138,17 +138,21 @@ pub struct PutArgs {
     /// Replace an existing file.
     #[arg(short, long)]
     pub force: bool,
-    /// Local file, `-` for stdin, or a directory (copied with everything under it).
-    pub local: String,
-    /// Target path; an existing directory receives the file under the local name.
+    /// Local files or directories (copied with everything under them), or `-` alone for stdin.
+    #[arg(required = true, value_name = "LOCAL")]
+    pub sources: Vec<String>,
+    /// Target path; an existing directory receives each source under its own name (with several
+    /// sources it must be one).
     pub remote: String,
 }
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// The ringfs file, or a directory (copied with everything under it).
-    pub remote: String,
-    /// Local target, `-` for stdout; an existing directory receives the file under its name.
+    /// ringfs files or directories (copied with everything under them).
+    #[arg(required = true, value_name = "REMOTE")]
+    pub sources: Vec<String>,
+    /// Local target, `-` for stdout; an existing directory receives each source under its own
+    /// name (with several sources it must be one).
     pub local: String,
 }
 
@@ -268,15 +272,21 @@ pub struct CpArgs {
     /// Replace an existing file.
     #[arg(short, long)]
     pub force: bool,
-    /// A file, or a directory (copied with everything under it).
-    pub src: String,
-    /// The copy; an existing directory receives it under the source's name.
+    /// Files or directories (copied with everything under them).
+    #[arg(required = true, value_name = "SRC")]
+    pub sources: Vec<String>,
+    /// The copy; an existing directory receives each source under its own name (with several
+    /// sources it must be one).
     pub dst: String,
 }
 
 #[derive(Args, Debug)]
 pub struct MvArgs {
-    pub from: String,
+    /// Files or directories to move.
+    #[arg(required = true, value_name = "SRC")]
+    pub sources: Vec<String>,
+    /// The new path; an existing directory receives each source under its own name (with
+    /// several sources it must be one).
     pub to: String,
 }
 
@@ -503,7 +513,10 @@ mod tests {
                     (p.replication, p.block_size, p.force),
                     (Some(2), Some(4 << 20), true)
                 );
-                assert_eq!((p.local.as_str(), p.remote.as_str()), ("a", "/b"));
+                assert_eq!(
+                    (p.sources, p.remote),
+                    (vec!["a".to_string()], "/b".to_string())
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -15,7 +15,7 @@ use crate::commands::{
     spawn_reader, stat_target, PutFile,
 };
 use crate::format::{self, basename, is_dir, join};
-use crate::{GetArgs, PutArgs};
+use crate::PutArgs;
 use anyhow::{anyhow, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ringfs_client::{inode_ref, path_ref, pb, Client, CreateOptions, ErrorKind};
@@ -58,16 +58,15 @@ where
 // ------------------------------------------------------------------------------------------ put
 
 /// `put LOCALDIR REMOTE`: REMOTE/name(LOCALDIR) when REMOTE is a directory, else REMOTE itself.
-pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> {
-    let local = Path::new(&a.local);
+pub async fn put_tree(client: &Client, a: &PutArgs, local_dir: &str) -> anyhow::Result<ExitCode> {
+    let local = Path::new(local_dir);
     let name = local_name(local)?;
     let target = match stat_target(client, &a.remote).await {
         Ok((dir, attr)) if is_dir(&attr) => join(&dir, &name),
         Ok(_) if !a.force => bail!("{}: already exists", a.remote),
         Ok(_) => bail!(
-            "{}: cannot replace a file with the directory {}",
-            a.remote,
-            a.local
+            "{}: cannot replace a file with the directory {local_dir}",
+            a.remote
         ),
         Err(e) if is_not_found(&e) => a.remote.clone(),
         Err(e) => return Err(e.into()),
@@ -91,10 +90,7 @@ pub async fn put_tree(client: &Client, a: &PutArgs) -> anyhow::Result<ExitCode> 
         }
         Ok(attr) if is_dir(&attr) => bail!("{target}: already exists (-f merges into it)"),
         Ok(_) if !a.force => bail!("{target}: already exists"),
-        Ok(_) => bail!(
-            "{target}: cannot replace a file with the directory {}",
-            a.local
-        ),
+        Ok(_) => bail!("{target}: cannot replace a file with the directory {local_dir}"),
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
     }
@@ -346,20 +342,20 @@ fn read_dir_sorted(dir: &Path) -> anyhow::Result<Vec<std::ffi::OsString>> {
 // ------------------------------------------------------------------------------------------ get
 
 /// `get REMOTEDIR LOCAL`: LOCAL/name(REMOTEDIR) when LOCAL is a directory, else LOCAL itself.
-pub async fn get_tree(client: &Client, a: &GetArgs) -> anyhow::Result<ExitCode> {
-    let local = Path::new(&a.local);
-    let name = basename(&a.remote);
+pub async fn get_tree(client: &Client, remote: &str, local: &str) -> anyhow::Result<ExitCode> {
+    let local = Path::new(local);
+    let name = basename(remote);
     let target = if local.is_dir() && name != "/" {
         local.join(name)
     } else {
         local.to_path_buf()
     };
     // A symlink to a directory is copied as that directory, as cp -r copies a link it is given.
-    let (remote, attr) = client.resolve(&a.remote).await?;
+    let (resolved, attr) = client.resolve(remote).await?;
     let get = TreeGet { client };
     tokio::select! {
-        r = get.dir(&remote, &attr, &target) => r?,
-        _ = crate::server::terminated() => bail!("{}: interrupted", a.remote),
+        r = get.dir(&resolved, &attr, &target) => r?,
+        _ = crate::server::terminated() => bail!("{remote}: interrupted"),
     }
     Ok(ExitCode::SUCCESS)
 }

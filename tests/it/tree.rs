@@ -484,3 +484,61 @@ fn a_tree_with_a_name_ringfs_cannot_hold_is_copied_without_it_and_the_put_says_s
     c.fails(&["rm", "/u"])
         .says(&["/u", "no such file or directory"]);
 }
+
+#[test]
+fn several_sources_go_into_a_directory_and_a_bad_one_does_not_stop_the_others() {
+    // put/get/cp/mv SRC... DIR, as cp(1) and `hdfs dfs -put a b /dir` take them.
+    let c = TestCluster::builder().start();
+    let local = c.scratch_path("many");
+    fs::create_dir_all(local.join("tree/sub")).unwrap();
+    fs::write(local.join("a"), b"aaa").unwrap();
+    fs::write(local.join("b"), b"bbb").unwrap();
+    fs::write(local.join("tree/sub/c"), b"ccc").unwrap();
+    let at = |n: &str| local.join(n).to_str().unwrap().to_string();
+    let (a, b, tree) = (at("a"), at("b"), at("tree"));
+    c.ok(&["mkdir", "/in"]);
+    c.ok(&["put", &a, &b, &tree, "/in"]);
+    assert_eq!(c.get_bytes("/in/a"), b"aaa");
+    assert_eq!(c.get_bytes("/in/b"), b"bbb");
+    assert_eq!(c.get_bytes("/in/tree/sub/c"), b"ccc");
+
+    // The target must be an existing directory; nothing is copied otherwise.
+    c.fails_and_changes_nothing(&["put", &a, &b, "/nowhere"], &["/nowhere", "no such file"]);
+    c.fails_and_changes_nothing(&["put", &a, &b, "/in/a"], &["/in/a", "not a directory"]);
+    c.fails_and_changes_nothing(&["put", &a, "-", "/in"], &["stdin"]);
+
+    // A missing source is reported; the others are still copied; exit 1.
+    c.ok(&["mkdir", "/more"]);
+    let missing = at("missing");
+    let out = c.run(&["put", &a, &missing, &b, "/more"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing") && err.contains("no such file"),
+        "{err}"
+    );
+    assert_eq!(c.get_bytes("/more/a"), b"aaa");
+    assert_eq!(c.get_bytes("/more/b"), b"bbb");
+
+    // get, cp and mv likewise.
+    let back = c.scratch_path("back");
+    fs::create_dir(&back).unwrap();
+    c.ok(&["get", "/in/a", "/in/tree", back.to_str().unwrap()]);
+    assert_eq!(fs::read(back.join("a")).unwrap(), b"aaa");
+    assert_eq!(fs::read(back.join("tree/sub/c")).unwrap(), b"ccc");
+    c.fails(&["get", "/in/a", "/in/b", at("a").as_str()])
+        .says(&["not a directory"]);
+    assert_eq!(fs::read(local.join("a")).unwrap(), b"aaa");
+    c.ok(&["mkdir", "/copies", "/moved"]);
+    c.ok(&["cp", "/in/a", "/in/tree", "/copies"]);
+    assert_eq!(c.get_bytes("/copies/a"), b"aaa");
+    assert_eq!(c.get_bytes("/copies/tree/sub/c"), b"ccc");
+    c.ok(&["mv", "/more/a", "/more/b", "/moved"]);
+    assert_eq!(c.get_bytes("/moved/a"), b"aaa");
+    assert_eq!(c.get_bytes("/moved/b"), b"bbb");
+    c.fails(&["stat", "/more/a"]).says(&["no such file"]);
+    c.fails_and_changes_nothing(
+        &["mv", "/moved/a", "/moved/b", "/copies/a"],
+        &["not a directory"],
+    );
+}
