@@ -39,7 +39,7 @@ async fn cp_one(client: &Client, a: &CpArgs, src: &str) -> anyhow::Result<ExitCo
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
     }
-    let existing = stat_if_exists(&client, &target).await?;
+    let existing = stat_if_exists(client, &target).await?;
     if !is_dir(&src_attr) {
         match existing {
             Some(attr) if is_dir(&attr) => bail!("{target}: is a directory"),
@@ -50,7 +50,7 @@ async fn cp_one(client: &Client, a: &CpArgs, src: &str) -> anyhow::Result<ExitCo
             .check_live_datanodes(src_attr.replication)
             .await
             .map_err(|e| anyhow!("{target}: {e}"))?;
-        copy_file(&client, src, &src_attr, &target, a.force, true).await?;
+        copy_file(client, src, &src_attr, &target, a.force, true).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if target == src || target.starts_with(&format!("{}/", src.trim_end_matches('/'))) {
@@ -60,7 +60,7 @@ async fn cp_one(client: &Client, a: &CpArgs, src: &str) -> anyhow::Result<ExitCo
         bail!("{target}: already exists");
     }
     let mode = src_attr.mode & DIR_MODE_BITS & !format::umask();
-    build_in_place(&client, &target, mode, |tmp| {
+    build_in_place(client, &target, mode, |tmp| {
         let client = &client;
         async move { copy_tree(client, src, &tmp).await }
     })
