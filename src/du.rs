@@ -43,20 +43,24 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
     let mut rows = Vec::new();
     let mut failed = false;
     for p in &a.paths {
+        // A directory below that cannot be listed is reported and left out, as du(1) does.
+        let mut partial = false;
         let result = async {
             let attr = client.stat(p).await?;
             if a.summary || !is_dir(&attr) {
-                return anyhow::Ok(vec![usage(&client, p).await?]);
+                return anyhow::Ok(vec![usage(&client, p, &mut partial).await?]);
             }
             let mut children = Vec::new();
             for e in client.list_node(inode_ref(attr.inode)).await? {
                 if !crate::commands::is_skipped_in_walks(&e.name) {
-                    children.push(usage(&client, &join(p, &e.name)).await?);
+                    children.push(usage(&client, &join(p, &e.name), &mut partial).await?);
                 }
             }
             Ok(children)
-        };
-        match result.await {
+        }
+        .await;
+        failed |= partial;
+        match result {
             Ok(r) => rows.extend(r),
             Err(e) => {
                 eprintln!("ringfs: {e}");
@@ -94,13 +98,13 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
     })
 }
 
-async fn usage(client: &Client, path: &str) -> anyhow::Result<Usage> {
+async fn usage(client: &Client, path: &str, failed: &mut bool) -> anyhow::Result<Usage> {
     let mut u = Usage {
         path: path.to_string(),
         ..Default::default()
     };
     let mut seen = HashSet::new();
-    for (_, attr) in crate::tree::collect(client, path).await? {
+    for (_, attr) in crate::tree::collect_reporting(client, path, failed).await? {
         u.add(&attr, &mut seen);
     }
     Ok(u)

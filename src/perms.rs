@@ -100,7 +100,7 @@ where
     let mut failed = false;
     for p in paths {
         let nodes = if recursive {
-            crate::tree::collect(client, p).await
+            crate::tree::collect_reporting(client, p, &mut failed).await
         } else {
             client
                 .stat(p)

@@ -51,7 +51,7 @@ pub async fn setrep(namenode: Option<String>, a: SetrepArgs) -> anyhow::Result<E
     let mut failed = false;
     let mut changed: Vec<String> = Vec::new();
     for p in &a.paths {
-        let files = match files_of(&client, p).await {
+        let files = match files_of(&client, p, &mut failed).await {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("ringfs: {e}");
@@ -99,8 +99,8 @@ pub async fn setrep(namenode: Option<String>, a: SetrepArgs) -> anyhow::Result<E
 
 /// The files a PATH argument names: itself unless it is a directory (a symlink too: the namenode
 /// refuses it by name), else every regular file under it in path order.
-async fn files_of(client: &Client, path: &str) -> anyhow::Result<Vec<String>> {
-    let nodes = crate::tree::collect(client, path).await?;
+async fn files_of(client: &Client, path: &str, failed: &mut bool) -> anyhow::Result<Vec<String>> {
+    let nodes = crate::tree::collect_reporting(client, path, failed).await?;
     if !nodes.first().is_some_and(|(_, attr)| is_dir(attr)) {
         return Ok(vec![path.to_string()]);
     }

@@ -18,7 +18,7 @@ use crate::format::{self, basename, is_dir, join};
 use crate::PutArgs;
 use anyhow::{anyhow, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use ringfs_client::{inode_ref, path_ref, pb, Client, CreateOptions, ErrorKind};
+use ringfs_client::{inode_ref, path_ref, pb, Client, ClientError, CreateOptions, ErrorKind};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -352,16 +352,40 @@ pub async fn get_tree(client: &Client, remote: &str, local: &str) -> anyhow::Res
     };
     // A symlink to a directory is copied as that directory, as cp -r copies a link it is given.
     let (resolved, attr) = client.resolve(remote).await?;
-    let get = TreeGet { client };
+    let get = TreeGet {
+        client,
+        denied: AtomicUsize::new(0),
+    };
     tokio::select! {
         r = get.dir(&resolved, &attr, &target) => r?,
         _ = crate::server::terminated() => bail!("{remote}: interrupted"),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(match get.denied.load(Ordering::Relaxed) {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
 }
 
 struct TreeGet<'a> {
     client: &'a Client,
+    /// Files and directories the caller may not read: reported and left out, the rest is copied
+    /// (exit 1), as `cp -r` does.
+    denied: AtomicUsize,
+}
+
+impl TreeGet<'_> {
+    /// `Ok(None)` after reporting a permission error on `remote` (see `denied`).
+    fn skip_denied<T>(&self, remote: &str, r: Result<T, ClientError>) -> anyhow::Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                eprintln!("ringfs: {}", named(&e.to_string(), remote));
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(anyhow!("{}", named(&e.to_string(), remote))),
+        }
+    }
 }
 
 impl TreeGet<'_> {
@@ -379,11 +403,10 @@ impl TreeGet<'_> {
             }
             Err(e) => return Err(shown(e)),
         }
-        let entries = self
-            .client
-            .list_node(inode_ref(attr.inode))
-            .await
-            .map_err(|e| anyhow!("{}", named(&e.to_string(), remote)))?;
+        let listed = self.client.list_node(inode_ref(attr.inode)).await;
+        let Some(entries) = self.skip_denied(remote, listed)? else {
+            return set_mode(local, mode);
+        };
         let mut files = Vec::new();
         let mut dirs = Vec::new();
         for e in entries {
@@ -419,10 +442,12 @@ impl TreeGet<'_> {
             bail!("{}: is a directory", local.display());
         }
         let mut reader = match self.client.open(inode_ref(attr.inode)).await {
-            Ok(r) => r,
             // Removed since the listing: like cp -r, what is gone is not copied.
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Stale) => return Ok(()),
-            Err(e) => return Err(anyhow!("{remote}: {e}")),
+            r => match self.skip_denied(remote, r)? {
+                Some(r) => r,
+                None => return Ok(()),
+            },
         };
         get_file(&mut reader, remote, local, false).await
     }
@@ -460,9 +485,33 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 // ------------------------------------------------------------------------------------------ walk
 
 /// `path` and every node under it, parents before children, each with its attributes (for
-/// `chmod -R`, `chown -R`, `du`). Directories are listed before anything is changed, so a mode
-/// that shuts out the caller does not stop the walk halfway.
+/// `cp` and `chmod -R`-like walks). Directories are listed before anything is changed, so a mode
+/// that shuts out the caller does not stop the walk halfway. A directory that cannot be listed
+/// fails the walk (`cp` copies all or nothing).
 pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String, pb::Attr)>> {
+    walk(client, path, |e| Err(e)).await
+}
+
+/// [`collect`] that goes on past a directory it cannot list (its entries are left out), as
+/// `chmod -R`, `chown -R` and `du` do: the error is printed and `failed` set (exit 1).
+pub async fn collect_reporting(
+    client: &Client,
+    path: &str,
+    failed: &mut bool,
+) -> anyhow::Result<Vec<(String, pb::Attr)>> {
+    walk(client, path, |e| {
+        eprintln!("ringfs: {e}");
+        *failed = true;
+        Ok(())
+    })
+    .await
+}
+
+async fn walk(
+    client: &Client,
+    path: &str,
+    mut unlisted: impl FnMut(anyhow::Error) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<(String, pb::Attr)>> {
     let root = client.stat(path).await?;
     let mut out = vec![(path.to_string(), root)];
     let mut next = 0;
@@ -472,10 +521,14 @@ pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String,
         if !is_dir(&attr) {
             continue;
         }
-        let entries = client
-            .list_node(inode_ref(attr.inode))
-            .await
-            .map_err(|e| anyhow!("{}", named(&e.to_string(), &dir)))?;
+        let entries = match client.list_node(inode_ref(attr.inode)).await {
+            Ok(entries) => entries,
+            Err(e) if next == 1 => bail!("{}", named(&e.to_string(), &dir)),
+            Err(e) => {
+                unlisted(anyhow!("{}", named(&e.to_string(), &dir)))?;
+                continue;
+            }
+        };
         for e in entries {
             if crate::commands::is_skipped_in_walks(&e.name) {
                 continue;

@@ -542,3 +542,54 @@ fn several_sources_go_into_a_directory_and_a_bad_one_does_not_stop_the_others() 
         &["not a directory"],
     );
 }
+
+#[test]
+fn an_unreadable_directory_or_file_is_reported_and_the_rest_of_the_tree_still_goes() {
+    // get -r and du as a user who may not read part of the tree: like cp -r and du(1), the rest is
+    // copied or counted, each refusal named on stderr, exit 1 (they stopped at the first one).
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and /usr/bin/setpriv");
+        return;
+    }
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "-p", "/shared/locked", "/shared/open"]);
+    c.put_bytes("/shared/a", b"readable");
+    c.put_bytes("/shared/secret", b"root only");
+    c.put_bytes("/shared/locked/x", b"hidden");
+    c.put_bytes("/shared/open/y", b"why");
+    c.ok(&["chmod", "600", "/shared/secret"]);
+    c.ok(&["chmod", "700", "/shared/locked"]);
+    let home = c.scratch_path("home1000");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+    let as_1000 = |args: &[&str]| {
+        let mut cmd = Command::new("/usr/bin/setpriv");
+        cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+            .arg(bin())
+            .args(["--namenode", c.namenode_addr()])
+            .args(args);
+        run_with_timeout(cmd, None, "(uid 1000) ringfs", Duration::from_secs(60))
+    };
+    let out_dir = home.join("out");
+    let out = as_1000(&["get", "/shared", out_dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/shared/secret") && err.contains("/shared/locked"),
+        "{err}"
+    );
+    assert!(err.contains("permission denied"), "{err}");
+    assert_eq!(fs::read(out_dir.join("a")).unwrap(), b"readable");
+    assert_eq!(fs::read(out_dir.join("open/y")).unwrap(), b"why");
+    assert!(!out_dir.join("secret").exists());
+    assert!(!out_dir.join("locked/x").exists());
+
+    let out = as_1000(&["du", "-s", "--json", "/shared"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/shared/locked"), "{err}");
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // a, secret (its size is visible in the listing) and open/y; not locked/x.
+    assert_eq!(field_u64(&rows[0], "size"), 8 + 9 + 3, "{rows}");
+}
