@@ -489,7 +489,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 /// that shuts out the caller does not stop the walk halfway. A directory that cannot be listed
 /// fails the walk (`cp` copies all or nothing).
 pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String, pb::Attr)>> {
-    walk(client, path, |e| Err(e)).await
+    walk(client, path, Err).await
 }
 
 /// [`collect`] that goes on past a directory it cannot list (its entries are left out), as
