@@ -3,8 +3,8 @@
 
 use crate::format::{self, attr_json, basename, is_dir, join};
 use crate::{
-    FsckArgs, GetArgs, JsonArg, LsArgs, MkdirArgs, MountArgs, MvArgs, PathArg, PutArgs, RmArgs,
-    StatArgs, UmountArgs,
+    DfArgs, FsckArgs, GetArgs, JsonArg, LsArgs, MkdirArgs, MountArgs, MvArgs, PathsArg, PutArgs,
+    RmArgs, StatArgs, UmountArgs,
 };
 use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -740,10 +740,137 @@ impl LocalTemp {
     }
 }
 
-pub async fn cat(namenode: Option<String>, a: PathArg) -> anyhow::Result<ExitCode> {
+pub async fn cat(namenode: Option<String>, a: PathsArg) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
-    let mut reader = client.open(path_ref(&a.path)).await?;
-    write_out(&mut reader, Box::new(std::io::stdout()), None).await?;
+    // Like cat(1): a file that cannot be read is reported and the next one still goes.
+    let mut failed = false;
+    for p in &a.paths {
+        let result = async {
+            let mut reader = client.open(path_ref(p)).await?;
+            write_out(&mut reader, Box::new(std::io::stdout()), None).await
+        }
+        .await;
+        if let Err(e) = result {
+            // A closed stdout (`| head`) ends the whole cat.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return Err(e);
+            }
+            eprintln!("ringfs: {}", crate::chain_text(&e));
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `touch PATH...`: an empty file where there is none (mode 0666 less the umask), else the access
+/// and modification times set to now, as touch(1) and `hdfs dfs -touch` do.
+pub async fn touch(namenode: Option<String>, a: PathsArg) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    let mut failed = false;
+    for p in &a.paths {
+        if let Err(e) = touch_one(&client, p).await {
+            eprintln!("ringfs: {}", crate::chain_text(&e));
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn touch_one(client: &Client, path: &str) -> anyhow::Result<()> {
+    let opts = CreateOptions {
+        mode: 0o666 & !format::umask(),
+        replication: 0,
+        block_size: 0,
+        overwrite: false,
+        exclusive: true,
+    };
+    match client.create(path, opts).await {
+        Ok(w) => {
+            let file = w.commit_all().await.map_err(|e| anyhow!("{path}: {e}"))?;
+            file.close().await.map_err(|e| anyhow!("{path}: {e}"))?;
+            Ok(())
+        }
+        // There already: only the times change (a directory's too).
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => client
+            .touch_times(path_ref(path))
+            .await
+            .map(drop)
+            .map_err(|e| anyhow!("{}", change_error(path, &e))),
+        Err(e) => Err(anyhow!("{}", change_error(path, &e))),
+    }
+}
+
+/// `df`: the cluster's capacity, used and remaining space, as the datanodes report them.
+pub async fn df(namenode: Option<String>, a: DfArgs) -> anyhow::Result<ExitCode> {
+    let addr = namenode
+        .clone()
+        .unwrap_or_else(|| ringfs_proto::DEFAULT_NAMENODE.to_string());
+    let client = connect(namenode).await?;
+    let s = client.statfs().await?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = json!({
+            "namenode": addr,
+            "capacity": s.capacity,
+            "used": s.used,
+            "remaining": s.remaining,
+            "files": s.inodes,
+        });
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let size = |n: u64| {
+        if a.human {
+            ringfs_proto::units::format_size(n)
+        } else {
+            n.to_string()
+        }
+    };
+    let pct = if s.capacity == 0 {
+        "-".to_string()
+    } else {
+        format!("{}%", (s.used * 100).div_ceil(s.capacity))
+    };
+    let rows = [
+        ["Filesystem", "Size", "Used", "Available", "Use%"].map(str::to_string),
+        [
+            format!("ringfs://{addr}"),
+            size(s.capacity),
+            size(s.used),
+            size(s.remaining),
+            pct,
+        ],
+    ];
+    let w: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4]
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

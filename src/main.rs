@@ -57,8 +57,12 @@ enum Cmd {
     Put(PutArgs),
     /// Copy a ringfs file to a local file (or stdout, `-`), or a directory tree to a local directory.
     Get(GetArgs),
-    /// Write a ringfs file to stdout.
-    Cat(PathArg),
+    /// Write ringfs files to stdout, one after the other.
+    Cat(PathsArg),
+    /// Create empty files, or set the access and modification times of existing ones to now.
+    Touch(PathsArg),
+    /// Show the cluster's capacity, space used and space left.
+    Df(DfArgs),
     /// List a directory (or show a file).
     Ls(LsArgs),
     /// Create directories.
@@ -157,8 +161,23 @@ pub struct GetArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct PathArg {
-    pub path: String,
+pub struct PathsArg {
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct DfArgs {
+    /// Sizes like 1.5 GiB (`df -h`).
+    #[arg(short = 'h', long)]
+    pub human: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -444,6 +463,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Put(a) => commands::put(namenode, a).await,
         Cmd::Get(a) => commands::get(namenode, a).await,
         Cmd::Cat(a) => commands::cat(namenode, a).await,
+        Cmd::Touch(a) => commands::touch(namenode, a).await,
+        Cmd::Df(a) => commands::df(namenode, a).await,
         Cmd::Ls(a) => commands::ls(namenode, a).await,
         Cmd::Mkdir(a) => commands::mkdir(namenode, a).await,
         Cmd::Rm(a) => commands::rm(namenode, a).await,

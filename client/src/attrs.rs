@@ -1,4 +1,5 @@
 //! Attribute changes and symlinks, for the CLI: [`Client::chmod`], [`Client::chown`],
+//! [`Client::touch_times`],
 //! [`Client::symlink`], [`Client::access`], [`Client::resolve`] (a path with its final symlinks
 //! followed). Like the
 //! other path-level changes of this library the changes sync before they return (the mount makes
@@ -36,6 +37,23 @@ impl Client {
             pb::SetAttrRequest {
                 uid,
                 gid,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Sets the access and modification times of `node` to the namenode's now (touch(1)); the
+    /// caller must own it or may write it, as utimensat(2) with UTIME_NOW allows.
+    pub async fn touch_times(&self, node: pb::NodeRef) -> Result<pb::Attr, ClientError> {
+        let now = || pb::TimeSet {
+            value: Some(pb::time_set::Value::Now(true)),
+        };
+        self.set_attr(
+            node,
+            pb::SetAttrRequest {
+                atime: Some(now()),
+                mtime: Some(now()),
                 ..Default::default()
             },
         )

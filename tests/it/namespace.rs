@@ -578,3 +578,58 @@ fn ls_takes_several_paths_and_lists_recursively_or_directories_themselves() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "/a/b:\nc\nf2\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nope: no such file or directory"));
 }
+
+#[test]
+fn touch_cat_and_df_work_like_their_namesakes() {
+    let c = TestCluster::builder().start();
+    // touch: creates empty files, then only moves the times of existing ones.
+    c.ok(&["mkdir", "/t"]);
+    c.ok(&["touch", "/t/a", "/t/b"]);
+    assert_eq!(field_u64(&c.stat_json("/t/a"), "size"), 0);
+    assert_eq!(field_str(&c.stat_json("/t/a"), "kind"), "file");
+    c.put_bytes("/t/full", b"content");
+    let before = c.stat_json("/t/full");
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the clock to move a second",
+        || {
+            c.ok(&["touch", "/t/full"]);
+            c.stat_json("/t/full")["mtime"] != before["mtime"]
+        },
+    );
+    assert_eq!(c.get_bytes("/t/full"), b"content", "touch kept the content");
+    c.fails(&["touch", "/missing/x"])
+        .says(&["/missing/x", "no such file or directory"]);
+    let out = c.run(&["touch", "/t/c", "/missing/y"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        field_u64(&c.stat_json("/t/c"), "size"),
+        0,
+        "the good one is done"
+    );
+
+    // cat: several files in order; a missing one is reported, the rest still printed.
+    c.put_bytes("/t/one", b"1\n");
+    c.put_bytes("/t/two", b"2\n");
+    assert_eq!(c.ok(&["cat", "/t/one", "/t/two"]), "1\n2\n");
+    let out = c.run(&["cat", "/t/one", "/t/nope", "/t/two"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, b"1\n2\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/t/nope"));
+
+    // df: the cluster's figures, as statfs gives them to the mount.
+    let df = c.json(&["df", "--json"]);
+    let (cap, used, left) = (
+        field_u64(&df, "capacity"),
+        field_u64(&df, "used"),
+        field_u64(&df, "remaining"),
+    );
+    assert!(cap > 0 && left > 0 && used + left <= cap, "{df}");
+    let text = c.ok(&["df", "-h"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("Filesystem") && lines[1].starts_with("ringfs://"),
+        "{text}"
+    );
+}
