@@ -38,6 +38,15 @@ async fn connect_with(namenode: Option<String>, cfg: ClientConfig) -> anyhow::Re
     .await?)
 }
 
+/// Exit 1 when something failed (each failure was reported on stderr), else 0.
+pub(crate) fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// "no such file or directory" from an io::Error (no "(os error 2)", lower case like the server's).
 pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
@@ -761,11 +770,7 @@ pub async fn cat(namenode: Option<String>, a: PathsArg) -> anyhow::Result<ExitCo
             failed = true;
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 /// `touch PATH...`: an empty file where there is none (mode 0666 less the umask), else the access
@@ -779,11 +784,7 @@ pub async fn touch(namenode: Option<String>, a: PathsArg) -> anyhow::Result<Exit
             failed = true;
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 async fn touch_one(client: &Client, path: &str) -> anyhow::Result<()> {
@@ -929,11 +930,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
             .await?;
     }
     out.finish()?;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 /// Where `ls` writes: human lines, groups apart, or one JSON array of every entry listed
@@ -1050,11 +1047,7 @@ pub async fn mkdir(namenode: Option<String>, a: MkdirArgs) -> anyhow::Result<Exi
             failed = true;
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode> {
@@ -1070,11 +1063,7 @@ pub async fn rm(namenode: Option<String>, a: RmArgs) -> anyhow::Result<ExitCode>
             Ok(()) => {}
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 pub async fn mv(namenode: Option<String>, a: MvArgs) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 //! (`-s`).
 
 use crate::commands::connect;
+use crate::commands::exit_code;
 use crate::format::{is_dir, join};
 use crate::DuArgs;
 use ringfs_client::{inode_ref, pb, Client};
@@ -91,11 +92,7 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
         }
     }
     out.flush()?;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 async fn usage(client: &Client, path: &str, failed: &mut bool) -> anyhow::Result<Usage> {

@@ -2,6 +2,7 @@
 //! with `-R`. Owners and groups are numbers on ringfs (the mount shows them as they are); names
 //! are looked up in this host's user and group databases.
 
+use crate::commands::exit_code;
 use crate::commands::{change_error, connect};
 use crate::format::is_dir;
 use crate::mode::ModeChange;
@@ -128,11 +129,7 @@ where
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 /// `OWNER`, `OWNER:GROUP`, `OWNER:` (chown(1): the owner's login group) or `:GROUP`; each a

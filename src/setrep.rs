@@ -4,6 +4,7 @@
 //! the extra ones; `-w` waits (with a deadline) until every block of the files has exactly that
 //! many live replicas.
 
+use crate::commands::exit_code;
 use crate::commands::{change_error, connect};
 use crate::format::is_dir;
 use clap::Args;
@@ -90,11 +91,7 @@ pub async fn setrep(namenode: Option<String>, a: SetrepArgs) -> anyhow::Result<E
             if n == 1 { "" } else { "s" }
         );
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 /// The files a PATH argument names: itself unless it is a directory (a symlink too: the namenode

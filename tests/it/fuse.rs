@@ -1006,21 +1006,18 @@ fn rmdir_is_not_blocked_by_hidden_names_of_other_or_killed_mounts() {
     assert!(!cluster.exists("/killed"));
 }
 
-#[test]
-fn a_file_whose_close_failed_is_not_left_open_for_writing() {
-    // A close on the mount whose commit fails (every datanode killed after the create: with some
-    // still live the mount writes on those) reports the error; the file is then closed at its last
-    // committed content (empty) instead of staying under construction for as long as the mount
-    // lives, and can be written again later.
-    let mut c = TestCluster::builder()
+/// Three datanodes (R=3) that the namenode declares dead a second after they stop.
+fn quickly_dying_datanodes() -> TestCluster {
+    TestCluster::builder()
         .datanodes(3)
         .replication(3)
         .block_size("4MiB")
         .heartbeat("100ms")
         .dead_after("1s")
-        .start();
-    let m = c.mount(&[]);
-    let f = File::create(m.path("f")).unwrap();
+        .start()
+}
+
+fn kill_every_datanode(c: &mut TestCluster) {
     for i in 0..3 {
         c.kill_datanode(i);
     }
@@ -1029,11 +1026,29 @@ fn a_file_whose_close_failed_is_not_left_open_for_writing() {
         "the namenode to see every datanode dead",
         || c.live_datanodes() == 0,
     );
-    (&f).write_all(&random_bytes(MIB, 9)).unwrap();
+}
+
+/// close(2) of `f` must fail (std's drop ignores close errors).
+#[track_caller]
+fn assert_close_fails(f: File) {
     use std::os::fd::IntoRawFd;
     // SAFETY: close(2) of the descriptor `into_raw_fd` handed over (closed exactly once).
     let closed = unsafe { libc::close(f.into_raw_fd()) };
     assert_eq!(closed, -1, "close succeeded with every datanode dead");
+}
+
+#[test]
+fn a_file_whose_close_failed_is_not_left_open_for_writing() {
+    // A close on the mount whose commit fails (every datanode killed after the create: with some
+    // still live the mount writes on those) reports the error; the file is then closed at its last
+    // committed content (empty) instead of staying under construction for as long as the mount
+    // lives, and can be written again later.
+    let mut c = quickly_dying_datanodes();
+    let m = c.mount(&[]);
+    let f = File::create(m.path("f")).unwrap();
+    kill_every_datanode(&mut c);
+    (&f).write_all(&random_bytes(MIB, 9)).unwrap();
+    assert_close_fails(f);
     // The release after the close gives the lease back (it kept it while the mount lived).
     let st = wait_for(
         Duration::from_secs(15),
@@ -1063,13 +1078,7 @@ fn a_failed_close_leaves_no_unsaved_bytes_in_the_mounts_cache() {
     // the file keeps its committed content, and the mount must read that back, not the bytes
     // the kernel still cached from the failed write (the size is unchanged, so a reopen kept
     // the cached pages).
-    let mut c = TestCluster::builder()
-        .datanodes(3)
-        .replication(3)
-        .block_size("4MiB")
-        .heartbeat("100ms")
-        .dead_after("1s")
-        .start();
+    let mut c = quickly_dying_datanodes();
     let m = c.mount(&[]);
     let committed = random_bytes(MIB, 3);
     fs::write(m.path("f"), &committed).unwrap();
@@ -1078,18 +1087,8 @@ fn a_failed_close_leaves_no_unsaved_bytes_in_the_mounts_cache() {
     // Written while the datanodes live (the block is read for the copy-on-write), committed
     // after they died.
     f.write_all_at(&[0xAB; 4096], 8192).unwrap();
-    for i in 0..3 {
-        c.kill_datanode(i);
-    }
-    wait_until(
-        Duration::from_secs(15),
-        "the namenode to see every datanode dead",
-        || c.live_datanodes() == 0,
-    );
-    use std::os::fd::IntoRawFd;
-    // SAFETY: close(2) of the descriptor `into_raw_fd` handed over (closed exactly once).
-    let closed = unsafe { libc::close(f.into_raw_fd()) };
-    assert_eq!(closed, -1, "close succeeded with every datanode dead");
+    kill_every_datanode(&mut c);
+    assert_close_fails(f);
     wait_for(
         Duration::from_secs(15),
         "the lease to be given back",
