@@ -29,8 +29,11 @@ const MAX_RECOVERIES: u32 = 5;
 const PACKETS_IN_FLIGHT: usize = 8;
 /// A send into the pipeline that makes no progress for this long counts as a failed first node.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the pipeline may take to acknowledge a finished block (every replica fsynced).
-const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the pipeline may take to acknowledge a finished block (every replica fsynced): per
+/// datanode, plus one more so the datanode above a hung one times out first and names it.
+fn ack_timeout(pipeline: usize) -> Duration {
+    ringfs_proto::PIPELINE_ANSWER_PER_HOP * (pipeline as u32 + 1)
+}
 /// Packet buffers a `FileWriter` keeps for reuse (one 64 MiB block's worth).
 const SPARE_PACKETS: usize = 64;
 /// Used when the namenode reports no block size for a file (should not happen).
@@ -105,10 +108,11 @@ impl Stream {
                 "stream already closed".into(),
             ));
         };
-        match tokio::time::timeout(ACK_TIMEOUT, task).await {
+        let wait = ack_timeout(self.pipeline.len());
+        match tokio::time::timeout(wait, task).await {
             Err(_) => Err(Failure::first_node(
                 &self.pipeline,
-                format!("{first}: no acknowledgement within {ACK_TIMEOUT:?}"),
+                format!("{first}: no acknowledgement within {wait:?}"),
             )),
             Ok(Err(join)) => Err(Failure::first_node(
                 &self.pipeline,

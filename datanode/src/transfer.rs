@@ -30,6 +30,7 @@ use ringfs_proto::token::AccessMode;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -401,6 +402,13 @@ fn to_hashes(wire: &[Vec<u8>]) -> Vec<Hash> {
         .collect()
 }
 
+/// A downstream datanode that takes no packet for this long is taken as failed: a hung node (a
+/// stopped process, a host gone without a reset) keeps its sockets open, so only a timeout shows
+/// it. The replica is kept here and the hops below reported failed, so the writer recovers its
+/// pipeline around them. The writer's own send timeout is longer (client/src/write.rs): the hop
+/// just above a hung node is the one that notices it and names it.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) enum Forward {
     Msg(WriteBlockMessage),
     End,
@@ -411,11 +419,16 @@ pub(crate) enum Forward {
 pub(crate) struct Downstream {
     tx: Option<mpsc::Sender<Forward>>,
     task: Option<JoinHandle<std::result::Result<WriteBlockResponse, Status>>>,
+    /// Datanodes from the next one to the end of the pipeline.
+    hops: u32,
+    /// Set when the next datanode took no packet within [`FORWARD_TIMEOUT`].
+    hung: bool,
 }
 
 impl Downstream {
     /// Starts the call to `addr` and queues `header` as its first message.
     pub fn open(addr: &str, header: WriteBlockHeader) -> Downstream {
+        let hops = 1 + header.downstream.len() as u32;
         let (tx, rx) = mpsc::channel::<Forward>(QUEUE);
         let addr = addr.to_string();
         let task = tokio::spawn(async move {
@@ -444,36 +457,65 @@ impl Downstream {
         Downstream {
             tx: Some(tx),
             task: Some(task),
+            hops,
+            hung: false,
         }
     }
 
-    /// Queues a message; after the call failed, messages are dropped (the failure is reported by
-    /// [`finish`](Self::finish)). Returns whether the downstream is still alive.
+    /// Queues a message; after the call failed or hung, messages are dropped (the failure is
+    /// reported by [`finish`](Self::finish)). Returns whether the downstream is still alive.
     pub async fn send(&mut self, msg: WriteBlockMessage) -> bool {
         let Some(tx) = &self.tx else { return false };
-        if tx.send(Forward::Msg(msg)).await.is_err() {
-            self.tx = None;
-            return false;
-        }
-        true
-    }
-
-    /// Marks the block complete at `len` bytes, ends the stream and waits for the downstream answer.
-    pub async fn finish(mut self, len: u64) -> std::result::Result<WriteBlockResponse, Status> {
-        if let Some(tx) = self.tx.take() {
-            let end = WriteBlockMessage {
-                msg: Some(Msg::End(WriteBlockEnd { len })),
-            };
-            if tx.send(Forward::Msg(end)).await.is_ok() {
-                let _ = tx.send(Forward::End).await;
+        match tokio::time::timeout(FORWARD_TIMEOUT, tx.send(Forward::Msg(msg))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                self.tx = None;
+                false
+            }
+            Err(_) => {
+                self.tx = None;
+                self.hung = true;
+                if let Some(task) = self.task.take() {
+                    task.abort();
+                }
+                false
             }
         }
-        let Some(task) = self.task.take() else {
+    }
+
+    /// Marks the block complete at `len` bytes, ends the stream and waits for the downstream answer
+    /// (at most `PIPELINE_ANSWER_PER_HOP` per datanode below).
+    pub async fn finish(mut self, len: u64) -> std::result::Result<WriteBlockResponse, Status> {
+        if self.hung {
+            return Err(Status::deadline_exceeded(format!(
+                "took no data for {FORWARD_TIMEOUT:?} (hung?)"
+            )));
+        }
+        let wait = ringfs_proto::PIPELINE_ANSWER_PER_HOP * self.hops;
+        let tx = self.tx.take();
+        let Some(mut task) = self.task.take() else {
             return Err(Status::internal("downstream already finished"));
         };
-        match task.await {
-            Ok(r) => r,
-            Err(e) => Err(Status::internal(format!("downstream task: {e}"))),
+        let answer = async {
+            if let Some(tx) = tx {
+                let end = WriteBlockMessage {
+                    msg: Some(Msg::End(WriteBlockEnd { len })),
+                };
+                if tx.send(Forward::Msg(end)).await.is_ok() {
+                    let _ = tx.send(Forward::End).await;
+                }
+            }
+            (&mut task).await
+        };
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(Status::internal(format!("downstream task: {e}"))),
+            Err(_) => {
+                task.abort();
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {wait:?} of the last packet (hung?)"
+                )))
+            }
         }
     }
 }

@@ -33,3 +33,9 @@ pub use ids::{BlockId, DatanodeId, GenerationStamp, InodeId};
 pub const ROOT_INODE: u64 = 1;
 /// Default namenode address for clients.
 pub const DEFAULT_NAMENODE: &str = "127.0.0.1:8020";
+
+/// How long one datanode of a write pipeline may take, after the last packet, to answer for
+/// itself (store and fsync): a hop waits this long per datanode below it, and the writer per
+/// datanode of the pipeline plus one, so the hop just above a hung node times out first and
+/// names it.
+pub const PIPELINE_ANSWER_PER_HOP: std::time::Duration = std::time::Duration::from_secs(30);

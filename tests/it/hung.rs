@@ -666,3 +666,68 @@ fn cli_changes_whose_answer_was_lost_succeed_once() {
         c.ls_names("/cli-made")
     );
 }
+
+#[test]
+fn a_write_through_a_hung_datanode_recovers_around_that_node() {
+    // A datanode of the pipeline hangs (SIGSTOP) while the mount writes: the write goes on
+    // without it after one stall, and the node named failed in the pipeline recovery is the hung
+    // one, wherever it is in the pipeline (the hop above it notices: no HTTP/2 keepalive answer,
+    // or no packet taken for 30 s), not the first node of the pipeline.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("200ms")
+        .dead_after("10m")
+        .start();
+    let m = c.mount(&[]);
+    let hung = 1;
+    let hung_addr = c.datanode_addr(hung).to_string();
+    let pid = c.datanode_pid(hung).expect("datanode runs");
+    let data = random_bytes(3 * MIB, 5);
+    signal(pid, "-STOP");
+    let (tx, rx) = mpsc::channel();
+    let path = m.path("f");
+    let written = data.clone();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let mut f = std::fs::File::create(&path)?;
+            std::io::Write::write_all(&mut f, &written)?;
+            f.sync_all()
+        })();
+        let _ = tx.send(r);
+    });
+    // The send timeouts of client/src/write.rs (60 s) and of a datanode (30 s), and slack.
+    let limit = Duration::from_secs(100);
+    let r = rx.recv_timeout(limit);
+    let log = fs::read_to_string(c.namenode_log()).unwrap_or_default();
+    signal(pid, "-CONT");
+    r.unwrap_or_else(|_| panic!("a write with a hung datanode took more than {limit:?}"))
+        .expect("write and fsync with one of three datanodes hung");
+    assert_same_bytes(&fs::read(m.path("f")).unwrap(), &data, "f");
+    let recoveries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pipeline updated"))
+        .collect();
+    assert!(
+        !recoveries.is_empty(),
+        "no pipeline recovery in the namenode log"
+    );
+    for l in &recoveries {
+        let failed = l
+            .split("failed=[")
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .unwrap_or_default();
+        let first = failed
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"');
+        assert_eq!(first, hung_addr, "the node first named failed: {l}");
+    }
+    for b in stat_blocks(&c.stat_json("/f")) {
+        assert!(!block_locations(&b).contains(&hung_addr), "{b}");
+    }
+}
