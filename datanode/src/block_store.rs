@@ -5,6 +5,7 @@
 //! ```text
 //! <data_dir>/lock                          flock'ed while a datanode uses the dir
 //! <data_dir>/datanode_id                   stable id (uuid, simple hex), created on first start
+//! <data_dir>/cluster_id                    the namenode's cluster id, kept at the first registration
 //! <data_dir>/blocks/<xx>/<id>_<gen>.data   finalized replica; xx = id % 256 as two hex digits
 //! <data_dir>/blocks/<xx>/<id>_<gen>.meta
 //! <data_dir>/tmp/<id>_<gen>.data|.meta     replica being written (rbw) or left by a broken write
@@ -139,6 +140,14 @@ impl BlockStore {
     /// fail with [`DatanodeError::NoSpace`].
     pub fn open_with_capacity(root: &Path, capacity: Option<u64>) -> Result<BlockStore> {
         fs::create_dir_all(root).map_err(DatanodeError::io("create data dir", root))?;
+        // A namenode's dir (its store) given by mistake: a datanode would make a second node's
+        // files in it and its operator would think the namenode's dir was in use.
+        if root.join("namespace.redb").exists() {
+            return Err(DatanodeError::Config(format!(
+                "{} is a namenode's data dir (it holds namespace.redb), not a datanode's",
+                root.display()
+            )));
+        }
         let lock_path = root.join("lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -173,6 +182,22 @@ impl BlockStore {
     /// The stable datanode id kept in `<data_dir>/datanode_id`.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The cluster this data dir joined (`<data_dir>/cluster_id`), `None` before its first
+    /// registration.
+    pub fn cluster_id(&self) -> Result<Option<String>> {
+        let path = self.root.join("cluster_id");
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DatanodeError::io("read", &path)(e)),
+        }
+    }
+
+    /// Records the cluster this data dir joined (durably, before any block is reported to it).
+    pub fn set_cluster_id(&self, id: &str) -> Result<()> {
+        write_durably(&self.root, "cluster_id", id)
     }
 
     /// The data dir.
@@ -1353,13 +1378,7 @@ fn load_or_create_id(root: &Path) -> Result<String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid::Uuid::new_v4().simple().to_string();
-            let tmp = root.join("datanode_id.tmp");
-            let mut f = File::create(&tmp).map_err(DatanodeError::io("create", &tmp))?;
-            f.write_all(format!("{id}\n").as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(DatanodeError::io("write", &tmp))?;
-            fs::rename(&tmp, &path).map_err(DatanodeError::io("rename", &tmp))?;
-            sync_dir(root)?;
+            write_durably(root, "datanode_id", &id)?;
             Ok(id)
         }
         Err(e) => Err(DatanodeError::Io {
@@ -1368,6 +1387,18 @@ fn load_or_create_id(root: &Path) -> Result<String> {
             source: e,
         }),
     }
+}
+
+/// Writes `<root>/<name>` as one line, through a temporary file, fsynced and renamed into place.
+fn write_durably(root: &Path, name: &str, value: &str) -> Result<()> {
+    let path = root.join(name);
+    let tmp = root.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(DatanodeError::io("create", &tmp))?;
+    f.write_all(format!("{value}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(DatanodeError::io("write", &tmp))?;
+    fs::rename(&tmp, &path).map_err(DatanodeError::io("rename", &tmp))?;
+    sync_dir(root)
 }
 
 /// Total size in bytes of the filesystem holding `path`.

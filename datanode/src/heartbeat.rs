@@ -73,6 +73,10 @@ impl Heartbeat {
         let node = &self.node;
         let (capacity, used, _) = node.space();
         let id = node.namenode.datanode_id().to_string();
+        let joined = node
+            .store
+            .cluster_id()
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let req = RegisterRequest {
             node: Some(DatanodeInfo {
                 id: id.clone(),
@@ -82,8 +86,17 @@ impl Heartbeat {
             capacity,
             used,
             auth: node.secret.node_auth(&id),
+            cluster_id: joined.clone().unwrap_or_default(),
         };
         let resp = node.namenode.client().register(req).await?.into_inner();
+        // The first namenode this data dir registers with is its cluster for good; any other
+        // refuses it from now on (the namenode checks).
+        if joined.is_none() && !resp.cluster_id.is_empty() {
+            node.store
+                .set_cluster_id(&resp.cluster_id)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            tracing::info!(cluster = %resp.cluster_id, "joined the cluster");
+        }
         let ms = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
         let iv = Intervals {
             heartbeat: ms(resp.heartbeat_interval_ms, DEFAULT_HEARTBEAT),

@@ -80,6 +80,8 @@ pub struct Journal {
     stats: Arc<Counts>,
     /// The append side of the log; also taken (briefly) by the writer to delete old log files.
     log: Arc<Mutex<Log>>,
+    /// This namespace's identity (see [`Journal::cluster_id`]).
+    cluster_id: u64,
 }
 
 /// The log files: the one appended to and the closed ones the store may not have caught up with.
@@ -232,10 +234,17 @@ fn read_log(dir: &Path, applied: u64) -> Result<LogRead> {
                 break 'files;
             }
             if seq > expected {
-                tracing::error!(path = %path.display(), expected, found = seq,
-                    "log skips records: replay stops there; the rest is kept as *.log.dropped");
-                damaged_from = Some(i);
-                break 'files;
+                // Records acknowledged earlier are in neither the store nor the log: the store
+                // was replaced (an empty or older namespace.redb) or log files were removed.
+                // Starting would serve a namespace without them, and the datanodes' replicas
+                // of their files would be deleted as unclaimed.
+                return Err(storage(
+                    path,
+                    format!(
+                        "the metadata store holds changes up to {}, but the log goes on from                          {seq}: {FILE_NAME} was replaced or damaged, or log files are missing.                          Refusing to start on it (start on the right --data-dir, or restore                          {FILE_NAME})",
+                        expected - 1
+                    ),
+                ));
             }
             rest = &rest[RECORD_HEADER + len..];
             if seq < expected {
@@ -385,6 +394,7 @@ impl Journal {
                 std::fs::remove_file(file).map_err(|e| storage(file, e))?;
             }
         }
+        let cluster_id = cluster_id(&db, &path)?;
         let log = Arc::new(Mutex::new(Log::start(dir, applied + 1, VecDeque::new())?));
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(OnceLock::new());
@@ -401,6 +411,7 @@ impl Journal {
                     path,
                     stats,
                     log,
+                    cluster_id,
                 },
                 ns,
             ));
@@ -430,9 +441,19 @@ impl Journal {
                 path,
                 stats,
                 log,
+                cluster_id,
             },
             ns,
         ))
+    }
+
+    /// This namespace's identity, made at random when its store was created and kept in it.
+    /// Datanodes keep the id of the namespace they first joined and are refused by any other: a
+    /// namenode started on a wrong or empty data dir must not take another namespace's replicas
+    /// (it would delete them as unclaimed), nor a datanode dir from another cluster serve its
+    /// blocks (block ids repeat across clusters).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 
     /// Totals since open (for metrics and tests).
@@ -705,6 +726,27 @@ fn write_group(
 }
 
 /// The last log record in the store (0: none, or a new store).
+/// The store's cluster id, made (random, non-zero) and stored the first time.
+fn cluster_id(db: &Database, path: &Path) -> Result<u64> {
+    let err = |e: &dyn std::fmt::Display| storage(path, e);
+    {
+        let txn = db.begin_read().map_err(|e| err(&e))?;
+        if let Ok(meta) = txn.open_table(META) {
+            if let Some(v) = meta.get("cluster_id").map_err(|e| err(&e))? {
+                return Ok(v.value());
+            }
+        }
+    }
+    let id = rand::random::<u64>().max(1);
+    let txn = db.begin_write().map_err(|e| err(&e))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+        meta.insert("cluster_id", id).map_err(|e| err(&e))?;
+    }
+    txn.commit().map_err(|e| err(&e))?;
+    Ok(id)
+}
+
 fn applied_seq(db: &Database, path: &Path) -> Result<u64> {
     let err = |e: &dyn std::fmt::Display| storage(path, e);
     let txn = db.begin_read().map_err(|e| err(&e))?;
@@ -1629,6 +1671,38 @@ mod tests {
         drop(journal);
         let (_journal, ns) = Journal::open(dir.path()).unwrap();
         assert_eq!(dump(&ns), expected);
+    }
+
+    #[test]
+    fn a_store_behind_its_log_is_refused_and_the_cluster_id_is_kept() {
+        // namespace.redb replaced by an empty one (truncated, deleted, another dir's) while the
+        // log goes on from a later record: opening it served an empty namespace (the log was
+        // put aside), and the datanodes' replicas were then deleted as unclaimed.
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            for i in 0..300 {
+                create(&mut ns, &format!("/f{i}"));
+                journal.submit(ns.drain_changes()).wait().unwrap();
+            }
+            journal.cluster_id()
+        };
+        assert_ne!(id, 0);
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.cluster_id(), id, "kept across a reopen");
+        drop(journal);
+        {
+            // More records, so the log goes on past what the store will be replaced by.
+            let (journal, mut ns) = Journal::open_with(dir.path(), false).unwrap();
+            create(&mut ns, "/later");
+            drop(journal.log(ns.drain_changes()).unwrap());
+        }
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        let err = Journal::open(dir.path())
+            .err()
+            .expect("open of a store behind its log");
+        assert!(err.to_string().contains("Refusing to start"), "{err}");
+        assert!(!log_files(dir.path()).is_empty(), "the log is kept");
     }
 
     #[test]

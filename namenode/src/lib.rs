@@ -81,6 +81,13 @@ pub async fn run_with_ready(
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         NamenodeError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
+    // A datanode's dir given by mistake: a new namespace would be made in it.
+    if config.data_dir.join("datanode_id").exists() {
+        return Err(NamenodeError::Storage(format!(
+            "{} is a datanode's data dir (it holds datanode_id), not a namenode's",
+            config.data_dir.display()
+        )));
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     let dir = config.data_dir.clone();
     let (journal, ns) = tokio::task::spawn_blocking(move || journal::Journal::open(&dir))

@@ -89,6 +89,7 @@ impl FakeDn {
             capacity: 100 << 30,
             used: 0,
             auth,
+            cluster_id: String::new(),
         })
         .await
         .unwrap();
@@ -1473,4 +1474,41 @@ async fn xattrs_on_the_wire_error_kinds_and_retry_ids_across_a_restart() {
         .value;
     assert_eq!(value, b"t");
     nn.stop().await;
+}
+
+#[tokio::test]
+async fn a_datanode_of_another_cluster_is_refused_and_a_new_one_learns_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.dn_client();
+    let register = |cluster_id: &str| {
+        let id = "dnx".to_string();
+        pb::RegisterRequest {
+            node: Some(pb::DatanodeInfo {
+                id: id.clone(),
+                address: "127.0.0.1:1".into(),
+                rack: String::new(),
+            }),
+            capacity: 100 << 30,
+            used: 0,
+            auth: Secret::new(DEV_SECRET.as_bytes()).node_auth(&id),
+            cluster_id: cluster_id.into(),
+        }
+    };
+    // A new data dir (no id yet) is taken and told the cluster's id.
+    let ours = c
+        .register(register(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster_id;
+    assert_eq!(ours.len(), 16, "{ours:?}");
+    assert!(c.register(register(&ours)).await.is_ok());
+    let e = c.register(register("00000000000000ff")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("belongs to cluster 00000000000000ff"),
+        "{}",
+        e.message()
+    );
 }

@@ -1088,3 +1088,50 @@ fn a_mount_keeps_serving_when_its_log_cannot_be_written() {
     let _ = mount.wait();
     let _ = fs::remove_dir(&dir);
 }
+
+#[test]
+fn a_datanode_dir_of_another_cluster_is_refused() {
+    // Two clusters on the same (default) secret whose files have the same block ids. A's datanode
+    // dir started against B's namenode was taken in: B listed it as a replica of B's block 1 and
+    // readers got A's bytes. Each data dir now keeps the cluster id it joined and any other
+    // namenode refuses it; a namenode started on a wrong or empty dir likewise gets none of the
+    // datanodes (it would have deleted their replicas as unclaimed).
+    let mut a = TestCluster::builder().datanodes(1).replication(1).start();
+    let b = TestCluster::builder().datanodes(1).replication(1).start();
+    let (a_data, b_data) = (random_bytes(2 * MIB, 1), random_bytes(2 * MIB, 2));
+    a.put_bytes("/a", &a_data);
+    b.put_bytes("/b", &b_data);
+    assert_eq!(a.stop_datanode(0).code(), Some(0));
+    let stray_log = a.scratch_path("stray-datanode.log");
+    let mut stray = std::process::Command::new(bin())
+        .arg("datanode")
+        .arg("--data-dir")
+        .arg(a.datanode_dir(0))
+        .args(["--namenode", b.namenode_addr(), "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stray_log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = wait_for(
+        Duration::from_secs(30),
+        "the stray datanode refused",
+        || {
+            let log = fs::read_to_string(&stray_log).unwrap_or_default();
+            match log.lines().find(|l| l.contains("belongs to cluster")) {
+                Some(l) => Ok(l.to_string()),
+                None => Err(log),
+            }
+        },
+    );
+    assert!(said.contains("cannot register"), "{said}");
+    let report = b.report_json();
+    assert_eq!(report_datanodes(&report).len(), 1, "{report}");
+    assert_eq!(b.get_bytes("/b"), b_data);
+    stray.kill().unwrap();
+    stray.wait().unwrap();
+    // Back with its own namenode, the dir serves A's file as before.
+    a.restart_datanode(0);
+    a.wait_live_datanodes(1, Duration::from_secs(30));
+    assert_eq!(a.get_bytes("/a"), a_data);
+}

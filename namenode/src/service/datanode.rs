@@ -43,6 +43,15 @@ impl DatanodeService {
                 "datanode {id}: wrong cluster secret"
             )));
         }
+        let cluster = format!("{:016x}", self.shared.journal.cluster_id());
+        if !req.cluster_id.is_empty() && req.cluster_id != cluster {
+            tracing::warn!(datanode = %id, address = %node.address, its_cluster = %req.cluster_id, %cluster,
+                "registration refused: the datanode's data dir belongs to another cluster");
+            return Err(NamenodeError::FailedPrecondition(format!(
+                "datanode {id} at {}: its data dir belongs to cluster {}, this namenode's cluster                  is {cluster} (a datanode of another cluster, or this namenode runs on another                  data dir than before); start the datanode on an empty data dir to join this one",
+                node.address, req.cluster_id
+            )));
+        }
         if node.address.parse::<std::net::SocketAddr>().is_err() && !node.address.contains(':') {
             return Err(NamenodeError::InvalidArgument(format!(
                 "datanode {id}: address {:?} is not host:port",
@@ -76,6 +85,7 @@ impl DatanodeService {
         Ok(pb::RegisterResponse {
             heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             block_report_interval_ms: cfg.block_report_interval.as_millis() as u64,
+            cluster_id: cluster,
         })
     }
 
