@@ -509,18 +509,27 @@ impl BlockStore {
             _ => return Err(DatanodeError::ReplicaNotFound { block, generation }),
         };
         let paths = self.final_paths(block, generation);
+        // Files missing: deleted between the index lookup and the open (a Delete command or a
+        // newer generation leave the index first), or, when the index still lists the replica,
+        // lost from the disk.
+        let missing = || {
+            if self.get(block).is_some_and(|r| r.generation == generation) {
+                DatanodeError::ReplicaLost { block, generation }
+            } else {
+                DatanodeError::ReplicaNotFound { block, generation }
+            }
+        };
         let (header, hashes) = match read_meta(&paths.meta) {
             Ok(m) => m,
-            // Deleted between the index lookup and the open (a Delete command or a newer generation).
             Err(DatanodeError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Err(DatanodeError::ReplicaNotFound { block, generation })
+                return Err(missing())
             }
             Err(e) => return Err(e),
         };
         let (data, direct) = open_data_file(&paths.data, path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => DatanodeError::ReplicaNotFound { block, generation },
+            std::io::ErrorKind::NotFound => missing(),
             _ => DatanodeError::Io {
                 op: "open",
                 path: paths.data.clone(),

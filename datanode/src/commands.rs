@@ -123,8 +123,11 @@ async fn replicate(
         )));
     };
     let store = node.store.clone();
-    let reader =
-        Arc::new(blocking(move || store.open_reader(block, generation, ReadPath::Disk)).await?);
+    let reader = Arc::new(
+        blocking(move || store.open_reader(block, generation, ReadPath::Disk))
+            .await
+            .inspect_err(|e| node.report_if_lost(e))?,
+    );
     let len = reader.info().len;
     if cmd.len != 0 && cmd.len != len {
         return Err(DatanodeError::InvalidRequest(format!(

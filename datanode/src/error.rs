@@ -28,6 +28,11 @@ pub enum DatanodeError {
     },
     #[error("block {block} gen {generation}: no such replica on this datanode")]
     ReplicaNotFound { block: u64, generation: u64 },
+    /// Listed as stored here, but its files are gone from disk (removed by hand, a disk swapped).
+    #[error(
+        "block {block} gen {generation}: the replica's files are gone from this datanode's disk"
+    )]
+    ReplicaLost { block: u64, generation: u64 },
     #[error("block {block} gen {generation}: this datanode already has gen {have}")]
     StaleGeneration {
         block: u64,
@@ -82,7 +87,9 @@ impl From<DatanodeError> for Status {
                 let s = status(ErrorKind::Io, msg);
                 Status::with_metadata(Code::DataLoss, s.message(), s.metadata().clone())
             }
-            ReplicaNotFound { .. } | StaleGeneration { .. } => status(ErrorKind::NotFound, msg),
+            ReplicaNotFound { .. } | ReplicaLost { .. } | StaleGeneration { .. } => {
+                status(ErrorKind::NotFound, msg)
+            }
             WriteInProgress { .. } | ShuttingDown => status(ErrorKind::Busy, msg),
             Token { .. } => status(ErrorKind::PermissionDenied, msg),
             InvalidRequest(_) => status(ErrorKind::InvalidArgument, msg),

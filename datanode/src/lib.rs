@@ -85,6 +85,25 @@ impl Node {
         (capacity, used, capacity.saturating_sub(used).min(free))
     }
 
+    /// After a failed open of a replica: one the index lists whose files are gone from disk is
+    /// reported like a corrupt one, so the namenode copies it from another replica while one is
+    /// left (block reports come from the index and would go on listing it).
+    pub fn report_if_lost(self: &Arc<Self>, e: &DatanodeError) {
+        if let DatanodeError::ReplicaLost { block, generation } = *e {
+            tracing::warn!(
+                block,
+                generation,
+                "replica files missing from disk: reported as corrupt"
+            );
+            self.replica_is_corrupt(
+                &tokio::runtime::Handle::current(),
+                block,
+                generation,
+                e.to_string(),
+            );
+        }
+    }
+
     /// Marks a replica corrupt locally and reports it to the namenode in the background.
     pub fn replica_is_corrupt(
         self: &Arc<Self>,

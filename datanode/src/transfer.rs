@@ -540,8 +540,9 @@ async fn send_block(
         .check_block_token(&req.access_token, block, generation, AccessMode::Read)
         .map_err(|source| DatanodeError::Token { block, source })?;
     let store = node.store.clone();
-    let reader =
-        blocking(move || store.open_reader(block, generation, ReadPath::PageCache)).await?;
+    let reader = blocking(move || store.open_reader(block, generation, ReadPath::PageCache))
+        .await
+        .inspect_err(|e| node.report_if_lost(e))?;
     let len = reader.info().len;
     if req.offset > len {
         return Err(DatanodeError::InvalidRequest(format!(

@@ -555,6 +555,59 @@ fn puts_killed_at_any_moment_leave_the_complete_file_or_nothing() {
 }
 
 #[test]
+fn replica_files_removed_from_a_running_datanode_are_found_and_copied_again() {
+    // Replica files deleted under a running datanode (by hand, a disk swapped): its index and so
+    // its block reports still listed them, the scrubber skipped them, and fsck said HEALTHY while
+    // only two copies were left. The scrubber now reports them like corrupt replicas and the
+    // namenode makes new copies.
+    let c = TestCluster::builder()
+        .datanodes(4)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("100ms")
+        .datanode_arg(&["--scrub-interval", "1s"])
+        .start();
+    let files = put_files(&c, 1, MIB as u64, 61);
+    let mut by_block: BTreeMap<u64, Vec<(usize, ReplicaFile)>> = BTreeMap::new();
+    for (i, r) in c.all_replicas() {
+        by_block.entry(r.block_id).or_default().push((i, r));
+    }
+    assert_eq!(by_block.len(), 4);
+    let mut removed = Vec::new();
+    for (k, (id, reps)) in by_block.iter().enumerate().take(3) {
+        let (dn, r) = reps
+            .iter()
+            .find(|(dn, _)| *dn == k % 4)
+            .or(reps.first())
+            .unwrap();
+        std::fs::remove_file(&r.path).unwrap();
+        std::fs::remove_file(r.path.with_extension("meta")).unwrap();
+        removed.push((*id, *dn));
+    }
+    wait_for(
+        Duration::from_secs(90),
+        "the removed replicas to be copied again",
+        || {
+            let f = c.fsck_json("/");
+            if !fsck_is_healthy(&f, 3) {
+                return Err(format!("fsck: {f}"));
+            }
+            let disk = c.all_replicas();
+            for (id, _) in &removed {
+                let n = disk.iter().filter(|(_, r)| r.block_id == *id).count();
+                if n != 3 {
+                    return Err(format!("block {id} has {n} replica files"));
+                }
+            }
+            Ok(())
+        },
+    );
+    for (path, hash) in &files {
+        assert_eq!(blake3::hash(&c.get_bytes(path)), *hash, "{path}");
+    }
+}
+
+#[test]
 fn scrubber_finds_and_repairs_corrupted_replicas_without_any_read() {
     // Corrupt 5 replica files (5 blocks) on disk and read nothing: the scrubbers find them, the bad replicas
     // are replaced from good ones, and every block ends with 3 identical good replicas.
