@@ -422,6 +422,18 @@ pub(crate) struct PutFile {
     pub progress: bool,
 }
 
+/// `name` as the stem of a temporary name that adds `extra` bytes, or, when that would pass the
+/// 255-byte limit of a name, 16 hex digits of its hash: distinct names keep distinct temporaries.
+pub(crate) fn temp_stem(name: &str, extra: usize) -> std::borrow::Cow<'_, str> {
+    if name.len() + extra <= 255 {
+        name.into()
+    } else {
+        blake3::hash(name.as_bytes()).to_hex()[..16]
+            .to_string()
+            .into()
+    }
+}
+
 /// Opens a local regular file for `put_file` (direct reads for big files, see [`LocalFile`]).
 pub(crate) fn open_local(path: &str, size: u64) -> anyhow::Result<Box<dyn Read + Send>> {
     let f = LocalFile::open(path, size).map_err(|e| anyhow!("{path}: {}", io_reason(&e)))?;
@@ -429,15 +441,14 @@ pub(crate) fn open_local(path: &str, size: u64) -> anyhow::Result<Box<dyn Read +
 }
 
 /// The hidden sibling of `target` that `put` writes (a file) or builds (a tree) before renaming it
-/// into place: `.NAME.ringfs-put-TAG`, TAG from this client's id.
+/// into place: `.NAME.ringfs-put-TAG`, TAG from this client's id (the namenode's lease recovery
+/// knows the pattern).
 pub(crate) fn put_temp_name(client: &Client, target: &str) -> String {
-    let name = basename(target);
     let tag = &client.client_id()[..8];
-    let tmp_name = if name.len() + 20 <= 255 {
-        format!(".{name}.ringfs-put-{tag}")
-    } else {
-        format!(".ringfs-put-{tag}")
-    };
+    let tmp_name = format!(
+        ".{}.ringfs-put-{tag}",
+        temp_stem(basename(target), ".ringfs-put-".len() + 9)
+    );
     match target.trim_end_matches('/').rfind('/') {
         Some(0) => format!("/{tmp_name}"),
         Some(i) => join(&target[..i], &tmp_name),
@@ -660,6 +671,10 @@ pub(crate) async fn get_file(
     Ok(())
 }
 
+/// Bytes a local temporary name of `get` adds to the file's name (`.` `.ringfs-get-` and up to
+/// 24 more).
+const GET_TEMP_EXTRA: usize = 1 + ".ringfs-get-".len() + 24;
+
 /// The local file a `get` writes before it becomes the target.
 enum LocalTemp {
     /// Unnamed (O_TMPFILE in the target's directory): linked under a name only when complete.
@@ -687,7 +702,7 @@ impl LocalTemp {
             Err(e) => return Err(e),
         }
         tempfile::Builder::new()
-            .prefix(&format!(".{name}.ringfs-get-"))
+            .prefix(&format!(".{}.ringfs-get-", temp_stem(name, GET_TEMP_EXTRA)))
             .tempfile_in(dir)
             .map(LocalTemp::Named)
     }
@@ -717,7 +732,8 @@ impl LocalTemp {
                     .map_err(std::io::Error::other)?;
                 for attempt in 0..16u32 {
                     let tmp = dir.join(format!(
-                        ".{name}.ringfs-get-{}-{attempt}",
+                        ".{}.ringfs-get-{}-{attempt}",
+                        temp_stem(name, GET_TEMP_EXTRA),
                         std::process::id()
                     ));
                     let c_tmp = std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes())

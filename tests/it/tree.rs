@@ -593,3 +593,48 @@ fn an_unreadable_directory_or_file_is_reported_and_the_rest_of_the_tree_still_go
     // a, secret (its size is visible in the listing) and open/y; not locked/x.
     assert_eq!(field_u64(&rows[0], "size"), 8 + 9 + 3, "{rows}");
 }
+
+#[test]
+fn names_up_to_255_bytes_go_in_and_out() {
+    // The hidden temporary names of put and get add bytes to a name: long names used to fail
+    // (put at exactly 235 bytes, get from 235 on) or to collide in a tree put (every long name
+    // fell back to the same temporary name).
+    let c = TestCluster::builder().start();
+    let local = c.scratch_path("long");
+    let tree = local.join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    let name = |len: usize, ch: char| std::iter::repeat_n(ch, len).collect::<String>();
+    let (n235, n255) = (name(235, 'a'), name(255, 'b'));
+    for (dir, n, body) in [
+        (&tree, name(245, 'x'), "x"),
+        (&tree, name(250, 'y'), "y"),
+        (&tree.join("sub"), name(255, 'z'), "z"),
+    ] {
+        fs::write(dir.join(n), body).unwrap();
+    }
+    let one = local.join("one");
+    fs::write(&one, b"235").unwrap();
+    c.ok(&["mkdir", "/in"]);
+    c.ok(&["put", one.to_str().unwrap(), &format!("/in/{n235}")]);
+    c.ok(&["put", one.to_str().unwrap(), &format!("/in/{n255}")]);
+    c.ok(&["put", tree.to_str().unwrap(), "/in/tree"]);
+    assert_eq!(
+        c.get_bytes(&format!("/in/tree/sub/{}", name(255, 'z'))),
+        b"z"
+    );
+    assert_eq!(c.get_bytes(&format!("/in/tree/{}", name(250, 'y'))), b"y");
+
+    let back = c.scratch_path("back");
+    fs::create_dir(&back).unwrap();
+    c.ok(&["get", &format!("/in/{n255}"), back.to_str().unwrap()]);
+    assert_eq!(fs::read(back.join(&n255)).unwrap(), b"235");
+    c.ok(&["get", "/in/tree", back.join("tree").to_str().unwrap()]);
+    assert_eq!(
+        fs::read(back.join("tree").join(name(245, 'x'))).unwrap(),
+        b"x"
+    );
+    assert_eq!(
+        fs::read(back.join("tree/sub").join(name(255, 'z'))).unwrap(),
+        b"z"
+    );
+}
