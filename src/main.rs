@@ -454,6 +454,23 @@ fn one_line(s: &str) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let namenode = cli.namenode;
+    // `--namenode` is where clients and datanodes connect; a namenode or `up` given it would
+    // listen on the default port anyway (RINGFS_NAMENODE in the environment is fine: it is meant
+    // for the client commands run next to them).
+    let flag_given = std::env::args().any(|a| a == "--namenode" || a.starts_with("--namenode="));
+    match &cli.cmd {
+        Cmd::Namenode(_) if flag_given => {
+            anyhow::bail!(
+                "--namenode is the address clients connect to; a namenode listens on --listen ADDR"
+            )
+        }
+        Cmd::Up(_) if flag_given => {
+            anyhow::bail!(
+                "--namenode is the address clients connect to; `up` takes --namenode-listen ADDR"
+            )
+        }
+        _ => {}
+    }
     match cli.cmd {
         Cmd::Namenode(a) => server::namenode(a).await,
         Cmd::Datanode(a) => server::datanode(a, namenode).await,

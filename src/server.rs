@@ -25,9 +25,9 @@ pub struct NamenodeArgs {
     /// Directory of the metadata journal.
     #[arg(long, value_name = "DIR", required_unless_present = "config")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on (port 0 = any free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:8020", value_name = "ADDR")]
-    pub listen: String,
+    /// Address to listen on (port 0 = any free port; the real one is printed) [default: 127.0.0.1:8020].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     /// File holding the cluster secret [default: env RINGFS_SECRET, else the config's, else a built-in dev secret].
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
@@ -98,9 +98,9 @@ pub struct DatanodeArgs {
     /// Directory for block replicas.
     #[arg(long, value_name = "DIR", required_unless_present = "config")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on for DataTransfer (port 0 = any free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:9866", value_name = "ADDR")]
-    pub listen: String,
+    /// Address to listen on for DataTransfer (port 0 = any free port; the real one is printed) [default: 127.0.0.1:9866].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     /// Address to register with the namenode [default: the listening address].
     #[arg(long, value_name = "ADDR")]
     pub advertise: Option<String>,
@@ -197,24 +197,45 @@ fn secret(file: Option<&Path>, configured: &str) -> anyhow::Result<String> {
             return Ok(s.trim().to_string());
         }
     }
-    if !configured.is_empty() {
+    if !configured.is_empty() && configured != ringfs_proto::token::DEV_SECRET {
         return Ok(configured.to_string());
     }
+    tracing::warn!(
+        "no cluster secret set (--secret-file, RINGFS_SECRET or `secret` in --config): using the \
+         built-in development secret, which anyone can use to join this cluster or read its blocks"
+    );
     Ok(ringfs_proto::token::DEV_SECRET.to_string())
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+/// A node's TOML file: its config, and `listen` (a setting of the process, not of the node's
+/// library config).
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, Option<String>)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    let shown = || format!("config {}", path.display());
+    let mut table: toml::Table = toml::from_str(&text).with_context(shown)?;
+    let listen = match table.remove("listen") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(s),
+        Some(other) => anyhow::bail!(
+            "{}: listen must be a string like \"127.0.0.1:8020\", not {other}",
+            shown()
+        ),
+    };
+    Ok((table.try_into().with_context(shown)?, listen))
 }
 
-/// The namenode config from `--config` and the flags.
-pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<ringfs_namenode::Config> {
-    let mut c: ringfs_namenode::Config = match &a.config {
+/// The namenode config and listen address from `--config` and the flags.
+pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<(ringfs_namenode::Config, String)> {
+    let (mut c, listen): (ringfs_namenode::Config, _) = match &a.config {
         Some(p) => read_toml(p)?,
-        None => ringfs_namenode::Config::default(),
+        None => (ringfs_namenode::Config::default(), None),
     };
+    let listen = a
+        .listen
+        .clone()
+        .or(listen)
+        .unwrap_or_else(|| ringfs_proto::DEFAULT_NAMENODE.to_string());
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
@@ -241,18 +262,23 @@ pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<ringfs_namenode::Conf
     );
     c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
     c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(c)
+    Ok((c, listen))
 }
 
-/// The datanode config from `--config`, the flags and the global `--namenode`.
+/// The datanode config and listen address from `--config`, the flags and the global `--namenode`.
 pub fn datanode_config(
     a: &DatanodeArgs,
     namenode: Option<String>,
-) -> anyhow::Result<ringfs_datanode::Config> {
-    let mut c: ringfs_datanode::Config = match &a.config {
+) -> anyhow::Result<(ringfs_datanode::Config, String)> {
+    let (mut c, listen): (ringfs_datanode::Config, _) = match &a.config {
         Some(p) => read_toml(p)?,
-        None => ringfs_datanode::Config::default(),
+        None => (ringfs_datanode::Config::default(), None),
     };
+    let listen = a
+        .listen
+        .clone()
+        .or(listen)
+        .unwrap_or_else(|| "127.0.0.1:9866".to_string());
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
@@ -276,7 +302,7 @@ pub fn datanode_config(
     c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
     c.validate()
         .map_err(|e| anyhow::anyhow!("invalid datanode config: {e}"))?;
-    Ok(c)
+    Ok((c, listen))
 }
 
 async fn bind(addr: &str, role: &str) -> anyhow::Result<TcpListener> {
@@ -286,10 +312,10 @@ async fn bind(addr: &str, role: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
-    let config = namenode_config(&a)?;
+    let (config, listen) = namenode_config(&a)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let listener = bind(&a.listen, "namenode").await?;
+    let listener = bind(&listen, "namenode").await?;
     let addr = listener
         .local_addr()
         .context("listener has no local address")?;
@@ -307,10 +333,10 @@ pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn datanode(a: DatanodeArgs, namenode: Option<String>) -> anyhow::Result<ExitCode> {
-    let config = datanode_config(&a, namenode)?;
+    let (config, listen) = datanode_config(&a, namenode)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let listener = bind(&a.listen, "datanode").await?;
+    let listener = bind(&listen, "datanode").await?;
     // "listening on" once the data dir is locked and indexed (see `namenode`).
     ringfs_datanode::run_with_ready(config, listener, terminated(), |addr| {
         print_listening_addr(&addr.to_string())
@@ -612,13 +638,13 @@ mod tests {
         let file = dir.path().join("nn.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/from/file\"\nreplication = 2\nblock_size = \"8MiB\"\n",
+            "data_dir = \"/from/file\"\nreplication = 2\nblock_size = \"8MiB\"\nlisten = \"127.0.0.1:1234\"\n",
         )
         .unwrap();
         let a = NamenodeArgs {
             config: Some(file),
             data_dir: None,
-            listen: "127.0.0.1:0".into(),
+            listen: None,
             secret_file: None,
             replication: Some(1),
             block_size: None,
@@ -639,7 +665,8 @@ mod tests {
             inline_max_total: None,
             http_listen: Some("127.0.0.1:0".into()),
         };
-        let c = namenode_config(&a).unwrap();
+        let (c, listen) = namenode_config(&a).unwrap();
+        assert_eq!(listen, "127.0.0.1:1234", "listen from the file");
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!((c.replication, c.block_size), (1, 8 << 20));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(200));

@@ -675,7 +675,7 @@ fn a_put_rides_out_a_namenode_restart_and_the_loss_of_a_pipeline_datanode_at_onc
     // sends a block's packets only as input comes: feed a little more until one shows.
     let mut seed = 100;
     let in_pipeline = wait_for(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "a datanode to hold the block being written",
         || {
             let holder = (0..4).find(|&i| {
@@ -1134,4 +1134,46 @@ fn a_datanode_dir_of_another_cluster_is_refused() {
     a.restart_datanode(0);
     a.wait_live_datanodes(1, Duration::from_secs(30));
     assert_eq!(a.get_bytes("/a"), a_data);
+}
+
+#[test]
+fn a_copy_of_a_live_datanodes_dir_is_refused() {
+    // `cp -a dn1 dn2` and a datanode on dn2: both had the same datanode id, and the namenode
+    // merged them into one entry (whichever heartbeat came last set its address), so one could
+    // die unnoticed. HDFS refuses a duplicate storage id; so does ringfs now.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    c.put_bytes("/f", &random_bytes(MIB, 3));
+    let copy = c.scratch_path("dn-copy");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(c.datanode_dir(0))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let log = c.scratch_path("copy.log");
+    let mut clone = std::process::Command::new(bin())
+        .arg("datanode")
+        .arg("--data-dir")
+        .arg(&copy)
+        .args(["--namenode", c.namenode_addr(), "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the copy refused", || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("datanode id is in use by") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    let report = c.report_json();
+    let nodes = report_datanodes(&report);
+    assert_eq!(nodes.len(), 1, "{report}");
+    assert_eq!(field_str(&nodes[0], "address"), c.datanode_addr(0));
+    clone.kill().unwrap();
+    clone.wait().unwrap();
 }

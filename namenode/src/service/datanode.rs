@@ -60,13 +60,33 @@ impl DatanodeService {
         }
         let mut st = self.shared.lock();
         let st = &mut *st;
+        // The same id from another address while the first one still heartbeats: a copy of a
+        // data dir (HDFS refuses a duplicate storage id likewise). Taking it in would merge two
+        // nodes into one entry and hide either one's death. A node restarted on a new port is
+        // taken once its old entry has missed a few heartbeats.
+        let now = Instant::now();
+        if let Some(n) = st.nodes.get(&id) {
+            let quiet = now.saturating_duration_since(n.last_heartbeat);
+            if n.alive
+                && n.address != node.address
+                && quiet < self.shared.config.heartbeat_interval * 3
+            {
+                tracing::warn!(datanode = %id, address = %node.address, registered = %n.address,
+                    "registration refused: the datanode id is in use at another address");
+                return Err(NamenodeError::FailedPrecondition(format!(
+                    "datanode {id} at {}: that datanode id is in use by {} (is its data dir a \
+                     copy of another datanode's? start a new datanode on an empty dir)",
+                    node.address, n.address
+                )));
+            }
+        }
         let reg = st.nodes.register(
             id.clone(),
             node.address.clone(),
             node.rack.clone(),
             req.capacity,
             req.used,
-            Instant::now(),
+            now,
         );
         // Whatever it held before is unknown until its full report.
         if reg.revived {
