@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Local reads for `put` are this big (a reader thread keeps a few of them ahead of the network).
@@ -1197,6 +1198,9 @@ pub async fn stat(namenode: Option<String>, a: StatArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `fsck` waits for a namenode in safe mode to leave it.
+const FSCK_SAFE_MODE_WAIT: Duration = Duration::from_secs(60);
+
 fn fsck_status(f: &pb::FsckResponse) -> &'static str {
     if f.missing > 0 || f.corrupt > 0 {
         "CORRUPT"
@@ -1209,7 +1213,28 @@ fn fsck_status(f: &pb::FsckResponse) -> &'static str {
 
 pub async fn fsck(namenode: Option<String>, a: FsckArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
-    let f = client.fsck(&a.path, a.blocks).await?;
+    // Right after a namenode restart the blocks not reported yet have no known replica: they
+    // would show as missing (CORRUPT, exit 1) until the datanodes' reports arrive. Wait for
+    // safe mode to end, a while, before answering.
+    let deadline = std::time::Instant::now() + FSCK_SAFE_MODE_WAIT;
+    let mut f = client.fsck(&a.path, a.blocks).await?;
+    if a.no_wait {
+        return fsck_print(&a, &f);
+    }
+    if f.safe_mode {
+        eprintln!(
+            "ringfs: the namenode is in safe mode (waiting for block reports); fsck waits for it"
+        );
+    }
+    while f.safe_mode && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        f = client.fsck(&a.path, a.blocks).await?;
+    }
+    fsck_print(&a, &f)
+}
+
+/// Prints an fsck answer; exit 1 when a block is missing.
+fn fsck_print(a: &FsckArgs, f: &pb::FsckResponse) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if a.json {
         let problems: Vec<Value> = f
@@ -1462,11 +1487,7 @@ pub fn check_mountpoint(m: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn mount_options(
-    allow_other: bool,
-    read_only: bool,
-    ttl: std::time::Duration,
-) -> ringfs_fuse::MountOptions {
+fn mount_options(allow_other: bool, read_only: bool, ttl: Duration) -> ringfs_fuse::MountOptions {
     ringfs_fuse::MountOptions {
         allow_other,
         read_only,

@@ -325,6 +325,10 @@ pub struct FsckArgs {
     /// List every file's blocks and their locations.
     #[arg(long)]
     pub blocks: bool,
+    /// Answer at once when the namenode is in safe mode (by default fsck waits up to a minute for
+    /// the block reports: until they arrive, blocks not reported yet count as missing).
+    #[arg(long)]
+    pub no_wait: bool,
     #[arg(default_value = "/")]
     pub path: String,
 }

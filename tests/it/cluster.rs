@@ -487,7 +487,8 @@ impl Cli {
     #[track_caller]
     pub fn fsck_json(&self, path: &str) -> Value {
         // Exit code 1 when a block is missing (no good replica); the report is printed either way.
-        let out = self.run(&["fsck", "--json", path]);
+        // Tests poll: answer at once even in safe mode.
+        let out = self.run(&["fsck", "--json", "--no-wait", path]);
         assert!(
             matches!(out.status.code(), Some(0 | 1)),
             "fsck --json {path} failed: {}",

@@ -1177,3 +1177,20 @@ fn a_copy_of_a_live_datanodes_dir_is_refused() {
     clone.kill().unwrap();
     clone.wait().unwrap();
 }
+
+#[test]
+fn fsck_right_after_a_namenode_restart_waits_for_the_block_reports() {
+    // Until the datanodes report, no block has a known replica: fsck said CORRUPT with every
+    // block missing and exited 1, a false alarm for a monitoring script. It now waits for safe
+    // mode to end (saying so on stderr) and answers for the cluster as it is.
+    let mut c = TestCluster::builder().block_size("256KiB").start();
+    c.put_bytes("/f", &random_bytes(2 * MIB, 4));
+    c.kill_namenode();
+    c.restart_namenode();
+    let out = c.run(&["fsck", "--json", "/"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["status"], "HEALTHY", "{v}");
+    assert_eq!(v["missing"], 0, "{v}");
+    assert_eq!(v["safe_mode"], false, "{v}");
+}
