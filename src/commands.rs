@@ -1249,7 +1249,7 @@ fn fsck_print(a: &FsckArgs, f: &pb::FsckResponse) -> anyhow::Result<ExitCode> {
             .collect();
         let mut v = json!({
             "path": a.path,
-            "status": fsck_status(&f),
+            "status": fsck_status(f),
             "files": f.files,
             "directories": f.directories,
             "total_bytes": f.total_bytes,
@@ -1279,7 +1279,7 @@ fn fsck_print(a: &FsckArgs, f: &pb::FsckResponse) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "fsck {}: {}", a.path, fsck_status(&f))?;
+        writeln!(out, "fsck {}: {}", a.path, fsck_status(f))?;
         writeln!(
             out,
             "  files: {}   directories: {}   total size: {} ({})",
