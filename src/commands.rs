@@ -1457,6 +1457,13 @@ pub async fn decommission(namenode: Option<String>, address: &str) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn recommission(namenode: Option<String>, address: &str) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    client.recommission(address).await?;
+    println!("{address} is back in service (takes new blocks again)");
+    Ok(ExitCode::SUCCESS)
+}
+
 // ------------------------------------------------------------------------------------------ mount
 
 /// Makes sure `m` can be a mountpoint: an existing directory (created when missing).

@@ -102,6 +102,11 @@ enum AdminCmd {
         /// The datanode's address (host:port, as `report` shows it).
         address: String,
     },
+    /// Put a decommissioning or decommissioned datanode back in service.
+    Recommission {
+        /// The datanode's address (host:port, as `report` shows it).
+        address: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -500,6 +505,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Setrep(a) => setrep::setrep(namenode, a).await,
         Cmd::Admin(AdminCmd::Decommission { address }) => {
             commands::decommission(namenode, &address).await
+        }
+        Cmd::Admin(AdminCmd::Recommission { address }) => {
+            commands::recommission(namenode, &address).await
         }
     }
 }

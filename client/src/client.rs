@@ -850,6 +850,17 @@ impl Client {
         Ok(())
     }
 
+    /// Puts a decommissioning or decommissioned datanode back in service.
+    pub async fn recommission(&self, address: &str) -> Result<(), ClientError> {
+        self.namenode()
+            .recommission(pb::DecommissionRequest {
+                address: address.to_string(),
+            })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        Ok(())
+    }
+
     /// Fails with "not enough live datanodes: need N, have M" when fewer than `replication` datanodes
     /// are live (0 = the cluster default). Lets `put` refuse before it creates anything.
     pub async fn check_live_datanodes(&self, replication: u32) -> Result<(), ClientError> {

@@ -242,6 +242,18 @@ impl DatanodeRegistry {
         true
     }
 
+    /// Puts a node back in service (undoes [`decommission`](Self::decommission)): it joins the
+    /// ring again when alive. False when the node is unknown.
+    pub fn recommission(&mut self, id: &DatanodeId) -> bool {
+        self.restored_admin.remove(id);
+        let Some(n) = self.nodes.get_mut(id) else {
+            return false;
+        };
+        n.admin = AdminState::Normal;
+        self.sync_ring(id);
+        true
+    }
+
     /// Operator states saved before a restart (`crate::admin`): each applies when its node
     /// registers (at once if it already has).
     pub fn restore_admin(&mut self, states: BTreeMap<DatanodeId, AdminState>) {
@@ -528,6 +540,20 @@ mod tests {
             "only the node in service takes new replicas"
         );
         assert_eq!(r.admin_states(), saved);
+    }
+
+    #[test]
+    fn recommissioning_puts_a_node_back_in_the_ring() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        assert!(r.decommission(&dn(0)));
+        assert!(!r.placement().contains(&dn(0)));
+        assert!(r.recommission(&dn(0)));
+        assert!(r.placement().contains(&dn(0)));
+        assert_eq!(r.get(&dn(0)).unwrap().admin, AdminState::Normal);
+        assert!(r.admin_states().is_empty(), "nothing left to save");
+        assert!(!r.recommission(&dn(1)));
     }
 
     #[test]

@@ -810,6 +810,37 @@ fn decommissioned_datanode_can_be_stopped_without_losing_anything() {
 }
 
 #[test]
+fn a_decommission_can_be_undone() {
+    // The wrong node decommissioned in a 3-node R=3 cluster: every put then fails (2 nodes in
+    // service). `admin recommission` puts it back, and that survives a namenode restart.
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("100ms")
+        .start();
+    let addr = c.datanode_addr(2).to_string();
+    c.ok(&["admin", "decommission", &addr]);
+    assert_eq!(datanode_state(&c, &addr), "decommissioning");
+    let local = c.scratch_path("f");
+    std::fs::write(&local, b"x").unwrap();
+    c.fails(&["put", local.to_str().unwrap(), "/refused"])
+        .says(&["need 3, have 2"]);
+    c.ok(&["admin", "recommission", &addr]);
+    assert_eq!(datanode_state(&c, &addr), "live");
+    c.put_bytes("/accepted", &random_bytes(MIB, 96));
+    c.kill_namenode();
+    c.restart_namenode();
+    wait_until(
+        Duration::from_secs(30),
+        "the datanode to re-register",
+        || datanode_state(&c, &addr) == "live",
+    );
+    c.fails(&["admin", "recommission", "127.0.0.1:1"])
+        .says(&["127.0.0.1:1", "no datanode registered"]);
+}
+
+#[test]
 fn decommission_states_survive_a_namenode_kill() {
     // A decommissioned node and one still draining keep their states across kill -9 and a restart
     // of the namenode (before, both came back "live" and took new replicas again).

@@ -1540,6 +1540,32 @@ impl Namenode for ClientService {
         })())
     }
 
+    async fn recommission(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let req = req.into_inner();
+        ok((|| {
+            {
+                let mut st = self.shared.lock();
+                let id = st
+                    .nodes
+                    .by_address(&req.address)
+                    .map(|n| n.id.clone())
+                    .ok_or_else(|| {
+                        NamenodeError::InvalidArgument(format!(
+                            "{}: no datanode registered at this address (see `ringfs report`)",
+                            req.address
+                        ))
+                    })?;
+                st.nodes.recommission(&id);
+                tracing::info!(datanode = %id, address = %req.address, "back in service");
+            }
+            self.shared.save_admin_states()?;
+            Ok(pb::Empty {})
+        })())
+    }
+
     async fn lock(
         &self,
         req: Request<pb::LockRequest>,
