@@ -626,11 +626,17 @@ pub(crate) async fn get_file(
         // A device, fifo or socket (`/dev/null`, a named pipe) is written into, like `cp` does:
         // renaming a temporary file over it would replace the device with a regular file.
         Ok(m) if !m.is_file() && !m.is_dir() => {
+            let shown = |e: std::io::Error| anyhow!("{}: {}", target.display(), io_reason(&e));
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&target)
-                .map_err(|e| anyhow!("{}: {}", target.display(), io_reason(&e)))?;
-            return write_out(reader, Box::new(file), None).await;
+                .map_err(shown)?;
+            return write_out(reader, Box::new(file), None)
+                .await
+                .map_err(|e| match e.downcast::<std::io::Error>() {
+                    Ok(io) => shown(io),
+                    Err(e) => e,
+                });
         }
         // A symlink to a file: replace the file it points to, not the link.
         Ok(_) if target.is_symlink() => {

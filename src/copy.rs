@@ -42,6 +42,9 @@ async fn cp_one(client: &Client, a: &CpArgs, src: &str) -> anyhow::Result<ExitCo
     let existing = stat_if_exists(client, &target).await?;
     if !is_dir(&src_attr) {
         match existing {
+            Some(attr) if attr.inode == src_attr.inode => {
+                bail!("{src} and {target} are the same file")
+            }
             Some(attr) if is_dir(&attr) => bail!("{target}: is a directory"),
             Some(_) if !a.force => bail!("{target}: already exists"),
             _ => {}

@@ -408,6 +408,12 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = &a.mount {
         crate::commands::check_mountpoint(m)?;
     }
+    if let Some(r) = a.replication.filter(|&r| r as usize > a.datanodes) {
+        bail!(
+            "--replication {r} needs at least {r} datanodes (--datanodes is {}): every put would fail",
+            a.datanodes
+        );
+    }
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     // One `up` per data dir: a second one fails here with one message instead of one per node.

@@ -75,6 +75,16 @@ impl Config {
         if self.rack.len() > 255 {
             return Err("datanode rack name is longer than 255 bytes".into());
         }
+        if self
+            .rack
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(format!(
+                "datanode rack name {:?} has spaces or control characters",
+                self.rack
+            ));
+        }
         if self.scrub_interval.is_zero() {
             return Err("datanode scrub_interval must be > 0".into());
         }
@@ -144,6 +154,12 @@ mod tests {
         assert_eq!(c.replication_bandwidth, 1 << 20);
         assert_eq!(c.namenode, "127.0.0.1:8020");
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        assert!(Config {
+            rack: "r1\nfake line".into(),
+            ..Config::default()
+        }
+        .validate()
+        .is_err());
         assert!(Config {
             scrub_interval: Duration::ZERO,
             ..Config::default()

@@ -1194,3 +1194,23 @@ fn fsck_right_after_a_namenode_restart_waits_for_the_block_reports() {
     assert_eq!(v["missing"], 0, "{v}");
     assert_eq!(v["safe_mode"], false, "{v}");
 }
+
+#[test]
+fn a_second_datanode_advertising_a_live_ones_address_is_refused() {
+    // Two datanodes with one --advertise address took the address from each other at every
+    // heartbeat, each time forgetting the other's replicas.
+    let mut c = TestCluster::builder().datanodes(1).replication(1).start();
+    c.put_bytes("/f", &random_bytes(MIB, 8));
+    let taken = c.datanode_addr(0).to_string();
+    let id_before = field_str(&report_datanodes(&c.report_json())[0], "id").to_string();
+    let twin = c.add_datanode_with(&["--advertise", &taken]);
+    let log = c.datanode_log(twin).to_path_buf();
+    wait_until(Duration::from_secs(15), "the twin to be refused", || {
+        log_tail(&log, 200).contains("is in use by live datanode")
+    });
+    let report = c.report_json();
+    let nodes = report_datanodes(&report);
+    assert_eq!(nodes.len(), 1, "{report}");
+    assert_eq!(field_str(&nodes[0], "id"), id_before, "{report}");
+    assert_eq!(c.get_bytes("/f").len(), MIB);
+}

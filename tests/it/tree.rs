@@ -231,6 +231,7 @@ fn cp_copies_files_and_trees_inside_ringfs() {
     );
     // Onto an existing file only with -f; into an existing directory under the source's name.
     c.fails_and_changes_nothing(&["cp", "/f", "/g"], &["/g", "already exists"]);
+    c.fails_and_changes_nothing(&["cp", "-f", "/f", "/f"], &["/f", "same file"]);
     c.put_bytes("/small", b"small");
     c.ok(&["cp", "-f", "/small", "/g"]);
     assert_eq!(c.get_bytes("/g"), b"small");

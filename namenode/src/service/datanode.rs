@@ -80,6 +80,22 @@ impl DatanodeService {
                 )));
             }
         }
+        // Another id at this address that still heartbeats: two datanodes advertise the same
+        // address (a copy of a config). Taking this one would drop the other's replicas, and the
+        // other would do the same on its next heartbeat, every second. A reinstalled node (new
+        // id, same address) is taken once the old entry has missed a few heartbeats.
+        if let Some(other) = st.nodes.by_address(&node.address) {
+            let quiet = now.saturating_duration_since(other.last_heartbeat);
+            if other.id != id && other.alive && quiet < self.shared.config.heartbeat_interval * 3 {
+                tracing::warn!(datanode = %id, address = %node.address, registered = %other.id,
+                    "registration refused: the address is in use by another live datanode");
+                return Err(NamenodeError::FailedPrecondition(format!(
+                    "datanode {id}: address {} is in use by live datanode {} (give each datanode \
+                     its own --listen/--advertise address)",
+                    node.address, other.id
+                )));
+            }
+        }
         let reg = st.nodes.register(
             id.clone(),
             node.address.clone(),
