@@ -161,6 +161,7 @@ async fn replicate(
         }
     });
     let mut sent = 0u64;
+    let mut target_failed = false;
     while let Some(res) = rx.recv().await {
         let (data, hashes) = match res {
             Ok(p) => p,
@@ -188,10 +189,11 @@ async fn replicate(
             })
             .await
         {
-            break; // the target failed; finish() returns its error
+            target_failed = true; // finish() below returns the target's error
+            break;
         }
     }
-    if sent != len {
+    if sent != len && !target_failed {
         // The reader stopped early (it cannot, short of a panic): never end the copy cleanly short.
         return Err(DatanodeError::InvalidRequest(format!(
             "block {block}: read {sent} of {len} bytes"
