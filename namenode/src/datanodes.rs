@@ -207,6 +207,14 @@ impl DatanodeRegistry {
         Some(n.commands.drain(..k).collect())
     }
 
+    /// Pushes the last heartbeat of every live node back by `by` (not past `now`): the namenode
+    /// was paused that long, and no heartbeat could reach it meanwhile.
+    pub fn extend_heartbeats(&mut self, by: Duration, now: Instant) {
+        for n in self.nodes.values_mut().filter(|n| n.alive) {
+            n.last_heartbeat = (n.last_heartbeat + by).min(now);
+        }
+    }
+
     /// Marks every node without a heartbeat for `dead_after` dead (it leaves the ring). Returns them.
     pub fn mark_dead(&mut self, now: Instant, dead_after: Duration) -> Vec<DatanodeId> {
         let expired: Vec<DatanodeId> = self
@@ -428,6 +436,20 @@ mod tests {
         assert!(!reg.new && reg.revived);
         assert_eq!(r.address(&dn(2)), Some("127.0.0.1:9100"));
         assert_eq!(r.writable_count(), 3);
+    }
+
+    #[test]
+    fn a_pause_of_the_namenode_pushes_the_deadlines_back() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 1 << 30, 0, t0);
+        let after = t0 + Duration::from_secs(40);
+        r.extend_heartbeats(Duration::from_secs(39), after);
+        assert!(r.mark_dead(after, Duration::from_secs(10)).is_empty());
+        assert_eq!(
+            r.mark_dead(after + Duration::from_secs(10), Duration::from_secs(10)),
+            vec![dn(0)]
+        );
     }
 
     #[test]

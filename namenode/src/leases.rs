@@ -47,6 +47,14 @@ impl Leases {
             .is_none_or(|t| now.saturating_duration_since(*t) >= limit)
     }
 
+    /// Pushes every renewal back by `by` (not past `now`): the namenode was paused that long,
+    /// and no renewal could reach it meanwhile.
+    pub fn extend(&mut self, by: Duration, now: Instant) {
+        for t in self.renewed.values_mut() {
+            *t = (*t + by).min(now);
+        }
+    }
+
     /// Forget a client (it released everything, or its recovery started).
     pub fn remove(&mut self, client: &str) {
         self.renewed.remove(client);

@@ -1173,6 +1173,10 @@ impl TestCluster {
         self.datanodes[i].pid()
     }
 
+    pub fn namenode_pid(&self) -> Option<u32> {
+        self.namenode.pid()
+    }
+
     fn spawn_datanode(&mut self) -> usize {
         let i = self.datanodes.len();
         let name = format!("datanode-{i}");

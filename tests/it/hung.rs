@@ -731,3 +731,43 @@ fn a_write_through_a_hung_datanode_recovers_around_that_node() {
         assert!(!block_locations(&b).contains(&hung_addr), "{b}");
     }
 }
+
+#[test]
+fn a_paused_namenode_does_not_declare_its_datanodes_dead_when_it_resumes() {
+    // SIGSTOP of the namenode for longer than dead_after: at SIGCONT every datanode looked silent
+    // and was declared dead at once (the mount's next fsync got ENOSPC: "need 1, have 0"). The
+    // time the namenode did not run now does not count against them.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .heartbeat("200ms")
+        .dead_after("2s")
+        .start();
+    let m = c.mount(&[]);
+    let mut f = std::fs::File::create(m.path("f")).unwrap();
+    std::io::Write::write_all(&mut f, &random_bytes(MIB, 9)).unwrap();
+    let pid = c.namenode_pid().expect("namenode runs");
+    signal(pid, "-STOP");
+    std::thread::sleep(Duration::from_secs(5)); // the pause under test, not a wait for a condition
+    signal(pid, "-CONT");
+    f.sync_all().expect("fsync after the namenode resumed");
+    // Give its monitors a few ticks after the resume.
+    c.put_bytes("/after", b"after the pause");
+    wait_until(
+        Duration::from_secs(10),
+        "the namenode to note the pause",
+        || {
+            fs::read_to_string(c.namenode_log())
+                .unwrap_or_default()
+                .contains("did not run for a while")
+        },
+    );
+    let log = fs::read_to_string(c.namenode_log()).unwrap();
+    let seen: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("datanode dead: ") || l.contains("did not run"))
+        .collect();
+    assert!(
+        !seen.iter().any(|l| l.contains("datanode dead: ")),
+        "datanodes declared dead after the pause: {seen:#?}"
+    );
+}

@@ -24,6 +24,35 @@ async fn tick(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// A loop tick this much later than its period means the namenode itself did not run (stopped
+/// with SIGSTOP, a frozen VM, a starved runtime): nobody's heartbeat or renewal could arrive.
+const PAUSE_SLACK: Duration = Duration::from_secs(2);
+
+/// Tells a monitor loop how long the namenode was paused since its last tick, beyond the tick's
+/// period. Deadlines measured across the pause are pushed back by that much: after a 40 s stop
+/// every datanode looked dead and every client's lease expired at once, though none of them was
+/// silent (HDFS likewise skips its heartbeat check after a long pause).
+struct PauseDetector {
+    last: Instant,
+    period: Duration,
+}
+
+impl PauseDetector {
+    fn new(period: Duration) -> PauseDetector {
+        PauseDetector {
+            last: Instant::now(),
+            period,
+        }
+    }
+
+    /// The pause since the previous call, if there was one.
+    fn paused(&mut self, now: Instant) -> Option<Duration> {
+        let gap = now.saturating_duration_since(self.last);
+        self.last = now;
+        (gap > self.period + PAUSE_SLACK).then(|| gap - self.period)
+    }
+}
+
 /// Declares datanodes dead after `dead_after` without a heartbeat: they leave the ring and their
 /// replicas stop counting (the replication monitor then repairs).
 pub struct DeadNodeMonitor {
@@ -35,10 +64,16 @@ impl DeadNodeMonitor {
         let cfg = &self.shared.config;
         let period =
             (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut pause = PauseDetector::new(period);
         while tick(period, &mut shutdown).await {
+            let now = Instant::now();
             let mut st = self.shared.lock();
             let st = &mut *st;
-            for id in st.nodes.mark_dead(Instant::now(), cfg.dead_after) {
+            if let Some(p) = pause.paused(now) {
+                tracing::warn!(paused = ?p, "the namenode did not run for a while: datanode deadlines pushed back as much");
+                st.nodes.extend_heartbeats(p, now);
+            }
+            for id in st.nodes.mark_dead(now, cfg.dead_after) {
                 let lost = st.blocks.remove_node(&id);
                 st.in_flight.drop_node(&id);
                 tracing::warn!(datanode = %id, replicas = lost.len(), "datanode dead: no heartbeat for {}",
@@ -59,8 +94,13 @@ impl LeaseMonitor {
         let cfg = &self.shared.config;
         let period =
             (cfg.lease_soft_limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut pause = PauseDetector::new(period);
         while tick(period, &mut shutdown).await {
             let now = Instant::now();
+            if let Some(p) = pause.paused(now) {
+                tracing::warn!(paused = ?p, "the namenode did not run for a while: client leases pushed back as much");
+                self.shared.lock().leases.extend(p, now);
+            }
             // Locks of silent clients go, logged like any change (a restart must not bring them
             // back). A failed log leaves them for the next tick.
             let released = self
