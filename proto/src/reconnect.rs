@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -32,14 +33,23 @@ pub fn connect_lazy_waiting(
     let endpoint = crate::net::endpoint(addr)?
         // The connector below bounds every attempt; the overall bound is `wait`.
         .connect_timeout(wait + ATTEMPT_TIMEOUT + Duration::from_secs(1));
-    Ok(endpoint.connect_with_connector_lazy(WaitingConnector { wait }))
+    Ok(endpoint.connect_with_connector_lazy(WaitingConnector {
+        wait,
+        down_since: Arc::new(Mutex::new(None)),
+    }))
 }
 
 /// `tower::Service<Uri>` that opens a TCP connection (with `TCP_NODELAY`), retrying refused or
-/// failed attempts with exponential backoff until `wait` has passed.
-#[derive(Clone, Copy, Debug)]
+/// failed attempts with exponential backoff until `wait` has passed since the server was first
+/// found down. Calls made while it is down queue behind one connection attempt at a time: a
+/// fresh `wait` per attempt made the k-th of them fail only after k x `wait`. Once the server
+/// has been down for `wait`, each attempt is a single try until it answers again.
+#[derive(Clone, Debug)]
 struct WaitingConnector {
     wait: Duration,
+    /// When the server was found down, and when an attempt last failed (an outage whose last
+    /// failure is older than `wait` is over as far as new calls go: they wait again).
+    down_since: Arc<Mutex<Option<(Instant, Instant)>>>,
 }
 
 impl tower_service::Service<Uri> for WaitingConnector {
@@ -53,6 +63,7 @@ impl tower_service::Service<Uri> for WaitingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let wait = self.wait;
+        let down_since = self.down_since.clone();
         Box::pin(async move {
             let host = uri
                 .host()
@@ -63,7 +74,16 @@ impl tower_service::Service<Uri> for WaitingConnector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(80);
-            let deadline = Instant::now() + wait;
+            let started = Instant::now();
+            let down = lock(&down_since)
+                .filter(|(_, last)| started.saturating_duration_since(*last) < wait)
+                .map(|(since, _)| since);
+            let deadline = down.unwrap_or(started) + wait;
+            let failed = || {
+                let now = Instant::now();
+                let mut d = lock(&down_since);
+                *d = Some((down.unwrap_or(started), now));
+            };
             let mut backoff = FIRST_BACKOFF;
             loop {
                 let attempt = tokio::time::timeout(
@@ -76,27 +96,37 @@ impl tower_service::Service<Uri> for WaitingConnector {
                 });
                 match attempt {
                     Ok(stream) => {
-                        if backoff > FIRST_BACKOFF {
+                        if lock(&down_since).take().is_some() {
                             tracing::info!(%host, port, "server reachable again");
                         }
                         stream.set_nodelay(true)?;
                         return Ok(TokioIo::new(stream));
                     }
                     Err(e) if Instant::now() + backoff < deadline => {
-                        if backoff == FIRST_BACKOFF {
+                        failed();
+                        if backoff == FIRST_BACKOFF && down.is_none() {
                             tracing::warn!(%host, port, error = %e, ?wait, "server not reachable; waiting for it");
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                     Err(e) => {
-                        tracing::warn!(%host, port, error = %e, ?wait, "server not reachable; giving up");
+                        failed();
+                        if down.is_none() || backoff > FIRST_BACKOFF {
+                            tracing::warn!(%host, port, error = %e, ?wait, "server not reachable; giving up");
+                        } else {
+                            tracing::debug!(%host, port, error = %e, "server still not reachable");
+                        }
                         return Err(e);
                     }
                 }
             }
         })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -118,6 +148,7 @@ mod tests {
         let uri: Uri = format!("http://{addr}").parse().unwrap();
         let mut connector = WaitingConnector {
             wait: Duration::from_secs(20),
+            down_since: Arc::new(Mutex::new(None)),
         };
         let connecting = tokio::spawn(connector.call(uri));
         // The first attempts are refused: the connection must still be pending, not failed.
@@ -144,10 +175,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn calls_queued_while_the_server_is_down_each_fail_within_the_wait() {
+        // Twenty calls at once to a server that stays down: each fails after about the wait (a
+        // queue of connection attempts made the k-th wait k times as long).
+        let wait = Duration::from_millis(300);
+        let ch = connect_lazy_waiting(&free_addr().to_string(), wait).unwrap();
+        let t = Instant::now();
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let mut c = crate::net::namenode_client(ch.clone());
+                tokio::spawn(async move { c.statfs(crate::pb::StatfsRequest {}).await })
+            })
+            .collect();
+        for c in calls {
+            assert!(c.await.unwrap().is_err(), "a call succeeded with no server");
+        }
+        let bound = wait + Duration::from_secs(1);
+        assert!(
+            t.elapsed() < bound,
+            "took {:?}, more than {bound:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn connecting_fails_once_the_wait_is_over() {
         let uri: Uri = format!("http://{}", free_addr()).parse().unwrap();
         let mut connector = WaitingConnector {
             wait: Duration::from_millis(300),
+            down_since: Arc::new(Mutex::new(None)),
         };
         let t = Instant::now();
         let r = connector.call(uri).await;
