@@ -902,6 +902,9 @@ async fn renew_leases(shared: Weak<Shared>, interval: Duration) {
         let Some(s) = shared.upgrade() else { return };
         let mut nn = s.nn.clone();
         let client_id = s.client_id.clone();
+        // Kept short-circuit descriptors of an idle client would pin the files of replicas
+        // deleted since (their disk space, and a datanode's volume from being unmounted).
+        s.local.sweep();
         drop(s);
         if let Err(e) = nn
             .renew_lease(pb::RenewLeaseRequest {

@@ -226,6 +226,23 @@ impl LocalReads {
         Ok(Some(replica))
     }
 
+    /// Closes the kept descriptors older than [`KEEP_OPEN`] (each `open` would ask again for
+    /// them anyway).
+    pub(crate) fn sweep(&self) {
+        let mut inner = self.inner();
+        let inner = &mut *inner;
+        while let Some(key) = inner.order.front() {
+            match inner.open.get(key) {
+                Some((_, at)) if at.elapsed() < KEEP_OPEN => break,
+                _ => {
+                    if let Some(key) = inner.order.pop_front() {
+                        inner.open.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
     /// Drops the kept descriptor of a replica that failed a read.
     pub(crate) fn forget(&self, addr: &str, block: &pb::LocatedBlock) {
         let key = (addr.to_string(), block.id, block.generation);

@@ -1281,3 +1281,39 @@ fn a_sparse_file_counts_only_the_bytes_it_stores() {
     assert_eq!(head, vec![7u8; 4096]);
     fs::remove_file(&copy).unwrap();
 }
+
+#[test]
+fn an_idle_mount_lets_go_of_the_replica_files_of_deleted_files() {
+    // Short-circuit reads keep replica files open for a while; an idle mount kept them open
+    // until its next read, so deleted replicas kept their disk space (and a datanode's volume
+    // could not be unmounted). They are now closed in the background.
+    let c = TestCluster::builder().block_size("1MiB").start();
+    let m = c.mount(&[]);
+    let data = random_bytes(4 * MIB, 12);
+    c.put_bytes("/f", &data);
+    assert_same_bytes(&fs::read(m.path("f")).unwrap(), &data, "f");
+    let pid = m.pid();
+    let deleted_fds = || {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        fs::read_link(e.path())
+                            .is_ok_and(|t| t.to_string_lossy().ends_with("(deleted)"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    c.ok(&["rm", "/f"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the replicas to be deleted",
+        || c.all_replicas().is_empty(),
+    );
+    wait_until(
+        Duration::from_secs(90),
+        "the mount to close the deleted replica files",
+        || deleted_fds() == 0,
+    );
+}
