@@ -126,7 +126,7 @@ async fn replicate(
     let reader = Arc::new(
         blocking(move || store.open_reader(block, generation, ReadPath::Disk))
             .await
-            .inspect_err(|e| node.report_if_lost(e))?,
+            .inspect_err(|e| node.report_if_lost(e, block, generation))?,
     );
     let len = reader.info().len;
     if cmd.len != 0 && cmd.len != len {

@@ -85,23 +85,23 @@ impl Node {
         (capacity, used, capacity.saturating_sub(used).min(free))
     }
 
-    /// After a failed open of a replica: one the index lists whose files are gone from disk is
-    /// reported like a corrupt one, so the namenode copies it from another replica while one is
-    /// left (block reports come from the index and would go on listing it).
-    pub fn report_if_lost(self: &Arc<Self>, e: &DatanodeError) {
-        if let DatanodeError::ReplicaLost { block, generation } = *e {
-            tracing::warn!(
-                block,
-                generation,
-                "replica files missing from disk: reported as corrupt"
-            );
-            self.replica_is_corrupt(
-                &tokio::runtime::Handle::current(),
-                block,
-                generation,
-                e.to_string(),
-            );
-        }
+    /// After a failed open of replica `block` gen `generation`: one the index lists whose files
+    /// are gone from disk, or whose `.meta` is unreadable (the hashes that vouch for the data are
+    /// gone), is reported like a corrupt one, so the namenode copies it from another replica
+    /// while one is left (block reports come from the index and would go on listing it).
+    pub fn report_if_lost(self: &Arc<Self>, e: &DatanodeError, block: u64, generation: u64) {
+        let lost = match e {
+            DatanodeError::ReplicaLost { .. } => "replica files missing from disk",
+            DatanodeError::BadMeta { .. } => "replica metadata unreadable",
+            _ => return,
+        };
+        tracing::warn!(block, generation, error = %e, "{lost}: reported as corrupt");
+        self.replica_is_corrupt(
+            &tokio::runtime::Handle::current(),
+            block,
+            generation,
+            e.to_string(),
+        );
     }
 
     /// Marks a replica corrupt locally and reports it to the namenode in the background.

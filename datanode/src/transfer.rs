@@ -542,7 +542,7 @@ async fn send_block(
     let store = node.store.clone();
     let reader = blocking(move || store.open_reader(block, generation, ReadPath::PageCache))
         .await
-        .inspect_err(|e| node.report_if_lost(e))?;
+        .inspect_err(|e| node.report_if_lost(e, block, generation))?;
     let len = reader.info().len;
     if req.offset > len {
         return Err(DatanodeError::InvalidRequest(format!(

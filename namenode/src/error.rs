@@ -156,6 +156,11 @@ impl NamenodeError {
             XattrNameRange(_) => ErrorKind::Range,
             XattrTooBig(_) => ErrorKind::TooBig,
             LeaseHeld { .. } | SafeMode(_) => ErrorKind::Busy,
+            // The metadata disk is full (the journal keeps the OS error's text): ENOSPC, which
+            // tells a program more than EIO.
+            Storage(m) if m.contains(&format!("(os error {})", libc_enospc())) => {
+                ErrorKind::NoSpace
+            }
             NoLease { .. } | Storage(_) | FailedPrecondition(_) | HttpListen { .. } => {
                 ErrorKind::Io
             }
@@ -163,6 +168,11 @@ impl NamenodeError {
             Stale(_) => ErrorKind::Stale,
         }
     }
+}
+
+/// ENOSPC on Linux (the namenode crate does not depend on libc for one number).
+const fn libc_enospc() -> i32 {
+    28
 }
 
 impl From<NamenodeError> for tonic::Status {
@@ -184,6 +194,18 @@ impl From<NamenodeError> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_metadata_disk_is_enospc() {
+        let full = NamenodeError::Storage(
+            "nn: appending to the log: No space left on device (os error 28)".into(),
+        );
+        assert_eq!(full.kind(), ErrorKind::NoSpace);
+        let other = NamenodeError::Storage(
+            "nn: appending to the log: Input/output error (os error 5)".into(),
+        );
+        assert_eq!(other.kind(), ErrorKind::Io);
+    }
 
     #[test]
     fn messages_use_the_cli_words() {

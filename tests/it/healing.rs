@@ -608,6 +608,49 @@ fn replica_files_removed_from_a_running_datanode_are_found_and_copied_again() {
 }
 
 #[test]
+fn a_replica_whose_meta_file_is_damaged_is_reported_by_the_read_that_finds_it() {
+    // A truncated `.meta` file: a read over the network skipped that replica for another one but
+    // did not report it, so only the scrubber (every 6 h by default) found it.
+    let c = TestCluster::builder()
+        .datanodes(4)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("100ms")
+        .start();
+    c.put_bytes("/f", &random_bytes(MIB, 62));
+    let replicas = c.all_replicas();
+    assert_eq!(replicas.len(), 3);
+    for (_, r) in &replicas {
+        std::fs::write(r.path.with_extension("meta"), b"not a meta").unwrap();
+    }
+    // Every replica is bad now: the read (over the network) fails, and each datanode it asked
+    // reports its own.
+    let mut get = c.command(&["get", "/f", "-"]);
+    get.env("RINGFS_SHORT_CIRCUIT", "0");
+    let out = run_with_timeout(
+        get,
+        None,
+        "ringfs get /f - (network only)",
+        Duration::from_secs(120),
+    );
+    assert!(
+        !out.status.success(),
+        "read a file whose replicas are all damaged"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the damaged replicas reported",
+        || {
+            let f = c.fsck_json("/");
+            match f["corrupt_replicas"].as_u64() {
+                Some(n) if n >= 1 => Ok(()),
+                _ => Err(f.to_string()),
+            }
+        },
+    );
+}
+
+#[test]
 fn scrubber_finds_and_repairs_corrupted_replicas_without_any_read() {
     // Corrupt 5 replica files (5 blocks) on disk and read nothing: the scrubbers find them, the bad replicas
     // are replaced from good ones, and every block ends with 3 identical good replicas.
