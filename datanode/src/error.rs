@@ -66,6 +66,15 @@ pub enum DatanodeError {
 }
 
 impl DatanodeError {
+    /// Out of room: the `--capacity` limit or a full disk.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            DatanodeError::NoSpace { .. } => true,
+            DatanodeError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with the operation and path it happened on.
     pub fn io(
         op: &'static str,

@@ -171,9 +171,22 @@ impl DataTransfer for TransferService {
             }
         };
         let _active = self.node.transfer_started();
-        Ok(Response::new(
-            receive_block(&self.node, header, stream).await?,
-        ))
+        let (block, generation) = (header.block_id, header.generation);
+        match receive_block(&self.node, header, stream).await {
+            Ok(r) => Ok(Response::new(r)),
+            Err(e) => {
+                // Refused for lack of space: the writer goes on without this node, so the partial
+                // replica in tmp/ would only take room (and not count against --capacity) until
+                // the day-old sweep.
+                if e.is_no_space() {
+                    let store = self.node.store.clone();
+                    if let Err(d) = blocking(move || store.delete(block, generation)).await {
+                        tracing::debug!(block, error = %d, "removing a partial replica failed");
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 
     type ReadBlockStream =

@@ -918,3 +918,26 @@ fn a_datanode_address_given_as_the_namenode_is_named_as_not_a_namenode() {
         "the mountpoint was left mounted"
     );
 }
+
+#[test]
+fn a_write_refused_for_lack_of_space_leaves_no_partial_replica() {
+    // The datanode that ran out of room kept the partial replica in tmp/ for a day, taking more
+    // room and not counting against --capacity; the writer goes on without that node anyway.
+    let c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .block_size("4MiB")
+        .datanode_arg(&["--capacity", "1MiB"])
+        .start();
+    let cli = c.client();
+    let local = c.scratch_path("3mib");
+    write_random_file(&local, 3 * MIB as u64, 44);
+    cli.fails(&["put", local.to_str().unwrap(), "/big"])
+        .says(&["/big", "no space left"]);
+    let tmp = c.datanode_dir(0).join("tmp");
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the partial replica to be removed",
+        || fs::read_dir(&tmp).is_ok_and(|d| d.count() == 0),
+    );
+}
