@@ -305,6 +305,16 @@ pub fn datanode_config(
     Ok((c, listen))
 }
 
+/// Creates a data dir (and its parents); an existing file there is named as not a directory
+/// (create_dir_all said "File exists").
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("data dir {}: not a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))
+}
+
 async fn bind(addr: &str, role: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -313,8 +323,7 @@ async fn bind(addr: &str, role: &str) -> anyhow::Result<TcpListener> {
 
 pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
     let (config, listen) = namenode_config(&a)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let listener = bind(&listen, "namenode").await?;
     let addr = listener
         .local_addr()
@@ -334,8 +343,7 @@ pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn datanode(a: DatanodeArgs, namenode: Option<String>) -> anyhow::Result<ExitCode> {
     let (config, listen) = datanode_config(&a, namenode)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let listener = bind(&listen, "datanode").await?;
     // "listening on" once the data dir is locked and indexed (see `namenode`).
     ringfs_datanode::run_with_ready(config, listener, terminated(), |addr| {
@@ -414,8 +422,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
             a.datanodes
         );
     }
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    create_data_dir(&a.data_dir)?;
     // One `up` per data dir: a second one fails here with one message instead of one per node.
     let _lock = lock_up_dir(&a.data_dir)?;
     let secret = cluster_secret(&a.data_dir)?;

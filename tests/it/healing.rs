@@ -863,14 +863,25 @@ fn a_decommission_can_be_undone() {
         .heartbeat("100ms")
         .start();
     let addr = c.datanode_addr(2).to_string();
+    let free = |c: &TestCluster| c.json(&["df", "--json"])["remaining"].as_u64().unwrap() as f64;
+    let before = free(&c);
     c.ok(&["admin", "decommission", &addr]);
     assert_eq!(datanode_state(&c, &addr), "decommissioning");
+    // A draining node takes no new blocks: its free space is not the cluster's (df, statfs).
+    assert!(
+        free(&c) < before * 0.8,
+        "df still counts the draining node's room"
+    );
     let local = c.scratch_path("f");
     std::fs::write(&local, b"x").unwrap();
     c.fails(&["put", local.to_str().unwrap(), "/refused"])
         .says(&["need 3, have 2"]);
     c.ok(&["admin", "recommission", &addr]);
     assert_eq!(datanode_state(&c, &addr), "live");
+    assert!(
+        free(&c) > before * 0.9,
+        "df does not count the node back in"
+    );
     c.put_bytes("/accepted", &random_bytes(MIB, 96));
     c.kill_namenode();
     c.restart_namenode();

@@ -5,7 +5,7 @@
 use super::{
     call_id, client_id, entry_sel, inode_id, locate, located_block, node_sel, Shared, State,
 };
-use crate::datanodes::DatanodeRegistry;
+use crate::datanodes::{AdminState, Datanode, DatanodeRegistry};
 use crate::error::{NamenodeError, Result};
 use crate::locks::{LockKind, LockOutcome, LockOwner, LockRequest, LockType};
 use crate::namespace::{
@@ -978,7 +978,7 @@ pub fn report_with(
                 .iter()
                 .filter(|c| c.source == n.id || c.target == n.id)
                 .count();
-        let decommission_remaining = if n.admin == crate::datanodes::AdminState::Decommissioning {
+        let decommission_remaining = if n.admin == AdminState::Decommissioning {
             replication::decommission_remaining(&st.blocks, &st.nodes, &n.id)
         } else {
             0
@@ -996,13 +996,23 @@ pub fn report_with(
             pending_commands: pending as u64,
             decommission_remaining,
         });
-        if n.alive {
-            out.capacity += n.capacity;
-            out.used += n.used;
-            out.remaining += n.remaining;
-        }
+        add_to_totals(n, &mut out.capacity, &mut out.used, &mut out.remaining);
     }
     out
+}
+
+/// A datanode's share of the cluster totals (report, statfs): live nodes that are not
+/// decommissioned count their capacity and use, and only nodes in service (that take new
+/// blocks) count their free space, as `df` on the mount should show what writes can use.
+fn add_to_totals(n: &Datanode, capacity: &mut u64, used: &mut u64, remaining: &mut u64) {
+    if !n.alive || n.admin == AdminState::Decommissioned {
+        return;
+    }
+    *capacity += n.capacity;
+    *used += n.used;
+    if n.is_writable() {
+        *remaining += n.remaining;
+    }
 }
 
 /// File system totals of live datanodes (`Statfs`, the status page).
@@ -1013,10 +1023,8 @@ pub fn statfs_of(shared: &Shared, st: &State) -> pb::StatfsResponse {
         replication: shared.config.replication,
         ..Default::default()
     };
-    for n in st.nodes.all().filter(|n| n.alive) {
-        out.capacity += n.capacity;
-        out.used += n.used;
-        out.remaining += n.remaining;
+    for n in st.nodes.all() {
+        add_to_totals(n, &mut out.capacity, &mut out.used, &mut out.remaining);
     }
     out
 }
