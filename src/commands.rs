@@ -876,24 +876,14 @@ pub async fn df(namenode: Option<String>, a: DfArgs) -> anyhow::Result<ExitCode>
             pct,
         ],
     ];
-    let w: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
     for r in &rows {
-        writeln!(
-            out,
-            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4]
-        )?;
+        // The name left-aligned, the figures right-aligned, as df(1) prints them.
+        let mut line = format!("{:<w$}", r[0], w = width(0));
+        for (i, cell) in r.iter().enumerate().skip(1) {
+            line.push_str(&format!("  {cell:>w$}", w = width(i)));
+        }
+        writeln!(out, "{line}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

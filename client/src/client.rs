@@ -841,24 +841,20 @@ impl Client {
 
     /// Starts draining the datanode at `address`.
     pub async fn decommission(&self, address: &str) -> Result<(), ClientError> {
-        self.namenode()
-            .decommission(pb::DecommissionRequest {
-                address: address.to_string(),
-            })
-            .await
-            .map_err(|s| self.nn_err(s))?;
-        Ok(())
+        let req = pb::DecommissionRequest {
+            address: address.to_string(),
+        };
+        let r = self.namenode().decommission(req).await;
+        r.map(drop).map_err(|s| self.nn_err(s))
     }
 
     /// Puts a decommissioning or decommissioned datanode back in service.
     pub async fn recommission(&self, address: &str) -> Result<(), ClientError> {
-        self.namenode()
-            .recommission(pb::DecommissionRequest {
-                address: address.to_string(),
-            })
-            .await
-            .map_err(|s| self.nn_err(s))?;
-        Ok(())
+        let req = pb::DecommissionRequest {
+            address: address.to_string(),
+        };
+        let r = self.namenode().recommission(req).await;
+        r.map(drop).map_err(|s| self.nn_err(s))
     }
 
     /// Fails with "not enough live datanodes: need N, have M" when fewer than `replication` datanodes

@@ -453,6 +453,32 @@ impl ClientService {
             .await
     }
 
+    /// Applies an operator state change (`change`) to the datanode at `address`, then saves
+    /// the operator states: answered only once saved, so a restart does not undo it.
+    fn change_admin_state(
+        &self,
+        address: &str,
+        change: fn(&mut DatanodeRegistry, &DatanodeId) -> bool,
+        what: &str,
+    ) -> Result<pb::Empty> {
+        {
+            let mut st = self.shared.lock();
+            let id = st
+                .nodes
+                .by_address(address)
+                .map(|n| n.id.clone())
+                .ok_or_else(|| {
+                    NamenodeError::InvalidArgument(format!(
+                        "{address}: no datanode registered at this address (see `ringfs report`)"
+                    ))
+                })?;
+            change(&mut st.nodes, &id);
+            tracing::info!(datanode = %id, %address, "{what}");
+        }
+        self.shared.save_admin_states()?;
+        Ok(pb::Empty {})
+    }
+
     async fn do_update_pipeline(&self, req: pb::UpdatePipelineRequest) -> Result<pb::LocatedBlock> {
         // Right after a restart the replacements are still re-registering, as for AllocateBlock.
         self.shared
@@ -1525,53 +1551,16 @@ impl Namenode for ClientService {
         &self,
         req: Request<pb::DecommissionRequest>,
     ) -> std::result::Result<Response<pb::Empty>, Status> {
-        let req = req.into_inner();
-        ok((|| {
-            {
-                let mut st = self.shared.lock();
-                let id = st
-                    .nodes
-                    .by_address(&req.address)
-                    .map(|n| n.id.clone())
-                    .ok_or_else(|| {
-                        NamenodeError::InvalidArgument(format!(
-                            "{}: no datanode registered at this address (see `ringfs report`)",
-                            req.address
-                        ))
-                    })?;
-                st.nodes.decommission(&id);
-                tracing::info!(datanode = %id, address = %req.address, "decommissioning");
-            }
-            // Answered only once saved: a restart must not put the node back in service.
-            self.shared.save_admin_states()?;
-            Ok(pb::Empty {})
-        })())
+        let address = req.into_inner().address;
+        ok(self.change_admin_state(&address, DatanodeRegistry::decommission, "decommissioning"))
     }
 
     async fn recommission(
         &self,
         req: Request<pb::DecommissionRequest>,
     ) -> std::result::Result<Response<pb::Empty>, Status> {
-        let req = req.into_inner();
-        ok((|| {
-            {
-                let mut st = self.shared.lock();
-                let id = st
-                    .nodes
-                    .by_address(&req.address)
-                    .map(|n| n.id.clone())
-                    .ok_or_else(|| {
-                        NamenodeError::InvalidArgument(format!(
-                            "{}: no datanode registered at this address (see `ringfs report`)",
-                            req.address
-                        ))
-                    })?;
-                st.nodes.recommission(&id);
-                tracing::info!(datanode = %id, address = %req.address, "back in service");
-            }
-            self.shared.save_admin_states()?;
-            Ok(pb::Empty {})
-        })())
+        let address = req.into_inner().address;
+        ok(self.change_admin_state(&address, DatanodeRegistry::recommission, "back in service"))
     }
 
     async fn lock(

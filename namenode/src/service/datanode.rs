@@ -65,12 +65,13 @@ impl DatanodeService {
         // nodes into one entry and hide either one's death. A node restarted on a new port is
         // taken once its old entry has missed a few heartbeats.
         let now = Instant::now();
+        let heartbeating = |n: &crate::datanodes::Datanode| {
+            n.alive
+                && now.saturating_duration_since(n.last_heartbeat)
+                    < self.shared.config.heartbeat_interval * 3
+        };
         if let Some(n) = st.nodes.get(&id) {
-            let quiet = now.saturating_duration_since(n.last_heartbeat);
-            if n.alive
-                && n.address != node.address
-                && quiet < self.shared.config.heartbeat_interval * 3
-            {
+            if heartbeating(n) && n.address != node.address {
                 tracing::warn!(datanode = %id, address = %node.address, registered = %n.address,
                     "registration refused: the datanode id is in use at another address");
                 return Err(NamenodeError::FailedPrecondition(format!(
@@ -85,8 +86,7 @@ impl DatanodeService {
         // other would do the same on its next heartbeat, every second. A reinstalled node (new
         // id, same address) is taken once the old entry has missed a few heartbeats.
         if let Some(other) = st.nodes.by_address(&node.address) {
-            let quiet = now.saturating_duration_since(other.last_heartbeat);
-            if other.id != id && other.alive && quiet < self.shared.config.heartbeat_interval * 3 {
+            if heartbeating(other) && other.id != id {
                 tracing::warn!(datanode = %id, address = %node.address, registered = %other.id,
                     "registration refused: the address is in use by another live datanode");
                 return Err(NamenodeError::FailedPrecondition(format!(
