@@ -82,6 +82,31 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     })
 }
 
+thread_local! {
+    /// This thread's panic message, repeated after the process logs a failing test dumps: CI keeps
+    /// only the end of a failing test's output, and the logs pushed the message out of it.
+    static PANIC_MESSAGE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that keeps the message for [`repeat_panic_message`].
+fn keep_panic_messages() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(info.to_string()));
+            default(info);
+        }));
+    });
+}
+
+/// Prints the failing test's panic message again (after a log dump).
+fn repeat_panic_message() {
+    if let Some(msg) = PANIC_MESSAGE.with(|m| m.borrow().clone()) {
+        eprintln!("===== the test failed ({msg})");
+    }
+}
+
 /// Polls `f` every 50 ms until it returns `Ok`; fails the test after `timeout` with `what` and the last
 /// `Err` (a description of the state that was seen, so a timeout says what was wrong).
 #[track_caller]
@@ -1036,6 +1061,7 @@ impl Builder {
 
     /// Starts the namenode, then the datanodes, and waits until `report` shows them all live.
     pub fn start(self) -> TestCluster {
+        keep_panic_messages();
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         fs::create_dir_all(&base).unwrap();
         let root = tempfile::Builder::new()
@@ -1304,6 +1330,7 @@ impl Drop for TestCluster {
                     eprintln!("kept test dir {}", root.keep().display());
                 }
             }
+            repeat_panic_message();
         }
     }
 }
@@ -1328,6 +1355,7 @@ impl UpCluster {
     /// Runs `ringfs up --data-dir DIR --datanodes N --namenode-listen 127.0.0.1:0` and waits for its
     /// `listening on` line (printed once every datanode is live).
     pub fn start(datanodes: usize) -> UpCluster {
+        keep_panic_messages();
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         fs::create_dir_all(&base).unwrap();
         let root = tempfile::Builder::new()
@@ -1381,6 +1409,7 @@ impl Drop for UpCluster {
                 self.root.path().display(),
                 log_tail(&self.node.log, 40)
             );
+            repeat_panic_message();
         }
     }
 }

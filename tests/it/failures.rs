@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -662,35 +663,44 @@ fn a_put_rides_out_a_namenode_restart_and_the_loss_of_a_pipeline_datanode_at_onc
     // restarted namenode never saw that block's allocation (allocations are not logged), and the
     // writer's pipeline recovery of it was refused ("block N is not a block of it"), so the put (or
     // a mount's close) failed. Now the recovery takes the allocation up again.
+    // The CLI reads stdin in 4 MiB pieces and sends each as it comes. With 6 MiB blocks, two pieces
+    // fill block 1 and leave block 2 open with 2 MiB in it until more input comes: the pipeline is
+    // idle and its datanodes hold the open block in tmp/ for as long as the test needs. (With 4 MiB
+    // blocks each piece filled a block and its tmp replica lived only while it streamed: a fast
+    // machine never saw one.)
     let mut c = TestCluster::builder()
         .datanodes(4)
-        .block_size("4MiB")
+        .block_size("6MiB")
         .dead_after("3s")
         .start();
     let mut sent = random_bytes(8 * MIB + 300 * KIB, 91);
     let mut put = c.spawn(&["put", "-", "/f"], Stdio::piped());
     let mut stdin = put.stdin.take().unwrap();
     stdin.write_all(&sent).unwrap();
-    // A datanode holding a replica of the open block (in its tmp/) is in the pipeline. The CLI
-    // sends a block's packets only as input comes: feed a little more until one shows.
-    let mut seed = 100;
-    let in_pipeline = wait_for(
-        Duration::from_secs(90),
-        "a datanode to hold the block being written",
-        || {
-            let holder = (0..4).find(|&i| {
-                fs::read_dir(c.datanode_dir(i).join("tmp")).is_ok_and(|d| {
-                    d.flatten()
-                        .any(|e| e.file_name().to_string_lossy().ends_with(".data"))
-                })
-            });
-            holder.ok_or_else(|| {
-                seed += 1;
-                let more = random_bytes(256 * KIB, seed);
-                stdin.write_all(&more).unwrap();
-                sent.extend_from_slice(&more);
-                format!("no tmp replica after {} bytes", sent.len())
+    // Block 1 is finalized once piece 2 reached it; from then on a 2 MiB tmp replica is block 2's
+    // (block 1's was past 4 MiB when piece 2 came). Blocks reach the namenode's file only at close.
+    let has_data = |dir: PathBuf, len: Option<u64>| {
+        fs::read_dir(dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".data")
+                    && len.is_none_or(|len| e.metadata().is_ok_and(|m| m.len() == len))
             })
+        })
+    };
+    let in_pipeline = wait_for(
+        Duration::from_secs(60),
+        "block 1 finalized and a datanode holding the 2 MiB of the open block 2",
+        || {
+            let finalized = (0..4).any(|i| {
+                fs::read_dir(c.datanode_dir(i).join("blocks"))
+                    .is_ok_and(|d| d.flatten().any(|sub| has_data(sub.path(), None)))
+            });
+            if !finalized {
+                return Err("no finalized replica yet".to_string());
+            }
+            (0..4)
+                .find(|&i| has_data(c.datanode_dir(i).join("tmp"), Some(2 * MIB as u64)))
+                .ok_or_else(|| "no tmp replica of 2 MiB".to_string())
         },
     );
     c.kill_namenode();
