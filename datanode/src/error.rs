@@ -16,7 +16,7 @@ pub enum DatanodeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("data dir {0} is in use by another datanode (lock held)")]
+    #[error("data dir {0} is in use by a running namenode or datanode (its lock is held)")]
     Locked(PathBuf),
     #[error("bad replica metadata {path}: {reason}")]
     BadMeta { path: PathBuf, reason: String },

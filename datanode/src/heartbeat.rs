@@ -71,7 +71,7 @@ impl Heartbeat {
 
     async fn register(&self) -> Result<Intervals, tonic::Status> {
         let node = &self.node;
-        let (capacity, used, _) = node.space();
+        let (capacity, used, remaining) = node.space();
         let id = node.namenode.datanode_id().to_string();
         let joined = node
             .store
@@ -87,6 +87,7 @@ impl Heartbeat {
             used,
             auth: node.secret.node_auth(&id),
             cluster_id: joined.clone().unwrap_or_default(),
+            remaining: Some(remaining),
         };
         let resp = node.namenode.client().register(req).await?.into_inner();
         // The first namenode this data dir registers with is its cluster for good; any other

@@ -185,6 +185,14 @@ impl DatanodeRegistry {
         }
     }
 
+    /// Room left on `id` as the node itself reports it (its disk's free space counts, which
+    /// `register` cannot know from capacity and used alone).
+    pub fn set_remaining(&mut self, id: &DatanodeId, remaining: u64) {
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.remaining = remaining;
+        }
+    }
+
     /// Records a heartbeat and hands out the queued commands (at most `max`). `None` when the node is
     /// unknown or was declared dead: it must register again and send a full block report.
     pub fn heartbeat(

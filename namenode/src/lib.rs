@@ -185,7 +185,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NamenodeError> 
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(NamenodeError::FailedPrecondition(format!(
-            "data dir {} is in use by another namenode (lock held)",
+            "data dir {} is in use by a running namenode or datanode (its lock is held)",
             dir.display()
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(NamenodeError::Storage(format!(

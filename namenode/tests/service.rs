@@ -77,6 +77,16 @@ impl FakeDn {
     }
 
     async fn register_at(nn: &Namenode, i: usize, addr: String) -> FakeDn {
+        FakeDn::register_with(nn, i, addr, None).await
+    }
+
+    /// Registers with `remaining` room (None: as a datanode that does not say, capacity - used).
+    async fn register_with(
+        nn: &Namenode,
+        i: usize,
+        addr: String,
+        remaining: Option<u64>,
+    ) -> FakeDn {
         let id = format!("dn{i}");
         let mut c = nn.dn_client();
         let auth = Secret::new(DEV_SECRET.as_bytes()).node_auth(&id);
@@ -90,6 +100,7 @@ impl FakeDn {
             used: 0,
             auth,
             cluster_id: String::new(),
+            remaining,
         })
         .await
         .unwrap();
@@ -1021,6 +1032,39 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
 }
 
 #[tokio::test]
+async fn a_datanode_registering_without_room_is_left_out_of_pipelines_before_its_first_heartbeat() {
+    // Its registration says how much room its disk has left (capacity - used ignores the disk's
+    // free space): a node that registers full takes no block, without waiting for a heartbeat.
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let mut c = nn.client();
+    for i in 0..3 {
+        FakeDn::register(&nn, i).await;
+    }
+    let full = FakeDn::register_with(&nn, 3, "127.0.0.1:40003".into(), Some(0)).await;
+    for f in 0..12 {
+        let inode = create(&mut c, &format!("/f{f}")).await.unwrap().inode;
+        let b = c
+            .allocate_block(pb::AllocateBlockRequest {
+                inode,
+                client_id: "c1".into(),
+                excluded: vec![],
+                min_replicas: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let addrs: Vec<&str> = b.locations.iter().map(|l| l.address.as_str()).collect();
+        assert_eq!(addrs.len(), 3, "{addrs:?}");
+        assert!(
+            !addrs.contains(&full.addr.as_str()),
+            "block of /f{f} placed on the full node: {addrs:?}"
+        );
+    }
+    nn.stop().await;
+}
+
+#[tokio::test]
 async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() {
     // R=3 on three datanodes. A writer with min_replicas 1 (the mount) keeps a two-node pipeline
     // when one node broke and none can replace it, and gets new blocks and creates while a node is
@@ -1493,6 +1537,7 @@ async fn a_datanode_of_another_cluster_is_refused_and_a_new_one_learns_the_id() 
             used: 0,
             auth: Secret::new(DEV_SECRET.as_bytes()).node_auth(&id),
             cluster_id: cluster_id.into(),
+            remaining: None,
         }
     };
     // A new data dir (no id yet) is taken and told the cluster's id.

@@ -104,6 +104,9 @@ impl DatanodeService {
             req.used,
             now,
         );
+        if let Some(remaining) = req.remaining {
+            st.nodes.set_remaining(&id, remaining);
+        }
         // Whatever it held before is unknown until its full report.
         if reg.revived {
             st.blocks.remove_node(&id);
