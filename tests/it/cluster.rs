@@ -82,6 +82,15 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     })
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`, ...) to `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
 thread_local! {
     /// This thread's panic message, repeated after the process logs a failing test dumps: CI keeps
     /// only the end of a failing test's output, and the logs pushed the message out of it.

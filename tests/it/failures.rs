@@ -393,6 +393,15 @@ fn corrupted_replica_is_read_around(network_only: bool) {
         .start();
     let data = random_bytes(1024 * KIB, 42);
     c.put_bytes("/f", &data);
+    // Replicas are listed by the active transfers of the nodes' last heartbeats: wait for heartbeats
+    // sent after the put, so the order stat shows is still the order when get runs.
+    let put_done = Instant::now();
+    wait_until(Duration::from_secs(20), "heartbeats after the put", || {
+        let since = put_done.elapsed().as_millis() as u64;
+        report_datanodes(&c.report_json())
+            .iter()
+            .all(|d| since > field_u64(d, "last_heartbeat_ms") + 200)
+    });
     let st = c.stat_json("/f");
     // For each block, corrupt the replica on the datanode listed first (the one readers try first).
     let mut corrupted = Vec::new();
@@ -483,7 +492,12 @@ fn report_shows_a_killed_datanode_dead_and_a_restarted_one_live() {
         "the killed datanode to be reported dead",
         || state_of(&c, &victim) == "dead",
     );
-    assert_eq!(c.live_datanodes(), 2);
+    // The others stay live (polled: with a 1 s dead-after a loaded machine may delay a heartbeat).
+    wait_until(
+        Duration::from_secs(15),
+        "the other two datanodes live",
+        || c.live_datanodes() == 2,
+    );
     c.restart_datanode(1);
     wait_until(
         Duration::from_secs(15),
@@ -560,9 +574,21 @@ fn report_lists_a_reinstalled_datanode_once() {
                 }
             },
         );
-        let l = listed(&c);
+        // Every listed node live (polled: with a 1 s dead-after a loaded machine may delay a
+        // heartbeat); a second entry for the reinstalled node would never be.
+        let l = wait_for(
+            Duration::from_secs(15),
+            "every listed datanode live",
+            || {
+                let l = listed(&c);
+                if l.iter().all(|(_, s, _)| s == "live") {
+                    Ok(l)
+                } else {
+                    Err(format!("{l:?}"))
+                }
+            },
+        );
         assert_eq!(l.len(), 3, "a datanode is listed twice: {l:?}");
-        assert!(l.iter().all(|(_, s, _)| s == "live"), "{l:?}");
         ids.push(new_id);
         c.wait_healthy("/", 3, Duration::from_secs(30));
         assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
@@ -1151,7 +1177,13 @@ fn a_copy_of_a_live_datanodes_dir_is_refused() {
     // `cp -a dn1 dn2` and a datanode on dn2: both had the same datanode id, and the namenode
     // merged them into one entry (whichever heartbeat came last set its address), so one could
     // die unnoticed. HDFS refuses a duplicate storage id; so does ringfs now.
-    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    // 1 s heartbeats: the refusal holds while the original's last heartbeat is under 3 intervals
+    // old, and 600 ms is within what a loaded machine can delay one.
+    let c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .heartbeat("1s")
+        .start();
     c.put_bytes("/f", &random_bytes(MIB, 3));
     let copy = c.scratch_path("dn-copy");
     let st = std::process::Command::new("cp")
@@ -1180,12 +1212,12 @@ fn a_copy_of_a_live_datanodes_dir_is_refused() {
             Err(text)
         }
     });
+    clone.kill().unwrap();
+    clone.wait().unwrap();
     let report = c.report_json();
     let nodes = report_datanodes(&report);
     assert_eq!(nodes.len(), 1, "{report}");
     assert_eq!(field_str(&nodes[0], "address"), c.datanode_addr(0));
-    clone.kill().unwrap();
-    clone.wait().unwrap();
 }
 
 #[test]
@@ -1209,7 +1241,12 @@ fn fsck_right_after_a_namenode_restart_waits_for_the_block_reports() {
 fn a_second_datanode_advertising_a_live_ones_address_is_refused() {
     // Two datanodes with one --advertise address took the address from each other at every
     // heartbeat, each time forgetting the other's replicas.
-    let mut c = TestCluster::builder().datanodes(1).replication(1).start();
+    // 1 s heartbeats, as in the test above.
+    let mut c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .heartbeat("1s")
+        .start();
     c.put_bytes("/f", &random_bytes(MIB, 8));
     let taken = c.datanode_addr(0).to_string();
     let id_before = field_str(&report_datanodes(&c.report_json())[0], "id").to_string();
@@ -1218,6 +1255,7 @@ fn a_second_datanode_advertising_a_live_ones_address_is_refused() {
     wait_until(Duration::from_secs(15), "the twin to be refused", || {
         log_tail(&log, 200).contains("is in use by live datanode")
     });
+    c.kill_datanode(twin);
     let report = c.report_json();
     let nodes = report_datanodes(&report);
     assert_eq!(nodes.len(), 1, "{report}");

@@ -13,14 +13,6 @@ use std::time::Duration;
 /// The client's read timeout (client/src/read.rs `PACKET_TIMEOUT`).
 const STALL: Duration = Duration::from_secs(15);
 
-fn signal(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill {sig} {pid}");
-}
-
 #[test]
 fn a_hung_datanode_costs_a_mount_one_stall_not_one_per_block() {
     // Blocks larger than the mount's readahead, so each read below waits for its own block only.

@@ -333,12 +333,21 @@ fn a_tree_put_rides_out_a_namenode_restart_and_a_killed_one_is_cleaned_up() {
     );
 
     // kill -9 of the put itself: once its lease expires the namenode removes the temporary tree.
+    // The datanodes are stopped meanwhile, so the put cannot finish before it is killed (its small
+    // files go inline to the namenode, `big` waits on its pipeline).
+    let dn_pids: Vec<u32> = (0..3).map(|i| c.datanode_pid(i).unwrap()).collect();
+    for &pid in &dn_pids {
+        signal(pid, "-STOP");
+    }
     let mut put = c.spawn(&["put", src_s, "/b"], std::process::Stdio::null());
     wait_until(Duration::from_secs(30), "the second put to start", || {
         !temporaries(&c).is_empty()
     });
     put.kill().unwrap();
     put.wait().unwrap();
+    for &pid in &dn_pids {
+        signal(pid, "-CONT");
+    }
     assert!(
         !temporaries(&c).is_empty(),
         "nothing left to clean up: the put had finished"
