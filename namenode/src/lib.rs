@@ -44,7 +44,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// Runs a namenode on `listener` until `shutdown` resolves. Fails early on a bad config, a data
-/// dir in use by another namenode or an unreadable metadata store.
+/// dir in use by a running namenode or datanode, or an unreadable metadata store.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,

@@ -171,6 +171,26 @@ fn path_node(p: &str) -> Option<pb::NodeRef> {
     })
 }
 
+/// A namenode on a fresh temp dir with `datanodes` fake datanodes registered (dn0, dn1, ...), and
+/// a client of it. The dir is returned so a test can restart the namenode on it.
+async fn start_with(
+    datanodes: usize,
+) -> (
+    tempfile::TempDir,
+    Namenode,
+    NamenodeClient<Channel>,
+    Vec<FakeDn>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = Namenode::start(config(dir.path())).await;
+    let c = nn.client();
+    let mut dns = Vec::new();
+    for i in 0..datanodes {
+        dns.push(FakeDn::register(&nn, i).await);
+    }
+    (dir, nn, c, dns)
+}
+
 async fn create(nn: &mut NamenodeClient<Channel>, path: &str) -> Result<pb::Attr, tonic::Status> {
     nn.create(pb::CreateRequest {
         entry: path_entry(path),
@@ -349,13 +369,7 @@ async fn write_protocol_fsck_and_locations() {
 
 #[tokio::test]
 async fn dead_datanode_blocks_are_scheduled_for_repair() {
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    let mut dns = Vec::new();
-    for i in 0..4 {
-        dns.push(FakeDn::register(&nn, i).await);
-    }
+    let (_dir, nn, mut c, mut dns) = start_with(4).await;
     let blocks = write_file(&mut c, &mut dns, "/f", 4).await;
     // dn3 stops heartbeating; the others keep going and collect their commands.
     let victim = dns.pop().unwrap();
@@ -408,13 +422,7 @@ async fn dead_datanode_blocks_are_scheduled_for_repair() {
 
 #[tokio::test]
 async fn restart_keeps_the_namespace_and_waits_in_safe_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    let mut dns = Vec::new();
-    for i in 0..3 {
-        dns.push(FakeDn::register(&nn, i).await);
-    }
+    let (dir, nn, mut c, mut dns) = start_with(3).await;
     let blocks = write_file(&mut c, &mut dns, "/f", 2).await;
     c.mkdir(pb::MkdirRequest {
         entry: path_entry("/d"),
@@ -559,13 +567,7 @@ async fn locks_conflict_and_die_with_the_lease() {
 
 #[tokio::test]
 async fn copy_on_write_commit_and_pipeline_update() {
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    let mut dns = Vec::new();
-    for i in 0..4 {
-        dns.push(FakeDn::register(&nn, i).await);
-    }
+    let (_dir, nn, mut c, mut dns) = start_with(4).await;
     let old = write_file(&mut c, &mut dns, "/f", 2).await;
     let open = c
         .open_write(pb::OpenWriteRequest {
@@ -986,13 +988,7 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
     // failed only because it came after the break, so it is retried; without a third node the
     // update is refused instead of returning a two-node pipeline (a put would then succeed with
     // blocks on two replicas).
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    let mut dns = Vec::new();
-    for i in 0..3 {
-        dns.push(FakeDn::register(&nn, i).await);
-    }
+    let (_dir, nn, mut c, mut dns) = start_with(3).await;
     let inode = create(&mut c, "/f").await.unwrap().inode;
     let b = c
         .allocate_block(pb::AllocateBlockRequest {
@@ -1035,12 +1031,7 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
 async fn a_datanode_registering_without_room_is_left_out_of_pipelines_before_its_first_heartbeat() {
     // Its registration says how much room its disk has left (capacity - used ignores the disk's
     // free space): a node that registers full takes no block, without waiting for a heartbeat.
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    for i in 0..3 {
-        FakeDn::register(&nn, i).await;
-    }
+    let (_dir, nn, mut c, _dns) = start_with(3).await;
     let full = FakeDn::register_with(&nn, 3, "127.0.0.1:40003".into(), Some(0)).await;
     for f in 0..12 {
         let inode = create(&mut c, &format!("/f{f}")).await.unwrap().inode;
@@ -1069,13 +1060,7 @@ async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() 
     // R=3 on three datanodes. A writer with min_replicas 1 (the mount) keeps a two-node pipeline
     // when one node broke and none can replace it, and gets new blocks and creates while a node is
     // dead; a strict writer (put) is refused in both cases.
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    let mut dns = Vec::new();
-    for i in 0..3 {
-        dns.push(FakeDn::register(&nn, i).await);
-    }
+    let (_dir, nn, mut c, mut dns) = start_with(3).await;
     let inode = create(&mut c, "/f").await.unwrap().inode;
     let b = c
         .allocate_block(pb::AllocateBlockRequest {
@@ -1263,12 +1248,7 @@ async fn getattr_checks_access_when_asked() {
 async fn calls_sent_again_with_their_retry_id_are_answered_as_the_first_was_across_a_restart() {
     // A client whose call was applied but whose answer was lost (the namenode died) sends it
     // again with the same retry id to the restarted namenode: it gets the first call's answer.
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    for i in 0..3 {
-        FakeDn::register(&nn, i).await;
-    }
+    let (dir, nn, mut c, _dns) = start_with(3).await;
     let retry = |n: u64| {
         Some(pb::RetryId {
             client_id: "c1".into(),
@@ -1388,12 +1368,7 @@ async fn calls_sent_again_with_their_retry_id_are_answered_as_the_first_was_acro
 async fn xattrs_on_the_wire_error_kinds_and_retry_ids_across_a_restart() {
     // SetXattr/GetXattr/ListXattr/RemoveXattr: errors carry the xattr kinds, a create-only set or
     // a remove sent again with its retry id after a restart is answered as the first was.
-    let dir = tempfile::tempdir().unwrap();
-    let nn = Namenode::start(config(dir.path())).await;
-    let mut c = nn.client();
-    for i in 0..3 {
-        FakeDn::register(&nn, i).await;
-    }
+    let (dir, nn, mut c, _dns) = start_with(3).await;
     let f = create(&mut c, "/f").await.unwrap();
     let retry = |n: u64| {
         Some(pb::RetryId {

@@ -575,21 +575,13 @@ fn replica_files_removed_from_a_running_datanode_are_found_and_copied_again() {
         .datanode_arg(&["--scrub-interval", "1s"])
         .start();
     let files = put_files(&c, 1, MIB as u64, 61);
-    let mut by_block: BTreeMap<u64, Vec<(usize, ReplicaFile)>> = BTreeMap::new();
-    for (i, r) in c.all_replicas() {
-        by_block.entry(r.block_id).or_default().push((i, r));
-    }
+    let by_block = replicas_by_block(&c);
     assert_eq!(by_block.len(), 4);
     let mut removed = Vec::new();
-    for (k, (id, reps)) in by_block.iter().enumerate().take(3) {
-        let (dn, r) = reps
-            .iter()
-            .find(|(dn, _)| *dn == k % 4)
-            .or(reps.first())
-            .unwrap();
+    for (id, dn, r, _) in spread_over_datanodes(&by_block, 3, 4) {
         std::fs::remove_file(&r.path).unwrap();
         std::fs::remove_file(r.path.with_extension("meta")).unwrap();
-        removed.push((*id, *dn));
+        removed.push((id, dn));
     }
     wait_for(
         Duration::from_secs(90),
@@ -669,22 +661,14 @@ fn scrubber_finds_and_repairs_corrupted_replicas_without_any_read() {
         .datanode_arg(&["--scrub-interval", "1s"])
         .start();
     let files = put_files(&c, 1, 4 * MIB as u64, 60);
-    let mut by_block: BTreeMap<u64, Vec<(usize, ReplicaFile)>> = BTreeMap::new();
-    for (i, r) in c.all_replicas() {
-        by_block.entry(r.block_id).or_default().push((i, r));
-    }
+    let by_block = replicas_by_block(&c);
     assert_eq!(by_block.len(), 16);
     // 5 distinct blocks, spread over the datanodes.
     let mut corrupted = Vec::new();
-    for (k, (id, reps)) in by_block.iter().enumerate().take(5) {
-        let (dn, r) = reps
-            .iter()
-            .find(|(dn, _)| *dn == k % 4)
-            .or(reps.first())
-            .unwrap();
-        let good = std::fs::read(&reps.iter().find(|(d, _)| d != dn).unwrap().1.path).unwrap();
+    for (id, dn, r, other) in spread_over_datanodes(&by_block, 5, 4) {
+        let good = std::fs::read(&other.path).unwrap();
         corrupt_file(&r.path, r.len / 3, 64);
-        corrupted.push((*id, *dn, good));
+        corrupted.push((id, dn, good));
     }
     wait_for(
         Duration::from_secs(90),
@@ -1042,4 +1026,36 @@ fn restarted_namenode_copies_nothing_until_enough_blocks_are_reported() {
     );
     assert_same_bytes(&c.get_bytes("/r3"), &r3, "/r3");
     assert_same_bytes(&c.get_bytes("/r1"), &r1, "/r1");
+}
+
+/// Every replica file of the cluster, by block id, with the index of the datanode holding it.
+fn replicas_by_block(c: &TestCluster) -> BTreeMap<u64, Vec<(usize, ReplicaFile)>> {
+    let mut by_block: BTreeMap<u64, Vec<(usize, ReplicaFile)>> = BTreeMap::new();
+    for (i, r) in c.all_replicas() {
+        by_block.entry(r.block_id).or_default().push((i, r));
+    }
+    by_block
+}
+
+/// One replica of each of the first `n` blocks, the k-th on datanode k % `datanodes` when it holds
+/// one (spread over the nodes): (block id, datanode, that replica, a replica on another datanode).
+fn spread_over_datanodes(
+    by_block: &BTreeMap<u64, Vec<(usize, ReplicaFile)>>,
+    n: usize,
+    datanodes: usize,
+) -> Vec<(u64, usize, &ReplicaFile, &ReplicaFile)> {
+    by_block
+        .iter()
+        .enumerate()
+        .take(n)
+        .map(|(k, (id, reps))| {
+            let (dn, r) = reps
+                .iter()
+                .find(|(dn, _)| *dn == k % datanodes)
+                .or(reps.first())
+                .unwrap();
+            let other = &reps.iter().find(|(d, _)| d != dn).unwrap().1;
+            (*id, *dn, r, other)
+        })
+        .collect()
 }
