@@ -37,6 +37,16 @@ struct Cli {
         value_name = "ADDR"
     )]
     namenode: Option<String>,
+    /// CA certificate (PEM) that the namenode's and datanodes' TLS certificates must chain to:
+    /// connect over TLS [env: RINGFS_TLS_CA] [default: plain text].
+    #[arg(
+        long,
+        global = true,
+        env = "RINGFS_TLS_CA",
+        hide_env = true,
+        value_name = "FILE"
+    )]
+    tls_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -480,10 +490,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
+    let tls_ca = cli.tls_ca;
+    if !matches!(cli.cmd, Cmd::Namenode(_) | Cmd::Datanode(_) | Cmd::Up(_)) {
+        let files = ringfs_proto::tls::TlsFiles {
+            ca: tls_ca.clone(),
+            ..Default::default()
+        };
+        server::install_tls(&files, false)?;
+    }
     match cli.cmd {
-        Cmd::Namenode(a) => server::namenode(a).await,
-        Cmd::Datanode(a) => server::datanode(a, namenode).await,
-        Cmd::Up(a) => server::up(a).await,
+        Cmd::Namenode(a) => server::namenode(a, tls_ca).await,
+        Cmd::Datanode(a) => server::datanode(a, namenode, tls_ca).await,
+        Cmd::Up(a) => server::up(a, tls_ca).await,
         Cmd::Mount(a) => commands::mount(namenode, a).await,
         Cmd::Umount(a) => commands::umount(a),
         Cmd::Put(a) => commands::put(namenode, a).await,

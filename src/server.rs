@@ -5,6 +5,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use ringfs_client::{Client, ClientConfig};
+use ringfs_proto::tls::TlsFiles;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::{duration_arg, size_arg};
+
+/// TLS flags of a server role (the CA is the global `--tls-ca`; see `ringfs_proto::tls`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServerTlsArgs {
+    /// This node's TLS certificate chain, PEM: with --tls-key and --tls-ca every connection of
+    /// the cluster is TLS [env: RINGFS_TLS_CERT].
+    #[arg(long, env = "RINGFS_TLS_CERT", hide_env = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's TLS private key, PEM [env: RINGFS_TLS_KEY].
+    #[arg(long, env = "RINGFS_TLS_KEY", hide_env = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
 
 /// Flags of `ringfs namenode` (each overrides the same key of `--config`).
 #[derive(Args, Debug)]
@@ -87,6 +100,8 @@ pub struct NamenodeArgs {
     /// costs the page [env: RINGFS_HTTP_LISTEN] [default: 127.0.0.1:9870].
     #[arg(long, env = "RINGFS_HTTP_LISTEN", hide_env = true, value_name = "ADDR")]
     pub http_listen: Option<String>,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 }
 
 /// Flags of `ringfs datanode` (the namenode address is the global `--namenode`).
@@ -125,6 +140,8 @@ pub struct DatanodeArgs {
     /// Replication copies this node runs at once.
     #[arg(long)]
     pub replication_concurrency: Option<usize>,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 }
 
 /// Flags of `ringfs up`.
@@ -162,6 +179,8 @@ pub struct UpArgs {
     /// [env: RINGFS_HTTP_LISTEN].
     #[arg(long, env = "RINGFS_HTTP_LISTEN", hide_env = true, default_value = ringfs_namenode::config::DEFAULT_HTTP_LISTEN, value_name = "ADDR")]
     pub http_listen: String,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.
@@ -209,32 +228,75 @@ fn secret(file: Option<&Path>, configured: &str) -> anyhow::Result<String> {
 
 /// A node's TOML file: its config, and `listen` (a setting of the process, not of the node's
 /// library config).
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, Option<String>)> {
+/// Keys of a `--config` file that belong to the process rather than to the node's `Config`.
+#[derive(Debug, Default)]
+struct EdgeKeys {
+    listen: Option<String>,
+    tls: TlsFiles,
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, EdgeKeys)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     let shown = || format!("config {}", path.display());
     let mut table: toml::Table = toml::from_str(&text).with_context(shown)?;
-    let listen = match table.remove("listen") {
-        None => None,
-        Some(toml::Value::String(s)) => Some(s),
-        Some(other) => anyhow::bail!(
-            "{}: listen must be a string like \"127.0.0.1:8020\", not {other}",
+    let mut take = |key: &str, example: &str| match table.remove(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(anyhow::anyhow!(
+            "{}: {key} must be a string like \"{example}\", not {other}",
             shown()
-        ),
+        )),
     };
-    Ok((table.try_into().with_context(shown)?, listen))
+    let edge = EdgeKeys {
+        listen: take("listen", "127.0.0.1:8020")?,
+        tls: TlsFiles {
+            ca: take("tls_ca", "/etc/ringfs/ca.pem")?.map(PathBuf::from),
+            cert: take("tls_cert", "/etc/ringfs/node.pem")?.map(PathBuf::from),
+            key: take("tls_key", "/etc/ringfs/node.key")?.map(PathBuf::from),
+        },
+    };
+    Ok((table.try_into().with_context(shown)?, edge))
 }
 
-/// The namenode config and listen address from `--config` and the flags.
-pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<(ringfs_namenode::Config, String)> {
-    let (mut c, listen): (ringfs_namenode::Config, _) = match &a.config {
-        Some(p) => read_toml(p)?,
-        None => (ringfs_namenode::Config::default(), None),
+/// The TLS files of a server role: each flag (or its env) over the `--config` key.
+fn server_tls(ca: Option<PathBuf>, flags: &ServerTlsArgs, configured: TlsFiles) -> TlsFiles {
+    TlsFiles {
+        ca: ca.or(configured.ca),
+        cert: flags.tls_cert.clone().or(configured.cert),
+        key: flags.tls_key.clone().or(configured.key),
+    }
+}
+
+/// Makes `files` this process's TLS settings (nothing when none is given): a server role needs
+/// all three files, a client the CA only.
+pub fn install_tls(files: &TlsFiles, server: bool) -> anyhow::Result<()> {
+    let loaded = if server {
+        files.load_server()
+    } else {
+        files.load_client()
     };
+    if let Some(tls) = loaded.map_err(anyhow::Error::msg)? {
+        ringfs_proto::tls::install(tls).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// The namenode config, listen address and TLS files from `--config`, the flags and the global
+/// `--tls-ca`.
+pub fn namenode_config(
+    a: &NamenodeArgs,
+    tls_ca: Option<PathBuf>,
+) -> anyhow::Result<(ringfs_namenode::Config, String, TlsFiles)> {
+    let (mut c, edge): (ringfs_namenode::Config, _) = match &a.config {
+        Some(p) => read_toml(p)?,
+        None => Default::default(),
+    };
+    let tls = server_tls(tls_ca, &a.tls, edge.tls);
     let listen = a
         .listen
         .clone()
-        .or(listen)
+        .or(edge.listen)
         .unwrap_or_else(|| ringfs_proto::DEFAULT_NAMENODE.to_string());
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
@@ -262,22 +324,25 @@ pub fn namenode_config(a: &NamenodeArgs) -> anyhow::Result<(ringfs_namenode::Con
     );
     c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
     c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((c, listen))
+    Ok((c, listen, tls))
 }
 
-/// The datanode config and listen address from `--config`, the flags and the global `--namenode`.
+/// The datanode config, listen address and TLS files from `--config`, the flags and the global
+/// `--namenode` and `--tls-ca`.
 pub fn datanode_config(
     a: &DatanodeArgs,
     namenode: Option<String>,
-) -> anyhow::Result<(ringfs_datanode::Config, String)> {
-    let (mut c, listen): (ringfs_datanode::Config, _) = match &a.config {
+    tls_ca: Option<PathBuf>,
+) -> anyhow::Result<(ringfs_datanode::Config, String, TlsFiles)> {
+    let (mut c, edge): (ringfs_datanode::Config, _) = match &a.config {
         Some(p) => read_toml(p)?,
-        None => (ringfs_datanode::Config::default(), None),
+        None => Default::default(),
     };
+    let tls = server_tls(tls_ca, &a.tls, edge.tls);
     let listen = a
         .listen
         .clone()
-        .or(listen)
+        .or(edge.listen)
         .unwrap_or_else(|| "127.0.0.1:9866".to_string());
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
@@ -302,7 +367,7 @@ pub fn datanode_config(
     c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
     c.validate()
         .map_err(|e| anyhow::anyhow!("invalid datanode config: {e}"))?;
-    Ok((c, listen))
+    Ok((c, listen, tls))
 }
 
 /// Creates a data dir (and its parents); an existing file there is named as not a directory
@@ -321,8 +386,9 @@ async fn bind(addr: &str, role: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("{role}: cannot listen on {addr}"))
 }
 
-pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
-    let (config, listen) = namenode_config(&a)?;
+pub async fn namenode(a: NamenodeArgs, tls_ca: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, listen, tls) = namenode_config(&a, tls_ca)?;
+    install_tls(&tls, true)?;
     create_data_dir(&config.data_dir)?;
     let listener = bind(&listen, "namenode").await?;
     let addr = listener
@@ -341,8 +407,13 @@ pub async fn namenode(a: NamenodeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn datanode(a: DatanodeArgs, namenode: Option<String>) -> anyhow::Result<ExitCode> {
-    let (config, listen) = datanode_config(&a, namenode)?;
+pub async fn datanode(
+    a: DatanodeArgs,
+    namenode: Option<String>,
+    tls_ca: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let (config, listen, tls) = datanode_config(&a, namenode, tls_ca)?;
+    install_tls(&tls, true)?;
     create_data_dir(&config.data_dir)?;
     let listener = bind(&listen, "datanode").await?;
     // "listening on" once the data dir is locked and indexed (see `namenode`).
@@ -409,10 +480,12 @@ fn shutdown_on(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 
 }
 
 /// `ringfs up`: namenode + N datanodes in this process, until Ctrl-C/SIGTERM.
-pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+pub async fn up(a: UpArgs, tls_ca: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if a.datanodes == 0 {
         bail!("--datanodes must be at least 1");
     }
+    let tls = server_tls(tls_ca, &a.tls, TlsFiles::default());
+    install_tls(&tls, true)?;
     if let Some(m) = &a.mount {
         crate::commands::check_mountpoint(m)?;
     }
@@ -500,10 +573,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         }
         _ => String::new(),
     };
+    let tls_env = match &tls.ca {
+        Some(ca) if ringfs_proto::tls::enabled() => format!(" RINGFS_TLS_CA={}", ca.display()),
+        _ => String::new(),
+    };
     // Not eprintln!: a closed stderr must not stop the cluster.
     let _ = writeln!(
         std::io::stderr(),
-        "ringfs: cluster up: namenode {nn_addr}{status}, {} datanodes, data in {}\nringfs: try: RINGFS_NAMENODE={nn_addr} ringfs ls /   (Ctrl-C stops the cluster)",
+        "ringfs: cluster up: namenode {nn_addr}{status}, {} datanodes, data in {}\nringfs: try: RINGFS_NAMENODE={nn_addr}{tls_env} ringfs ls /   (Ctrl-C stops the cluster)",
         a.datanodes,
         a.data_dir.display()
     );
@@ -677,8 +754,9 @@ mod tests {
             inline_max: None,
             inline_max_total: None,
             http_listen: Some("127.0.0.1:0".into()),
+            tls: ServerTlsArgs::default(),
         };
-        let (c, listen) = namenode_config(&a).unwrap();
+        let (c, listen, _) = namenode_config(&a, None).unwrap();
         assert_eq!(listen, "127.0.0.1:1234", "listen from the file");
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!((c.replication, c.block_size), (1, 8 << 20));

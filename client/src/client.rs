@@ -184,7 +184,15 @@ impl Shared {
     }
 
     pub(crate) fn nn_err(&self, status: tonic::Status) -> ClientError {
-        ClientError::from_status(status, &format!("namenode {}", self.addr))
+        // TLS on one side only shows as HTTP/2 or record-layer errors: say what to check.
+        let text = error_chain(&status);
+        match ringfs_proto::tls::mismatch_hint(&text) {
+            Some(hint) => ClientError::Connect {
+                addr: self.addr.clone(),
+                reason: format!("{text} ({hint})"),
+            },
+            None => ClientError::from_status(status, &format!("namenode {}", self.addr)),
+        }
     }
 }
 
@@ -230,13 +238,18 @@ impl Client {
     /// Later calls ride out a namenode restart for up to `cfg.reconnect_wait`.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         let addr = cfg.namenode.clone();
+        let with_hint = |reason: String| match ringfs_proto::tls::mismatch_hint(&reason) {
+            Some(hint) => format!("{reason} ({hint})"),
+            None => reason,
+        };
         let connect_err = |e: tonic::transport::Error| ClientError::Connect {
             addr: addr.clone(),
-            reason: error_chain(&e),
+            reason: with_hint(error_chain(&e)),
         };
         let mut ch = net::connect(&addr).await.map_err(connect_err)?;
         // Something else at the address (a datanode's port, a web server) answers every call
         // with Unimplemented: say so now instead of at every later call (a mount would mount).
+        // A TLS server met in plain text (or the other way round) fails the call: say that too.
         if let Err(s) = net::namenode_client(ch.clone())
             .statfs(pb::StatfsRequest {})
             .await
@@ -245,6 +258,12 @@ impl Client {
                 return Err(ClientError::Connect {
                     addr: addr.clone(),
                     reason: "the server there is not a ringfs namenode".to_string(),
+                });
+            }
+            if ringfs_proto::tls::mismatch_hint(&error_chain(&s)).is_some() {
+                return Err(ClientError::Connect {
+                    addr: addr.clone(),
+                    reason: with_hint(error_chain(&s)),
                 });
             }
         }
@@ -381,6 +400,7 @@ impl Client {
             creds: self.creds_msg(),
             node: Some(node),
             access_mask: 0,
+            client_id: String::new(),
         };
         let resp = self
             .again_in_transport(&req, |mut nn, req| async move { nn.get_attr(req).await })
@@ -930,25 +950,7 @@ pub(crate) fn describe(node: &pb::NodeRef) -> String {
     }
 }
 
-/// An error and its sources on one line. A `tonic::Status` contributes its message only: its
-/// `Display` adds the code's description and a `Debug` dump of its source, which made a dead
-/// datanode read as three lines of struct syntax.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut m = match e.downcast_ref::<tonic::Status>() {
-        Some(st) => st.message().to_string(),
-        None => e.to_string(),
-    };
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !m.contains(&t) {
-            m.push_str(": ");
-            m.push_str(&t);
-        }
-        src = s.source();
-    }
-    m
-}
+pub(crate) use ringfs_proto::error_kind::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -37,7 +37,4 @@ pub use read::FileReader;
 pub use ringfs_proto::{pb, ErrorKind};
 pub use write::{CommittedFile, FileWriter};
 
-/// Prefix of the hidden names a mount gives files unlinked while still open there
-/// (`.ringfs-open-<inode>-<mount>`, like NFS's `.nfsXXXX`): the mount does not list them and the
-/// CLI's `ls` lists them only with `-a`.
-pub const OPEN_FILE_HIDDEN_PREFIX: &str = ".ringfs-open-";
+pub use ringfs_proto::OPEN_FILE_HIDDEN_PREFIX;

@@ -52,7 +52,11 @@ impl Heartbeat {
             let iv = match attempt.await {
                 Ok(iv) => iv,
                 Err(s) => {
-                    tracing::warn!(namenode = %self.node.namenode.addr(), error = %s.message(), retry_in = ?backoff,
+                    let mut error = ringfs_proto::error_kind::error_chain(&s);
+                    if let Some(hint) = ringfs_proto::tls::mismatch_hint(&error) {
+                        error = format!("{error} ({hint})");
+                    }
+                    tracing::warn!(namenode = %self.node.namenode.addr(), %error, retry_in = ?backoff,
                         "cannot register with the namenode");
                     if sleep_or_shutdown(backoff, &mut shutdown).await {
                         return;

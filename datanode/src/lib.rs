@@ -203,12 +203,15 @@ pub async fn run_with_ready(
     .max_encoding_message_size(ringfs_proto::net::MAX_MESSAGE_SIZE);
     let incoming = ringfs_proto::net::incoming(listener);
     let signal_tx = stop_tx.clone();
-    let serve = ringfs_proto::net::server()
-        .add_service(transfer::CancelAware(service))
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            let _ = signal_tx.send(true);
-        });
+    let serve = async move {
+        ringfs_proto::net::server()?
+            .add_service(transfer::CancelAware(service))
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                let _ = signal_tx.send(true);
+            })
+            .await
+    };
     tokio::pin!(serve);
     let mut grace_rx = stop_rx.clone();
     let served = tokio::select! {

@@ -391,6 +391,13 @@ impl Inner {
             if attr.kind == pb::FileKind::Directory as i32 && write {
                 return Err(Errno::EISDIR.into());
             }
+            // Replaced or unlinked on another mount, which keeps it under a hidden name while it
+            // is open there: this open came through the kernel's cached entry of the old name.
+            // ESTALE makes the kernel look the path up again and open what has the name now
+            // (close-to-open, as NFS revalidates a name at open).
+            if attr.hidden_elsewhere {
+                return Err(Errno::ESTALE.into());
+            }
             Ok(attr)
         }
         .await;
@@ -988,10 +995,47 @@ impl Inner {
                 "commit at close failed: the file keeps its last committed content"),
             Err(e) => {
                 tracing::warn!(inode = f.ino, errno = ?why.errno, error = %why.why, release = %e.message(),
-                "commit at close failed, and giving the file's lease back too; it stays open \
-                 for writing until this mount ends")
+                "commit at close failed, and giving the file's lease back too: trying again \
+                 until the namenode answers");
+                self.release_lease_later(f.ino);
             }
         }
+    }
+
+    /// Gives `ino`'s lease back once the namenode answers again (a close while it was away could
+    /// not): meanwhile this mount's renewals kept the file open for writing, and every other
+    /// mount's write of it failed with EBUSY for as long as this mount lived. Stops when this
+    /// mount writes the file again (it holds the lease rightly then) or ends.
+    fn release_lease_later(&self, ino: u64) {
+        let Some(me) = self.me.get().cloned() else {
+            return;
+        };
+        self.rt.spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = me.upgrade() else { return };
+                if let Some(f) = inner.file_ref_existing(ino) {
+                    let writing = f.state.lock().await.writers > 0;
+                    inner.file_unref(&f).await;
+                    if writing {
+                        return;
+                    }
+                }
+                let req = pb::RenewLeaseRequest {
+                    client_id: inner.client.client_id().to_string(),
+                    inode: ino,
+                };
+                match inner.nn().release_lease(req).await {
+                    Ok(_) => {
+                        tracing::info!(inode = ino, "lease of a file whose close failed given back");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(inode = ino, error = %e.message(), "lease release failed again"),
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        });
     }
 
     /// The commit at an unlock: what was written goes to the namenode with close (the lease goes
@@ -1003,18 +1047,26 @@ impl Inner {
         self.sync_locked(f, &mut st, true).await
     }
 
-    /// flush (each close of a descriptor): POSIX locks of `owner` go; written data is committed.
+    /// flush (each close of a descriptor): written data is committed; POSIX locks of `owner` go.
     /// When this is the only handle writing the file here, the commit also gives the lease back
-    /// (a later write through a duplicate descriptor takes it again).
+    /// (a later write through a duplicate descriptor takes it again). When `owner` held locks,
+    /// the close is an unlock and commits as one does (`setlk`): before the locks go, and giving
+    /// the lease back even with other descriptors open for writing here. Unlocking first let the
+    /// next holder on another mount lock the file before the data was committed, and the lease
+    /// kept by an idle descriptor made its writes fail with EBUSY.
     pub(crate) async fn flush(&self, fh: u64, owner: u64) -> Res<()> {
         let h = self.handle(fh)?;
-        self.unlock_owner(h.file.ino, owner).await;
-        if h.write {
+        let result = if locked(&self.lock_owners).contains(&(h.file.ino, owner)) {
+            self.commit_at_unlock(&h.file).await
+        } else if h.write {
             let mut st = h.file.state.lock().await;
             let close = st.writers <= 1;
-            self.sync_locked(&h.file, &mut st, close).await?;
-        }
-        Ok(())
+            self.sync_locked(&h.file, &mut st, close).await
+        } else {
+            Ok(())
+        };
+        self.unlock_owner(h.file.ino, owner).await;
+        result
     }
 
     pub(crate) async fn fsync(&self, fh: u64) -> Res<()> {
@@ -1035,10 +1087,14 @@ impl Inner {
             return Err(Errno::EBADF.into());
         };
         let f = h.file.clone();
+        let mut result = Ok(());
         if let Some(owner) = flock_owner {
+            // An unlock: commit first, as `flush` does for POSIX locks.
+            if locked(&self.lock_owners).contains(&(f.ino, owner)) {
+                result = self.commit_at_unlock(&f).await;
+            }
             self.unlock_owner(f.ino, owner).await;
         }
-        let mut result = Ok(());
         if h.write {
             let mut st = f.state.lock().await;
             st.writers = st.writers.saturating_sub(1);

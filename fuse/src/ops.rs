@@ -79,7 +79,7 @@ pub(crate) struct Inner {
     /// Hidden names (parent, name, inode) kept by a rename for `LOOKUP_GRACE`, not open here.
     pending_hidden: Mutex<Vec<(u64, String, u64)>>,
     /// This state itself, for tasks that outlive a callback (set once by `mount`).
-    me: OnceLock<std::sync::Weak<Inner>>,
+    pub(crate) me: OnceLock<std::sync::Weak<Inner>>,
     next_fh: AtomicU64,
     /// Last version of each file `open` saw (see [`Seen`]).
     seen: Mutex<HashMap<u64, Seen>>,
@@ -405,6 +405,7 @@ impl Inner {
             creds: Some(c.creds.clone()),
             node: Some(node(ino)),
             access_mask: mask,
+            client_id: self.client.client_id().to_string(),
         };
         let r = self
             .query(&req, |mut nn, req| async move { nn.get_attr(req).await })
@@ -571,14 +572,7 @@ impl Inner {
     }
 
     fn hidden_name(&self, ino: u64) -> String {
-        let id: String = self
-            .client
-            .client_id()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(8)
-            .collect();
-        format!("{HIDDEN_PREFIX}{ino}-{id}")
+        ringfs_proto::open_file_hidden_name(ino, self.client.client_id())
     }
 
     /// unlink (`directory` false) or rmdir (true). A file open on this mount keeps working after

@@ -6,9 +6,12 @@
 //! restart forgets blocks that were allocated but not yet committed, and the writer that holds
 //! them commits them after the restart (its lease survives). Unclaimed replicas are attached when
 //! their block is committed, and deleted only when nobody claimed them within a grace period.
+//! A block this namenode freed itself (its file deleted, or allocated and never committed) is
+//! remembered for a while: a replica of it reported late (a write that finished as its file was
+//! removed) is garbage and deleted at once, instead of holding its room for the grace period.
 
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// One replica as a datanode reported it.
@@ -72,7 +75,13 @@ pub enum ReplicaVerdict {
     Stale,
     /// A delete was already sent for it and is not confirmed yet: send it again.
     Deleting,
+    /// A block this namenode freed: delete it.
+    Freed,
 }
+
+/// Freed block ids remembered (the newest): enough to cover the replicas reported in the seconds
+/// after a large delete; older ones fall back to the unclaimed grace period.
+const FREED_REMEMBERED: usize = 100_000;
 
 /// Block id → block info, plus the reverse index node → blocks it holds.
 #[derive(Debug, Default)]
@@ -87,6 +96,9 @@ pub struct BlockMap {
     /// Index of `BlockInfo::pending`: (file, client) → its allocated, uncommitted blocks, so a
     /// close or lease release finds them without scanning every block.
     pending: HashMap<(InodeId, String), BTreeSet<u64>>,
+    /// Blocks freed since this namenode started (ids are never reused), oldest first.
+    freed: HashSet<u64>,
+    freed_order: VecDeque<u64>,
 }
 
 impl BlockMap {
@@ -306,6 +318,14 @@ impl BlockMap {
     pub fn remove(&mut self, id: BlockId) -> Option<BlockInfo> {
         self.deleting.remove(&id.get());
         let b = self.blocks.remove(&id.get())?;
+        if self.freed.insert(id.get()) {
+            self.freed_order.push_back(id.get());
+            if self.freed_order.len() > FREED_REMEMBERED {
+                if let Some(old) = self.freed_order.pop_front() {
+                    self.freed.remove(&old);
+                }
+            }
+        }
         for n in b.replicas.keys() {
             if let Some(s) = self.by_node.get_mut(n) {
                 s.remove(&id.get());
@@ -324,6 +344,16 @@ impl BlockMap {
                 self.pending.remove(&key);
             }
         }
+    }
+
+    /// Allocated, uncommitted blocks of files `exists` says are gone (removed, or replaced by a
+    /// rename, while being written).
+    pub fn pending_of_gone_files(&self, exists: impl Fn(InodeId) -> bool) -> Vec<BlockId> {
+        self.pending
+            .iter()
+            .filter(|((inode, _), _)| !exists(*inode))
+            .flat_map(|(_, ids)| ids.iter().map(|id| BlockId(*id)))
+            .collect()
     }
 
     /// Blocks allocated for `client` on `inode` that never made it into the file.
@@ -346,6 +376,9 @@ impl BlockMap {
             return ReplicaVerdict::Deleting;
         }
         let Some(b) = self.blocks.get_mut(&id.get()) else {
+            if self.freed.contains(&id.get()) {
+                return ReplicaVerdict::Freed;
+            }
             let replica = Replica {
                 generation,
                 len,
@@ -561,6 +594,25 @@ mod tests {
         let mut m = BlockMap::new();
         m.commit(BlockId(id), generation, 100, InodeId(2), 3);
         m
+    }
+
+    #[test]
+    fn a_replica_of_a_freed_block_is_deleted_not_held() {
+        let mut m = map_with(1, 5);
+        assert!(m.remove(BlockId(1)).is_some());
+        // Reported late, after its file was deleted: garbage, not an unclaimed replica.
+        assert_eq!(
+            m.add_replica(&dn(0), BlockId(1), 5, 100),
+            ReplicaVerdict::Freed
+        );
+        assert_eq!(m.unclaimed_count(), 0);
+        let del = m.full_report(&dn(1), [(BlockId(1), 5, 100)]);
+        assert_eq!(del, vec![(BlockId(1), 5, ReplicaVerdict::Freed)]);
+        // A block never known (allocated before a restart) is still held.
+        assert_eq!(
+            m.add_replica(&dn(0), BlockId(9), 1, 100),
+            ReplicaVerdict::Unclaimed
+        );
     }
 
     #[test]

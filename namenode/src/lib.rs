@@ -157,12 +157,17 @@ pub async fn run_with_ready(
     })
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let served = ringfs_proto::net::server()
-        .layer(rpcs.layer())
-        .add_service(client)
-        .add_service(datanode)
-        .serve_with_incoming_shutdown(ringfs_proto::net::incoming(listener), shutdown)
-        .await;
+    let served = match ringfs_proto::net::server() {
+        Ok(server) => {
+            server
+                .layer(rpcs.layer())
+                .add_service(client)
+                .add_service(datanode)
+                .serve_with_incoming_shutdown(ringfs_proto::net::incoming(listener), shutdown)
+                .await
+        }
+        Err(e) => Err(e),
+    };
 
     let _ = stop_tx.send(true);
     for l in loops {

@@ -393,6 +393,8 @@ impl Inode {
             inline: file.is_some_and(|f| f.inline.is_some()),
             xattrs: !self.xattrs.is_empty(),
             allocated: file.map_or(0, FileMeta::allocated),
+            // Needs the parent directory: `Namespace::hidden_elsewhere`, filled by GetAttr.
+            hidden_elsewhere: false,
         }
     }
 }
@@ -1049,6 +1051,32 @@ impl Namespace {
             .collect();
         let more = iter.next().is_some();
         Ok((out, more))
+    }
+
+    /// True for a file whose every name is a hidden open-file name made by another mount than
+    /// `client` (that mount unlinked or replaced it while it was open there,
+    /// `ringfs_proto::OPEN_FILE_HIDDEN_PREFIX`). A mount names them after the inode in the
+    /// directory of the name they replace, so one range of the parent's entries holds them all (a
+    /// link in another directory makes the count fall short: the file still has a name).
+    pub fn hidden_elsewhere(&self, id: InodeId, client: &str) -> bool {
+        let Some(n) = self.inodes.get(&id) else {
+            return false;
+        };
+        let Some(children) = self.inodes.get(&n.parent).and_then(|p| p.children.as_ref()) else {
+            return false;
+        };
+        if n.file.is_none() || n.nlink == 0 {
+            return false;
+        }
+        let prefix = format!("{}{}-", ringfs_proto::OPEN_FILE_HIDDEN_PREFIX, id.0);
+        let own = ringfs_proto::open_file_hidden_name(id.0, client);
+        let hidden: Vec<&String> = children
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .filter(|(_, &child)| child == id)
+            .map(|(name, _)| name)
+            .collect();
+        hidden.len() == n.nlink as usize && !hidden.iter().any(|name| **name == own)
     }
 
     /// A path of the inode (for files with several links, one of them), `None` if it does not exist.

@@ -426,6 +426,22 @@ pub fn plan(
                     || in_flight.failed_recently(*id, n, now)
                     || !nodes.has_room(n, b.len)
             });
+        // Too few nodes to copy to, and a node holding a corrupt replica is in the way (3 nodes,
+        // R=3): delete the corrupt replica now, so a later round can copy a good one there. It
+        // was waiting to be replaced first, but nothing else can replace it, and a corrupt copy
+        // adds nothing (its bad chunks fail every read).
+        if ordered.len() < deficit && !r.good.is_empty() {
+            for n in r.corrupt.iter().filter(|n| writable.contains(n)) {
+                plan.commands.push((
+                    n.clone(),
+                    Command::Delete {
+                        block: *id,
+                        generation: b.generation,
+                    },
+                ));
+                plan.deletes.push((n.clone(), *id, b.generation));
+            }
+        }
         let mut targets: Vec<DatanodeId> = Vec::new();
         for t in ordered.iter() {
             if targets.len() == deficit {
@@ -866,6 +882,24 @@ mod tests {
             false,
         );
         assert_eq!((h.live, h.corrupt_replicas, h.is_healthy()), (3, 1, false));
+    }
+
+    #[test]
+    fn a_corrupt_replica_nothing_else_can_replace_is_deleted_to_make_room_for_a_copy() {
+        // 3 nodes, R=3: the only node without a good replica is the corrupt one's.
+        let mut w = world(3);
+        let owners = w.owned_block(1);
+        w.blocks.mark_corrupt(&owners[0], BlockId(1), 1);
+        let p = w.plan(limits());
+        assert!(p.copies.is_empty());
+        assert_eq!(p.deletes, vec![(owners[0].clone(), BlockId(1), 1)]);
+        // Once the delete is confirmed, the node gets a good copy.
+        w.blocks.mark_deleting(&owners[0], BlockId(1), 1);
+        w.blocks.deleted(&owners[0], BlockId(1), 1);
+        let p = w.plan(limits());
+        assert_eq!(copies_of(&p).len(), 1);
+        assert_eq!(p.copies[0].target, owners[0]);
+        assert!(p.deletes.is_empty());
     }
 
     #[test]

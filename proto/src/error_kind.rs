@@ -188,6 +188,26 @@ pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
     s
 }
 
+/// An error and its sources on one line. A `tonic::Status` contributes its message only: its
+/// `Display` adds the code's description and a `Debug` dump of its source, which made a dead
+/// datanode read as three lines of struct syntax.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut m = match e.downcast_ref::<tonic::Status>() {
+        Some(st) => st.message().to_string(),
+        None => e.to_string(),
+    };
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !m.contains(&t) {
+            m.push_str(": ");
+            m.push_str(&t);
+        }
+        src = s.source();
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! - [`local_read`]: short-circuit reads of a replica on the same host (a descriptor over a Unix socket)
 //! - [`net`]: one `connect()` helper with timeouts and message-size limits, server builder settings
 //! - [`reconnect`]: a channel whose calls wait out a server restart instead of failing
+//! - [`tls`]: optional TLS on every connection (process-wide settings)
 //! - [`units`]: human sizes ("64MiB") and durations ("3s") for flags and config
 
 pub mod chunk;
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod local_read;
 pub mod net;
 pub mod reconnect;
+pub mod tls;
 pub mod token;
 pub mod units;
 
@@ -28,6 +30,21 @@ pub mod pb {
 
 pub use error_kind::ErrorKind;
 pub use ids::{BlockId, DatanodeId, GenerationStamp, InodeId};
+
+/// Prefix of the hidden names a mount gives files unlinked or replaced while still open there
+/// (`.ringfs-open-<inode>-<mount>`, like NFS's `.nfsXXXX`): the mount does not list them and the
+/// CLI's `ls` lists them only with `-a`.
+pub const OPEN_FILE_HIDDEN_PREFIX: &str = ".ringfs-open-";
+
+/// The hidden name the mount with `client_id` gives inode `ino` (see [`OPEN_FILE_HIDDEN_PREFIX`]).
+pub fn open_file_hidden_name(ino: u64, client_id: &str) -> String {
+    let mount: String = client_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    format!("{OPEN_FILE_HIDDEN_PREFIX}{ino}-{mount}")
+}
 
 /// The inode id of the root directory.
 pub const ROOT_INODE: u64 = 1;

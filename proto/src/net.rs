@@ -14,14 +14,20 @@ const WINDOW: u32 = 8 * 1024 * 1024;
 /// Largest HTTP/2 frame a client accepts: fewer frames per 1 MiB read packet, less work per byte.
 const FRAME: u32 = 256 * 1024;
 
-/// Opens a lazy channel to `addr` ("host:port" or "http://host:port").
+/// Opens a lazy channel to `addr` ("host:port" or "http://host:port"); over TLS when this
+/// process has TLS settings ([`crate::tls`]).
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)?
+    let hostport = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let tls = crate::tls::client();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{hostport}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -67,14 +73,19 @@ pub fn data_transfer_client(
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
-/// A server builder with our HTTP/2 settings; add services and serve.
-pub fn server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+/// A server builder with our HTTP/2 settings (and TLS when this process has TLS settings); add
+/// services and serve.
+pub fn server() -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW * 4)
         .max_frame_size(Some(1024 * 1024 - 1))
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)));
+    match crate::tls::server() {
+        Some(tls) => builder.tls_config(tls),
+        None => Ok(builder),
+    }
 }
 
 /// The incoming connection stream of a bound listener, with `TCP_NODELAY` on every accepted

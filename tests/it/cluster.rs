@@ -341,6 +341,8 @@ pub fn under_construction(stat: &Value) -> bool {
 #[derive(Clone, Debug)]
 pub struct Cli {
     namenode: String,
+    /// Global flags for every command and mount (e.g. `--tls-ca FILE`).
+    global_args: Vec<String>,
     scratch: PathBuf,
     counter: Arc<AtomicU64>,
 }
@@ -356,9 +358,16 @@ impl Cli {
     pub fn new(namenode: &str, scratch: &Path) -> Cli {
         Cli {
             namenode: namenode.to_string(),
+            global_args: Vec::new(),
             scratch: scratch.to_path_buf(),
             counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same client with `args` (global flags such as `--tls-ca FILE`) on every command and mount.
+    pub fn with_global_args(mut self, args: &[String]) -> Cli {
+        self.global_args = args.to_vec();
+        self
     }
 
     pub fn namenode(&self) -> &str {
@@ -387,7 +396,10 @@ impl Cli {
     /// `ringfs --namenode ADDR ARGS...` (stdin null, stdout and stderr piped).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
-        cmd.arg("--namenode").arg(&self.namenode).args(args);
+        cmd.arg("--namenode")
+            .arg(&self.namenode)
+            .args(&self.global_args)
+            .args(args);
         cmd.env_remove("RINGFS_NAMENODE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1021,6 +1033,7 @@ pub struct Builder {
     dead_after: String,
     namenode_args: Vec<String>,
     datanode_args: Vec<String>,
+    client_args: Vec<String>,
     wait_for_datanodes: bool,
 }
 
@@ -1060,6 +1073,11 @@ impl Builder {
     pub fn datanode_arg(mut self, args: &[&str]) -> Self {
         self.datanode_args
             .extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+    /// Global flags for every client command and mount of the cluster (e.g. `["--tls-ca", FILE]`).
+    pub fn client_arg(mut self, args: &[&str]) -> Self {
+        self.client_args.extend(args.iter().map(|s| s.to_string()));
         self
     }
     /// Don't wait for the datanodes to show as live in `report` (default: wait).
@@ -1103,7 +1121,8 @@ impl Builder {
             root: Some(root),
         };
         cluster.namenode.start();
-        cluster.cli = Cli::new(cluster.namenode.addr(), &scratch);
+        cluster.cli =
+            Cli::new(cluster.namenode.addr(), &scratch).with_global_args(&self.client_args);
         for _ in 0..self.datanodes {
             cluster.spawn_datanode();
         }
@@ -1143,6 +1162,7 @@ impl TestCluster {
             dead_after: "30s".into(),
             namenode_args: Vec::new(),
             datanode_args: Vec::new(),
+            client_args: Vec::new(),
             wait_for_datanodes: true,
         }
     }
@@ -1451,7 +1471,12 @@ impl Cli {
         fs::create_dir_all(&dir).unwrap();
         let mut m = Mount {
             namenode: self.namenode().to_string(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: self
+                .global_args
+                .iter()
+                .cloned()
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect(),
             dir,
             log: root.path().join("mount.log"),
             child: None,

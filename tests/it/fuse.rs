@@ -235,6 +235,75 @@ impl SeekEndWrite for File {
 }
 
 #[test]
+fn an_open_on_one_mount_sees_a_file_another_mount_put_in_place_by_rename() {
+    // Save-by-rename (git's refs and index, editors): B replaces `t` by renaming a new file over
+    // it while A still has the old `t` in the kernel's entry cache. A's next open must get the
+    // new file, as close-to-open promises (NFS checks the name again at open). It got the old
+    // one: B kept it a moment under a hidden name, and A opened it through its cached entry;
+    // git from two mounts in turn lost commits that way.
+    let cluster = TestCluster::builder().start();
+    let a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    for i in 0..10 {
+        fs::write(a.path("t.new"), format!("A{i}")).unwrap();
+        fs::rename(a.path("t.new"), a.path("t")).unwrap();
+        assert_eq!(fs::read(a.path("t")).unwrap(), format!("A{i}").as_bytes());
+        fs::write(b.path("t.new"), format!("B{i}")).unwrap();
+        fs::rename(b.path("t.new"), b.path("t")).unwrap();
+        assert_eq!(
+            String::from_utf8(fs::read(a.path("t")).unwrap()).unwrap(),
+            format!("B{i}"),
+            "round {i}: A opened the file B replaced"
+        );
+    }
+}
+
+#[test]
+fn a_lock_dropped_by_close_hands_the_file_over_as_an_unlock_does() {
+    // Open, lock, write, close without unlocking, while another descriptor of the file is open
+    // for writing on that mount (a second process of the same program): the next holder on
+    // another mount must see the write and be able to write itself. The close dropped the lock
+    // before committing and kept the file's lease, so that holder's writes failed with EBUSY.
+    let cluster = TestCluster::builder().start();
+    let a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    fs::write(a.path("counter"), b"0").unwrap();
+    let lock_fcntl = |f: &File| setlk(f, libc::F_WRLCK, 0, 0, true);
+    let lock_flock = |f: &File| flock(f, libc::LOCK_EX);
+    for (round, (kind, lock)) in [
+        ("fcntl", &lock_fcntl as &dyn Fn(&File) -> io::Result<()>),
+        ("flock", &lock_flock),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let idle = open_rw(&a.path("counter"));
+        {
+            let x = open_rw(&a.path("counter"));
+            lock(&x).unwrap();
+            x.write_all_at(format!("a{round}").as_bytes(), 0).unwrap();
+        }
+        let y = open_rw(&b.path("counter"));
+        lock(&y).unwrap();
+        let mut seen = String::new();
+        (&y).read_to_string(&mut seen).unwrap();
+        assert_eq!(
+            seen,
+            format!("a{round}"),
+            "{kind}: the next holder reads the write"
+        );
+        y.write_all_at(format!("b{round}").as_bytes(), 0)
+            .unwrap_or_else(|e| panic!("{kind}: the next holder cannot write: {e}"));
+        drop(y);
+        drop(idle);
+        assert_eq!(
+            cluster.get_bytes("/counter"),
+            format!("b{round}").as_bytes()
+        );
+    }
+}
+
+#[test]
 fn two_mounts_see_close_to_open_data_renames_and_each_others_locks() {
     // Mount A writes and locks; mount B sees the data after close, the rename, and the locks.
     let cluster = TestCluster::builder().start();

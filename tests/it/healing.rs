@@ -5,6 +5,7 @@
 use crate::cluster::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -559,6 +560,46 @@ fn puts_killed_at_any_moment_leave_the_complete_file_or_nothing() {
             Err(f.to_string())
         }
     });
+}
+
+#[test]
+fn a_corrupt_replica_is_replaced_when_every_node_already_holds_the_block() {
+    // 3 datanodes at R=3 (the `ringfs up` layout): the only node a good copy could go to is the
+    // one with the corrupt replica, which waited to be replaced first: fsck said CORRUPT forever.
+    // Now the corrupt replica is deleted first and a good copy takes its place.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("100ms")
+        .datanode_arg(&["--scrub-interval", "1s"])
+        .start();
+    let data = random_bytes(MIB, 72);
+    c.put_bytes("/f", &data);
+    let block = stat_blocks(&c.stat_json("/f"))[0].clone();
+    let (id, gen) = (field_u64(&block, "id"), field_u64(&block, "generation"));
+    let victim = c.datanode_index(&block_locations(&block)[0]);
+    let replica = c
+        .replicas_on(victim)
+        .into_iter()
+        .find(|r| r.block_id == id && r.generation == gen)
+        .unwrap();
+    let good = fs::read(&replica.path).unwrap();
+    corrupt_file(&replica.path, replica.len / 2, 64);
+    wait_for(
+        Duration::from_secs(60),
+        "a good copy in place of the corrupt replica",
+        || {
+            let f = c.fsck_json("/");
+            let restored = fs::read(&replica.path).is_ok_and(|b| b == good);
+            if fsck_is_healthy(&f, 3) && restored {
+                Ok(())
+            } else {
+                Err(format!("replica restored: {restored}; fsck: {f}"))
+            }
+        },
+    );
+    assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
 }
 
 #[test]

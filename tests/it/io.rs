@@ -5,6 +5,7 @@ use crate::cluster::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -939,5 +940,53 @@ fn a_write_refused_for_lack_of_space_leaves_no_partial_replica() {
         std::time::Duration::from_secs(10),
         "the partial replica to be removed",
         || fs::read_dir(&tmp).is_ok_and(|d| d.count() == 0),
+    );
+}
+
+#[test]
+fn a_failed_put_leaves_no_replica_on_the_nodes_that_took_its_blocks() {
+    // A 3-node R=3 cluster whose third node has room for two blocks: the put's third block fails
+    // there, the pipeline cannot be recovered (need 3, have 2) and the put removes its file. The
+    // two other nodes kept their partial replica of that block in tmp/ for a day (nobody told
+    // them), and a finished replica reported as its file was removed was held as unclaimed for
+    // the lease hard limit, taking its room all that time. Both are deleted now.
+    let mut c = TestCluster::builder()
+        .datanodes(2)
+        .replication(3)
+        .block_size("1MiB")
+        .no_wait()
+        .start();
+    c.add_datanode_with(&["--capacity", "2MiB"]);
+    c.wait_live_datanodes(3, Duration::from_secs(30));
+    let local = c.scratch_path("3mib");
+    write_random_file(&local, 3 * MIB as u64 + 5, 45);
+    let failure = c.fails(&["put", local.to_str().unwrap(), "/f"]);
+    assert!(!c.exists("/f"), "{failure:?}");
+    let data_files = |dir: PathBuf| -> usize {
+        fs::read_dir(&dir).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+                .count()
+        })
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "no replica left on any datanode",
+        || {
+            let left: Vec<(usize, usize, usize)> = (0..3)
+                .map(|i| {
+                    let dir = c.datanode_dir(i);
+                    let finalized = fs::read_dir(dir.join("blocks"))
+                        .map_or(0, |d| d.flatten().map(|sub| data_files(sub.path())).sum());
+                    (i, finalized, data_files(dir.join("tmp")))
+                })
+                .filter(|&(_, f, t)| f + t > 0)
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("(datanode, finalized, tmp): {left:?}"))
+            }
+        },
     );
 }

@@ -11,5 +11,6 @@ mod namespace;
 mod setrep;
 mod small;
 mod status;
+mod tls;
 mod tree;
 mod xattr;

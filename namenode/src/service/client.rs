@@ -1100,7 +1100,9 @@ impl Namenode for ClientService {
             let st = self.shared.lock();
             let c = caller(&req.creds);
             let id = st.ns.resolve(&c, node_sel(&req.node)?, false)?;
-            let attr = attr_of(&st, id)?;
+            let mut attr = attr_of(&st, id)?;
+            attr.hidden_elsewhere =
+                !req.client_id.is_empty() && st.ns.hidden_elsewhere(id, &req.client_id);
             let is_dir = attr.kind == pb::FileKind::Directory as i32;
             let mask = if is_dir {
                 req.access_mask & !crate::namespace::W_OK

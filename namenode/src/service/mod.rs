@@ -69,6 +69,22 @@ impl After {
         );
     }
 
+    /// Frees the uncommitted blocks of files that no longer exist: a put that failed removes its
+    /// temporary file, and a file may be removed or renamed over while another client writes it.
+    /// Without this their replicas stayed on the datanodes, counted as used, until a restart.
+    fn free_of_gone_files(&mut self, blocks: &BlockMap, ns: &crate::namespace::Namespace) {
+        self.freed.extend(
+            blocks
+                .pending_of_gone_files(|inode| ns.get(inode).is_some())
+                .into_iter()
+                .map(|id| BlockRef {
+                    id: id.get(),
+                    generation: 0,
+                    len: 0,
+                }),
+        );
+    }
+
     fn stale(&mut self, block: BlockId, stale: Vec<(DatanodeId, u64)>) {
         for (n, generation) in stale {
             self.deletes
@@ -216,6 +232,10 @@ impl Shared {
             self.journal.check()?;
             let result = f(&mut st, &mut after);
             let changes = st.ns.drain_changes();
+            if result.is_ok() && !changes.is_empty() {
+                let State { blocks, ns, .. } = &*st;
+                after.free_of_gone_files(blocks, ns);
+            }
             let logged = self.journal.log(changes);
             if logged.is_err() {
                 // The change is in memory but not in the log: readers must not see what a
@@ -272,6 +292,21 @@ impl Shared {
                         Command::Delete {
                             block: id,
                             generation: r.generation,
+                        },
+                    );
+                }
+                // Nodes of its write pipeline that never reported it hold a partial replica in
+                // tmp/ (a write that failed or was abandoned): it goes too.
+                for n in info
+                    .pipeline
+                    .iter()
+                    .filter(|n| !info.replicas.contains_key(*n))
+                {
+                    nodes.queue(
+                        n,
+                        Command::Delete {
+                            block: id,
+                            generation: info.generation,
                         },
                     );
                 }
