@@ -203,6 +203,19 @@ async fn create(nn: &mut NamenodeClient<Channel>, path: &str) -> Result<pb::Attr
     .map(|r| r.into_inner().attr.unwrap())
 }
 
+/// AllocateBlock for client "c1" on `inode` (nothing excluded, the full replication).
+async fn allocate(nn: &mut NamenodeClient<Channel>, inode: u64) -> pb::LocatedBlock {
+    nn.allocate_block(pb::AllocateBlockRequest {
+        inode,
+        client_id: "c1".into(),
+        excluded: vec![],
+        min_replicas: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 async fn fsck(nn: &mut NamenodeClient<Channel>) -> pb::FsckResponse {
     nn.fsck(pb::FsckRequest {
         path: "/".into(),
@@ -583,16 +596,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
     let inode = open.attr.unwrap().inode;
 
     // Rewrite block 0 as a new block; its pipeline loses a node and is repaired with a new generation.
-    let nb = c
-        .allocate_block(pb::AllocateBlockRequest {
-            inode,
-            client_id: "c1".into(),
-            excluded: vec![],
-            min_replicas: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let nb = allocate(&mut c, inode).await;
     assert_eq!(nb.locations.len(), 3);
     let failed = nb.locations[1].address.clone();
     let survivors = vec![
@@ -644,16 +648,7 @@ async fn copy_on_write_commit_and_pipeline_update() {
             .await;
     }
     // An unused copy-on-write block is freed at close.
-    let spare = c
-        .allocate_block(pb::AllocateBlockRequest {
-            inode,
-            client_id: "c1".into(),
-            excluded: vec![],
-            min_replicas: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let spare = allocate(&mut c, inode).await;
     let spare_holder = spare.locations[0].address.clone();
     dns.iter_mut()
         .find(|d| d.addr == spare_holder)
@@ -993,16 +988,7 @@ async fn pipeline_update_never_shrinks_the_pipeline_below_the_replication_factor
     // blocks on two replicas).
     let (_dir, nn, mut c, mut dns) = start_with(3).await;
     let inode = create(&mut c, "/f").await.unwrap().inode;
-    let b = c
-        .allocate_block(pb::AllocateBlockRequest {
-            inode,
-            client_id: "c1".into(),
-            excluded: vec![],
-            min_replicas: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let b = allocate(&mut c, inode).await;
     let l: Vec<String> = b.locations.iter().map(|l| l.address.clone()).collect();
     assert_eq!(l.len(), 3);
     let update = pb::UpdatePipelineRequest {
@@ -1038,16 +1024,7 @@ async fn a_datanode_registering_without_room_is_left_out_of_pipelines_before_its
     let full = FakeDn::register_with(&nn, 3, "127.0.0.1:40003".into(), Some(0)).await;
     for f in 0..12 {
         let inode = create(&mut c, &format!("/f{f}")).await.unwrap().inode;
-        let b = c
-            .allocate_block(pb::AllocateBlockRequest {
-                inode,
-                client_id: "c1".into(),
-                excluded: vec![],
-                min_replicas: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let b = allocate(&mut c, inode).await;
         let addrs: Vec<&str> = b.locations.iter().map(|l| l.address.as_str()).collect();
         assert_eq!(addrs.len(), 3, "{addrs:?}");
         assert!(
