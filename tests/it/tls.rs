@@ -187,27 +187,18 @@ fn tls_settings_that_cannot_work_are_refused_at_start_naming_the_file() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let dir = scratch.path().join("nn");
-    let err = run(&[
-        "namenode",
-        "--data-dir",
-        s(&dir),
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        s(&certs.cert),
-        "--tls-key",
-        s(&certs.key),
-    ]);
+    let namenode = |tls: &[&str]| {
+        let mut args = vec!["namenode", "--data-dir", s(&dir), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(tls);
+        run(&args)
+    };
+    let err = namenode(&["--tls-cert", s(&certs.cert), "--tls-key", s(&certs.key)]);
     assert!(
         err.contains("--tls-cert, --tls-key and --tls-ca together"),
         "{err}"
     );
-    let err = run(&[
-        "namenode",
-        "--data-dir",
-        s(&dir),
-        "--listen",
-        "127.0.0.1:0",
+    // Certificate and key swapped.
+    let err = namenode(&[
         "--tls-cert",
         s(&certs.key),
         "--tls-key",
