@@ -35,7 +35,9 @@
 //!   A file replaced by a rename on this mount that the kernel looked up or created in the
 //!   last `entry_ttl` + 1 s keeps a hidden name for 1 s more, so an `open` that resolved the old
 //!   name just before the rename still gets the old file (as on a local file system) instead of
-//!   ESTALE; an `rmdir` that finds only such names removes them first.
+//!   ESTALE; an `rmdir` that finds only such names removes them first. Another mount opening such
+//!   a file through its cached entry of the old name gets ESTALE (`Attr::hidden_elsewhere`), and
+//!   its kernel looks the name up again: close-to-open holds for files replaced by rename too.
 //! - **Locks**: `fcntl` and `flock` are cluster-wide through the namenode; see `lock` for why a
 //!   `flock` and an `fcntl` lock on the same file conflict (as on NFS). A lock of a mount that
 //!   dies goes when its lease expires (namenode `--lease-soft-limit`). As on NFS, locks also
