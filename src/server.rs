@@ -259,6 +259,26 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, 
     Ok((table.try_into().with_context(shown)?, edge))
 }
 
+/// A server role's config from its `--config` file (or the defaults), its listen address (the flag,
+/// the file's `listen`, else `default_listen`) and its TLS files (flags over the file's keys).
+fn role_config<T: serde::de::DeserializeOwned + Default>(
+    file: Option<&Path>,
+    listen: &Option<String>,
+    default_listen: &str,
+    tls_ca: Option<PathBuf>,
+    tls: &ServerTlsArgs,
+) -> anyhow::Result<(T, String, TlsFiles)> {
+    let (config, edge): (T, EdgeKeys) = match file {
+        Some(p) => read_toml(p)?,
+        None => Default::default(),
+    };
+    let listen = listen
+        .clone()
+        .or(edge.listen)
+        .unwrap_or_else(|| default_listen.to_string());
+    Ok((config, listen, server_tls(tls_ca, tls, edge.tls)))
+}
+
 /// The TLS files of a server role: each flag (or its env) over the `--config` key.
 fn server_tls(ca: Option<PathBuf>, flags: &ServerTlsArgs, configured: TlsFiles) -> TlsFiles {
     TlsFiles {
@@ -288,16 +308,13 @@ pub fn namenode_config(
     a: &NamenodeArgs,
     tls_ca: Option<PathBuf>,
 ) -> anyhow::Result<(ringfs_namenode::Config, String, TlsFiles)> {
-    let (mut c, edge): (ringfs_namenode::Config, _) = match &a.config {
-        Some(p) => read_toml(p)?,
-        None => Default::default(),
-    };
-    let tls = server_tls(tls_ca, &a.tls, edge.tls);
-    let listen = a
-        .listen
-        .clone()
-        .or(edge.listen)
-        .unwrap_or_else(|| ringfs_proto::DEFAULT_NAMENODE.to_string());
+    let (mut c, listen, tls): (ringfs_namenode::Config, _, _) = role_config(
+        a.config.as_deref(),
+        &a.listen,
+        ringfs_proto::DEFAULT_NAMENODE,
+        tls_ca,
+        &a.tls,
+    )?;
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
@@ -334,16 +351,13 @@ pub fn datanode_config(
     namenode: Option<String>,
     tls_ca: Option<PathBuf>,
 ) -> anyhow::Result<(ringfs_datanode::Config, String, TlsFiles)> {
-    let (mut c, edge): (ringfs_datanode::Config, _) = match &a.config {
-        Some(p) => read_toml(p)?,
-        None => Default::default(),
-    };
-    let tls = server_tls(tls_ca, &a.tls, edge.tls);
-    let listen = a
-        .listen
-        .clone()
-        .or(edge.listen)
-        .unwrap_or_else(|| "127.0.0.1:9866".to_string());
+    let (mut c, listen, tls): (ringfs_datanode::Config, _, _) = role_config(
+        a.config.as_deref(),
+        &a.listen,
+        "127.0.0.1:9866",
+        tls_ca,
+        &a.tls,
+    )?;
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }

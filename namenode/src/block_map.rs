@@ -346,12 +346,12 @@ impl BlockMap {
         }
     }
 
-    /// Allocated, uncommitted blocks of files `exists` says are gone (removed, or replaced by a
-    /// rename, while being written).
-    pub fn pending_of_gone_files(&self, exists: impl Fn(InodeId) -> bool) -> Vec<BlockId> {
+    /// Allocated, uncommitted blocks of `files`, whatever client allocated them (the files were
+    /// deleted while being written).
+    pub fn pending_of_files(&self, files: &HashSet<InodeId>) -> Vec<BlockId> {
         self.pending
             .iter()
-            .filter(|((inode, _), _)| !exists(*inode))
+            .filter(|((inode, _), _)| files.contains(inode))
             .flat_map(|(_, ids)| ids.iter().map(|id| BlockId(*id)))
             .collect()
     }

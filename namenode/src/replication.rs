@@ -175,6 +175,15 @@ pub struct Plan {
     pub misplaced: usize,
 }
 
+impl Plan {
+    /// Deletes `node`'s replica of `block`: the command, and the mark for the block map.
+    fn delete(&mut self, node: &DatanodeId, block: BlockId, generation: u64) {
+        self.commands
+            .push((node.clone(), Command::Delete { block, generation }));
+        self.deletes.push((node.clone(), block, generation));
+    }
+}
+
 /// The health of one block, as fsck reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockHealth {
@@ -432,14 +441,7 @@ pub fn plan(
         // adds nothing (its bad chunks fail every read).
         if ordered.len() < deficit && !r.good.is_empty() {
             for n in r.corrupt.iter().filter(|n| writable.contains(n)) {
-                plan.commands.push((
-                    n.clone(),
-                    Command::Delete {
-                        block: *id,
-                        generation: b.generation,
-                    },
-                ));
-                plan.deletes.push((n.clone(), *id, b.generation));
+                plan.delete(n, *id, b.generation);
             }
         }
         let mut targets: Vec<DatanodeId> = Vec::new();
@@ -493,14 +495,7 @@ pub fn plan(
         let r = roles_in(blocks, id, b, nodes);
         let expected = b.replication as usize;
         for n in &r.corrupt {
-            plan.commands.push((
-                n.clone(),
-                Command::Delete {
-                    block: id,
-                    generation: b.generation,
-                },
-            ));
-            plan.deletes.push((n.clone(), id, b.generation));
+            plan.delete(n, id, b.generation);
         }
         let check_placement = limits.rebalance && !repairs_waiting;
         if r.good.len() <= expected && !check_placement {
@@ -520,14 +515,7 @@ pub fn plan(
             }
             for n in &r.good {
                 if !keep.contains(&n) {
-                    plan.commands.push((
-                        n.clone(),
-                        Command::Delete {
-                            block: id,
-                            generation: b.generation,
-                        },
-                    ));
-                    plan.deletes.push((n.clone(), id, b.generation));
+                    plan.delete(n, id, b.generation);
                 }
             }
         } else if check_placement && owners.len() == expected {

@@ -18,13 +18,13 @@ use crate::datanodes::{Command, DatanodeRegistry};
 use crate::error::{NamenodeError, Result};
 use crate::journal::Journal;
 use crate::leases::Leases;
-use crate::namespace::{BlockRef, EntrySel, Namespace, NodeSel, RECOVERY_HOLDER, ROOT};
+use crate::namespace::{BlockRef, EntrySel, Mutation, Namespace, NodeSel, RECOVERY_HOLDER, ROOT};
 use crate::replication::{InFlight, SafeMode};
 use crate::retry_cache::CallId;
 use ringfs_proto::pb;
 use ringfs_proto::token::{AccessMode, Secret};
 use ringfs_proto::{BlockId, DatanodeId, InodeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -57,32 +57,31 @@ impl After {
     /// Frees the blocks allocated for `client` on `inode` that never made it into the file
     /// (copy-on-write blocks of a writer that closes, gives up its lease or is recovered).
     fn free_uncommitted(&mut self, blocks: &BlockMap, inode: InodeId, client: &str) {
-        self.freed.extend(
-            blocks
-                .pending_of(inode, client)
-                .into_iter()
-                .map(|id| BlockRef {
-                    id: id.get(),
-                    generation: 0,
-                    len: 0,
-                }),
-        );
+        self.free_pending(blocks.pending_of(inode, client));
     }
 
-    /// Frees the uncommitted blocks of files that no longer exist: a put that failed removes its
+    /// Frees the uncommitted blocks of files the change deleted: a put that failed removes its
     /// temporary file, and a file may be removed or renamed over while another client writes it.
     /// Without this their replicas stayed on the datanodes, counted as used, until a restart.
-    fn free_of_gone_files(&mut self, blocks: &BlockMap, ns: &crate::namespace::Namespace) {
-        self.freed.extend(
-            blocks
-                .pending_of_gone_files(|inode| ns.get(inode).is_some())
-                .into_iter()
-                .map(|id| BlockRef {
-                    id: id.get(),
-                    generation: 0,
-                    len: 0,
-                }),
-        );
+    fn free_of_deleted_files(&mut self, blocks: &BlockMap, changes: &[Mutation]) {
+        let deleted: HashSet<InodeId> = changes
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::DeleteInode(id) => Some(InodeId(*id)),
+                _ => None,
+            })
+            .collect();
+        if !deleted.is_empty() {
+            self.free_pending(blocks.pending_of_files(&deleted));
+        }
+    }
+
+    fn free_pending(&mut self, ids: Vec<BlockId>) {
+        self.freed.extend(ids.into_iter().map(|id| BlockRef {
+            id: id.get(),
+            generation: 0,
+            len: 0,
+        }));
     }
 
     fn stale(&mut self, block: BlockId, stale: Vec<(DatanodeId, u64)>) {
@@ -232,9 +231,8 @@ impl Shared {
             self.journal.check()?;
             let result = f(&mut st, &mut after);
             let changes = st.ns.drain_changes();
-            if result.is_ok() && !changes.is_empty() {
-                let State { blocks, ns, .. } = &*st;
-                after.free_of_gone_files(blocks, ns);
+            if result.is_ok() {
+                after.free_of_deleted_files(&st.blocks, &changes);
             }
             let logged = self.journal.log(changes);
             if logged.is_err() {
