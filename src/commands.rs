@@ -1197,10 +1197,13 @@ pub async fn stat(namenode: Option<String>, a: StatArgs) -> anyhow::Result<ExitC
 /// How long `fsck` waits for a namenode in safe mode to leave it.
 const FSCK_SAFE_MODE_WAIT: Duration = Duration::from_secs(60);
 
+/// The one-word verdict, in step with the exit code: CORRUPT only when data is lost (a block
+/// with no good replica). A bad replica next to good ones leaves fewer good copies than asked
+/// for, which is what UNDER-REPLICATED says; it is repaired like one.
 fn fsck_status(f: &pb::FsckResponse) -> &'static str {
-    if f.missing > 0 || f.corrupt > 0 {
+    if f.missing > 0 {
         "CORRUPT"
-    } else if f.under_replicated > 0 {
+    } else if f.under_replicated > 0 || f.corrupt > 0 {
         "UNDER-REPLICATED"
     } else {
         "HEALTHY"

@@ -548,6 +548,12 @@ impl Cli {
             missing > 0,
             "fsck's exit code does not match its report: {v}"
         );
+        // CORRUPT means lost data, as the exit code does; a bad replica next to good ones is not.
+        assert_eq!(
+            v["status"] == "CORRUPT",
+            missing > 0,
+            "fsck's status does not match its report: {v}"
+        );
         v
     }
 
