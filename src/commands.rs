@@ -1604,6 +1604,8 @@ pub async fn mount(namenode: Option<String>, a: MountArgs) -> anyhow::Result<Exi
     check_mountpoint(&a.mountpoint)?;
     let mut cfg = mount_client_config();
     cfg.short_circuit &= !a.no_short_circuit;
+    cfg.replication = a.replication.unwrap_or(cfg.replication);
+    cfg.block_size = a.block_size.unwrap_or(cfg.block_size);
     let client = connect_with(namenode, cfg).await?;
     let announce = announce_when_mounted(&a.mountpoint);
     let opts = mount_options(a.allow_other, a.read_only, a.ttl);

@@ -137,6 +137,15 @@ pub struct MountArgs {
     /// every client command).
     #[arg(long)]
     pub no_short_circuit: bool,
+    /// Replication factor of the files this mount creates (default: the cluster's).
+    #[arg(short = 'r', long = "replication", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub replication: Option<u32>,
+    /// Block size of the files this mount creates, e.g. 4MiB (default: the cluster's). A small
+    /// write into a file rewrites its block on the next fsync or close: databases that commit
+    /// often do better with small blocks.
+    #[arg(long, value_parser = block_size_arg, value_name = "SIZE")]
+    pub block_size: Option<u64>,
 }
 
 #[derive(Args, Debug)]

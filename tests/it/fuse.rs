@@ -1386,3 +1386,41 @@ fn an_idle_mount_lets_go_of_the_replica_files_of_deleted_files() {
         || deleted_fds() == 0,
     );
 }
+
+#[test]
+fn a_mount_creates_files_with_its_own_block_size_and_replication() {
+    // `mount --block-size --replication` set them for the files the mount creates (a database
+    // wants small blocks: a small write rewrites its block on the next fsync); files created
+    // elsewhere keep theirs.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("4MiB")
+        .start();
+    let m = c.mount(&["--block-size", "1MiB", "-r", "2"]);
+    let data = random_bytes(3 * MIB + 100, 9);
+    fs::write(m.path("db"), &data).unwrap();
+    let st = c.stat_json("/db");
+    assert_eq!(field_u64(&st, "block_size"), MIB as u64, "{st}");
+    assert_eq!(field_u64(&st, "replication"), 2, "{st}");
+    let blocks = stat_blocks(&st);
+    assert_eq!(blocks.len(), 4, "{st}");
+    for b in &blocks {
+        assert_eq!(block_locations(b).len(), 2, "{st}");
+    }
+    assert_same_bytes(
+        &c.get_bytes("/db"),
+        &data,
+        "/db written with the mount's block size",
+    );
+    c.put_bytes("/by-put", &data);
+    let st = c.stat_json("/by-put");
+    assert_eq!(field_u64(&st, "block_size"), 4 * MIB as u64, "{st}");
+    assert_eq!(field_u64(&st, "replication"), 3, "{st}");
+    // Nonsense is refused before anything is mounted.
+    let out = c.cli(&["mount", "--block-size", "100", "/nonexistent-mountpoint"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("100 bytes is not a block size"),
+        "{out:?}"
+    );
+}
