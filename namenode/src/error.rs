@@ -62,12 +62,14 @@ pub enum NamenodeError {
         reason: String,
     },
     /// ENOSPC: fewer live datanodes than the replication factor asks for.
-    #[error("not enough live datanodes: need {needed}, have {live}")]
+    #[error("not enough live datanodes: need {needed}, have {live}{}", out_of_space(.full))]
     NotEnoughDatanodes {
         /// Replicas wanted.
         needed: usize,
         /// Live datanodes available.
         live: usize,
+        /// How many of those the last heartbeats called full (the real reason when nodes are up).
+        full: usize,
     },
     /// EBUSY: another client holds the write lease of the file.
     #[error("{path}: open for writing by another client ({holder})")]
@@ -191,6 +193,15 @@ impl From<NamenodeError> for tonic::Status {
     }
 }
 
+/// The tail of [`NamenodeError::NotEnoughDatanodes`]: nodes that are up but full are why a
+/// pipeline cannot be built, and "not enough live datanodes" alone sent users looking for dead ones.
+fn out_of_space(full: &usize) -> String {
+    match full {
+        0 => String::new(),
+        n => format!(" ({n} of them out of space)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,8 +245,22 @@ mod tests {
             "/a: permission denied"
         );
         assert_eq!(
-            NamenodeError::NotEnoughDatanodes { needed: 3, live: 2 }.to_string(),
+            NamenodeError::NotEnoughDatanodes {
+                needed: 3,
+                live: 2,
+                full: 0
+            }
+            .to_string(),
             "not enough live datanodes: need 3, have 2"
+        );
+        assert_eq!(
+            NamenodeError::NotEnoughDatanodes {
+                needed: 3,
+                live: 3,
+                full: 2
+            }
+            .to_string(),
+            "not enough live datanodes: need 3, have 3 (2 of them out of space)"
         );
     }
 

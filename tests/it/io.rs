@@ -675,8 +675,14 @@ fn put_onto_full_datanodes_fails_with_no_space_and_leaves_nothing() {
     let cli = c.client();
     let local = c.scratch_path("40mib");
     write_random_file(&local, 40 * MIB as u64, 42);
-    cli.fails(&["put", local.to_str().unwrap(), "/big"])
-        .says(&["/big", "no space left"]);
+    let failure = cli.fails(&["put", local.to_str().unwrap(), "/big"]);
+    failure.says(&["/big", "no space left"]);
+    // Every node is up: an error that says too few are live must say they are full.
+    let text = &failure.stderr;
+    assert!(
+        !text.contains("not enough live datanodes") || text.contains("out of space"),
+        "blames dead datanodes for full ones: {text}"
+    );
     assert_eq!(cli.ls_names("/"), Vec::<String>::new());
     for i in 0..3 {
         let stored: u64 = c.replicas_on(i).iter().map(|r| r.len).sum();

@@ -79,7 +79,11 @@ fn ids_of(nodes: &DatanodeRegistry, addresses: &[String]) -> Vec<DatanodeId> {
 fn check_datanodes(st: &State, needed: usize) -> Result<()> {
     let live = st.nodes.writable_count();
     if live < needed {
-        return Err(NamenodeError::NotEnoughDatanodes { needed, live });
+        return Err(NamenodeError::NotEnoughDatanodes {
+            needed,
+            live,
+            full: 0,
+        });
     }
     Ok(())
 }
@@ -570,12 +574,20 @@ impl ClientService {
                 // fail; the mount accepts fewer (`pipeline_min`). The broken node may not be
                 // declared dead yet; it does not count as live.
                 if p.len() < needed {
-                    let live = st
+                    let live: Vec<_> = st
                         .nodes
                         .all()
                         .filter(|n| n.is_writable() && failed.first() != Some(&n.id))
+                        .collect();
+                    let full = live
+                        .iter()
+                        .filter(|n| !st.nodes.has_room(&n.id, block_size))
                         .count();
-                    return Err(NamenodeError::NotEnoughDatanodes { needed, live });
+                    return Err(NamenodeError::NotEnoughDatanodes {
+                        needed,
+                        live: live.len(),
+                        full,
+                    });
                 }
                 let generation = st.ns.next_generation();
                 let stale = st.blocks.set_generation(block, generation);
