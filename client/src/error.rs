@@ -39,6 +39,15 @@ pub enum ClientError {
         /// NoSpace when the datanodes refused for lack of space, else Io.
         kind: ErrorKind,
     },
+    /// The file lost a block under the reader: another client deleted, replaced or truncated it
+    /// meanwhile and its old blocks were freed (ESTALE, as NFS answers for a file gone elsewhere).
+    #[error("{what}: {how} by another client while being read (block {block} is gone)")]
+    ChangedWhileRead {
+        what: String,
+        block: u64,
+        /// "deleted or replaced" (the inode is gone), or "truncated or rewritten".
+        how: &'static str,
+    },
     /// Fewer live datanodes than the replication factor asks for.
     #[error("not enough live datanodes: need {need}, have {have}")]
     NotEnoughDatanodes { need: u32, have: u32 },
@@ -53,6 +62,7 @@ impl ClientError {
         match self {
             ClientError::Status { kind, .. } => *kind,
             ClientError::NotEnoughDatanodes { .. } => ErrorKind::NoSpace,
+            ClientError::ChangedWhileRead { .. } => ErrorKind::Stale,
             ClientError::PipelineFailed { kind, .. } => *kind,
             ClientError::Connect { .. }
             | ClientError::Io(_)

@@ -8,7 +8,7 @@ use crate::local::{LocalError, LocalReplica};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use ringfs_proto::chunk::{self, CHUNK_SIZE};
-use ringfs_proto::pb;
+use ringfs_proto::{pb, ErrorKind};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -511,7 +511,7 @@ impl FileReader {
             return Ok(Bytes::new());
         }
         let layout = self.fresh_layout().await?;
-        match read_layout(&self.client, &layout, offset, len).await {
+        let r = match read_layout(&self.client, &layout, offset, len).await {
             Err(ClientError::NoLiveReplica { .. })
                 if layout.fetched.elapsed() > Duration::from_millis(200) =>
             {
@@ -519,6 +519,32 @@ impl FileReader {
                 read_layout(&self.client, &layout, offset, len).await
             }
             r => r,
+        };
+        match r {
+            Err(e) => Err(self.explain(e).await),
+            ok => ok,
+        }
+    }
+
+    /// A block no datanode holds any more was usually freed because another client deleted,
+    /// replaced or truncated the file while it was read: say so, rather than suggest lost data.
+    /// Other errors, and a block the file still has, come out as they are.
+    async fn explain(&self, e: ClientError) -> ClientError {
+        let ClientError::NoLiveReplica { block, what, .. } = &e else {
+            return e;
+        };
+        let how = match self.client.layout(inode_ref(self.attr.inode), 0, 0).await {
+            Err(ClientError::Status {
+                kind: ErrorKind::NotFound | ErrorKind::Stale,
+                ..
+            }) => "deleted or replaced",
+            Ok(now) if !now.blocks.iter().any(|b| b.id == *block) => "truncated or rewritten",
+            _ => return e,
+        };
+        ClientError::ChangedWhileRead {
+            what: what.clone(),
+            block: *block,
+            how,
         }
     }
 
@@ -593,7 +619,10 @@ impl FileReader {
                 (Segment::Block { block, start, end }, Some((mut rx, _task))) => {
                     let mut got = 0u64;
                     while let Some(item) = rx.recv().await {
-                        let data = item?;
+                        let data = match item {
+                            Ok(data) => data,
+                            Err(e) => return Err(self.explain(e).await),
+                        };
                         got += data.len() as u64;
                         w.put(data).await?;
                     }

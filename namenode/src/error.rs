@@ -62,7 +62,7 @@ pub enum NamenodeError {
         reason: String,
     },
     /// ENOSPC: fewer live datanodes than the replication factor asks for.
-    #[error("not enough live datanodes: need {needed}, have {live}{}", out_of_space(.full))]
+    #[error("not enough live datanodes: need {needed}, have {live}{}{}", besides(.failed), out_of_space(.full))]
     NotEnoughDatanodes {
         /// Replicas wanted.
         needed: usize,
@@ -70,6 +70,8 @@ pub enum NamenodeError {
         live: usize,
         /// How many of those the last heartbeats called full (the real reason when nodes are up).
         full: usize,
+        /// Where a write just failed, left out of `live` (pipeline recovery).
+        failed: Option<String>,
     },
     /// EBUSY: another client holds the write lease of the file.
     #[error("{path}: open for writing by another client ({holder})")]
@@ -202,6 +204,15 @@ fn out_of_space(full: &usize) -> String {
     }
 }
 
+/// The node a pipeline recovery leaves out: it is up, but the write just failed there (often
+/// because its disk is full, which the writer's own message says).
+fn besides(failed: &Option<String>) -> String {
+    match failed {
+        Some(node) => format!(" besides {node}, where the write failed"),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +259,8 @@ mod tests {
             NamenodeError::NotEnoughDatanodes {
                 needed: 3,
                 live: 2,
-                full: 0
+                full: 0,
+                failed: None,
             }
             .to_string(),
             "not enough live datanodes: need 3, have 2"
@@ -256,11 +268,13 @@ mod tests {
         assert_eq!(
             NamenodeError::NotEnoughDatanodes {
                 needed: 3,
-                live: 3,
-                full: 2
+                live: 2,
+                full: 1,
+                failed: Some("127.0.0.1:9866".into()),
             }
             .to_string(),
-            "not enough live datanodes: need 3, have 3 (2 of them out of space)"
+            "not enough live datanodes: need 3, have 2 besides 127.0.0.1:9866, where the write \
+             failed (1 of them out of space)"
         );
     }
 

@@ -680,7 +680,9 @@ fn put_onto_full_datanodes_fails_with_no_space_and_leaves_nothing() {
     // Every node is up: an error that says too few are live must say they are full.
     let text = &failure.stderr;
     assert!(
-        !text.contains("not enough live datanodes") || text.contains("out of space"),
+        !text.contains("not enough live datanodes")
+            || text.contains("out of space")
+            || text.contains("where the write failed"),
         "blames dead datanodes for full ones: {text}"
     );
     assert_eq!(cli.ls_names("/"), Vec::<String>::new());
@@ -994,5 +996,65 @@ fn a_failed_put_leaves_no_replica_on_the_nodes_that_took_its_blocks() {
                 Err(format!("(datanode, finalized, tmp): {left:?}"))
             }
         },
+    );
+}
+
+#[test]
+fn a_cat_of_a_file_replaced_meanwhile_says_so_rather_than_blame_the_replicas() {
+    // `cat` is stalled (nobody reads its stdout) while `put -f` replaces the file and the old
+    // blocks are deleted on the datanodes: it stops with a message saying the file was replaced
+    // under it (as `hdfs dfs -cat` fails then too), not "no live replica", which reads as data
+    // loss; and it never mixes in the new file's bytes.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .block_size("256KiB")
+        .heartbeat("1s")
+        .start();
+    let cli = c.client();
+    let old = random_bytes(16 * MIB, 71);
+    cli.put_bytes("/f", &old);
+    let old_blocks: BTreeSet<u64> = stat_blocks(&cli.stat_json("/f"))
+        .iter()
+        .map(|b| field_u64(b, "id"))
+        .collect();
+    let mut cat = cli
+        .command(&["cat", "/f"])
+        .spawn()
+        .expect("start ringfs cat");
+    let mut stdout = cat.stdout.take().unwrap();
+    // The first bytes prove it started; then it stalls on the full pipe.
+    let mut first = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    cli.put_bytes_with("/f", &random_bytes(16 * MIB, 72), &["-f"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the replaced file's blocks to be deleted on every datanode",
+        || {
+            (0..3).all(|i| {
+                c.replicas_on(i)
+                    .iter()
+                    .all(|r| !old_blocks.contains(&r.block_id))
+            })
+        },
+    );
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
+    let out = cat.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cat of a replaced file: {stderr}"
+    );
+    assert!(
+        stderr.contains("/f: deleted or replaced by another client while being read"),
+        "unclear error: {stderr}"
+    );
+    first.extend_from_slice(&rest);
+    assert!(first.len() < old.len(), "cat printed the whole old file");
+    assert_same_bytes(
+        &first,
+        &old[..first.len()],
+        "what cat printed before it stopped",
     );
 }

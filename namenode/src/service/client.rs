@@ -83,6 +83,7 @@ fn check_datanodes(st: &State, needed: usize) -> Result<()> {
             needed,
             live,
             full: 0,
+            failed: None,
         });
     }
     Ok(())
@@ -587,6 +588,9 @@ impl ClientService {
                         needed,
                         live: live.len(),
                         full,
+                        failed: failed
+                            .first()
+                            .map(|id| st.nodes.get(id).map_or(id.0.clone(), |n| n.address.clone())),
                     });
                 }
                 let generation = st.ns.next_generation();
