@@ -192,6 +192,10 @@ pub struct BlockHealth {
     pub expected: u32,
     /// Good replicas on decommissioning/decommissioned live nodes (readable, not counted).
     pub retiring: u32,
+    /// Those of `retiring` on nodes still decommissioning: they stand in for the copies being
+    /// made elsewhere, so a drain alone does not make a block under-replicated (HDFS's fsck
+    /// likewise counts decommissioning replicas and stays HEALTHY during a decommission).
+    pub draining: u32,
     pub corrupt_replicas: u32,
     /// No readable replica anywhere.
     pub missing: bool,
@@ -204,7 +208,7 @@ pub struct BlockHealth {
 impl BlockHealth {
     /// Enough good replicas and none corrupt.
     pub fn is_healthy(&self) -> bool {
-        self.live >= self.expected && self.corrupt_replicas == 0
+        self.live + self.draining >= self.expected && self.corrupt_replicas == 0
     }
 }
 
@@ -268,13 +272,23 @@ pub fn health(
     let r = roles(b, nodes);
     let expected = b.replication;
     let live = r.good.len() as u32;
+    let draining = r
+        .retiring
+        .iter()
+        .filter(|n| {
+            nodes
+                .get(n)
+                .is_some_and(|d| d.admin == AdminState::Decommissioning)
+        })
+        .count() as u32;
     let mut h = BlockHealth {
         live,
         expected,
         retiring: r.retiring.len() as u32,
+        draining,
         corrupt_replicas: r.corrupt.len() as u32,
         missing: r.good.is_empty() && r.retiring.is_empty(),
-        under_replicated: live < expected,
+        under_replicated: live + draining < expected,
         over_replicated: live > expected,
         misplaced: false,
     };
@@ -1079,6 +1093,9 @@ mod tests {
             decommission_remaining(&w.blocks, &w.nodes, &victim),
             held.len() as u64
         );
+        // Status while draining: the victim's replicas still count, nothing is under-replicated.
+        let s = summarize(&w.blocks, &w.nodes, false);
+        assert_eq!((s.under_replicated, s.healthy), (0, 30), "{s:?}");
         for c in &p.copies {
             w.blocks.add_replica(&c.target, c.block, 1, 1000);
         }
