@@ -294,7 +294,11 @@ pub fn health(
     };
     if placement && live == expected && nodes.writable_count() >= expected as usize {
         let owners = nodes.placement().owners(id, expected as usize);
-        h.misplaced = owners.iter().any(|o| !r.good.contains(o));
+        // Only an owner with room can take its replica: a block whose missing owner is full is
+        // as well placed as it can be (the planner does not move it), not waiting for a move.
+        h.misplaced = owners
+            .iter()
+            .any(|o| !r.good.contains(o) && nodes.has_room(o, b.len));
     }
     h
 }
@@ -534,14 +538,15 @@ pub fn plan(
             }
         } else if check_placement && owners.len() == expected {
             // Misplaced: copy to one missing owner; trimming removes the non-owner once it arrived.
-            let Some(target) = owners.iter().find(|o| !r.holders.contains(*o)) else {
+            // An owner without room cannot take it; the block stays where it is meanwhile.
+            let Some(target) = owners
+                .iter()
+                .find(|o| !r.holders.contains(*o) && nodes.has_room(o, b.len))
+            else {
                 continue;
             };
             plan.misplaced += 1;
-            if !reported(target)
-                || in_flight.failed_recently(id, target, now)
-                || !nodes.has_room(target, b.len)
-            {
+            if !reported(target) || in_flight.failed_recently(id, target, now) {
                 continue;
             }
             if !budget.global_free(CopyKind::Move, b.len)
@@ -770,6 +775,43 @@ mod tests {
             .iter()
             .map(|c| (c.block.get(), c.source.clone(), c.target.clone()))
             .collect()
+    }
+
+    #[test]
+    fn blocks_whose_new_owner_is_full_are_not_misplaced() {
+        // A node joins with no room: it owns part of the ring, but nothing can move there, so
+        // fsck must not show those blocks as misplaced forever, and the planner copies nothing.
+        let mut w = world(5);
+        for b in 1..=100 {
+            w.owned_block(b);
+        }
+        w.nodes.register(
+            dn(5),
+            "127.0.0.1:9005".into(),
+            String::new(),
+            100 << 30,
+            0,
+            w.t0,
+        );
+        w.nodes.mark_reported(&dn(5));
+        let full = HeartbeatStats {
+            remaining: 100,
+            ..roomy()
+        };
+        w.nodes.heartbeat(&dn(5), full, w.t0, 0);
+        let s = summarize(&w.blocks, &w.nodes, true);
+        assert_eq!((s.misplaced, s.healthy), (0, 100), "{s:?}");
+        let p = w.plan(limits());
+        assert!(p.copies.is_empty(), "{:?}", copies_of(&p));
+        assert_eq!(p.misplaced, 0);
+        // Room again: its share moves, and fsck counts what waits to move.
+        w.nodes.heartbeat(&dn(5), roomy(), w.t0, 0);
+        let p = w.plan(limits());
+        let s = summarize(&w.blocks, &w.nodes, true);
+        assert!(
+            s.misplaced > 0 && s.misplaced as usize == p.copies.len(),
+            "{s:?}"
+        );
     }
 
     #[test]
