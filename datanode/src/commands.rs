@@ -1,9 +1,11 @@
 //! Executes namenode commands from heartbeat and block-report replies: Delete removes a replica,
 //! Replicate copies a verified local replica down a write pipeline, with bounded concurrency and a
-//! bandwidth limit so foreground reads and writes keep their speed.
+//! bandwidth limit so foreground reads and writes keep their speed; Verify checks a replica the
+//! namenode holds corrupt and says whether it is good after all.
 
 use crate::block_store::ReadPath;
 use crate::error::DatanodeError;
+use crate::scrubber::{check_replica, Check};
 use crate::throttle::Throttle;
 use crate::transfer::{blocking, Downstream};
 use crate::Node;
@@ -11,12 +13,12 @@ use ringfs_proto::chunk::{hashes_to_wire, CHUNKS_PER_PACKET};
 use ringfs_proto::pb::datanode_command::Command;
 use ringfs_proto::pb::write_block_message::Msg;
 use ringfs_proto::pb::{
-    DataPacket, DatanodeCommand, DeleteCommand, ReplicateCommand, WriteBlockHeader,
+    DataPacket, DatanodeCommand, DeleteCommand, ReplicateCommand, VerifyCommand, WriteBlockHeader,
     WriteBlockMessage,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 pub struct CommandRunner {
     node: Arc<Node>,
@@ -77,6 +79,19 @@ impl CommandRunner {
                         }
                     });
                 }
+                Some(Command::Verify(v)) => {
+                    let key = (v.block_id, v.generation, String::new());
+                    if !lock(&self.in_flight).insert(key.clone()) {
+                        continue;
+                    }
+                    let node = self.node.clone();
+                    let throttle = self.throttle.clone();
+                    let in_flight = self.in_flight.clone();
+                    tokio::spawn(async move {
+                        let _done = InFlight(in_flight, key);
+                        verify(&node, &throttle, v).await
+                    });
+                }
                 None => tracing::warn!("ignoring an empty namenode command"),
             }
         }
@@ -93,6 +108,23 @@ struct InFlight(Arc<Mutex<HashSet<(u64, u64, String)>>>, (u64, u64, String));
 impl Drop for InFlight {
     fn drop(&mut self) {
         lock(&self.0).remove(&self.1);
+    }
+}
+
+/// Checks a replica the namenode holds corrupt; a good one is reported back as verified (a bad
+/// one was reported by the check itself).
+async fn verify(node: &Arc<Node>, throttle: &Throttle, v: VerifyCommand) {
+    let (block, generation) = (v.block_id, v.generation);
+    // Not stopped by shutdown: the check is one replica long and shutdown drops the task.
+    let (_keep, mut never) = watch::channel(false);
+    match check_replica(node, block, generation, throttle, &mut never).await {
+        Check::Good { bytes } => {
+            tracing::info!(block, generation, bytes, "replica held corrupt is good");
+            node.namenode.verified(block, generation);
+        }
+        other => {
+            tracing::info!(block, generation, result = ?other, "checked a replica held corrupt")
+        }
     }
 }
 

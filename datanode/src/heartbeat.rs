@@ -2,7 +2,7 @@
 //! carries its commands back. Never gives up: while the namenode is down it retries with backoff.
 
 use crate::commands::CommandRunner;
-use crate::namenode_link::report;
+use crate::namenode_link::{report, Pending};
 use crate::Node;
 use ringfs_proto::pb::{BlockReportRequest, DatanodeInfo, HeartbeatRequest, RegisterRequest};
 use std::sync::Arc;
@@ -123,6 +123,11 @@ impl Heartbeat {
         let n = req.replicas.len();
         match node.namenode.client().block_report(req).await {
             Ok(resp) => {
+                // The report covers received and deleted replicas, not checks asked for.
+                node.namenode.requeue(Pending {
+                    verified: pending.verified,
+                    ..Pending::default()
+                });
                 tracing::debug!(replicas = n, "full block report sent");
                 self.commands.execute(resp.into_inner().commands);
                 Ok(())

@@ -24,11 +24,13 @@ pub struct NamenodeLink {
 pub struct Pending {
     pub received: Vec<ReplicaReport>,
     pub deleted: Vec<ReplicaReport>,
+    /// Replicas a VerifyCommand found good.
+    pub verified: Vec<ReplicaReport>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.received.is_empty() && self.deleted.is_empty()
+        self.received.is_empty() && self.deleted.is_empty() && self.verified.is_empty()
     }
 }
 
@@ -77,7 +79,7 @@ impl NamenodeLink {
         let req = BlockReceivedRequest {
             datanode_id: self.datanode_id.clone(),
             received: vec![report(r)],
-            deleted: vec![],
+            ..Default::default()
         };
         let mut request = tonic::Request::new(req);
         request.set_timeout(RECEIVED_TIMEOUT);
@@ -97,6 +99,15 @@ impl NamenodeLink {
         });
     }
 
+    /// Queues a replica the namenode asked about and this node found good, for the next heartbeat.
+    pub fn verified(&self, block: u64, generation: u64) {
+        self.pending().verified.push(ReplicaReport {
+            block_id: block,
+            generation,
+            len: 0,
+        });
+    }
+
     /// Takes everything queued (the caller sends it or puts it back with [`requeue`](Self::requeue)).
     pub fn take_pending(&self) -> Pending {
         std::mem::take(&mut *self.pending())
@@ -106,6 +117,7 @@ impl NamenodeLink {
         let mut q = self.pending();
         q.received.extend(p.received);
         q.deleted.extend(p.deleted);
+        q.verified.extend(p.verified);
     }
 
     /// Sends queued incremental reports.
@@ -118,6 +130,7 @@ impl NamenodeLink {
             datanode_id: self.datanode_id.clone(),
             received: p.received.clone(),
             deleted: p.deleted.clone(),
+            verified: p.verified.clone(),
         };
         match self.client().block_received(req).await {
             Ok(_) => Ok(()),

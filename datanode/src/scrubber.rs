@@ -66,55 +66,95 @@ impl Scrubber {
             if *shutdown.borrow() {
                 return None;
             }
-            let store = self.node.store.clone();
-            let (block, generation) = (r.block, r.generation);
-            let open = move || store.open_reader(block, generation, ReadPath::Disk);
-            let reader = match blocking(open).await {
-                Ok(reader) => Arc::new(reader),
-                Err(
-                    DatanodeError::ReplicaNotFound { .. } | DatanodeError::StaleGeneration { .. },
-                ) => continue,
-                Err(e) => {
-                    tracing::warn!(block = r.block, error = %e, "scrubber cannot open replica");
-                    self.node.replica_is_corrupt(
-                        &tokio::runtime::Handle::current(),
-                        r.block,
-                        r.generation,
-                        e.to_string(),
-                    );
+            match check_replica(&self.node, r.block, r.generation, &self.throttle, shutdown).await {
+                Check::Good { bytes } => {
+                    stats.replicas += 1;
+                    stats.bytes += bytes;
+                }
+                Check::Corrupt { bytes } => {
+                    stats.replicas += 1;
+                    stats.bytes += bytes;
                     stats.corrupt += 1;
-                    continue;
                 }
-            };
-            stats.replicas += 1;
-            let mut c = 0;
-            while c < reader.chunks() {
-                let rd = reader.clone();
-                match blocking(move || rd.read_chunks(c, CHUNKS_PER_PACKET)).await {
-                    Ok((data, _)) => {
-                        stats.bytes += data.len() as u64;
-                        tokio::select! {
-                            _ = self.throttle.consume(data.len() as u64) => {}
-                            _ = shutdown.changed() => return None,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(block = r.block, generation = r.generation, error = %e, "scrubber found a bad replica");
-                        if matches!(e, DatanodeError::ChecksumMismatch { .. }) {
-                            self.node.replica_is_corrupt(
-                                &tokio::runtime::Handle::current(),
-                                r.block,
-                                r.generation,
-                                e.to_string(),
-                            );
-                            stats.corrupt += 1;
-                        }
-                        break;
-                    }
-                }
-                c += CHUNKS_PER_PACKET as u64;
+                Check::Unreadable => stats.replicas += 1,
+                Check::Gone => {}
+                Check::Interrupted => return None,
             }
         }
         Some(stats)
     }
+}
+
+/// What [`check_replica`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Every chunk matched its hash (`bytes` read).
+    Good { bytes: u64 },
+    /// A chunk did not, or the replica's files cannot be opened; reported to the namenode.
+    Corrupt { bytes: u64 },
+    /// Not here (deleted meanwhile, or a newer generation replaced it).
+    Gone,
+    /// A read failed for another reason (e.g. an I/O error): nothing is concluded.
+    Unreadable,
+    /// Shutdown came first.
+    Interrupted,
+}
+
+/// Reads the whole replica and checks each chunk against its hash, at the pace `throttle`
+/// allows; a bad replica is reported to the namenode (the scrubber, and the namenode's
+/// VerifyCommand, both end here).
+pub(crate) async fn check_replica(
+    node: &Arc<Node>,
+    block: u64,
+    generation: u64,
+    throttle: &Throttle,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Check {
+    let store = node.store.clone();
+    let open = move || store.open_reader(block, generation, ReadPath::Disk);
+    let reader = match blocking(open).await {
+        Ok(reader) => Arc::new(reader),
+        Err(DatanodeError::ReplicaNotFound { .. } | DatanodeError::StaleGeneration { .. }) => {
+            return Check::Gone
+        }
+        Err(e) => {
+            tracing::warn!(block, error = %e, "cannot open replica to check it");
+            node.replica_is_corrupt(
+                &tokio::runtime::Handle::current(),
+                block,
+                generation,
+                e.to_string(),
+            );
+            return Check::Corrupt { bytes: 0 };
+        }
+    };
+    let mut bytes = 0;
+    let mut c = 0;
+    while c < reader.chunks() {
+        let rd = reader.clone();
+        match blocking(move || rd.read_chunks(c, CHUNKS_PER_PACKET)).await {
+            Ok((data, _)) => {
+                bytes += data.len() as u64;
+                tokio::select! {
+                    _ = throttle.consume(data.len() as u64) => {}
+                    _ = shutdown.changed() => return Check::Interrupted,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(block, generation, error = %e, "found a bad replica");
+                if matches!(e, DatanodeError::ChecksumMismatch { .. }) {
+                    node.replica_is_corrupt(
+                        &tokio::runtime::Handle::current(),
+                        block,
+                        generation,
+                        e.to_string(),
+                    );
+                    return Check::Corrupt { bytes };
+                }
+                return Check::Unreadable;
+            }
+        }
+        c += CHUNKS_PER_PACKET as u64;
+    }
+    Check::Good { bytes }
 }

@@ -440,6 +440,37 @@ impl BlockMap {
         }
     }
 
+    /// The replicas on `node` held corrupt, at their block's current generation.
+    pub fn corrupt_on(&self, node: &DatanodeId) -> Vec<(BlockId, u64)> {
+        let Some(ids) = self.by_node.get(node) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| {
+                let b = self.blocks.get(id)?;
+                let r = b.replicas.get(node)?;
+                (r.corrupt && r.generation == b.generation).then_some((BlockId(*id), r.generation))
+            })
+            .collect()
+    }
+
+    /// The node checked a replica held corrupt and found it good (e.g. restored by hand, or a
+    /// reader's report was wrong): it counts again. Returns whether a mark was dropped.
+    pub fn clear_corrupt(&mut self, node: &DatanodeId, id: BlockId, generation: u64) -> bool {
+        let Some(r) = self
+            .blocks
+            .get_mut(&id.get())
+            .and_then(|b| b.replicas.get_mut(node))
+        else {
+            return false;
+        };
+        let was = r.corrupt && r.generation == generation;
+        if was {
+            r.corrupt = false;
+        }
+        was
+    }
+
     /// Marks a replica corrupt (it must have the block's current generation). Returns whether anything changed.
     pub fn mark_corrupt(&mut self, node: &DatanodeId, id: BlockId, generation: u64) -> bool {
         let Some(b) = self.blocks.get_mut(&id.get()) else {
@@ -643,6 +674,24 @@ mod tests {
         let b = m.get(BlockId(1)).unwrap();
         assert_eq!(b.valid_holders().cloned().collect::<Vec<_>>(), vec![dn(2)]);
         assert_eq!(m.blocks_on(&dn(2)).collect::<Vec<_>>(), vec![BlockId(1)]);
+    }
+
+    #[test]
+    fn a_replica_verified_good_loses_its_corrupt_mark() {
+        let mut m = map_with(1, 5);
+        m.add_replica(&dn(0), BlockId(1), 5, 100);
+        m.add_replica(&dn(1), BlockId(1), 5, 100);
+        assert!(m.mark_corrupt(&dn(0), BlockId(1), 5));
+        // A full report does not clear it (the node may not know its replica is bad)...
+        m.full_report(&dn(0), [(BlockId(1), 5, 100)]);
+        assert_eq!(m.corrupt_on(&dn(0)), vec![(BlockId(1), 5)]);
+        assert!(m.corrupt_on(&dn(1)).is_empty());
+        // ...a check of an older generation does not either; the node's own check does.
+        assert!(!m.clear_corrupt(&dn(0), BlockId(1), 4));
+        assert!(m.clear_corrupt(&dn(0), BlockId(1), 5));
+        assert!(m.corrupt_on(&dn(0)).is_empty());
+        let b = m.get(BlockId(1)).unwrap();
+        assert_eq!(b.valid_holders().count(), 2);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Delete the replica of `block` at `generation`.
     Delete { block: BlockId, generation: u64 },
+    /// Check the replica of `block` at `generation`, held corrupt here, against its hashes.
+    Verify { block: BlockId, generation: u64 },
 }
 
 /// What the namenode knows about one datanode.

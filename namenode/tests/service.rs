@@ -134,7 +134,7 @@ impl FakeDn {
                     generation,
                     len,
                 }],
-                deleted: vec![],
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -360,6 +360,37 @@ async fn write_protocol_fsck_and_locations() {
     .unwrap();
     let f = fsck(&mut c).await;
     assert_eq!((f.corrupt, f.corrupt_replicas, f.healthy_blocks), (1, 1, 2));
+    // A reader may be wrong: its holder is asked to check the replica, and a good check drops
+    // the mark.
+    let (id, generation) = (blocks[0].id, blocks[0].generation);
+    let holder = dns
+        .iter_mut()
+        .find(|d| d.addr == blocks[0].locations[0].address)
+        .unwrap();
+    holder
+        .nn
+        .block_received(pb::BlockReceivedRequest {
+            datanode_id: holder.id.clone(),
+            verified: vec![pb::ReplicaReport {
+                block_id: id,
+                generation,
+                len: 0,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let f = fsck(&mut c).await;
+    assert_eq!((f.corrupt, f.corrupt_replicas, f.healthy_blocks), (0, 0, 3));
+    let cmds = holder.heartbeat().await.commands;
+    assert!(
+        cmds.iter().any(|c| matches!(
+            &c.command,
+            Some(pb::datanode_command::Command::Verify(v))
+                if v.block_id == id && v.generation == generation
+        )),
+        "{cmds:?}"
+    );
 
     // Report lists the datanodes.
     let r = c.report(pb::ReportRequest {}).await.unwrap().into_inner();

@@ -603,6 +603,61 @@ fn a_corrupt_replica_is_replaced_when_every_node_already_holds_the_block() {
 }
 
 #[test]
+fn a_replica_held_corrupt_that_is_good_again_counts_again_and_heals_the_others() {
+    // Every replica of a block damaged on disk: a read reports all three, the block is missing.
+    // One is then restored by hand and its datanode restarted. Its corrupt mark used to stick
+    // until a namenode restart: fsck said missing (exit 1) while the file read fine, and the
+    // other two were never replaced. Now the node checks replicas held corrupt after its full
+    // report, the good one counts again and the bad ones are replaced from it.
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("200ms")
+        .dead_after("30s")
+        .start();
+    let data = random_bytes(500 * 1024, 73);
+    c.put_bytes("/f", &data);
+    let block = stat_blocks(&c.stat_json("/f"))[0].clone();
+    let (id, gen) = (field_u64(&block, "id"), field_u64(&block, "generation"));
+    let replica_on = |c: &TestCluster, i: usize| {
+        c.replicas_on(i)
+            .into_iter()
+            .find(|r| r.block_id == id && r.generation == gen)
+            .unwrap_or_else(|| panic!("no replica of block {id} on datanode {i}"))
+    };
+    let backup = fs::read(replica_on(&c, 0).path).unwrap();
+    for i in 0..3 {
+        let r = replica_on(&c, i);
+        corrupt_file(&r.path, r.len / 2, 64);
+    }
+    assert!(
+        !c.run(&["cat", "/f"]).status.success(),
+        "cat of 3 bad replicas"
+    );
+    wait_until(Duration::from_secs(30), "the block to be missing", || {
+        field_u64(&c.fsck_json("/"), "missing") == 1
+    });
+    // Restarted well within dead-after: the namenode keeps what it knew of the node.
+    c.stop_datanode(0);
+    fs::write(replica_on(&c, 0).path, &backup).unwrap();
+    c.restart_datanode(0);
+    wait_for(Duration::from_secs(60), "the block healthy again", || {
+        let f = c.fsck_json("/");
+        if fsck_is_healthy(&f, 3) {
+            Ok(())
+        } else {
+            Err(f.to_string())
+        }
+    });
+    for i in 0..3 {
+        let r = replica_on(&c, i);
+        assert_same_bytes(&fs::read(&r.path).unwrap(), &backup, "a replica file");
+    }
+    assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
+}
+
+#[test]
 fn replica_files_removed_from_a_running_datanode_are_found_and_copied_again() {
     // Replica files deleted under a running datanode (by hand, a disk swapped): its index and so
     // its block reports still listed them, the scrubber skipped them, and fsck said HEALTHY while

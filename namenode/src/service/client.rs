@@ -5,7 +5,7 @@
 use super::{
     call_id, client_id, entry_sel, inode_id, locate, located_block, node_sel, Shared, State,
 };
-use crate::datanodes::{AdminState, Datanode, DatanodeRegistry};
+use crate::datanodes::{AdminState, Command, Datanode, DatanodeRegistry};
 use crate::error::{NamenodeError, Result};
 use crate::locks::{LockKind, LockOutcome, LockOwner, LockRequest, LockType};
 use crate::namespace::{
@@ -1072,18 +1072,29 @@ pub fn statfs_of(shared: &Shared, st: &State) -> pb::StatfsResponse {
 }
 
 /// Marks a replica corrupt (from a reader or a datanode). Unknown nodes or blocks are ignored.
-pub fn report_bad_replica(shared: &Shared, req: &pb::ReportBadReplicaRequest) {
+/// A replica reported bad, by a reader (`by_reader`) or by its own datanode. A reader's report
+/// also asks the datanode to check the replica itself: the reader may have been wrong (bytes
+/// damaged on the way or in its memory), and a replica held corrupt that is not is a good copy
+/// lost for nothing (with every replica of a block reported, the block would show as missing).
+pub fn report_bad_replica(shared: &Shared, req: &pb::ReportBadReplicaRequest, by_reader: bool) {
     let mut st = shared.lock();
     let Some(node) = st.nodes.by_address(&req.datanode).map(|n| n.id.clone()) else {
         tracing::warn!(block = req.block_id, datanode = %req.datanode, "bad replica reported on an unknown datanode");
         return;
     };
-    if st
-        .blocks
-        .mark_corrupt(&node, BlockId(req.block_id), req.generation)
-    {
+    let block = BlockId(req.block_id);
+    if st.blocks.mark_corrupt(&node, block, req.generation) {
         tracing::warn!(block = req.block_id, generation = req.generation, datanode = %req.datanode, reason = %req.reason,
             "replica marked corrupt");
+        if by_reader {
+            st.nodes.queue(
+                &node,
+                Command::Verify {
+                    block,
+                    generation: req.generation,
+                },
+            );
+        }
     }
 }
 
@@ -1540,7 +1551,7 @@ impl Namenode for ClientService {
         &self,
         req: Request<pb::ReportBadReplicaRequest>,
     ) -> std::result::Result<Response<pb::Empty>, Status> {
-        report_bad_replica(&self.shared, &req.into_inner());
+        report_bad_replica(&self.shared, &req.into_inner(), true);
         Ok(Response::new(pb::Empty {}))
     }
 

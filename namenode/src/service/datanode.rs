@@ -210,8 +210,19 @@ impl DatanodeService {
                 Command::Delete { block, generation },
             ));
         }
+        // Corrupt marks outlive reports (the node may not know its replica is bad), but a replica
+        // restored by hand, or wrongly reported by a reader, must not stay "corrupt" for good:
+        // the node checks each one now and says which are good.
+        let suspect = st.blocks.corrupt_on(&id);
+        for &(block, generation) in &suspect {
+            commands.push(encode_command(
+                &self.shared,
+                &st.nodes,
+                Command::Verify { block, generation },
+            ));
+        }
         let unclaimed = st.blocks.unclaimed_count();
-        tracing::info!(datanode = %id, replicas = reported, deleted, unclaimed, "block report");
+        tracing::info!(datanode = %id, replicas = reported, deleted, unclaimed, verify = suspect.len(), "block report");
         Ok(pb::BlockReportResponse { commands })
     }
 
@@ -247,6 +258,15 @@ impl DatanodeService {
         }
         for r in &req.deleted {
             st.blocks.deleted(&id, BlockId(r.block_id), r.generation);
+        }
+        for r in &req.verified {
+            if st
+                .blocks
+                .clear_corrupt(&id, BlockId(r.block_id), r.generation)
+            {
+                tracing::info!(datanode = %id, block = r.block_id, generation = r.generation,
+                    "replica held corrupt was checked and found good: it counts again");
+            }
         }
         Ok(())
     }
@@ -292,7 +312,8 @@ impl DatanodeProtocol for DatanodeService {
         &self,
         req: Request<pb::ReportBadReplicaRequest>,
     ) -> std::result::Result<Response<pb::Empty>, Status> {
-        super::client::report_bad_replica(&self.shared, &req.into_inner());
+        // The node checked the replica itself: nothing to ask it again.
+        super::client::report_bad_replica(&self.shared, &req.into_inner(), false);
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -416,6 +416,10 @@ pub fn encode_command(
             block_id: block.get(),
             generation,
         }),
+        Command::Verify { block, generation } => C::Verify(pb::VerifyCommand {
+            block_id: block.get(),
+            generation,
+        }),
     };
     pb::DatanodeCommand { command: Some(c) }
 }
