@@ -696,24 +696,15 @@ mod tests {
     }
 
     fn world(n: usize) -> World {
-        let t0 = Instant::now();
-        let mut nodes = DatanodeRegistry::new();
-        for i in 0..n {
-            nodes.register(
-                dn(i),
-                format!("127.0.0.1:{}", 9000 + i),
-                String::new(),
-                100 << 30,
-                0,
-                t0,
-            );
-            nodes.mark_reported(&dn(i));
-        }
-        World {
-            nodes,
+        let mut w = World {
+            nodes: DatanodeRegistry::new(),
             blocks: BlockMap::new(),
-            t0,
+            t0: Instant::now(),
+        };
+        for i in 0..n {
+            w.join(i);
         }
+        w
     }
 
     impl World {
@@ -733,6 +724,19 @@ mod tests {
                 self.blocks.add_replica(o, BlockId(id), 1, 1000);
             }
             owners
+        }
+
+        /// Node `i` registers (100 GiB) and sends its (empty) full report.
+        fn join(&mut self, i: usize) {
+            self.nodes.register(
+                dn(i),
+                format!("127.0.0.1:{}", 9000 + i),
+                String::new(),
+                100 << 30,
+                0,
+                self.t0,
+            );
+            self.nodes.mark_reported(&dn(i));
         }
 
         fn kill(&mut self, i: usize) {
@@ -785,15 +789,7 @@ mod tests {
         for b in 1..=100 {
             w.owned_block(b);
         }
-        w.nodes.register(
-            dn(5),
-            "127.0.0.1:9005".into(),
-            String::new(),
-            100 << 30,
-            0,
-            w.t0,
-        );
-        w.nodes.mark_reported(&dn(5));
+        w.join(5);
         let full = HeartbeatStats {
             remaining: 100,
             ..roomy()
@@ -970,15 +966,7 @@ mod tests {
         for b in 1..=300 {
             w.owned_block(b);
         }
-        w.nodes.register(
-            dn(5),
-            "127.0.0.1:9005".into(),
-            String::new(),
-            100 << 30,
-            0,
-            w.t0,
-        );
-        w.nodes.mark_reported(&dn(5));
+        w.join(5);
         let p = w.plan(Limits {
             per_node: 1000,
             total: 1000,
