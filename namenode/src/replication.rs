@@ -303,7 +303,21 @@ pub fn health(
     h
 }
 
-/// Per-node and global stream accounting for one round.
+/// Parts a stream is counted in: a copy of a block of [`FULL_STREAM`] bytes or more takes them
+/// all; a smaller block takes its share (at least one part). The stream limits are about disk and
+/// network load, which a 100 KiB copy barely adds to: counted whole, small blocks were repaired a
+/// handful at a time (about 5 a second after a node loss, one heartbeat per batch).
+const STREAM_PARTS: u64 = 16;
+const FULL_STREAM: u64 = 16 << 20;
+
+/// What a copy of `len` bytes costs against the stream limits, in parts.
+fn stream_parts(len: u64) -> u32 {
+    len.saturating_mul(STREAM_PARTS)
+        .div_ceil(FULL_STREAM)
+        .clamp(1, STREAM_PARTS) as u32
+}
+
+/// Per-node and global stream accounting for one round, in parts of a stream ([`stream_parts`]).
 struct Budget<'a> {
     limits: &'a Limits,
     per_node: HashMap<DatanodeId, u32>,
@@ -324,48 +338,57 @@ impl<'a> Budget<'a> {
             bytes_left: limits.bytes,
         };
         for c in in_flight.iter() {
-            b.count(c.kind, &c.source, &c.target, 0);
+            // In flight: their bytes were paid for when they were planned.
+            b.count(c.kind, &c.source, &c.target, c.len, false);
         }
         b
     }
 
-    fn count(&mut self, kind: CopyKind, source: &DatanodeId, target: &DatanodeId, len: u64) {
+    fn count(
+        &mut self,
+        kind: CopyKind,
+        source: &DatanodeId,
+        target: &DatanodeId,
+        len: u64,
+        pay_bytes: bool,
+    ) {
+        let parts = stream_parts(len);
         for n in [source, target] {
-            *self.per_node.entry(n.clone()).or_default() += 1;
+            *self.per_node.entry(n.clone()).or_default() += parts;
             if kind == CopyKind::Move {
-                *self.moves_per_node.entry(n.clone()).or_default() += 1;
+                *self.moves_per_node.entry(n.clone()).or_default() += parts;
             }
         }
-        self.total += 1;
+        self.total += parts;
         if kind == CopyKind::Move {
-            self.moves += 1;
+            self.moves += parts;
         }
-        if let Some(b) = &mut self.bytes_left {
+        if let Some(b) = self.bytes_left.as_mut().filter(|_| pay_bytes) {
             *b = b.saturating_sub(len);
         }
     }
 
     /// Moves may use at most half of every limit, so repairs always find room.
     fn node_free(&self, n: &DatanodeId, kind: CopyKind) -> bool {
+        let limit = self.limits.per_node * STREAM_PARTS as u32;
         let used = self.per_node.get(n).copied().unwrap_or(0);
         match kind {
-            CopyKind::Repair => used < self.limits.per_node,
+            CopyKind::Repair => used < limit,
             CopyKind::Move => {
                 let moves = self.moves_per_node.get(n).copied().unwrap_or(0);
-                used < self.limits.per_node && moves < (self.limits.per_node / 2).max(1)
+                used < limit && moves < (limit / 2).max(1)
             }
         }
     }
 
     fn global_free(&self, kind: CopyKind, len: u64) -> bool {
+        let limit = self.limits.total * STREAM_PARTS as u32;
         let bytes_ok = self
             .bytes_left
             .is_none_or(|b| b > 0 && (b >= len || self.total == 0));
         let total_ok = match kind {
-            CopyKind::Repair => self.total < self.limits.total,
-            CopyKind::Move => {
-                self.total < self.limits.total && self.moves < (self.limits.total / 2).max(1)
-            }
+            CopyKind::Repair => self.total < limit,
+            CopyKind::Move => self.total < limit && self.moves < (limit / 2).max(1),
         };
         bytes_ok && total_ok
     }
@@ -595,7 +618,7 @@ fn schedule(
     kind: CopyKind,
     now: Instant,
 ) {
-    budget.count(kind, &source, &target, b.len);
+    budget.count(kind, &source, &target, b.len, true);
     plan.commands.push((
         source.clone(),
         Command::Replicate {
@@ -672,6 +695,9 @@ pub fn decommission_remaining(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks of the test worlds: big enough for a copy to take a whole stream.
+    const LEN: u64 = 64 << 20;
     use crate::datanodes::HeartbeatStats;
     use ringfs_proto::InodeId;
 
@@ -710,18 +736,18 @@ mod tests {
     impl World {
         /// A committed block with replicas on `on`.
         fn block(&mut self, id: u64, on: &[usize]) {
-            self.blocks.commit(BlockId(id), 1, 1000, InodeId(2), 3);
+            self.blocks.commit(BlockId(id), 1, LEN, InodeId(2), 3);
             for i in on {
-                self.blocks.add_replica(&dn(*i), BlockId(id), 1, 1000);
+                self.blocks.add_replica(&dn(*i), BlockId(id), 1, LEN);
             }
         }
 
         /// A block placed on its ring owners.
         fn owned_block(&mut self, id: u64) -> Vec<DatanodeId> {
             let owners = self.nodes.placement().owners(BlockId(id), 3);
-            self.blocks.commit(BlockId(id), 1, 1000, InodeId(2), 3);
+            self.blocks.commit(BlockId(id), 1, LEN, InodeId(2), 3);
             for o in &owners {
-                self.blocks.add_replica(o, BlockId(id), 1, 1000);
+                self.blocks.add_replica(o, BlockId(id), 1, LEN);
             }
             owners
         }
@@ -882,7 +908,7 @@ mod tests {
             w.owned_block(b);
         }
         let full = HeartbeatStats {
-            remaining: 999,
+            remaining: LEN - 1,
             ..roomy()
         };
         w.kill(4);
@@ -892,7 +918,7 @@ mod tests {
         assert!(!p.copies.is_empty());
         assert!(
             p.copies.iter().all(|c| c.target != dn(3)),
-            "copies to a node without room for a 1000-byte block: {:?}",
+            "copies to a node without room for the block: {:?}",
             p.copies
         );
     }
@@ -911,7 +937,7 @@ mod tests {
         assert_ne!(p.copies[0].source, owners[0]);
         // The new replica arrives: now the corrupt one goes.
         w.blocks
-            .add_replica(&p.copies[0].target, BlockId(1), 1, 1000);
+            .add_replica(&p.copies[0].target, BlockId(1), 1, LEN);
         let p = w.plan(limits());
         assert_eq!(p.deletes, vec![(owners[0].clone(), BlockId(1), 1)]);
         assert!(p.copies.is_empty());
@@ -951,7 +977,7 @@ mod tests {
             .take(2)
             .collect();
         for i in &extra {
-            w.blocks.add_replica(&dn(*i), BlockId(1), 1, 1000);
+            w.blocks.add_replica(&dn(*i), BlockId(1), 1, LEN);
         }
         let p = w.plan(limits());
         let mut deleted: Vec<DatanodeId> = p.deletes.iter().map(|d| d.0.clone()).collect();
@@ -1004,6 +1030,34 @@ mod tests {
     }
 
     #[test]
+    fn small_blocks_take_a_share_of_a_stream() {
+        // Limits count streams of 16 MiB: copies of 64 KiB blocks take a sixteenth each, so a
+        // node loss full of small files is repaired many blocks at a time, not 2 per round.
+        let mut w = world(5);
+        for b in 1..=100 {
+            w.blocks.commit(BlockId(b), 1, 64 << 10, InodeId(2), 3);
+            w.blocks.add_replica(&dn(0), BlockId(b), 1, 64 << 10);
+        }
+        let l = Limits {
+            per_node: 2,
+            total: 100,
+            bytes: None,
+            rebalance: true,
+        };
+        let p = plan(&w.blocks, &w.nodes, &InFlight::new(), &l, w.t0);
+        assert_eq!(
+            p.copies.len(),
+            32,
+            "dn0, the only source: 2 streams of 16 parts"
+        );
+        assert_eq!(
+            (stream_parts(0), stream_parts(1 << 20), stream_parts(LEN)),
+            (1, 1, 16)
+        );
+        assert_eq!(stream_parts((1 << 20) + 1), 2);
+    }
+
+    #[test]
     fn in_flight_copies_are_not_repeated_and_limits_hold() {
         let mut w = world(5);
         for b in 1..=20 {
@@ -1024,8 +1078,9 @@ mod tests {
         }
         let p = plan(&w.blocks, &w.nodes, &inf, &l, w.t0);
         assert!(p.copies.is_empty());
+        // (5 s, and 1 s per 8 MiB of block.)
         assert_eq!(
-            inf.expire(w.t0 + Duration::from_secs(10), Duration::from_secs(5)),
+            inf.expire(w.t0 + Duration::from_secs(14), Duration::from_secs(5)),
             2
         );
         // A byte budget limits the round too.
@@ -1035,7 +1090,7 @@ mod tests {
             &InFlight::new(),
             &Limits {
                 per_node: 100,
-                bytes: Some(2500),
+                bytes: Some(2 * LEN + LEN / 2),
                 ..l
             },
             w.t0,
@@ -1127,7 +1182,7 @@ mod tests {
         let s = summarize(&w.blocks, &w.nodes, false);
         assert_eq!((s.under_replicated, s.healthy), (0, 30), "{s:?}");
         for c in &p.copies {
-            w.blocks.add_replica(&c.target, c.block, 1, 1000);
+            w.blocks.add_replica(&c.target, c.block, 1, LEN);
         }
         let p = w.plan(limits());
         assert_eq!(p.decommissioned, vec![victim.clone()]);
