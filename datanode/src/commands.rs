@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 pub struct CommandRunner {
     node: Arc<Node>,
-    /// Limits concurrent Replicate commands (each holds a disk reader and a pipeline).
+    /// Limits concurrent Replicate and Verify commands (each holds a disk reader).
     slots: Arc<Semaphore>,
     /// Shared by all replications of this node.
     throttle: Arc<Throttle>,
@@ -85,10 +85,16 @@ impl CommandRunner {
                         continue;
                     }
                     let node = self.node.clone();
+                    let slots = self.slots.clone();
                     let throttle = self.throttle.clone();
                     let in_flight = self.in_flight.clone();
+                    // A node with many replicas held corrupt (a failing disk) gets as many
+                    // checks: they take turns with copies rather than read all at once.
                     tokio::spawn(async move {
                         let _done = InFlight(in_flight, key);
+                        let Ok(_slot) = slots.acquire_owned().await else {
+                            return;
+                        };
                         verify(&node, &throttle, v).await
                     });
                 }
