@@ -3,9 +3,11 @@
 //! full blocks, and commits on flush/fsync/release.
 //!
 //! Read path: a handle fetches the file's block locations once (a `FileReader`, again after this
-//! mount changed the file), so a read costs one datanode stream and no namenode call; sequential
-//! readers get aligned 4 MiB chunks fetched ahead (the mount also raises the kernel's readahead,
-//! see `MountOptions::readahead`, so the kernel asks in 1 MiB requests, several in flight).
+//! mount changed the file, and when a read passes the end of file it knows while the file may have
+//! grown on another mount: see `Inner::reader_for`), so a read costs one datanode stream and no
+//! namenode call; sequential readers get aligned 4 MiB chunks fetched ahead (the mount also raises
+//! the kernel's readahead, see `MountOptions::readahead`, so the kernel asks in 1 MiB requests,
+//! several in flight).
 //! Write path: a write that needs nothing from the network is copied into the overlay on the FUSE
 //! thread straight from the request buffer (`write_now`); block buffers are reused (`overlay`).
 //!
@@ -55,6 +57,10 @@ pub(crate) struct OpenFile {
     local_size: AtomicU64,
     /// Bumped on every local data change: readahead buffers of an older version are dropped.
     version: AtomicU64,
+    /// The size the namenode gave last in attributes this mount passed to the kernel (lookup,
+    /// getattr: `adjust`); NO_SIZE before any. Larger than a handle's reader knows = the file
+    /// grew elsewhere and the kernel knows it: reads past the reader's end fetch it again.
+    remote_size: AtomicU64,
     /// Handles open on this inode (changed under `Inner::files`).
     refs: AtomicUsize,
     /// When this mount last changed the data without committing it yet: `stat` shows it as
@@ -72,6 +78,7 @@ impl OpenFile {
             state: tokio::sync::Mutex::new(FileState::default()),
             local_size: AtomicU64::new(NO_SIZE),
             version: AtomicU64::new(0),
+            remote_size: AtomicU64::new(NO_SIZE),
             refs: AtomicUsize::new(0),
             touched: Mutex::new(None),
             hidden: Mutex::new(Vec::new()),
@@ -81,6 +88,7 @@ impl OpenFile {
     /// `a` as this mount sees it: the overlay's size, uncommitted change times, and the link
     /// count without the hidden names.
     pub(crate) fn adjust(&self, a: &mut pb::Attr) {
+        self.remote_size.store(a.size, Ordering::Release);
         if let Some(size) = self.local_size() {
             a.size = size;
         }
@@ -165,9 +173,12 @@ struct ReadAhead {
     streak: u32,
     /// First chunk known to end at end of file (nothing to fetch after it).
     eof: Option<u64>,
-    /// The committed file's block locations, fetched at the first read of this version: reads
-    /// within its size then cost a datanode stream and no namenode call.
+    /// The committed file's block locations, fetched at the first read of this version (and
+    /// again when the file may have grown): reads within its size then cost a datanode stream
+    /// and no namenode call.
     reader: Option<Arc<FileReader>>,
+    /// When `reader` was fetched.
+    fetched: Option<Instant>,
 }
 
 impl ReadAhead {
@@ -176,6 +187,19 @@ impl ReadAhead {
             version,
             ..Default::default()
         };
+    }
+
+    /// Takes `reader`, fetched again because the file may have grown. A different size drops
+    /// the chunks read and the end of file found (a chunk that ended at the old end of file
+    /// would cut reads short there); the sequential streak stays.
+    fn refetched(&mut self, reader: Arc<FileReader>) {
+        let size = |r: &Option<Arc<FileReader>>| r.as_ref().map(|r| r.attr().size);
+        if size(&self.reader) != Some(reader.attr().size) {
+            self.chunks.clear();
+            self.eof = None;
+        }
+        self.reader = Some(reader);
+        self.fetched = Some(Instant::now());
     }
 
     /// Whether a read starting in chunk `k0` at `off` continues the previous reads.
@@ -502,7 +526,7 @@ impl Inner {
                 _ => return Err(Errno::EINVAL.into()),
             }
         } else {
-            let r = self.reader(&h).await?;
+            let r = self.reader_for(&h, off, 1).await?;
             match whence {
                 libc::SEEK_DATA => r.seek_data(off),
                 libc::SEEK_HOLE => r.seek_hole(off),
@@ -556,8 +580,52 @@ impl Inner {
         }
         if ra.version == version && ra.reader.is_none() {
             ra.reader = Some(r.clone());
+            ra.fetched = Some(Instant::now());
         }
         Ok(r)
+    }
+
+    /// The handle's reader for a read of `[off, off+len)`. A read that passes the end of file
+    /// the reader knows fetches the file's layout again (one namenode call) when the file may
+    /// have grown on another mount since: the kernel was given a larger size, or the reader is
+    /// older than the attribute TTL (after which the kernel asks for the size again). So a
+    /// descriptor kept open (`tail -f`) reads what another mount appended once its new size is
+    /// visible, while reads within the known size, and the first read of a file's last page
+    /// just after the layout came, cost no namenode call.
+    async fn reader_for(&self, h: &Handle, off: u64, len: u64) -> Res<Arc<FileReader>> {
+        let r = self.reader(h).await?;
+        // The handle's current reader (a concurrent read may have fetched a newer one).
+        let (r, fetched) = {
+            let ra = locked(&h.ra);
+            match (&ra.reader, ra.fetched) {
+                (Some(cur), Some(t)) if ra.version == h.file.version.load(Ordering::Acquire) => {
+                    (cur.clone(), t)
+                }
+                _ => (r, Instant::now()),
+            }
+        };
+        let known = r.attr().size;
+        if off.saturating_add(len) <= known {
+            return Ok(r);
+        }
+        let told = h.file.remote_size.load(Ordering::Acquire);
+        let grown = told != NO_SIZE && told > known;
+        if !grown && fetched.elapsed() < self.opts.attr_ttl {
+            return Ok(r);
+        }
+        let version = h.file.version.load(Ordering::Acquire);
+        let fresh = Arc::new(self.client.open(inode_ref(h.file.ino)).await?);
+        tracing::debug!(
+            ino = h.file.ino,
+            known,
+            now = fresh.attr().size,
+            "read past the known end of file: layout fetched again"
+        );
+        let mut ra = locked(&h.ra);
+        if ra.version == version && h.file.version.load(Ordering::Acquire) == version {
+            ra.refetched(fresh.clone());
+        }
+        Ok(fresh)
     }
 
     /// `[off, off+len)` of the committed file: through `reader` when it starts within the size
@@ -603,12 +671,17 @@ impl Inner {
             return Ok(Bytes::new());
         }
         let (k0, k1) = (off / RA_CHUNK, (off + size - 1) / RA_CHUNK);
-        let reader = self.reader(h).await?;
+        let mut reader = self.reader_for(h, off, size).await?;
         let chunks: Option<Vec<(u64, Chunk)>> = {
             let mut ra = locked(&h.ra);
             let version = h.file.version.load(Ordering::Acquire);
             if ra.version != version {
                 ra.reset(version);
+            }
+            // Chunks come from the handle's newest reader (another read may have fetched one
+            // since): a chunk of an older one could end at the old end of file.
+            if let Some(cur) = &ra.reader {
+                reader = cur.clone();
             }
             if !ra.sequential(k0, off) {
                 ra.streak = 0;
@@ -655,7 +728,9 @@ impl Inner {
             }
             if (data.len() as u64) < RA_CHUNK {
                 let mut ra = locked(&h.ra);
-                ra.eof = Some(ra.eof.map_or(k, |e| e.min(k)));
+                if ra.reader.as_ref().is_some_and(|r| Arc::ptr_eq(r, &reader)) {
+                    ra.eof = Some(ra.eof.map_or(k, |e| e.min(k)));
+                }
                 break;
             }
         }

@@ -1424,3 +1424,72 @@ fn a_mount_creates_files_with_its_own_block_size_and_replication() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_reader_with_the_file_open_sees_what_another_mount_appends() {
+    // `tail -f` of a log written on another mount: once the new size is visible (after the
+    // attribute TTL), reads on the descriptor opened before the append return the new bytes,
+    // at the old end of file, with pread, and across readahead chunks.
+    let cluster = TestCluster::builder().start();
+    let a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    let append = |data: &[u8]| {
+        let mut f = OpenOptions::new().append(true).open(b.path("log")).unwrap();
+        f.write_all(data).unwrap();
+    };
+
+    fs::write(b.path("log"), b"line1\n").unwrap();
+    let mut r = File::open(a.path("log")).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"line1\n");
+
+    append(b"line2\n");
+    wait_until(
+        Duration::from_secs(10),
+        "A's fstat shows the append",
+        || r.metadata().unwrap().len() == 12,
+    );
+    let mut buf = [0u8; 100];
+    let mut tail = Vec::new();
+    wait_until(
+        Duration::from_secs(10),
+        "A's open descriptor reads the appended line",
+        || {
+            let n = r.read(&mut buf).unwrap();
+            tail.extend_from_slice(&buf[..n]);
+            tail.len() >= 6
+        },
+    );
+    assert_eq!(tail, b"line2\n");
+    let n = r.read_at(&mut buf, 6).unwrap();
+    assert_eq!(&buf[..n], b"line2\n", "pread at the old end of file");
+
+    // A large append: stored in blocks, read in several readahead chunks.
+    let big = random_bytes(9 * MIB + 321, 32);
+    append(&big);
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; MIB];
+    wait_until(
+        Duration::from_secs(20),
+        "A's open descriptor reads the large append",
+        || {
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+            }
+            tail.len() >= big.len()
+        },
+    );
+    assert_same_bytes(&tail, &big, "the large append read on A");
+    let mut whole = Vec::new();
+    File::open(a.path("log"))
+        .unwrap()
+        .read_to_end(&mut whole)
+        .unwrap();
+    assert_eq!(whole.len(), 12 + big.len());
+    assert_same_bytes(&whole[12..], &big, "a fresh open on A");
+}
