@@ -1376,6 +1376,7 @@ pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<Exit
             "live": live,
             "dead": dead,
             "safe_mode": r.safe_mode,
+            "storage_failure": (!r.storage_failure.is_empty()).then_some(&r.storage_failure),
             "blocks": r.blocks,
             "under_replicated": r.under_replicated,
             "over_replicated": r.over_replicated,
@@ -1399,6 +1400,13 @@ pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<Exit
             client.namenode_addr(),
             if r.safe_mode { "   SAFE MODE" } else { "" }
         )?;
+        if !r.storage_failure.is_empty() {
+            writeln!(
+                out,
+                "READ-ONLY: metadata storage failed, no change is accepted until the namenode is restarted: {}",
+                r.storage_failure
+            )?;
+        }
         writeln!(
             out,
             "capacity: {}   used: {}   remaining: {}",
@@ -1476,7 +1484,17 @@ pub fn check_mountpoint(m: &Path) -> anyhow::Result<()> {
             m.display(),
             m.display()
         ),
-        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.is_dir() => {
+            // Allowed, as by libfuse and sshfs, but a first-time user may take the hidden files
+            // for lost ones.
+            if std::fs::read_dir(m).is_ok_and(|mut d| d.next().is_some()) {
+                eprintln!(
+                    "ringfs: warning: {} is not empty: its files are hidden while ringfs is mounted there",
+                    m.display()
+                );
+            }
+            Ok(())
+        }
         Ok(_) => bail!("{}: not a directory", m.display()),
         // A stale mount of a killed process: `mount` cleans it.
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),

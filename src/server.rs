@@ -386,6 +386,34 @@ pub fn datanode_config(
 
 /// Creates a data dir (and its parents); an existing file there is named as not a directory
 /// (create_dir_all said "File exists").
+/// `up --mount` must not hide the nodes' own directories: a mount over the data dir (or a
+/// directory holding it, or a node's directory in it) makes the datanodes store their replicas
+/// in the file system they serve, and the first write waits on itself for ever (Ctrl-C too).
+/// A mountpoint elsewhere inside the data dir is fine.
+fn check_mount_outside_nodes(mount: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let real = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let (m, d) = (real(mount), real(data_dir));
+    let node_dir = m.strip_prefix(&d).ok().and_then(|rest| {
+        let first = rest.components().next()?.as_os_str().to_str()?.to_string();
+        (first == "namenode" || first.starts_with("datanode-")).then_some(first)
+    });
+    if d.starts_with(&m) || node_dir.is_some() {
+        bail!(
+            "{}: cannot mount over the data dir {} or the nodes' directories in it: the \
+             datanodes would store their blocks in the file system they serve (use another \
+             directory, e.g. {})",
+            mount.display(),
+            data_dir.display(),
+            d.join("mnt").display()
+        );
+    }
+    Ok(())
+}
+
 fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("data dir {}: not a directory", dir.display());
@@ -510,6 +538,9 @@ pub async fn up(a: UpArgs, tls_ca: Option<PathBuf>) -> anyhow::Result<ExitCode> 
         );
     }
     create_data_dir(&a.data_dir)?;
+    if let Some(m) = &a.mount {
+        check_mount_outside_nodes(m, &a.data_dir)?;
+    }
     // One `up` per data dir: a second one fails here with one message instead of one per node.
     let _lock = lock_up_dir(&a.data_dir)?;
     let secret = cluster_secret(&a.data_dir)?;

@@ -509,6 +509,11 @@ impl Journal {
         self.queue(0, Vec::new())
     }
 
+    /// The storage failure that made the namenode refuse changes, if any (for `report`).
+    pub fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
     /// Fails once a log write or a store commit failed: from then on nothing may change (the log
     /// may end in a torn record, or the store may be behind the log), so a caller checks this
     /// before it changes the namespace in memory.
@@ -620,7 +625,15 @@ fn writer_loop(
                     let msg = format!("{}: {e}", path.display());
                     tracing::error!(error = %msg, "journal commit failed; refusing further mutations");
                     let _ = failed.set(msg.clone());
-                    NamenodeError::Storage(msg)
+                    // These batches are in the log: the namespace shows them and a restart
+                    // replays them. Saying only "failed" made a mkdir that then existed look
+                    // like a failed command that changed something.
+                    NamenodeError::Storage(format!(
+                        "{msg}: the change is made and in the namenode's log, but could not be \
+                         stored durably (a power loss before a restart of the namenode would \
+                         lose it); no further change is accepted until the namenode is \
+                         restarted"
+                    ))
                 })
             }
         };

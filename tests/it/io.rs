@@ -1058,3 +1058,152 @@ fn a_cat_of_a_file_replaced_meanwhile_says_so_rather_than_blame_the_replicas() {
         "what cat printed before it stopped",
     );
 }
+
+#[test]
+fn up_refuses_to_mount_over_its_own_data_dir() {
+    // `up --data-dir X --mount X` started, said "mounted", and then hung for ever (the datanodes
+    // stored their blocks inside the mount they served; Ctrl-C hung too). The data dir, a
+    // directory above it and a node's directory in it are refused at once, before anything
+    // starts.
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(&base).unwrap();
+    let top = tempfile::tempdir_in(&base).unwrap();
+    let data = top.path().join("data");
+    fs::create_dir_all(data.join("datanode-0")).unwrap();
+    let data_s = data.to_str().unwrap();
+    for mount in [
+        data.clone(),
+        top.path().to_path_buf(),
+        data.join("datanode-0"),
+        data.join("namenode"),
+    ] {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "up",
+            "--data-dir",
+            data_s,
+            "--namenode-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--mount",
+            mount.to_str().unwrap(),
+        ]);
+        let out = run_with_timeout(
+            cmd,
+            None,
+            "up --mount over its data",
+            Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mount:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot mount over the data dir"),
+            "{mount:?}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("mounted at"),
+            "{mount:?}"
+        );
+    }
+}
+
+#[test]
+fn a_namenode_whose_disk_fills_up_says_what_it_kept_and_report_shows_it() {
+    // The namenode's disk fills up under a stream of mkdirs. The change that hits it either says
+    // it failed and is not there, or says it was made (it is in the log, the store could not take
+    // it): one said "failed" and existed after a restart. `report` shows the namenode refusing
+    // changes. With room again, a restart brings back every change that was acknowledged or
+    // said made, and takes changes again.
+    let mut c = TestCluster::builder().datanodes(1).replication(1).start();
+    let cli = c.client();
+    c.stop_namenode();
+    let dir = c.namenode_dir().to_path_buf();
+    let saved = tempfile::tempdir().unwrap();
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp: {out:?}");
+    };
+    cp(&dir, saved.path());
+    let tmpfs = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(tmpfs.success(), "mount tmpfs on {dir:?}");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    cp(saved.path(), &dir);
+    c.restart_namenode();
+    // Leave 64 KiB free: the store's next growth fails before the log does (with a few
+    // hundred KiB the log's append fails first, which this test accepts too).
+    let free = free_bytes(&dir);
+    let filler = dir.join("filler");
+    fs::write(&filler, vec![0u8; (free.saturating_sub(64 << 10)) as usize]).unwrap();
+    let mut made = Vec::new();
+    let mut failure = None;
+    for i in 0..5000 {
+        let path = format!("/d{i}");
+        let out = cli.run(&["mkdir", &path]);
+        if out.status.success() {
+            made.push(path);
+        } else {
+            failure = Some((path, String::from_utf8_lossy(&out.stderr).to_string()));
+            break;
+        }
+    }
+    let (failed, stderr) = failure.expect("5000 mkdirs fit in 300 KiB");
+    eprintln!("the mkdir that hit the full disk: {failed}: {stderr}");
+    let said_made = stderr.contains("the change is made");
+    assert_eq!(
+        cli.run(&["stat", &failed]).status.success(),
+        said_made,
+        "{failed}: {stderr}"
+    );
+    let report = cli.report_json();
+    let why = report["storage_failure"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("No space left"), "{report}");
+    cli.fails(&["mkdir", "/after"])
+        .says(&["no change is accepted until the namenode is restarted"]);
+    fs::remove_file(&filler).unwrap();
+    c.stop_namenode();
+    c.restart_namenode();
+    if said_made {
+        made.push(failed.clone());
+    }
+    let names = cli.ls_names("/");
+    for p in &made {
+        assert!(names.contains(&p[1..].to_string()), "{p} lost: {names:?}");
+    }
+    assert_eq!(
+        names.contains(&failed[1..].to_string()),
+        said_made,
+        "{failed}"
+    );
+    cli.ok(&["mkdir", "/after"]);
+}
+
+/// Free bytes of the file system holding `dir`, for a non-root user (statvfs f_bavail).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%a %S"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    it.next().unwrap() * it.next().unwrap()
+}

@@ -1003,6 +1003,7 @@ pub fn report_with(
     let mut out = pb::ReportResponse {
         safe_mode: st.safe_mode.is_on(),
         restarting: shared.restarting(),
+        storage_failure: shared.journal.failure().unwrap_or_default(),
         blocks: s.blocks,
         under_replicated: s.under_replicated,
         over_replicated: s.over_replicated,
