@@ -638,6 +638,9 @@ impl Inner {
             directory,
             any_kind: false,
             retry: Some(self.client.retry_id()),
+            // A hidden name's removal is this mount's bookkeeping: the unlink or rename that
+            // made it set the directory's times already.
+            keep_parent_times: name.starts_with(ringfs_proto::OPEN_FILE_HIDDEN_PREFIX),
         };
         self.query(&req, |mut nn, req| async move { nn.remove(req).await })
             .await?;

@@ -1276,6 +1276,7 @@ mod tests {
                     recursive: true,
                     any_kind: true,
                     directory: false,
+                    keep_parent_times: false,
                 },
                 now(),
             )
@@ -1852,6 +1853,7 @@ mod tests {
                             recursive: false,
                             any_kind: true,
                             directory: false,
+                            keep_parent_times: false,
                         },
                         now(),
                     )

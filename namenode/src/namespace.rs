@@ -555,6 +555,9 @@ pub struct RemoveMode {
     pub directory: bool,
     /// CLI rm: any kind; a non-empty directory needs `recursive`.
     pub any_kind: bool,
+    /// Leave the parent's times alone, for a mount's hidden name of an open file only (see
+    /// `RemoveRequest.keep_parent_times`).
+    pub keep_parent_times: bool,
 }
 
 /// rename(2) flags.
@@ -1523,8 +1526,12 @@ impl Namespace {
         if non_empty {
             self.empty_subtree(child, now, &mut freed);
         }
+        let bookkeeping =
+            mode.keep_parent_times && ent.name.starts_with(ringfs_proto::OPEN_FILE_HIDDEN_PREFIX);
         self.drop_entry(ent.parent, ent.name, now, &mut freed);
-        self.touch_dir(ent.parent, now);
+        if !bookkeeping {
+            self.touch_dir(ent.parent, now);
+        }
         Ok(freed)
     }
 
@@ -3078,6 +3085,26 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_hidden_name_may_leave_the_directory_times_alone() {
+        let mut ns = Namespace::new();
+        let d = mkdir(&mut ns, &root(), "/d", 0o755);
+        let hidden = format!("/d/{}", ringfs_proto::open_file_hidden_name(9, "mount-1"));
+        create(&mut ns, &root(), &hidden);
+        create(&mut ns, &root(), "/d/f");
+        let keep = RemoveMode {
+            keep_parent_times: true,
+            ..RemoveMode::default()
+        };
+        let before = ns.get(d).unwrap().mtime;
+        ns.remove(&root(), p(&hidden), keep, t(500)).unwrap();
+        assert_eq!(ns.get(d).unwrap().mtime, before);
+        assert_eq!(ns.get(d).unwrap().ctime, before);
+        // Any other name: the flag is not honoured.
+        ns.remove(&root(), p("/d/f"), keep, t(600)).unwrap();
+        assert_eq!(ns.get(d).unwrap().mtime, t(600));
+    }
+
+    #[test]
     fn mkdir_create_lookup_and_read_dir() {
         let mut ns = Namespace::new();
         let a = mkdir(&mut ns, &root(), "/a", 0o755);
@@ -3351,6 +3378,7 @@ mod tests {
                 directory: true,
                 recursive: true,
                 any_kind: false,
+                keep_parent_times: false,
             },
             T0,
         )
@@ -5044,6 +5072,7 @@ mod tests {
                     recursive: rng.random_bool(0.5),
                     directory: rng.random_bool(0.3),
                     any_kind: rng.random_bool(0.5),
+                    keep_parent_times: false,
                 };
                 ns.remove(caller, p(&p1), mode, now).map(drop)
             }

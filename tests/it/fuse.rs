@@ -1493,3 +1493,40 @@ fn a_reader_with_the_file_open_sees_what_another_mount_appends() {
     assert_eq!(whole.len(), 12 + big.len());
     assert_same_bytes(&whole[12..], &big, "a fresh open on A");
 }
+
+#[test]
+fn a_rename_over_a_file_leaves_the_directory_times_it_was_given() {
+    // rsync, editors and git save by renaming a new file over the old one; rsync, `cp -a` and
+    // tar then set the directory's times. The mount keeps the replaced file under a hidden name
+    // for a moment (an open may be on its way) and removed it about a second later, which set
+    // the directory's mtime again: `rsync -a` never got directory times right.
+    let c = TestCluster::builder().start();
+    let m = c.mount(&[]);
+    fs::create_dir(m.path("tt")).unwrap();
+    fs::write(m.path("tt/a"), b"old").unwrap();
+    fs::write(m.path("tt/d"), b"new").unwrap();
+    // Looked up just now: the replaced file is kept under a hidden name for a moment.
+    assert_eq!(fs::read(m.path("tt/a")).unwrap(), b"old");
+    fs::rename(m.path("tt/d"), m.path("tt/a")).unwrap();
+    let touch = Command::new("touch")
+        .args(["-d", "2000-01-01 00:00:00 UTC"])
+        .arg(m.path("tt"))
+        .status()
+        .unwrap();
+    assert!(touch.success());
+    let hidden = |c: &TestCluster| {
+        c.ls_names("/tt")
+            .into_iter()
+            .filter(|n| n.starts_with(".ringfs-open-"))
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the replaced file's hidden name to go",
+        || hidden(&c) == 0,
+    );
+    let st = c.stat_json("/tt");
+    assert_eq!(field_u64(&st, "mtime_secs"), 946_684_800, "{st}");
+    assert_eq!(c.ls_names("/tt"), vec!["a".to_string()]);
+    assert_eq!(fs::read(m.path("tt/a")).unwrap(), b"new");
+}

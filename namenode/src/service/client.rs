@@ -1397,6 +1397,7 @@ impl Namenode for ClientService {
                 recursive: req.recursive,
                 directory: req.directory,
                 any_kind: req.any_kind,
+                keep_parent_times: req.keep_parent_times,
             };
             let call = call_id(&req.retry)?;
             let now = Timestamp::now();
