@@ -721,9 +721,13 @@ impl Filesystem for RingFs {
             async move { inner.statfs().await },
             |r, s| {
                 let files_free = 1u64 << 32;
+                // df shows Used = size - free: free is what ringfs does not store (as `ringfs
+                // df`), not the datanodes' free space, which leaves out whatever else is on their
+                // disks (89 % "used" on an empty `up` cluster); available is that free space.
+                let free = s.capacity.saturating_sub(s.used).max(s.remaining);
                 r.statfs(
                     s.capacity / STATFS_BSIZE,
-                    s.remaining / STATFS_BSIZE,
+                    free / STATFS_BSIZE,
                     s.remaining / STATFS_BSIZE,
                     s.inodes + files_free,
                     files_free,

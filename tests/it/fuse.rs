@@ -1530,3 +1530,41 @@ fn a_rename_over_a_file_leaves_the_directory_times_it_was_given() {
     assert_eq!(c.ls_names("/tt"), vec!["a".to_string()]);
     assert_eq!(fs::read(m.path("tt/a")).unwrap(), b"new");
 }
+
+#[test]
+fn df_on_the_mount_counts_as_used_what_ringfs_stores() {
+    // statfs gave the datanodes' free space as "free", so df's Used (size - free) counted
+    // everything else on their disks: 89 % used on an empty `ringfs up`. Used is now what the
+    // cluster stores, as `ringfs df` says; Avail is still the datanodes' free space.
+    let c = TestCluster::builder().start();
+    let m = c.mount(&[]);
+    c.put_bytes("/f", &random_bytes(3 * MIB, 5));
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%S %b %f %a"])
+        .arg(m.path(""))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (bsize, blocks, free, avail) = (v[0], v[1], v[2], v[3]);
+    let df = c.json(&["df", "--json"]);
+    let (cap, used, left) = (
+        field_u64(&df, "capacity"),
+        field_u64(&df, "used"),
+        field_u64(&df, "remaining"),
+    );
+    assert_eq!(blocks * bsize / MIB as u64, cap / MIB as u64, "{text} {df}");
+    // Heartbeats may move `used` a little between the two calls: compare in MiB, loosely.
+    let mount_used = (blocks - free) * bsize;
+    assert!(
+        mount_used.abs_diff(used) <= 16 * MIB as u64,
+        "df on the mount says {mount_used} used, ringfs df {used}: {text} {df}"
+    );
+    assert!(
+        (avail * bsize).abs_diff(left) <= 64 * MIB as u64,
+        "{text} {df}"
+    );
+}
