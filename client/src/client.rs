@@ -14,11 +14,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tonic::transport::Channel;
 
-/// Tries of a namenode call that may be repeated (see [`Client::again_in_transport`]).
+/// Tries of a namenode call that may be repeated that fail quickly in transport (see
+/// [`Client::again_in_transport`]): a connection the channel has not yet seen close.
 const AGAIN_ATTEMPTS: usize = 4;
-/// A call that failed in transport after this long waited for the namenode already
-/// (`ringfs_proto::reconnect`): it is not sent again.
+/// A failure in transport faster than this is a quick one (a dead connection, a refused port);
+/// a slower one waited for the namenode already: for a connection (`ringfs_proto::reconnect`),
+/// or for an answer until the HTTP/2 keep-alive gave up on a namenode that does not run (SIGSTOP).
 const AGAIN_IF_FASTER: Duration = Duration::from_secs(5);
+/// Longest pause between two tries of a call sent again.
+const AGAIN_MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Longest [`Client::check_live_datanodes`] waits for datanodes to re-register with a namenode
 /// that just restarted (the namenode says how long that lasts: its --dead-after).
@@ -160,6 +164,59 @@ pub(crate) struct Shared {
     pub(crate) local: crate::local::LocalReads,
     /// Number of the last non-idempotent namenode call (see [`Client::retry_id`]).
     last_call: AtomicU64,
+    /// Whether the namenode answers (see [`Client::again_in_transport`]).
+    silence: Mutex<Silence>,
+}
+
+/// When the namenode last answered, and since when it has not (a call failed slowly in
+/// transport: it was paused, hung, or gone, and the HTTP/2 keep-alive or the reconnecting channel
+/// gave up). Shared by every call of a client, as `ringfs_proto::reconnect` shares its outage:
+/// calls made during one silence end at one bound instead of each waiting the whole
+/// `reconnect_wait` again (a failed put's cleanup calls, the calls queued in a mount).
+#[derive(Debug)]
+struct Silence {
+    last_answer: std::time::Instant,
+    /// Since when, and when a call last failed because of it.
+    since: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+impl Shared {
+    fn silence(&self) -> std::sync::MutexGuard<'_, Silence> {
+        self.silence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The namenode answered (a result or an error of its own).
+    fn answered(&self) {
+        let mut s = self.silence();
+        s.last_answer = std::time::Instant::now();
+        s.since = None;
+    }
+
+    /// A try started at `started` failed in transport after waiting at least AGAIN_IF_FASTER.
+    fn silent(&self, started: std::time::Instant) {
+        let now = std::time::Instant::now();
+        let mut s = self.silence();
+        let since = match s.since {
+            Some((since, last))
+                if now.saturating_duration_since(last) < self.cfg.reconnect_wait =>
+            {
+                since
+            }
+            _ => started.max(s.last_answer),
+        };
+        s.since = Some((since, now));
+    }
+
+    /// When the namenode will have been silent for `reconnect_wait`: calls end then. `None`
+    /// when it answers (or its last failure is older than the wait: a new outage, waited again).
+    fn silent_until(&self) -> Option<std::time::Instant> {
+        let now = std::time::Instant::now();
+        let wait = self.cfg.reconnect_wait;
+        match self.silence().since {
+            Some((since, last)) if now.saturating_duration_since(last) < wait => Some(since + wait),
+            _ => None,
+        }
+    }
 }
 
 impl Shared {
@@ -250,10 +307,17 @@ impl Client {
         // Something else at the address (a datanode's port, a web server) answers every call
         // with Unimplemented: say so now instead of at every later call (a mount would mount).
         // A TLS server met in plain text (or the other way round) fails the call: say that too.
-        if let Err(s) = net::namenode_client(ch.clone())
-            .statfs(pb::StatfsRequest {})
-            .await
-        {
+        // A namenode that does not answer at once (paused) is waited for by the calls that
+        // follow, for `reconnect_wait` from now, not after the keep-alive gave up on this one.
+        let probed = std::time::Instant::now();
+        let mut prober = net::namenode_client(ch.clone());
+        let probe = prober.statfs(pb::StatfsRequest {});
+        let refused = match tokio::time::timeout(AGAIN_IF_FASTER, probe).await {
+            Ok(r) => r.err(),
+            Err(_) => None,
+        };
+        let silent_since = (probed.elapsed() >= AGAIN_IF_FASTER).then_some(probed);
+        if let Some(s) = refused {
             if s.code() == tonic::Code::Unimplemented {
                 return Err(ClientError::Connect {
                     addr: addr.clone(),
@@ -282,6 +346,10 @@ impl Client {
             local: crate::local::LocalReads::new(cfg.short_circuit),
             inline_limit: AtomicU64::new(0),
             last_call: AtomicU64::new(0),
+            silence: Mutex::new(Silence {
+                last_answer: probed,
+                since: silent_since.map(|since| (since, std::time::Instant::now())),
+            }),
         });
         tokio::spawn(renew_leases(
             Arc::downgrade(&shared),
@@ -345,14 +413,22 @@ impl Client {
         }
     }
 
-    /// Sends a namenode call (`call` with a copy of `req`) again (up to [`AGAIN_ATTEMPTS`] tries)
-    /// when it failed in transport,
+    /// Sends a namenode call (`call` with a copy of `req`) again when it failed in transport,
     /// for calls whose repetition is harmless: read-only ones, changes that set absolute state
     /// (SetAttr, CommitBlocks of a whole block list; a closing commit sent again after it was
     /// applied is answered as done by the namenode), and non-idempotent changes (creates, renames,
     /// removes) that carry a [`Client::retry_id`]: the namenode remembers those it applied. A call
     /// on the connection a killed namenode just closed fails before the channel notices; the next
     /// one waits for the namenode to be back (`ringfs_proto::reconnect`).
+    ///
+    /// Quick failures are sent again up to [`AGAIN_ATTEMPTS`] times. A slow one (the namenode
+    /// did not answer until the HTTP/2 keep-alive gave up, ~30 s: it is paused or hung, or the
+    /// reconnecting channel waited for it) is sent again until the namenode has been silent for
+    /// `reconnect_wait` (60 s), and every try of every call of this client ends at that bound
+    /// ([`Silence`]): a paused namenode is ridden out like a restart, and one that stays away
+    /// fails the calls waiting for it after those 60 s, not each after its own 60 s (sending a
+    /// slow failure again without a bound made one lookup wait 4 x 60 s for a namenode that
+    /// stays down, and every call queued behind it in the kernel waited as long).
     pub async fn again_in_transport<R, T, F, Fut>(
         &self,
         req: &R,
@@ -363,27 +439,58 @@ impl Client {
         F: Fn(NamenodeClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let wait = self.shared.cfg.reconnect_wait;
+        let mut quick_failures = 0;
         let mut pause = Duration::from_millis(20);
-        for _ in 1..AGAIN_ATTEMPTS {
+        loop {
             let started = std::time::Instant::now();
-            match call(self.namenode(), req.clone()).await {
-                // Only a quick failure is sent again: a slow one already waited out the reconnect
-                // bound, and sending it again made one lookup wait 4 x 60 s for a namenode that
-                // stays down (and every call queued behind it in the kernel waited as long).
-                Err(s)
-                    if ringfs_proto::error_kind::is_transport(&s)
-                        && started.elapsed() < AGAIN_IF_FASTER =>
-                {
-                    // The channel may hand the next call to the same dead connection until it
-                    // has seen it close: give it a moment.
-                    tracing::debug!(error = %s, "namenode call failed in transport; again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 4;
+            // While the namenode is silent, a try ends when it has been for the wait; once it
+            // has, a try gets AGAIN_IF_FASTER (it may be back with nobody having asked yet).
+            let end = self
+                .shared
+                .silent_until()
+                .map(|at| at.max(started + AGAIN_IF_FASTER));
+            let tried = call(self.namenode(), req.clone());
+            let r = match end {
+                None => tried.await,
+                Some(at) => tokio::time::timeout_at(at.into(), tried)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(tonic::Status::unavailable(format!(
+                            "did not answer within {wait:?}"
+                        )))
+                    }),
+            };
+            let s = match r {
+                Err(s) if ringfs_proto::error_kind::is_transport(&s) => s,
+                r => {
+                    self.shared.answered();
+                    return r;
                 }
-                r => return r,
+            };
+            if started.elapsed() < AGAIN_IF_FASTER {
+                quick_failures += 1;
+                if quick_failures >= AGAIN_ATTEMPTS {
+                    return Err(s);
+                }
+            } else if wait.is_zero() {
+                return Err(s);
+            } else {
+                self.shared.silent(started);
             }
+            if self
+                .shared
+                .silent_until()
+                .is_some_and(|at| std::time::Instant::now() + pause >= at)
+            {
+                return Err(s);
+            }
+            // The channel may hand the next call to the same dead connection until it has seen
+            // it close: give it a moment.
+            tracing::debug!(error = %s, "namenode call failed in transport; again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 4).min(AGAIN_MAX_PAUSE);
         }
-        call(self.namenode(), req.clone()).await
     }
 
     // ------------------------------------------------------------------ namespace (paths)
@@ -514,6 +621,7 @@ impl Client {
             directory: false,
             any_kind: true,
             retry: Some(self.retry_id()),
+            keep_parent_times: false,
         };
         self.again_in_transport(&req, |mut nn, req| async move { nn.remove(req).await })
             .await
@@ -922,14 +1030,25 @@ async fn renew_leases(shared: Weak<Shared>, interval: Duration) {
         // deleted since (their disk space, and a datanode's volume from being unmounted).
         s.local.sweep();
         drop(s);
-        if let Err(e) = nn
+        match nn
             .renew_lease(pb::RenewLeaseRequest {
                 client_id,
                 inode: 0,
             })
             .await
         {
-            tracing::debug!(error = %e, "lease renewal failed");
+            Err(e) if ringfs_proto::error_kind::is_transport(&e) => {
+                tracing::debug!(error = %e, "lease renewal failed");
+            }
+            // An answer, even a refusal: the namenode runs (ends the calls' wait bound).
+            r => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "lease renewal failed");
+                }
+                if let Some(s) = shared.upgrade() {
+                    s.answered();
+                }
+            }
         }
     }
 }

@@ -1262,3 +1262,86 @@ fn a_second_datanode_advertising_a_live_ones_address_is_refused() {
     assert_eq!(field_str(&nodes[0], "id"), id_before, "{report}");
     assert_eq!(c.get_bytes("/f").len(), MIB);
 }
+
+#[test]
+fn a_put_rides_out_a_namenode_paused_longer_than_the_keepalive() {
+    // SIGSTOP of the namenode for longer than the HTTP/2 keep-alive (10 s interval + 20 s timeout):
+    // the put's call in flight failed with "keep-alive timed out" after ~30 s and was not sent
+    // again (it had taken longer than a quick failure), so the put failed although the namenode
+    // came back well within the 60 s a restart is waited for. A pause is now ridden out as a
+    // restart is: the call is sent again (with its retry id) within those 60 s.
+    let c = TestCluster::builder().block_size("1MiB").start();
+    // The CLI reads stdin in 4 MiB pieces: the first reaches the cluster before the pause, the
+    // second is sent while the namenode is stopped, so the put has a namenode call on the wire
+    // (a block allocation, the closing commit) when the keep-alive gives up on the connection.
+    let first = random_bytes(4 * MIB, 101);
+    let second = random_bytes(2 * MIB + 7, 102);
+    let mut put = c.spawn(&["put", "-", "/paused"], Stdio::piped());
+    let mut stdin = put.stdin.take().unwrap();
+    stdin.write_all(&first).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the put to commit 3 blocks",
+        || match c.file_being_written("/") {
+            Some(st) if stat_blocks(&st).len() >= 3 => Ok(()),
+            Some(st) => Err(st.to_string()),
+            None => Err(c.ok(&["ls", "-l", "/"])),
+        },
+    );
+    let pid = c.namenode_pid().expect("namenode runs");
+    signal(pid, "-STOP");
+    let paused = Instant::now();
+    let feeder = std::thread::spawn({
+        let second = second.clone();
+        move || {
+            stdin.write_all(&second)?;
+            drop(stdin);
+            Ok::<_, std::io::Error>(())
+        }
+    });
+    // The pause under test: 35 s, past the keep-alive's ~30 s. The put must not end meanwhile.
+    let mut ended = None;
+    while paused.elapsed() < Duration::from_secs(35) {
+        if let Some(st) = put.try_wait().unwrap() {
+            ended = Some((st, paused.elapsed()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(pid, "-CONT");
+    let stderr_of_put = || -> String {
+        let scratch = c.scratch_path("x").parent().unwrap().to_path_buf();
+        fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("-bg.stderr"))
+            .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    };
+    if let Some((st, after)) = ended {
+        panic!(
+            "the put ended {after:?} into the namenode's pause: {st}: {}",
+            stderr_of_put()
+        );
+    }
+    feeder.join().unwrap().expect("feeding the put");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = put.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = put.kill();
+            panic!("the put still runs 30 s after the namenode resumed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "put failed across the namenode's pause: {status}: {}",
+        stderr_of_put()
+    );
+    let mut want = first;
+    want.extend_from_slice(&second);
+    assert_same_bytes(&c.get_bytes("/paused"), &want, "/paused");
+}
