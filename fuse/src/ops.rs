@@ -65,6 +65,9 @@ pub(crate) struct Inner {
     pub(crate) files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// Open file handles by `fh`.
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Set by `finish` (unmount on Ctrl-C/SIGTERM): the handles are committed and gone, and a
+    /// process still using one gets EIO, not EBADF, which reads as a bug in the program.
+    pub(crate) finished: std::sync::atomic::AtomicBool,
     /// Open directory handles by `fh`.
     pub(crate) dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     /// Held for writing by an unlink or a rename over a file while it checks whether its victim
@@ -131,6 +134,7 @@ impl Inner {
             notifier: OnceLock::new(),
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            finished: std::sync::atomic::AtomicBool::new(false),
             dirs: Mutex::new(HashMap::new()),
             replacing: tokio::sync::RwLock::new(()),
             looked_up: Mutex::new(HashMap::new()),
@@ -784,6 +788,8 @@ impl Inner {
         for (parent, name, _) in pending {
             let _ = self.remove_entry(&me, parent, &name, false).await;
         }
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         locked(&self.handles).clear();
         locked(&self.dirs).clear();
         locked(&self.files).clear();

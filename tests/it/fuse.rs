@@ -1568,3 +1568,43 @@ fn df_on_the_mount_counts_as_used_what_ringfs_stores() {
         "{text} {df}"
     );
 }
+
+#[test]
+fn a_writer_when_the_mount_shuts_down_gets_an_io_error_not_ebadf() {
+    // SIGTERM commits the open files and unmounts; a busy mount lives on, detached, until its
+    // process exits. A process writing meanwhile got EBADF, which programs take for a bug of
+    // their own; now EIO (then ENOTCONN once the connection is gone).
+    let c = TestCluster::builder().start();
+    let mut m = c.mount(&[]);
+    let path = m.path("cont");
+    let writer = std::thread::spawn(move || {
+        let mut f = File::create(&path).unwrap();
+        let chunk = vec![7u8; 64 << 10];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Err(e) = f.write_all(&chunk) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "writes went on after the mount stopped"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // Writes are flowing: the file has grown.
+    wait_until(Duration::from_secs(20), "the writer to be writing", || {
+        c.run(&["stat", "--json", "/cont"]).status.success()
+    });
+    let status = m.stop();
+    assert!(status.success(), "mount exit: {status}");
+    let e = writer.join().unwrap();
+    assert_ne!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    assert!(
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EIO | libc::ENOTCONN | libc::ECONNABORTED)
+        ),
+        "{e}"
+    );
+}
