@@ -672,7 +672,11 @@ pub(crate) async fn get_file(
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    copied?;
+    // A local write error (a full disk) names the local file, as the other errors here do.
+    copied.map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(io) => shown(io),
+        Err(e) => e,
+    })?;
     let mode = reader.attr().mode & 0o777 & !format::umask();
     tmp.persist(&dir, &name, &target, mode).map_err(shown)?;
     Ok(())

@@ -1207,3 +1207,23 @@ fn free_bytes(dir: &std::path::Path) -> u64 {
     let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
     it.next().unwrap() * it.next().unwrap()
 }
+
+#[test]
+fn get_onto_a_full_local_disk_names_the_local_file() {
+    // "ringfs: No space left on device (os error 28)" named nothing; the target is kept as it was.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    c.put_bytes("/big", &random_bytes(3 * MIB, 8));
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let target = dir.path().join("out");
+    fs::write(&target, b"old").unwrap();
+    let t = target.to_str().unwrap();
+    c.fails(&["get", "/big", t]).says(&[t, "no space left"]);
+    assert_eq!(fs::read(&target).unwrap(), b"old");
+    let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
+}

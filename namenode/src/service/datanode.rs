@@ -48,7 +48,9 @@ impl DatanodeService {
             tracing::warn!(datanode = %id, address = %node.address, its_cluster = %req.cluster_id, %cluster,
                 "registration refused: the datanode's data dir belongs to another cluster");
             return Err(NamenodeError::FailedPrecondition(format!(
-                "datanode {id} at {}: its data dir belongs to cluster {}, this namenode's cluster                  is {cluster} (a datanode of another cluster, or this namenode runs on another                  data dir than before); start the datanode on an empty data dir to join this one",
+                "datanode {id} at {}: its data dir belongs to cluster {}, this namenode's cluster \
+                 is {cluster} (a datanode of another cluster, or this namenode runs on another \
+                 data dir than before); start the datanode on an empty data dir to join this one",
                 node.address, req.cluster_id
             )));
         }
