@@ -56,51 +56,43 @@ impl CommandRunner {
                         .map(|t| t.address.clone())
                         .unwrap_or_default();
                     let key = (r.block_id, r.generation, first);
-                    if !lock(&self.in_flight).insert(key.clone()) {
-                        continue;
-                    }
-                    let node = self.node.clone();
-                    let slots = self.slots.clone();
-                    let throttle = self.throttle.clone();
-                    let in_flight = self.in_flight.clone();
-                    tokio::spawn(async move {
-                        let _done = InFlight(in_flight, key);
-                        let Ok(_slot) = slots.acquire_owned().await else {
-                            return;
-                        };
-                        let (block, generation) = (r.block_id, r.generation);
-                        match replicate(&node, &throttle, r).await {
-                            Ok(stored) => {
-                                tracing::info!(block, generation, ?stored, "replicated block")
-                            }
-                            Err(e) => {
-                                tracing::warn!(block, generation, error = %e, "replication failed")
-                            }
-                        }
+                    self.in_a_slot(key, move |node, throttle| {
+                        replicate_logged(node, throttle, r)
                     });
                 }
+                // A node with many replicas held corrupt (a failing disk) gets as many checks:
+                // they take turns with copies rather than read all at once.
                 Some(Command::Verify(v)) => {
                     let key = (v.block_id, v.generation, String::new());
-                    if !lock(&self.in_flight).insert(key.clone()) {
-                        continue;
-                    }
-                    let node = self.node.clone();
-                    let slots = self.slots.clone();
-                    let throttle = self.throttle.clone();
-                    let in_flight = self.in_flight.clone();
-                    // A node with many replicas held corrupt (a failing disk) gets as many
-                    // checks: they take turns with copies rather than read all at once.
-                    tokio::spawn(async move {
-                        let _done = InFlight(in_flight, key);
-                        let Ok(_slot) = slots.acquire_owned().await else {
-                            return;
-                        };
-                        verify(&node, &throttle, v).await
-                    });
+                    self.in_a_slot(key, move |node, throttle| verify(node, throttle, v));
                 }
                 None => tracing::warn!("ignoring an empty namenode command"),
             }
         }
+    }
+
+    /// Runs `work` in the background in one of the disk-reading slots, unless the same command
+    /// (`key`: block, generation, first target) is queued or running already: the namenode
+    /// repeats a command until it sees the result.
+    fn in_a_slot<F, Fut>(&self, key: (u64, u64, String), work: F)
+    where
+        F: FnOnce(Arc<Node>, Arc<Throttle>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        if !lock(&self.in_flight).insert(key.clone()) {
+            return;
+        }
+        let node = self.node.clone();
+        let slots = self.slots.clone();
+        let throttle = self.throttle.clone();
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let _done = InFlight(in_flight, key);
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            work(node, throttle).await
+        });
     }
 }
 
@@ -117,13 +109,22 @@ impl Drop for InFlight {
     }
 }
 
+/// [`replicate`], with its outcome logged.
+async fn replicate_logged(node: Arc<Node>, throttle: Arc<Throttle>, r: ReplicateCommand) {
+    let (block, generation) = (r.block_id, r.generation);
+    match replicate(&node, &throttle, r).await {
+        Ok(stored) => tracing::info!(block, generation, ?stored, "replicated block"),
+        Err(e) => tracing::warn!(block, generation, error = %e, "replication failed"),
+    }
+}
+
 /// Checks a replica the namenode holds corrupt; a good one is reported back as verified (a bad
 /// one was reported by the check itself).
-async fn verify(node: &Arc<Node>, throttle: &Throttle, v: VerifyCommand) {
+async fn verify(node: Arc<Node>, throttle: Arc<Throttle>, v: VerifyCommand) {
     let (block, generation) = (v.block_id, v.generation);
     // Not stopped by shutdown: the check is one replica long and shutdown drops the task.
     let (_keep, mut never) = watch::channel(false);
-    match check_replica(node, block, generation, throttle, &mut never).await {
+    match check_replica(&node, block, generation, &throttle, &mut never).await {
         Check::Good { bytes } => {
             tracing::info!(block, generation, bytes, "replica held corrupt is good");
             node.namenode.verified(block, generation);
