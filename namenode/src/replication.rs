@@ -721,6 +721,15 @@ mod tests {
         }
     }
 
+    /// `world(n)` with blocks `ids` placed on their ring owners.
+    fn world_with_owned_blocks(n: usize, ids: impl IntoIterator<Item = u64>) -> World {
+        let mut w = world(n);
+        for id in ids {
+            w.owned_block(id);
+        }
+        w
+    }
+
     fn world(n: usize) -> World {
         let mut w = World {
             nodes: DatanodeRegistry::new(),
@@ -811,10 +820,7 @@ mod tests {
     fn blocks_whose_new_owner_is_full_are_not_misplaced() {
         // A node joins with no room: it owns part of the ring, but nothing can move there, so
         // fsck must not show those blocks as misplaced forever, and the planner copies nothing.
-        let mut w = world(5);
-        for b in 1..=100 {
-            w.owned_block(b);
-        }
+        let mut w = world_with_owned_blocks(5, 1..=100);
         w.join(5);
         let full = HeartbeatStats {
             remaining: 100,
@@ -838,10 +844,7 @@ mod tests {
 
     #[test]
     fn healthy_owned_blocks_need_nothing() {
-        let mut w = world(5);
-        for b in 1..50 {
-            w.owned_block(b);
-        }
+        let w = world_with_owned_blocks(5, 1..50);
         assert_eq!(w.plan(limits()), Plan::default());
         let s = summarize(&w.blocks, &w.nodes, true);
         assert_eq!(
@@ -903,10 +906,7 @@ mod tests {
 
     #[test]
     fn a_full_node_gets_no_repair_copies() {
-        let mut w = world(5);
-        for b in 1..100 {
-            w.owned_block(b);
-        }
+        let mut w = world_with_owned_blocks(5, 1..100);
         let full = HeartbeatStats {
             remaining: LEN - 1,
             ..roomy()
@@ -988,10 +988,7 @@ mod tests {
 
     #[test]
     fn new_node_gets_its_share_by_moves_and_moves_yield_to_repairs() {
-        let mut w = world(5);
-        for b in 1..=300 {
-            w.owned_block(b);
-        }
+        let mut w = world_with_owned_blocks(5, 1..=300);
         w.join(5);
         let p = w.plan(Limits {
             per_node: 1000,
@@ -1162,10 +1159,7 @@ mod tests {
 
     #[test]
     fn decommission_drains_then_finishes() {
-        let mut w = world(5);
-        for b in 1..=30 {
-            w.owned_block(b);
-        }
+        let mut w = world_with_owned_blocks(5, 1..=30);
         let victim = dn(0);
         let held: Vec<BlockId> = w.blocks.blocks_on(&victim).collect();
         assert!(!held.is_empty());

@@ -204,6 +204,28 @@ pub fn size(s: &str) -> u64 {
     ringfs_proto::units::parse_size(s).unwrap_or_else(|e| panic!("bad size {s:?}: {e}"))
 }
 
+/// A tmpfs of `size` (e.g. "8m") mounted on an existing directory, a full disk in miniature;
+/// unmounted (lazily) when dropped, also when the test fails.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 // ------------------------------------------------------------------------------------------ replicas on disk
 
 /// One replica data file found under a datanode's `blocks/` directory.

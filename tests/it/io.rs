@@ -1130,19 +1130,7 @@ fn a_namenode_whose_disk_fills_up_says_what_it_kept_and_report_shows_it() {
         assert!(out.status.success(), "cp: {out:?}");
     };
     cp(&dir, saved.path());
-    let tmpfs = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(tmpfs.success(), "mount tmpfs on {dir:?}");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(dir.clone());
+    let _tmpfs = Tmpfs::mount(&dir, "8m");
     cp(saved.path(), &dir);
     c.restart_namenode();
     // Leave 64 KiB free: the store's next growth fails before the log does (with a few
@@ -1214,16 +1202,10 @@ fn get_onto_a_full_local_disk_names_the_local_file() {
     let c = TestCluster::builder().datanodes(1).replication(1).start();
     c.put_bytes("/big", &random_bytes(3 * MIB, 8));
     let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
+    let _tmpfs = Tmpfs::mount(dir.path(), "1m");
     let target = dir.path().join("out");
     fs::write(&target, b"old").unwrap();
     let t = target.to_str().unwrap();
     c.fails(&["get", "/big", t]).says(&[t, "no space left"]);
     assert_eq!(fs::read(&target).unwrap(), b"old");
-    let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
 }

@@ -30,6 +30,18 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A node's TLS flags: `--tls-cert CERT --tls-key KEY --tls-ca CA`.
+fn server_args<'a>(cert: &'a Path, key: &'a Path, ca: &'a Path) -> [&'a str; 6] {
+    [
+        "--tls-cert",
+        s(cert),
+        "--tls-key",
+        s(key),
+        "--tls-ca",
+        s(ca),
+    ]
+}
+
 /// A CA (`name`) and a certificate for 127.0.0.1 signed by it, in `dir`.
 fn make_certs(dir: &Path, name: &str) -> Certs {
     fs::create_dir_all(dir).unwrap();
@@ -104,14 +116,7 @@ fn ls_fails(c: &TestCluster, extra: &[&str]) -> String {
 fn a_cluster_with_tls_everywhere_serves_the_cli_and_a_mount_and_refuses_plain_text() {
     let scratch = tempfile::tempdir().unwrap();
     let certs = make_certs(&scratch.path().join("ours"), "ringfs test CA");
-    let server = [
-        "--tls-cert",
-        s(&certs.cert),
-        "--tls-key",
-        s(&certs.key),
-        "--tls-ca",
-        s(&certs.ca),
-    ];
+    let server = server_args(&certs.cert, &certs.key, &certs.ca);
     // Start waits for the datanodes in `report`: registration and the CLI went over TLS.
     let mut c = TestCluster::builder()
         .datanodes(4)
@@ -198,14 +203,7 @@ fn tls_settings_that_cannot_work_are_refused_at_start_naming_the_file() {
         "{err}"
     );
     // Certificate and key swapped.
-    let err = namenode(&[
-        "--tls-cert",
-        s(&certs.key),
-        "--tls-key",
-        s(&certs.cert),
-        "--tls-ca",
-        s(&certs.ca),
-    ]);
+    let err = namenode(&server_args(&certs.key, &certs.cert, &certs.ca));
     assert!(
         err.contains("node.key") && err.contains("TLS certificate"),
         "{err}"
