@@ -157,6 +157,14 @@ pub(crate) struct Handle {
     ra: Mutex<ReadAhead>,
 }
 
+/// What [`Inner::write_now`] did.
+pub(crate) enum Written {
+    /// Written, and nothing left to do: answer.
+    Done,
+    /// Written; answer after [`Inner::after_write`].
+    Settle(Arc<Handle>),
+}
+
 /// A chunk being read or read: shared by every request that needs it (the kernel sends
 /// readahead requests concurrently and out of order).
 type Chunk = Shared<BoxFuture<'static, Result<Bytes, (Errno, String)>>>;
@@ -773,9 +781,11 @@ impl Inner {
 
     /// A write done at once on the FUSE thread, without copying the request's bytes first:
     /// possible when this mount holds the lease, no other operation holds the file's state and
-    /// no base bytes need loading. Some(handle) = written; the caller answers after
-    /// [`Inner::after_write`]. None = nothing done, take the general path ([`Inner::write`]).
-    pub(crate) fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Arc<Handle>> {
+    /// no base bytes need loading. Some(Done) = written and nothing left to do: answer at once
+    /// (a small write then costs no hop to the runtime). Some(Settle(handle)) = written; the
+    /// caller answers after [`Inner::after_write`]. None = nothing done, take the general path
+    /// ([`Inner::write`]).
+    pub(crate) fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Written> {
         let h = self.handle(fh).ok()?;
         if !h.write {
             return None;
@@ -789,8 +799,30 @@ impl Inner {
             return None;
         }
         self.write_overlay(&f, st, offset, data);
-        drop(guard);
-        Some(h)
+        if self.must_settle(st) {
+            drop(guard);
+            return Some(Written::Settle(h));
+        }
+        Some(Written::Done)
+    }
+
+    /// Whether [`Inner::settle_write`] has anything to do: too many uploads in flight, a finished
+    /// one to commit, or too many dirty bytes.
+    fn must_settle(&self, st: &FileState) -> bool {
+        let Some(ov) = st.overlay.as_ref() else {
+            return false;
+        };
+        st.uploads.len() > self.upload_ahead(ov)
+            || st.uploads.front().is_some_and(|u| u.task.is_finished())
+            || self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit
+    }
+
+    /// How many block uploads of one file may be in flight before a write waits for the oldest.
+    fn upload_ahead(&self, ov: &Overlay) -> usize {
+        match self.opts.upload_ahead {
+            0 => ((64 << 20) / ov.block_size().max(1)).clamp(2, 16) as usize,
+            n => n,
+        }
     }
 
     /// The rest of a [`Inner::write_now`]: see [`Inner::settle_write`].
@@ -835,11 +867,7 @@ impl Inner {
         let Some(ov) = st.overlay.as_ref() else {
             return Ok(());
         };
-        let ahead = match self.opts.upload_ahead {
-            0 => ((64 << 20) / ov.block_size().max(1)).clamp(2, 16) as usize,
-            n => n,
-        };
-        let excess = st.uploads.len().saturating_sub(ahead);
+        let excess = st.uploads.len().saturating_sub(self.upload_ahead(ov));
         self.reap_uploads(f, st, excess).await;
         if self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit {
             self.sync_locked(f, st, false).await?;

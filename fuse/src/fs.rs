@@ -6,6 +6,7 @@ use crate::attr::file_attr;
 use crate::creds::Caller;
 use crate::dir::Entry;
 use crate::error::{Fail, Res};
+use crate::file::Written;
 use crate::ops::Inner;
 use crate::MountOptions;
 use bytes::Bytes;
@@ -449,15 +450,19 @@ impl Filesystem for RingFs {
         reply: ReplyWrite,
     ) {
         let inner = self.inner.clone();
-        if let Some(h) = inner.write_now(fh.0, offset, data) {
-            let n = data.len() as u32;
-            self.run(
-                "write",
-                reply,
-                async move { inner.after_write(&h).await.map(|()| n) },
-                |r, n| r.written(n),
-            );
-            return;
+        match inner.write_now(fh.0, offset, data) {
+            Some(Written::Done) => return reply.written(data.len() as u32),
+            Some(Written::Settle(h)) => {
+                let n = data.len() as u32;
+                self.run(
+                    "write",
+                    reply,
+                    async move { inner.after_write(&h).await.map(|()| n) },
+                    |r, n| r.written(n),
+                );
+                return;
+            }
+            None => {}
         }
         let data = Bytes::copy_from_slice(data);
         self.run(
