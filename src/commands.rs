@@ -1407,7 +1407,7 @@ pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<Exit
         if !r.storage_failure.is_empty() {
             writeln!(
                 out,
-                "READ-ONLY: metadata storage failed, no change is accepted until the namenode is restarted: {}",
+                "READ-ONLY: metadata storage failed (retried every 2 s), no change is accepted until it works: {}",
                 r.storage_failure
             )?;
         }

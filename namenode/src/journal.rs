@@ -22,11 +22,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::future::Future;
 use std::io::Write;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
@@ -69,12 +70,14 @@ const XATTRS: TableDefinition<u64, &[u8]> = TableDefinition::new("xattrs");
 pub struct Journal {
     /// Batches to the writer thread, in submit order (an unbounded queue, so `submit` never blocks).
     tx: Option<mpsc::Sender<Pending>>,
-    /// The first storage error; once set, every submit fails with it (the in-memory namespace may be
-    /// ahead of the store, so nothing more may be acknowledged).
-    failed: Arc<OnceLock<String>>,
+    /// The first storage error since the journal last worked; while set, every submit fails with
+    /// it (the in-memory namespace may be ahead of the store, so nothing more may be acknowledged)
+    /// until [`Journal::recover`] succeeds.
+    failed: Arc<Mutex<Option<String>>>,
     writer: Option<JoinHandle<()>>,
-    /// The store, shared with the writer thread (read by [`Journal::reload`]).
-    db: Arc<Database>,
+    /// The store, shared with the writer thread (read by [`Journal::reload`], reopened by
+    /// [`Journal::recover`]).
+    store: Arc<Mutex<Store>>,
     path: PathBuf,
     /// Counters shared with the writer thread (for metrics).
     stats: Arc<Counts>,
@@ -82,6 +85,37 @@ pub struct Journal {
     log: Arc<Mutex<Log>>,
     /// This namespace's identity (see [`Journal::cluster_id`]).
     cluster_id: u64,
+}
+
+/// The redb store and the last log record applied to it.
+struct Store {
+    /// `None` only after [`Journal::recover`] could not reopen it.
+    db: Option<Database>,
+    /// The last log record in the store: the writer skips batches up to it, which
+    /// [`Journal::recover`] may have replayed before the writer got to them.
+    applied: u64,
+}
+
+impl Store {
+    fn db(&self, path: &Path) -> Result<&Database> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| storage(path, "the store is not open (it could not be reopened)"))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps `msg` as the journal's failure unless one is kept already; true if it was kept.
+fn set_failed(failed: &Mutex<Option<String>>, msg: &str) -> bool {
+    let mut f = lock(failed);
+    if f.is_some() {
+        return false;
+    }
+    *f = Some(msg.to_string());
+    true
 }
 
 /// The log files: the one appended to and the closed ones the store may not have caught up with.
@@ -99,6 +133,21 @@ struct Log {
 impl Log {
     fn path(dir: &Path, first_seq: u64) -> PathBuf {
         dir.join(format!("wal-{first_seq:020}.log"))
+    }
+
+    /// Cuts what a failed append may have left after the last whole record (a full disk can take
+    /// part of a record), so that appends can go on after it.
+    fn cut_torn_tail(&mut self) -> Result<()> {
+        let path = Log::path(
+            &self.dir,
+            self.files.back().copied().unwrap_or(self.next_seq),
+        );
+        let len = self.len;
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.seek(SeekFrom::Start(len)))
+            .map_err(|e| storage(&path, e))?;
+        Ok(())
     }
 
     /// Starts a new log file whose first record will be `next_seq`.
@@ -336,11 +385,13 @@ fn storage(path: &Path, e: impl std::fmt::Display) -> NamenodeError {
     NamenodeError::Storage(format!("{}: {e}", path.display()))
 }
 
+/// What a change refused after a storage failure is told.
+pub const REFUSED_UNTIL: &str =
+    "no change is accepted until the namenode can write its metadata again, which it retries every 2 s";
+
 /// The error of a change refused after the journal failed with `e`.
 fn refused(e: &str) -> NamenodeError {
-    NamenodeError::Storage(format!(
-        "{e} (no change is accepted until the namenode is restarted)"
-    ))
+    NamenodeError::Storage(format!("{e} ({REFUSED_UNTIL})"))
 }
 
 impl Journal {
@@ -397,9 +448,12 @@ impl Journal {
         let cluster_id = cluster_id(&db, &path)?;
         let log = Arc::new(Mutex::new(Log::start(dir, applied + 1, VecDeque::new())?));
         let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(OnceLock::new());
+        let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(Counts::default());
-        let db = Arc::new(db);
+        let shared_store = Arc::new(Mutex::new(Store {
+            db: Some(db),
+            applied,
+        }));
         if !store {
             std::mem::forget(rx);
             return Ok((
@@ -407,7 +461,7 @@ impl Journal {
                     tx: Some(tx),
                     failed,
                     writer: None,
-                    db,
+                    store: shared_store,
                     path,
                     stats,
                     log,
@@ -417,8 +471,8 @@ impl Journal {
             ));
         }
         let writer = {
-            let (db, failed, path, stats, log) = (
-                db.clone(),
+            let (store, failed, path, stats, log) = (
+                shared_store.clone(),
                 failed.clone(),
                 path.clone(),
                 stats.clone(),
@@ -426,7 +480,7 @@ impl Journal {
             );
             std::thread::Builder::new()
                 .name("ringfs-journal".into())
-                .spawn(move || writer_loop(db, rx, failed, path, stats, log))
+                .spawn(move || writer_loop(store, rx, failed, path, stats, log))
                 .map_err(|e| {
                     NamenodeError::Storage(format!("cannot start the journal writer: {e}"))
                 })?
@@ -437,7 +491,7 @@ impl Journal {
                 tx: Some(tx),
                 failed,
                 writer: Some(writer),
-                db,
+                store: shared_store,
                 path,
                 stats,
                 log,
@@ -488,7 +542,7 @@ impl Journal {
             // A partial record may be on disk: nothing after it can be logged consistently.
             let msg = format!("{}: appending to the log: {e}", log.dir.display());
             tracing::error!(error = %msg, "refusing further mutations");
-            let _ = self.failed.set(msg.clone());
+            set_failed(&self.failed, &msg);
             refused(&msg)
         })?;
         // Sent under the log lock: the writer sees batches in log order.
@@ -511,14 +565,14 @@ impl Journal {
 
     /// The storage failure that made the namenode refuse changes, if any (for `report`).
     pub fn failure(&self) -> Option<String> {
-        self.failed.get().cloned()
+        lock(&self.failed).clone()
     }
 
     /// Fails once a log write or a store commit failed: from then on nothing may change (the log
     /// may end in a torn record, or the store may be behind the log), so a caller checks this
     /// before it changes the namespace in memory.
     pub fn check(&self) -> Result<()> {
-        match self.failed.get() {
+        match lock(&self.failed).as_deref() {
             Some(e) => Err(refused(e)),
             None => Ok(()),
         }
@@ -529,13 +583,69 @@ impl Journal {
     /// be logged, so that it shows nothing the log does not hold (a restart would lose it).
     pub fn reload(&self) -> Result<Namespace> {
         // No log file is appended to or deleted while the store and the log are read.
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stored = read_store(&self.db, &self.path)?
+        let log = lock(&self.log);
+        let store = lock(&self.store);
+        let mut stored = read_store(store.db(&self.path)?, &self.path)?
             .ok_or_else(|| storage(&self.path, "the store holds no namespace"))?;
         for batch in read_log(&log.dir, stored.applied)?.batches {
             stored.rows.apply(batch);
         }
         stored.rows.into_namespace()
+    }
+
+    /// After a storage failure (a full disk, an I/O error): cuts a torn record off the log,
+    /// reopens the store, replays into it the log records it lacks and returns the namespace the
+    /// disk now holds, which is everything ever acknowledged. `Ok(None)` if nothing failed. Fails,
+    /// and changes stay refused, while the disk still refuses. On success changes stay refused
+    /// until [`Journal::resume`]: the caller swaps the namespace in first, under its lock.
+    pub fn recover(&self) -> Result<Option<Namespace>> {
+        if lock(&self.failed).is_none() {
+            return Ok(None);
+        }
+        if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
+            return Err(writer_gone());
+        }
+        let mut log = lock(&self.log);
+        log.cut_torn_tail()?;
+        let mut store = lock(&self.store);
+        // redb refuses every call after a failed write until it is reopened.
+        drop(store.db.take());
+        let db = Database::create(&self.path).map_err(|e| storage(&self.path, e))?;
+        let db = &*store.db.insert(db);
+        let applied = applied_seq(db, &self.path)?;
+        let LogRead {
+            batches,
+            damaged_from,
+            ..
+        } = read_log(&log.dir, applied)?;
+        let last = applied + batches.len() as u64;
+        if damaged_from.is_some() || last + 1 != log.next_seq {
+            return Err(storage(
+                &log.dir,
+                format!(
+                    "the log holds records up to {last}, but {} were logged: not recovering",
+                    log.next_seq - 1
+                ),
+            ));
+        }
+        if !batches.is_empty() {
+            let batches: Vec<&Vec<Mutation>> = batches.iter().collect();
+            write_group(db, &batches, false, Some(last)).map_err(|e| storage(&self.path, e))?;
+        }
+        let ns = read_store(db, &self.path)?
+            .ok_or_else(|| storage(&self.path, "the store holds no namespace"))?
+            .rows
+            .into_namespace()?;
+        store.applied = last;
+        log.forget_through(last);
+        Ok(Some(ns))
+    }
+
+    /// Accepts changes again after a successful [`Journal::recover`].
+    pub fn resume(&self) {
+        if let Some(was) = lock(&self.failed).take() {
+            tracing::info!(failure = %was, "metadata storage works again: changes are accepted");
+        }
     }
 
     /// Test hook: appends go to `file` from now on (`/dev/full`: every write fails with ENOSPC).
@@ -559,7 +669,7 @@ impl Journal {
                 // logs are never trimmed. What is logged survives (replay at the next start), but
                 // later changes are refused, as after a storage error, instead of piling up.
                 let msg = format!("{}: the journal writer stopped", self.path.display());
-                if self.failed.set(msg.clone()).is_ok() {
+                if set_failed(&self.failed, &msg) {
                     tracing::error!(error = %msg, "refusing further mutations");
                 }
                 Commit::ready(Err(writer_gone()))
@@ -582,9 +692,9 @@ impl Drop for Journal {
 
 /// The writer thread: take everything queued, commit it as one transaction, acknowledge every batch.
 fn writer_loop(
-    db: Arc<Database>,
+    store: Arc<Mutex<Store>>,
     rx: mpsc::Receiver<Pending>,
-    failed: Arc<OnceLock<String>>,
+    failed: Arc<Mutex<Option<String>>>,
     path: PathBuf,
     stats: Arc<Counts>,
     log: Arc<Mutex<Log>>,
@@ -609,48 +719,60 @@ fn writer_loop(
             synced |= p.batch.is_empty();
             group.push(p);
         }
-        // Sync markers carry no rows: a group of only markers has nothing to write, since every
-        // batch before them was in an earlier, already durable group.
-        let applied = group
-            .iter()
-            .filter(|p| !p.batch.is_empty())
-            .map(|p| p.seq)
-            .max();
-        let result = match (failed.get(), applied) {
-            (Some(e), _) => Err(NamenodeError::Storage(e.clone())),
-            (None, None) => Ok(()),
-            (None, Some(applied)) => {
-                let batches: Vec<&Vec<Mutation>> = group.iter().map(|p| &p.batch).collect();
-                write_group(&db, &batches, false, Some(applied)).map_err(|e| {
-                    let msg = format!("{}: {e}", path.display());
-                    tracing::error!(error = %msg, "journal commit failed; refusing further mutations");
-                    let _ = failed.set(msg.clone());
-                    // These batches are in the log: the namespace shows them and a restart
-                    // replays them. Saying only "failed" made a mkdir that then existed look
-                    // like a failed command that changed something.
-                    NamenodeError::Storage(format!(
-                        "{msg}: the change is made and in the namenode's log, but could not be \
-                         stored durably (a power loss before a restart of the namenode would \
-                         lose it); no further change is accepted until the namenode is \
-                         restarted"
-                    ))
-                })
-            }
+        // Not in the match: its guard would live through the arms, which set the failure.
+        let failure = lock(&failed).clone();
+        let result = match failure {
+            Some(e) => Err(NamenodeError::Storage(e)),
+            None => commit_group(&store, &group, &path).map_err(|msg| {
+                tracing::error!(error = %msg, "journal commit failed; refusing further mutations");
+                set_failed(&failed, &msg);
+                // These batches are in the log: the namespace shows them and a restart (or the
+                // recovery once the disk works again) stores them. Saying only "failed" made a
+                // mkdir that then existed look like a failed command that changed something.
+                NamenodeError::Storage(format!(
+                    "{msg}: the change is made and in the namenode's log, but could not be \
+                     stored durably (a power loss before the namenode stores it would lose it); \
+                     {REFUSED_UNTIL}"
+                ))
+            }),
         };
-        if let (Ok(()), Some(applied)) = (&result, applied) {
-            log.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .forget_through(applied);
+        if let Ok(Some(applied)) = result {
+            lock(&log).forget_through(applied);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .batches
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
             stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
         }
+        let result = result.map(|_| ());
         for p in group {
             let _ = p.done.send(result.clone());
         }
     }
+}
+
+/// Stores the batches of `group` the store lacks, in one durable transaction. Returns the last
+/// log record stored, if it stored any.
+fn commit_group(
+    store: &Mutex<Store>,
+    group: &[Pending],
+    path: &Path,
+) -> std::result::Result<Option<u64>, String> {
+    let mut store = lock(store);
+    // Sync markers carry no rows, and batches up to `applied` were stored by a recovery: a group
+    // of only those has nothing to write.
+    let batches: Vec<&Pending> = group
+        .iter()
+        .filter(|p| !p.batch.is_empty() && p.seq > store.applied)
+        .collect();
+    let Some(applied) = batches.iter().map(|p| p.seq).max() else {
+        return Ok(None);
+    };
+    let db = store.db(path).map_err(|e| e.to_string())?;
+    let rows: Vec<&Vec<Mutation>> = batches.iter().map(|p| &p.batch).collect();
+    write_group(db, &rows, false, Some(applied)).map_err(|e| format!("{}: {e}", path.display()))?;
+    store.applied = applied;
+    Ok(Some(applied))
 }
 
 /// Apply batches, in order, in one durable transaction (with `set_format`, also record [`FORMAT`]:
@@ -1350,7 +1472,12 @@ mod tests {
 
     /// The retry cache rows in the store.
     fn stored_calls(journal: &Journal) -> Vec<CallId> {
-        let stored = read_store(&journal.db, &journal.path).unwrap().unwrap();
+        let stored = read_store(
+            lock(&journal.store).db(&journal.path).unwrap(),
+            &journal.path,
+        )
+        .unwrap()
+        .unwrap();
         stored.rows.calls.into_keys().collect()
     }
 
@@ -1381,6 +1508,44 @@ mod tests {
             "replayed"
         );
         assert!(ns.lookup(&root, EntrySel::Path("/refused")).is_err());
+    }
+
+    #[test]
+    fn a_failed_log_append_is_recovered_once_the_disk_takes_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Caller::root();
+        let exists = |ns: &Namespace, p: &str| ns.lookup(&root, EntrySel::Path(p)).is_ok();
+        {
+            let (journal, mut ns) = Journal::open(dir.path()).unwrap();
+            assert!(journal.recover().unwrap().is_none(), "nothing to recover");
+            ns.mkdir(&root, EntrySel::Path("/before"), 0o755, false, now())
+                .unwrap();
+            journal.log(ns.drain_changes()).unwrap().wait().unwrap();
+            let real = lock(&journal.log).file.try_clone().unwrap();
+            journal.redirect_log(File::create("/dev/full").unwrap());
+            ns.mkdir(&root, EntrySel::Path("/lost"), 0o755, false, now())
+                .unwrap();
+            assert!(journal.log(ns.drain_changes()).is_err());
+            assert!(journal.check().is_err(), "refused after the failure");
+            assert!(journal.recover().is_err(), "the disk still refuses");
+            assert!(journal.check().is_err());
+            journal.redirect_log(real);
+            let recovered = journal.recover().unwrap().expect("recovered");
+            assert!(journal.check().is_err(), "refused until resumed");
+            journal.resume();
+            journal.check().unwrap();
+            assert!(exists(&recovered, "/before"));
+            assert!(!exists(&recovered, "/lost"), "never logged");
+            let mut ns = recovered;
+            ns.mkdir(&root, EntrySel::Path("/after"), 0o755, false, now())
+                .unwrap();
+            journal.log(ns.drain_changes()).unwrap().wait().unwrap();
+            journal.sync().wait().unwrap();
+        }
+        let (_journal, ns) = Journal::open(dir.path()).unwrap();
+        assert!(exists(&ns, "/before"));
+        assert!(exists(&ns, "/after"));
+        assert!(!exists(&ns, "/lost"));
     }
 
     fn xattrs_of(ns: &Namespace, path: &str) -> Vec<(String, Vec<u8>)> {
@@ -1453,7 +1618,12 @@ mod tests {
         let (journal, ns) = Journal::open(dir.path()).unwrap();
         assert_eq!(xattrs_of(&ns, "/f"), vec![("user.a".into(), b"2".to_vec())]);
         // The unlinked file's row went with it: the store holds the attributes of /f only.
-        let stored = read_store(&journal.db, &journal.path).unwrap().unwrap();
+        let stored = read_store(
+            lock(&journal.store).db(&journal.path).unwrap(),
+            &journal.path,
+        )
+        .unwrap()
+        .unwrap();
         let inodes: Vec<u64> = stored.rows.xattrs.into_keys().collect();
         let f = ns
             .resolve(&Caller::root(), NodeSel::Path("/f"), false)
@@ -1834,6 +2004,7 @@ mod tests {
                 .is_ok()
         };
         shared.mutate(mkdir("/kept")).await.unwrap();
+        let real = lock(&shared.journal.log).file.try_clone().unwrap();
         shared.journal.redirect_log(
             std::fs::OpenOptions::new()
                 .write(true)
@@ -1861,14 +2032,19 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert!(
-            e.to_string().contains("until the namenode is restarted"),
-            "{e}"
-        );
+        assert!(e.to_string().contains(REFUSED_UNTIL), "{e}");
         assert!(shown("/kept"), "a refused remove took effect in memory");
         assert!(shared.mutate(mkdir("/later")).await.is_err());
         assert!(!shown("/later"));
         assert!(shared.sync().await.is_err());
+        // The disk takes writes again: the storage monitor's retry gets changes accepted.
+        shared.recover_storage();
+        assert!(shared.mutate(mkdir("/later")).await.is_err(), "still full");
+        shared.journal.redirect_log(real);
+        shared.recover_storage();
+        shared.mutate(mkdir("/after")).await.unwrap();
+        assert!(shown("/after") && shown("/kept") && !shown("/refused"));
+        shared.sync().await.unwrap();
         drop(shared);
         let (_journal, ns) = tokio::task::spawn_blocking({
             let path = dir.path().to_path_buf();
@@ -1877,7 +2053,7 @@ mod tests {
         .await
         .unwrap();
         let on_disk = |p: &str| ns.resolve(&Caller::root(), NodeSel::Path(p), false).is_ok();
-        assert!(on_disk("/kept"));
+        assert!(on_disk("/kept") && on_disk("/after"));
         assert!(!on_disk("/refused") && !on_disk("/later"));
     }
 

@@ -39,7 +39,7 @@ pub use error::NamenodeError;
 use ringfs_proto::net::MAX_MESSAGE_SIZE;
 use ringfs_proto::pb::datanode_protocol_server::DatanodeProtocolServer;
 use ringfs_proto::pb::namenode_server::NamenodeServer;
-use service::monitors::{DeadNodeMonitor, LeaseMonitor, ReplicationMonitor};
+use service::monitors::{DeadNodeMonitor, LeaseMonitor, ReplicationMonitor, StorageMonitor};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -129,6 +129,12 @@ pub async fn run_with_ready(
         ),
         tokio::spawn(
             LeaseMonitor {
+                shared: shared.clone(),
+            }
+            .run(stop_rx.clone()),
+        ),
+        tokio::spawn(
+            StorageMonitor {
                 shared: shared.clone(),
             }
             .run(stop_rx.clone()),

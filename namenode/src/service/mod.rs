@@ -267,6 +267,20 @@ impl Shared {
         crate::admin::save(&self.config.data_dir, &states)
     }
 
+    /// After a storage failure: gets the journal working again if the disk allows (see
+    /// [`Journal::recover`]) and serves the namespace it holds, which is everything acknowledged.
+    pub fn recover_storage(&self) {
+        match self.journal.recover() {
+            Ok(None) => {}
+            Ok(Some(ns)) => {
+                // Changes are refused until `resume`: nothing changes the namespace meanwhile.
+                self.lock().ns = ns;
+                self.journal.resume();
+            }
+            Err(e) => tracing::debug!(error = %e, "metadata storage still failing"),
+        }
+    }
+
     /// Resolves when every change acknowledged so far is durable in the store.
     pub async fn sync(&self) -> Result<()> {
         self.journal.sync().await

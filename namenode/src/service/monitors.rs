@@ -1,6 +1,7 @@
 //! Background loops, each a named unit with `run(self, shutdown)`: the dead-node monitor, the lease
-//! monitor (locks on the soft limit, file recovery on the hard limit) and the replication monitor
-//! (safe mode, then planning rounds whose commands ride on heartbeat replies).
+//! monitor (locks on the soft limit, file recovery on the hard limit), the storage monitor
+//! (changes accepted again once the metadata disk works after a failure) and the replication
+//! monitor (safe mode, then planning rounds whose commands ride on heartbeat replies).
 
 use super::Shared;
 use crate::datanodes::Command;
@@ -79,6 +80,28 @@ impl DeadNodeMonitor {
                 tracing::warn!(datanode = %id, replicas = lost.len(), "datanode dead: no heartbeat for {}",
                     humantime::format_duration(cfg.dead_after));
             }
+        }
+    }
+}
+
+/// How often a namenode whose metadata storage failed tries it again.
+const STORAGE_RETRY: Duration = Duration::from_secs(2);
+
+/// After a storage failure (a full disk, an I/O error) tries the journal again every
+/// [`STORAGE_RETRY`]: once the disk takes writes, changes are accepted again without a restart.
+pub struct StorageMonitor {
+    pub shared: Arc<Shared>,
+}
+
+impl StorageMonitor {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        while tick(STORAGE_RETRY, &mut shutdown).await {
+            if self.shared.journal.failure().is_none() {
+                continue;
+            }
+            let shared = self.shared.clone();
+            // Reopening and replaying into the store is disk work.
+            let _ = tokio::task::spawn_blocking(move || shared.recover_storage()).await;
         }
     }
 }
