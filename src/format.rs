@@ -74,33 +74,49 @@ pub fn mode_string(kind: i32, mode: u32) -> String {
     s
 }
 
-fn system_time(t: &Option<pb::Time>) -> Option<std::time::SystemTime> {
-    let t = t.as_ref()?;
-    let base = std::time::UNIX_EPOCH;
-    if t.secs >= 0 {
-        base.checked_add(std::time::Duration::new(
-            t.secs as u64,
-            t.nanos.min(999_999_999),
-        ))
-    } else {
-        base.checked_sub(std::time::Duration::from_secs(t.secs.unsigned_abs()))
-    }
+/// Year, month, day, hour, minute and second (UTC) of `secs` since the epoch, for any `secs`:
+/// times before 1970 and after 9999 are file times too (`touch -d 1960-01-01`), which the
+/// formatting crates refuse. Days to a civil date as in H. Hinnant's `civil_from_days`.
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = rem as u32;
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// "YYYY-MM-DD HH:MM" and the seconds, of a time (UTC).
+fn date_time(t: &pb::Time) -> (String, u32) {
+    let (y, mo, d, h, mi, s) = civil(t.secs);
+    (format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}"), s)
 }
 
 /// RFC 3339 in UTC with nanoseconds ("" when absent).
 pub fn time_rfc3339(t: &Option<pb::Time>) -> String {
-    system_time(t)
-        .map(|st| humantime::format_rfc3339_nanos(st).to_string())
-        .unwrap_or_default()
+    match t {
+        Some(t) => {
+            let (date, secs) = date_time(t);
+            format!(
+                "{}:{secs:02}.{:09}Z",
+                date.replace(' ', "T"),
+                t.nanos.min(999_999_999)
+            )
+        }
+        None => String::new(),
+    }
 }
 
 /// "2026-11-27 21:04" (UTC), for `ls -l`.
 pub fn time_short(t: &Option<pb::Time>) -> String {
-    match system_time(t) {
-        Some(st) => {
-            let s = humantime::format_rfc3339_seconds(st).to_string();
-            s.get(..16).map(|p| p.replace('T', " ")).unwrap_or(s)
-        }
+    match t {
+        Some(t) => date_time(t).0,
         None => "-".to_string(),
     }
 }
@@ -265,5 +281,31 @@ mod tests {
         let t = Some(pb::Time { secs: 0, nanos: 5 });
         assert_eq!(time_rfc3339(&t), "1970-01-01T00:00:00.000000005Z");
         assert_eq!(time_short(&t), "1970-01-01 00:00");
+        // Half a second before the epoch: seconds -1, then 0.5 s on.
+        let t = Some(pb::Time {
+            secs: -1,
+            nanos: 500_000_000,
+        });
+        assert_eq!(time_rfc3339(&t), "1969-12-31T23:59:59.500000000Z");
+        let t = Some(pb::Time {
+            secs: -315_619_200,
+            nanos: 0,
+        });
+        assert_eq!(time_short(&t), "1960-01-01 00:00");
+        let t = Some(pb::Time {
+            secs: 1_795_807_440,
+            nanos: 0,
+        });
+        assert_eq!(time_short(&t), "2026-11-27 19:24");
+        let t = Some(pb::Time {
+            secs: 253_402_300_800,
+            nanos: 1,
+        });
+        assert_eq!(time_rfc3339(&t), "10000-01-01T00:00:00.000000001Z");
+        let t = Some(pb::Time {
+            secs: -62_135_596_800,
+            nanos: 0,
+        });
+        assert_eq!(time_short(&t), "0001-01-01 00:00");
     }
 }

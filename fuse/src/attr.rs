@@ -46,9 +46,22 @@ pub(crate) fn time_set(t: Option<TimeOrNow>) -> Option<pb::TimeSet> {
     t.map(|t| pb::TimeSet {
         value: Some(match t {
             TimeOrNow::Now => Value::Now(true),
-            TimeOrNow::SpecificTime(t) => Value::At(pb_time(t)),
+            TimeOrNow::SpecificTime(t) => Value::At(kernel_time(t)),
         }),
     })
+}
+
+/// The time the kernel sent, from the `SystemTime` fuser made of it. fuser 0.18 turns a time
+/// before 1970 (`secs` < 0 plus `nsecs` ≥ 0, as in a timespec) into EPOCH - (-secs + nsecs), one
+/// second and twice the fraction too early; this takes its two parts back.
+fn kernel_time(t: SystemTime) -> pb::Time {
+    match UNIX_EPOCH.duration_since(t) {
+        Ok(d) if !d.is_zero() => pb::Time {
+            secs: -(d.as_secs() as i64),
+            nanos: d.subsec_nanos(),
+        },
+        _ => pb_time(t),
+    }
 }
 
 /// The FUSE file type of a ringfs kind (unknown kinds show as regular files).
@@ -126,6 +139,18 @@ mod tests {
             let t = pb::Time { secs, nanos };
             assert_eq!(pb_time(system_time(Some(&t))), t, "{secs}.{nanos}");
         }
+    }
+
+    #[test]
+    fn utimens_before_1970_keeps_the_kernels_seconds_and_fraction() {
+        // What fuser 0.18 makes of the kernel's (secs, nsecs): EPOCH - (-secs + nsecs).
+        let fuser = |secs: i64, nsecs: u32| UNIX_EPOCH - Duration::new((-secs) as u64, nsecs);
+        for (secs, nanos) in [(-1, 500_000_000), (-315_619_200, 250_000_000), (-7, 0)] {
+            assert_eq!(kernel_time(fuser(secs, nanos)), pb::Time { secs, nanos });
+        }
+        let after = UNIX_EPOCH + Duration::new(5, 7);
+        assert_eq!(kernel_time(after), pb::Time { secs: 5, nanos: 7 });
+        assert_eq!(kernel_time(UNIX_EPOCH), pb::Time { secs: 0, nanos: 0 });
     }
 
     #[test]

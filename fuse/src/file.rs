@@ -157,6 +157,12 @@ pub(crate) struct Handle {
     ra: Mutex<ReadAhead>,
 }
 
+/// Whether a file of the overlay's block size may not reach `end` bytes (EFBIG, as a local file
+/// system past its largest file; the block list of a far offset would not fit in memory).
+fn past_max_size(ov: &Overlay, end: u64) -> bool {
+    end > ringfs_proto::max_file_size(ov.block_size())
+}
+
 /// What [`Inner::write_now`] did.
 pub(crate) enum Written {
     /// Written, and nothing left to do: answer.
@@ -766,6 +772,9 @@ impl Inner {
         };
         let before = ov.bytes();
         let offset = if h.append { ov.size() } else { offset };
+        if past_max_size(ov, offset.saturating_add(data.len() as u64)) {
+            return Err(Errno::EFBIG.into());
+        }
         for (o, l) in ov.loads_for_write(offset, data.len() as u64) {
             let base = self.client.read_range(f.ino, o, l).await?;
             let mut v = Vec::with_capacity(l as usize);
@@ -795,7 +804,9 @@ impl Inner {
         let st = &mut *guard;
         let ov = st.overlay.as_mut()?;
         let offset = if h.append { ov.size() } else { offset };
-        if !ov.loads_for_write(offset, data.len() as u64).is_empty() {
+        if past_max_size(ov, offset.saturating_add(data.len() as u64))
+            || !ov.loads_for_write(offset, data.len() as u64).is_empty()
+        {
             return None;
         }
         self.write_overlay(&f, st, offset, data);
@@ -1303,6 +1314,9 @@ impl Inner {
         let Some(ov) = st.overlay.as_mut() else {
             return Ok(false);
         };
+        if past_max_size(ov, size) {
+            return Err(Errno::EFBIG.into());
+        }
         let before = ov.bytes();
         ov.truncate(size);
         self.account(before, ov.bytes());

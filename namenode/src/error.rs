@@ -42,6 +42,20 @@ pub enum NamenodeError {
     /// EINVAL: any other bad argument; the string is the whole message and names what it is about.
     #[error("{0}")]
     InvalidArgument(String),
+    /// EFBIG: a size past [`ringfs_proto::max_file_size`] of the file's block size.
+    #[error(
+        "{path}: file too large: {size} bytes (the most for a block size of {block_size} is {max})"
+    )]
+    FileTooBig {
+        /// The file's path (or "inode N").
+        path: String,
+        /// The size asked for.
+        size: u64,
+        /// The file's block size.
+        block_size: u64,
+        /// The largest size allowed.
+        max: u64,
+    },
     /// ENAMETOOLONG: a component over 255 bytes or a path over 4096 bytes.
     #[error("{0}: file name too long")]
     NameTooLong(String),
@@ -153,6 +167,7 @@ impl NamenodeError {
                 ErrorKind::InvalidArgument
             }
             NameTooLong(_) => ErrorKind::NameTooLong,
+            FileTooBig { .. } => ErrorKind::FileTooBig,
             SymlinkLoop(_) => ErrorKind::TooManyLinks,
             TooManyLinks(_) => ErrorKind::TooManyHardLinks,
             NotEnoughDatanodes { .. } | InlineRefused(_) | XattrSpace(_) => ErrorKind::NoSpace,

@@ -732,12 +732,34 @@ fn check_replication(opts: &CreateFile, shown: &str) -> Result<()> {
 
 /// Check a block list against a file's block size and new size: every block but the last is exactly
 /// `block_size` long, none is longer, the size covers them all, no id repeats.
+/// Refuses a size past [`ringfs_proto::max_file_size`] (EFBIG).
+fn check_file_size(size: u64, block_size: u64, shown: &dyn Fn() -> String) -> Result<()> {
+    let max = ringfs_proto::max_file_size(block_size);
+    if size > max {
+        return Err(NamenodeError::FileTooBig {
+            path: shown(),
+            size,
+            block_size,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn check_block_list(
     blocks: &[BlockRef],
     block_size: u64,
     size: u64,
     shown: &dyn Fn() -> String,
 ) -> Result<()> {
+    check_file_size(size, block_size, shown)?;
+    if blocks.len() as u64 > ringfs_proto::MAX_FILE_BLOCKS {
+        check_file_size(
+            (blocks.len() as u64).saturating_mul(block_size),
+            block_size,
+            shown,
+        )?;
+    }
     let mut total: u64 = 0;
     let mut seen = HashSet::new();
     for (i, b) in blocks.iter().enumerate() {
@@ -1727,6 +1749,7 @@ impl Namespace {
                     holder: holder.clone(),
                 });
             }
+            check_file_size(size, f.block_size, &shown)?;
             kept = Some((blocks_kept(f, size, &shown)?, size));
         }
         if let Some(uid) = attr.uid {
@@ -2017,6 +2040,7 @@ impl Namespace {
     ) -> Result<Vec<BlockRef>> {
         let f = self.leased_file(inode, client)?;
         let shown = || self.show(&Shown::Node(inode));
+        check_file_size(size, f.block_size, &shown)?;
         if data.len() as u64 > size || data.len() as u64 > f.block_size {
             return Err(NamenodeError::InvalidArgument(format!(
                 "{}: {} bytes of inline data do not fit size {size} or block size {}",
@@ -4198,6 +4222,41 @@ mod tests {
         assert_eq!(set(&mut ns, &alice(), "/d/open", 2).unwrap().previous, 3);
         assert_eq!(ns.get(f).unwrap().to_attr().replication, 32);
         assert_consistent(&ns);
+    }
+
+    #[test]
+    fn sizes_past_the_limit_of_the_block_size_are_refused() {
+        let mut ns = Namespace::new();
+        let o = CreateFile {
+            lease: Some("cl".into()),
+            block_size: 1 << 20,
+            ..opts()
+        };
+        let (f, _) = ns.create_file(&root(), p("/f"), o, T0).unwrap();
+        let max = ringfs_proto::max_file_size(1 << 20);
+        assert_eq!(max, 1 << 38, "2^18 blocks of 1 MiB");
+        let e = ns
+            .commit_blocks(f, "cl", vec![], max + 1, false, None, t(2))
+            .unwrap_err();
+        assert!(matches!(e, NamenodeError::FileTooBig { .. }), "{e}");
+        assert_eq!(e.kind(), ringfs_proto::ErrorKind::FileTooBig);
+        assert!(e.to_string().contains("/f: file too large"), "{e}");
+        ns.commit_blocks(f, "cl", vec![], max, false, None, t(2))
+            .unwrap();
+        let e = ns
+            .set_attr(
+                &root(),
+                n("/f"),
+                SetAttr {
+                    size: Some(u64::MAX),
+                    client: Some("cl".into()),
+                    ..Default::default()
+                },
+                t(3),
+            )
+            .unwrap_err();
+        assert!(matches!(e, NamenodeError::FileTooBig { .. }), "{e}");
+        assert_eq!(ringfs_proto::max_file_size(64 << 20), 1 << 44, "16 TiB");
     }
 
     #[test]

@@ -31,6 +31,18 @@ pub mod pb {
 pub use error_kind::ErrorKind;
 pub use ids::{BlockId, DatanodeId, GenerationStamp, InodeId};
 
+/// Largest file ringfs stores, as ext4 (16 TiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
+/// Most blocks (holes included) one file may have: its block list is one metadata row and one
+/// piece of a writer's memory.
+pub const MAX_FILE_BLOCKS: u64 = 1 << 18;
+
+/// Largest size of a file of `block_size` (EFBIG past it): [`MAX_FILE_SIZE`], or less for small
+/// blocks ([`MAX_FILE_BLOCKS`] of them).
+pub fn max_file_size(block_size: u64) -> u64 {
+    MAX_FILE_SIZE.min(block_size.max(1).saturating_mul(MAX_FILE_BLOCKS))
+}
+
 /// Prefix of the hidden names a mount gives files unlinked or replaced while still open there
 /// (`.ringfs-open-<inode>-<mount>`, like NFS's `.nfsXXXX`): the mount does not list them and the
 /// CLI's `ls` lists them only with `-a`.

@@ -1608,3 +1608,84 @@ fn a_writer_when_the_mount_shuts_down_gets_an_io_error_not_ebadf() {
         "{e}"
     );
 }
+
+#[test]
+fn a_write_past_the_largest_file_is_efbig_and_the_mount_lives_on() {
+    // A one-byte pwrite at 2^62 used to make the mount allocate a block list of 2.7 TB and abort
+    // (and `up --mount` took the cluster down with it). Past 16 TiB (or 2^18 blocks of the file's
+    // block size) writes and truncates are EFBIG, as on ext4; up to it holes stay cheap.
+    let c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .block_size("64MiB")
+        .start();
+    let m = c.mount(&[]);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("far"))
+        .unwrap();
+    let e = f.write_at(b"a", 1 << 62).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+    let e = f.set_len(1 << 50).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+    f.write_at(b"end", (1 << 40) - 3).unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(m.path("far")).unwrap().len(), 1 << 40);
+    let mut tail = vec![0u8; 3];
+    File::open(m.path("far"))
+        .unwrap()
+        .read_exact_at(&mut tail, (1 << 40) - 3)
+        .unwrap();
+    assert_eq!(tail, b"end");
+    assert_eq!(field_u64(&c.stat_json("/far"), "size"), 1 << 40);
+    fs::write(m.path("after"), b"still here").unwrap();
+    assert_eq!(c.get_bytes("/after"), b"still here");
+}
+
+#[test]
+fn times_before_1970_and_after_9999_are_kept_and_listed() {
+    // `touch -d 1969-12-31T23:59:59.5` through the mount was stored a second early (fuser turns
+    // the kernel's negative seconds plus nanoseconds into a time 1 s + 2 × fraction early), and
+    // the CLI panicked listing such a file.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let m = c.mount(&[]);
+    let epoch = std::time::UNIX_EPOCH;
+    let cases = [
+        (
+            "half",
+            epoch - Duration::from_millis(500),
+            "1969-12-31T23:59:59.500000000Z",
+        ),
+        (
+            "sixty",
+            epoch - Duration::new(315_619_199, 750_000_000),
+            "1960-01-01T00:00:00.250000000Z",
+        ),
+        (
+            "far",
+            epoch + Duration::new(253_402_300_800, 0),
+            "10000-01-01T00:00:00.000000000Z",
+        ),
+    ];
+    fs::create_dir(m.path("t")).unwrap();
+    for (name, t, _) in &cases {
+        let f = File::create(m.path(&format!("t/{name}"))).unwrap();
+        f.set_modified(*t).unwrap();
+    }
+    for (name, t, shown) in &cases {
+        let st = c.stat_json(&format!("/t/{name}"));
+        assert_eq!(field_str(&st, "mtime"), *shown, "{st}");
+        let seen = fs::metadata(m.path(&format!("t/{name}"))).unwrap();
+        assert_eq!(seen.modified().unwrap(), *t, "{name} through the mount");
+    }
+    let out = c.cli(&["ls", "-l", "/t"]);
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("1960-01-01 00:00"), "{listing}");
+    assert!(listing.contains("10000-01-01 00:00"), "{listing}");
+    let out = c.cli(&["ls", "--json", "/t"]);
+    assert!(out.status.success(), "{out:?}");
+}
