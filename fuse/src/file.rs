@@ -157,6 +157,9 @@ pub(crate) struct Handle {
     ra: Mutex<ReadAhead>,
 }
 
+/// `__FMODE_EXEC`, which the kernel leaves in the flags of the open that `execve` makes.
+const FMODE_EXEC: i32 = 0x20;
+
 /// Whether a file of the overlay's block size may not reach `end` bytes (EFBIG, as a local file
 /// system past its largest file; the block list of a far offset would not fit in memory).
 fn past_max_size(ov: &Overlay, end: u64) -> bool {
@@ -427,7 +430,14 @@ impl Inner {
             self.file_ref(ino)
         };
         let checked = async {
-            let mask = if read { libc::R_OK } else { 0 } | if write { libc::W_OK } else { 0 };
+            // execve opens read-only with __FMODE_EXEC (0x20 in the FUSE open flags): it needs
+            // execute permission, not read (a 0711 binary runs; local file systems agree).
+            let exec = flags & FMODE_EXEC != 0;
+            let mask = if exec {
+                libc::X_OK
+            } else {
+                (if read { libc::R_OK } else { 0 }) | (if write { libc::W_OK } else { 0 })
+            };
             let attr = self.getattr_checked(c, ino, mask as u32).await?;
             if attr.kind == pb::FileKind::Directory as i32 && write {
                 return Err(Errno::EISDIR.into());

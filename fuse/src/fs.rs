@@ -40,7 +40,10 @@ pub(crate) fn session_config(opts: &MountOptions) -> Config {
     if opts.read_only {
         cfg.mount_options.push(MountOption::RO);
     }
-    if opts.default_permissions {
+    // With other users on the mount the kernel must check too: a name it has cached is not
+    // looked up again, so the namenode would not see a search of a directory the caller may not
+    // search (another user reading a file in a 0700 home it had looked up lately).
+    if opts.default_permissions || opts.allow_other {
         cfg.mount_options.push(MountOption::DefaultPermissions);
     }
     if opts.allow_other {

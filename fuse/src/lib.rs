@@ -46,8 +46,11 @@
 //!   share a file under locks across mounts (sqlite with a rollback journal) see each other's
 //!   writes and can take turns writing.
 //! - **Permissions** are checked by the namenode with each request's uid, gid and supplementary
-//!   groups (`/proc/<pid>/status`). `default_permissions` is off by default: pjdfstest passes every
-//!   case without it, and the namenode sees changes made on other mounts the kernel has not.
+//!   groups (`/proc/<pid>/status`). A mount others may use (`allow_other`) also has the kernel
+//!   check (`default_permissions`, from attributes at most `attr_ttl` old): a name the kernel has
+//!   cached is not looked up again, so without it the namenode never saw another user's search
+//!   of a directory on the way. A mount for its owner alone leaves the checks to the namenode,
+//!   which sees changes made on other mounts at once.
 //! - Directories report their number of entries as `st_size`; `statfs` reports the raw capacity
 //!   of all datanodes; extended attributes are kept by the namenode with the inode (`user.`,
 //!   `trusted.`, `security.`; `system.` ACLs are EOPNOTSUPP, so tools fall back to the mode
@@ -88,8 +91,8 @@ pub struct MountOptions {
     /// How long the kernel may cache names → inodes (default 1 s).
     pub entry_ttl: Duration,
     /// Let the kernel check permissions from the cached mode/uid/gid (`default_permissions`)
-    /// in addition to the namenode. Default off: the namenode checks with the request's
-    /// credentials, which sees changes made on other mounts.
+    /// in addition to the namenode. Always on with `allow_other`; otherwise default off: the
+    /// namenode checks with the request's credentials, which sees changes made on other mounts.
     pub default_permissions: bool,
     /// FUSE worker threads reading requests from the kernel (default 4).
     pub threads: usize,

@@ -545,6 +545,30 @@ fn permissions_follow_the_callers_uid() {
         m.path("userdir/rootfile").display()
     ));
     assert!(!w.status.success(), "{w:?}");
+    // A name the kernel has cached in a directory the user may not search: root just read it,
+    // so the kernel does not look it up again, and the namenode never saw the user's search
+    // (the file was readable through root's cached entry before the kernel checked too).
+    fs::create_dir(m.path("private")).unwrap();
+    fs::set_permissions(m.path("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(m.path("private/f"), b"secret").unwrap();
+    fs::set_permissions(m.path("private/f"), fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(fs::read(m.path("private/f")).unwrap(), b"secret");
+    let r = as_user(&format!("cat {}", m.path("private/f").display()));
+    assert!(!r.status.success(), "read through a cached name: {r:?}");
+    assert!(
+        !String::from_utf8_lossy(&r.stdout).contains("secret"),
+        "{r:?}"
+    );
+    let w = as_user(&format!("echo x >> {}", m.path("private/f").display()));
+    assert!(!w.status.success(), "write through a cached name: {w:?}");
+    assert_eq!(fs::read(m.path("private/f")).unwrap(), b"secret");
+    // An execute-only (0711) binary runs for others, as locally: execve needs X, not R.
+    fs::copy("/bin/true", m.path("userdir/eo")).unwrap();
+    fs::set_permissions(m.path("userdir/eo"), fs::Permissions::from_mode(0o711)).unwrap();
+    let x = as_user(&m.path("userdir/eo").display().to_string());
+    assert!(x.status.success(), "{x:?}");
+    let r = as_user(&format!("cat {}", m.path("userdir/eo").display()));
+    assert!(!r.status.success(), "0711 is not readable by others: {r:?}");
 }
 
 #[test]
