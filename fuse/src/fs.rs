@@ -86,6 +86,16 @@ fn name_of(n: &OsStr) -> Result<String, Errno> {
     n.to_str().map(str::to_string).ok_or(Errno::EINVAL)
 }
 
+/// The name of a new entry: not one of the hidden names the mounts keep open files under
+/// (`.ringfs-open-*`), which no listing shows and which a mount removes as its own leftovers.
+fn new_name_of(n: &OsStr) -> Result<String, Errno> {
+    let name = name_of(n)?;
+    if name.starts_with(ringfs_proto::OPEN_FILE_HIDDEN_PREFIX) {
+        return Err(Errno::EPERM);
+    }
+    Ok(name)
+}
+
 fn caller(req: &Request) -> impl FnOnce() -> Caller {
     let (uid, gid, pid) = (req.uid(), req.gid(), req.pid());
     move || Caller::of(uid, gid, pid)
@@ -263,7 +273,7 @@ impl Filesystem for RingFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let name = match name_of(name) {
+        let name = match new_name_of(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
@@ -286,7 +296,7 @@ impl Filesystem for RingFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let name = match name_of(name) {
+        let name = match new_name_of(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
@@ -335,9 +345,9 @@ impl Filesystem for RingFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let (name, target) = match (name_of(link_name), name_of(target.as_os_str())) {
+        let (name, target) = match (new_name_of(link_name), name_of(target.as_os_str())) {
             (Ok(n), Ok(t)) => (n, t),
-            _ => return reply.error(Errno::EINVAL),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         let (inner, c) = (self.inner.clone(), caller(req));
         self.run(
@@ -358,9 +368,9 @@ impl Filesystem for RingFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (name, newname) = match (name_of(name), name_of(newname)) {
+        let (name, newname) = match (name_of(name), new_name_of(newname)) {
             (Ok(a), Ok(b)) => (a, b),
-            _ => return reply.error(Errno::EINVAL),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
@@ -396,7 +406,7 @@ impl Filesystem for RingFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let name = match name_of(newname) {
+        let name = match new_name_of(newname) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
@@ -851,7 +861,7 @@ impl Filesystem for RingFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let name = match name_of(name) {
+        let name = match new_name_of(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };

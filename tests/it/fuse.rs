@@ -1713,3 +1713,34 @@ fn times_before_1970_and_after_9999_are_kept_and_listed() {
     let out = c.cli(&["ls", "--json", "/t"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn the_hidden_names_of_open_files_cannot_be_made_by_users() {
+    // `.ringfs-open-*` names keep unlinked open files alive; no listing shows them and a mount
+    // removes them as leftovers. A user file by that name was hidden, then deleted by rmdir.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let m = c.mount(&[]);
+    fs::create_dir(m.path("d")).unwrap();
+    let eperm = |r: io::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{what}: {e}");
+    };
+    eperm(fs::write(m.path("d/.ringfs-open-7"), b"precious"), "create");
+    eperm(fs::create_dir(m.path("d/.ringfs-open-dir")), "mkdir");
+    fs::write(m.path("d/f"), b"precious").unwrap();
+    eperm(
+        fs::rename(m.path("d/f"), m.path("d/.ringfs-open-8")),
+        "rename",
+    );
+    eperm(
+        fs::hard_link(m.path("d/f"), m.path("d/.ringfs-open-9")),
+        "link",
+    );
+    eperm(
+        std::os::unix::fs::symlink("f", m.path("d/.ringfs-open-10")),
+        "symlink",
+    );
+    assert_eq!(fs::read(m.path("d/f")).unwrap(), b"precious");
+    fs::write(m.path("d/.ringfs-openish"), b"fine").unwrap();
+    assert_eq!(c.ls_names("/d"), vec![".ringfs-openish", "f"]);
+}
