@@ -932,6 +932,11 @@ impl Inner {
                     ov.committed_alone(u.index, list, size);
                     self.account(before, ov.bytes());
                     st.attr = attr;
+                    // Everything written is committed: the namenode's times hold from now on (a
+                    // utimens after a write of whole blocks showed the write's time instead).
+                    if !ov.is_dirty() {
+                        f.untouch();
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(ino = f.ino, block = u.index, error = %e.why, "early commit failed; retrying at flush")

@@ -1744,3 +1744,36 @@ fn the_hidden_names_of_open_files_cannot_be_made_by_users() {
     fs::write(m.path("d/.ringfs-openish"), b"fine").unwrap();
     assert_eq!(c.ls_names("/d"), vec![".ringfs-openish", "f"]);
 }
+
+#[test]
+fn utimens_after_writing_whole_blocks_shows_the_time_set() {
+    // `cp -p` of a file of exactly N blocks: the full blocks were committed in the background,
+    // and stat on the mount then showed the time of the write instead of the one just set.
+    let c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .block_size("1MiB")
+        .start();
+    let m = c.mount(&[]);
+    let set = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    for (name, len) in [("one", MIB), ("two", 2 * MIB), ("odd", 2 * MIB + 5)] {
+        let mut f = File::create(m.path(name)).unwrap();
+        f.write_all(&random_bytes(len, 3)).unwrap();
+        f.set_modified(set).unwrap();
+        assert_eq!(
+            f.metadata().unwrap().modified().unwrap(),
+            set,
+            "{name} open"
+        );
+        drop(f);
+        let seen = fs::metadata(m.path(name)).unwrap();
+        assert_eq!(seen.modified().unwrap(), set, "{name} closed");
+        assert_eq!(seen.len(), len as u64);
+        let st = c.stat_json(&format!("/{name}"));
+        assert_eq!(
+            field_str(&st, "mtime"),
+            "2001-09-09T01:46:40.000000000Z",
+            "{st}"
+        );
+    }
+}
