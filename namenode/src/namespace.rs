@@ -1763,8 +1763,16 @@ impl Namespace {
                 return Err(NamenodeError::NotPermitted(shown()));
             }
         }
-        if attr.mode.is_some() && !is_owner {
-            return Err(NamenodeError::NotPermitted(shown()));
+        if let (Some(m), false) = (attr.mode, is_owner) {
+            // Dropping set-user/group-ID is what the kernel asks for, as the writer, before a
+            // write to such a file (a local file system clears them on any write by a
+            // non-owner): a caller who may write the file may drop them, nothing else.
+            let drops_setid_only = (m & 0o7777) | S_ISUID | S_ISGID == n.mode | S_ISUID | S_ISGID
+                && m & 0o7777 != n.mode
+                && (m & 0o7777) & !n.mode == 0;
+            if !(drops_setid_only && !n.is_dir() && permits(caller, n, W_OK)) {
+                return Err(NamenodeError::NotPermitted(shown()));
+            }
         }
         let explicit = matches!(attr.atime, Some(TimeSet::At(_)))
             || matches!(attr.mtime, Some(TimeSet::At(_)));
@@ -4222,6 +4230,54 @@ mod tests {
         assert_eq!(set(&mut ns, &alice(), "/d/open", 2).unwrap().previous, 3);
         assert_eq!(ns.get(f).unwrap().to_attr().replication, 32);
         assert_consistent(&ns);
+    }
+
+    #[test]
+    fn a_writer_who_is_not_the_owner_may_drop_setid_bits_and_nothing_else() {
+        let mut ns = Namespace::new();
+        let f = create(&mut ns, &root(), "/s");
+        let chmod = |ns: &mut Namespace, c: &Caller, mode: u32| {
+            ns.set_attr(
+                c,
+                n("/s"),
+                SetAttr {
+                    mode: Some(mode),
+                    ..Default::default()
+                },
+                T0,
+            )
+        };
+        chmod(&mut ns, &root(), 0o6777).unwrap();
+        ns.set_attr(
+            &root(),
+            n("/s"),
+            SetAttr {
+                uid: Some(1000),
+                gid: Some(1000),
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap();
+        chmod(&mut ns, &root(), 0o6777).unwrap();
+        let other = Caller::user(1001, 1001);
+        for refused in [0o6700, 0o6775, 0o7777, 0o6777] {
+            let e = chmod(&mut ns, &other, refused).unwrap_err();
+            assert!(
+                matches!(e, NamenodeError::NotPermitted(_)),
+                "{refused:o}: {e}"
+            );
+        }
+        chmod(&mut ns, &other, 0o2777).unwrap();
+        // Set-group-ID goes too: the caller is not in the file's group (as chmod(2)).
+        assert_eq!(ns.get(f).unwrap().mode & 0o7777, 0o777);
+        chmod(&mut ns, &root(), 0o6777).unwrap();
+        chmod(&mut ns, &other, 0o777).unwrap();
+        assert_eq!(ns.get(f).unwrap().mode & 0o7777, 0o777);
+        // Without write permission, not even that.
+        chmod(&mut ns, &root(), 0o4755).unwrap();
+        let e = chmod(&mut ns, &other, 0o755).unwrap_err();
+        assert!(matches!(e, NamenodeError::NotPermitted(_)), "{e}");
     }
 
     #[test]

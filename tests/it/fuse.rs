@@ -562,6 +562,31 @@ fn permissions_follow_the_callers_uid() {
     let w = as_user(&format!("echo x >> {}", m.path("private/f").display()));
     assert!(!w.status.success(), "write through a cached name: {w:?}");
     assert_eq!(fs::read(m.path("private/f")).unwrap(), b"secret");
+    // A write by someone else to a set-user-ID file works and drops the bit, as locally (the
+    // kernel's chmod as the writer was refused: only the owner may chmod).
+    fs::write(m.path("userdir/suid"), b"x\n").unwrap();
+    sh(&format!(
+        "chown 1000:1000 {}",
+        m.path("userdir/suid").display()
+    ));
+    fs::set_permissions(m.path("userdir/suid"), fs::Permissions::from_mode(0o4777)).unwrap();
+    let as_other = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "1001",
+            "--regid",
+            "1001",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("echo more >> {}", m.path("userdir/suid").display()))
+        .output()
+        .unwrap();
+    assert!(as_other.status.success(), "{as_other:?}");
+    let md = fs::metadata(m.path("userdir/suid")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o777);
+    assert_eq!(fs::read(m.path("userdir/suid")).unwrap(), b"x\nmore\n");
     // An execute-only (0711) binary runs for others, as locally: execve needs X, not R.
     fs::copy("/bin/true", m.path("userdir/eo")).unwrap();
     fs::set_permissions(m.path("userdir/eo"), fs::Permissions::from_mode(0o711)).unwrap();
