@@ -835,7 +835,22 @@ impl Inner {
         };
         st.uploads.len() > self.upload_ahead(ov)
             || st.uploads.front().is_some_and(|u| u.task.is_finished())
-            || self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit
+            || self.over_dirty_limit(ov)
+    }
+
+    /// Whether the mount holds too much uncommitted data for this file to go on without a
+    /// commit. A file whose only uncommitted data is its growing last block may go on up to 4
+    /// times the limit: committing a partial block has the next append read it back and rewrite
+    /// it, and several writers of large blocks each hold one (ten 64 MiB-block writers stalled
+    /// rewriting their tails on every write).
+    fn over_dirty_limit(&self, ov: &Overlay) -> bool {
+        let dirty = self.dirty_bytes.load(Ordering::Acquire);
+        let limit = if ov.only_a_growing_tail() {
+            self.opts.dirty_limit.saturating_mul(4)
+        } else {
+            self.opts.dirty_limit
+        };
+        dirty > limit
     }
 
     /// How many block uploads of one file may be in flight before a write waits for the oldest.
@@ -890,7 +905,11 @@ impl Inner {
         };
         let excess = st.uploads.len().saturating_sub(self.upload_ahead(ov));
         self.reap_uploads(f, st, excess).await;
-        if self.dirty_bytes.load(Ordering::Acquire) > self.opts.dirty_limit {
+        if st
+            .overlay
+            .as_ref()
+            .is_some_and(|ov| self.over_dirty_limit(ov))
+        {
             self.sync_locked(f, st, false).await?;
         }
         Ok(())

@@ -182,6 +182,20 @@ impl Overlay {
             || self.base_valid != self.base_size
     }
 
+    /// Whether the file is being appended to and nothing but its last block, short of a whole
+    /// block, waits for a commit: every other dirty block is whole (uploaded in the background).
+    /// Committing such a tail early only makes the next append read it back and rewrite it.
+    pub(crate) fn only_a_growing_tail(&self) -> bool {
+        if self.size.is_multiple_of(self.bs) || self.base_valid != self.base_size {
+            return false;
+        }
+        let last = self.size / self.bs;
+        self.dirty
+            .iter()
+            .all(|(&i, d)| i == last || (i < last && d.buf.as_slice().len() as u64 == self.bs))
+            && self.dirty.contains_key(&last)
+    }
+
     /// The committed inline content, when the overlay holds exactly that and nothing else
     /// (after [`Overlay::committed_inline`] and no change since).
     pub(crate) fn clean_inline(&self) -> Option<&[u8]> {
@@ -784,6 +798,34 @@ mod tests {
         );
         m.commit(&mut o);
         assert_eq!(m.file(), data);
+    }
+
+    #[test]
+    fn a_growing_tail_is_told_from_other_uncommitted_data() {
+        let bs = 8u64;
+        let mut m = Model::new();
+        let mut o = Overlay::new(bs, Vec::new(), 0);
+        assert!(!o.only_a_growing_tail(), "nothing written");
+        m.write(&mut o, 0, &pattern(1, 5));
+        assert!(o.only_a_growing_tail());
+        // A whole block waiting for its upload next to the tail: still only a tail to commit.
+        m.write(&mut o, 5, &pattern(2, 6));
+        assert!(o.only_a_growing_tail());
+        m.write(&mut o, 11, &pattern(3, 5));
+        assert!(!o.only_a_growing_tail(), "ends on a block boundary");
+        m.commit(&mut o);
+        m.write(&mut o, 16, &pattern(4, 3));
+        assert!(o.only_a_growing_tail());
+        // A whole block rewritten in the middle goes by upload too; a cut is not an append.
+        m.write(&mut o, 2, b"x");
+        assert!(o.only_a_growing_tail());
+        m.commit(&mut o);
+        assert_eq!(m.file().len(), 19);
+        o.truncate(13);
+        assert!(!o.only_a_growing_tail());
+        m.commit(&mut o);
+        m.write(&mut o, 13, b"yz");
+        assert!(o.only_a_growing_tail());
     }
 
     #[test]

@@ -59,7 +59,7 @@ fn get_ok(addr: &str, path: &str) -> Response {
 }
 
 /// `/metrics` as series ("name{labels}") → value; fails on any line that is not a comment or a sample.
-fn metrics(addr: &str) -> Result<BTreeMap<String, f64>, String> {
+pub(crate) fn metrics(addr: &str) -> Result<BTreeMap<String, f64>, String> {
     let r = http(addr, "GET", "/metrics")?;
     if r.status != 200 {
         return Err(format!("/metrics answered {}: {}", r.status, r.body));
