@@ -408,6 +408,18 @@ fn tune_malloc() {
     }
 }
 
+/// Hands memory freed since the last time back to the kernel, every 30 s, in a process that runs
+/// for long: with the trim threshold high (see `tune_malloc`) and an allocator arena per thread,
+/// a mount that once held 1 GiB of writes kept it while idle.
+async fn give_back_free_memory() {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory of the allocator's arenas; thread-safe.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
+}
+
 fn main() -> ExitCode {
     tune_malloc();
     format::init_umask();
@@ -506,6 +518,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ..Default::default()
         };
         server::install_tls(&files, false)?;
+    }
+    if matches!(
+        cli.cmd,
+        Cmd::Namenode(_) | Cmd::Datanode(_) | Cmd::Up(_) | Cmd::Mount(_)
+    ) {
+        tokio::spawn(give_back_free_memory());
     }
     match cli.cmd {
         Cmd::Namenode(a) => server::namenode(a, tls_ca).await,
