@@ -278,7 +278,18 @@ impl BlockStore {
             }
             for e in fs::read_dir(&sub).map_err(DatanodeError::io("list", &sub))? {
                 let p = e.map_err(DatanodeError::io("list", &sub))?.path();
-                match parse_name(&p) {
+                let parsed = parse_name(&p);
+                if let Some((block, generation, _)) = parsed {
+                    let at = self.final_paths(block, generation);
+                    if p != at.data && p != at.meta {
+                        // Not something this datanode wrote (a copy by hand, another layout):
+                        // left alone, and not served.
+                        tracing::warn!(path = %p.display(), belongs = %at.data.display(),
+                            "ignoring a replica file outside the directory of its block");
+                        continue;
+                    }
+                }
+                match parsed {
                     Some((block, generation, "data")) => {
                         found.entry(block).or_default().push((generation, p));
                     }
@@ -1689,6 +1700,32 @@ mod tests {
         let store = BlockStore::open(dir.path()).unwrap();
         assert!(store.replicas().is_empty());
         assert!(!dir.path().join("blocks/07/7_1.data").exists());
+    }
+
+    #[test]
+    fn replica_files_outside_their_directory_are_left_alone_and_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(1000, 3);
+        {
+            let store = Arc::new(BlockStore::open(dir.path()).unwrap());
+            write(&store, 7, 1, &bytes);
+        }
+        // Copies in another block's directory (by hand): the scan used to "remove" them at the
+        // path where they belong, leaving them on disk and saying otherwise at every start.
+        let stray = dir.path().join("blocks/b1");
+        fs::create_dir_all(&stray).unwrap();
+        for f in ["7_1.data", "7_1.meta"] {
+            fs::copy(dir.path().join("blocks/07").join(f), stray.join(f)).unwrap();
+        }
+        fs::write(stray.join("999999_1.data"), b"junk").unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let ids: Vec<u64> = store.replicas().iter().map(|r| r.block).collect();
+        assert_eq!(ids, vec![7]);
+        assert_eq!(read_all(&store, 7, 1).unwrap(), bytes);
+        assert_eq!(store.used(), bytes.len() as u64);
+        for f in ["7_1.data", "7_1.meta", "999999_1.data"] {
+            assert!(stray.join(f).exists(), "{f} left alone");
+        }
     }
 
     #[test]
