@@ -157,7 +157,13 @@ async fn copy_file(
     let mut reader = client
         .open(inode_ref(attr.inode))
         .await
-        .map_err(|e| anyhow!("{src}: {e}"))?;
+        .map_err(|e| match e.kind() {
+            // Gone between the lookup of its name and the open.
+            ringfs_proto::ErrorKind::Stale => {
+                anyhow!("{src}: deleted or replaced by another client while being copied")
+            }
+            _ => anyhow!("{src}: {e}"),
+        })?;
     let (tx, rx) = mpsc::channel::<anyhow::Result<Bytes>>(4);
     let src_shown = src.to_string();
     tokio::spawn(async move {
