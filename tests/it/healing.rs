@@ -1155,3 +1155,27 @@ fn spread_over_datanodes(
         })
         .collect()
 }
+
+#[test]
+fn fsck_counts_the_replicas_of_a_draining_node_as_it_counts_them_for_health() {
+    // Three datanodes at replication 3: a decommission cannot finish (no node to copy to), and
+    // meanwhile the blocks are not under-replicated. `replicas` left the draining node's replicas
+    // out, so it disagreed with that (2 per block next to "under-replicated: 0").
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("256KiB")
+        .heartbeat("100ms")
+        .start();
+    let files = put_files(&c, 1, MIB as u64, 7);
+    let addr = c.datanode_addr(0).to_string();
+    c.ok(&["admin", "decommission", &addr]);
+    wait_until(Duration::from_secs(10), "decommissioning", || {
+        datanode_state(&c, &addr) == "decommissioning"
+    });
+    let fsck = c.fsck_json("/");
+    assert_eq!(field_u64(&fsck, "blocks"), 4, "{fsck}");
+    assert_eq!(field_u64(&fsck, "replicas"), 12, "{fsck}");
+    assert_eq!(field_u64(&fsck, "under_replicated"), 0, "{fsck}");
+    verify_files(&c, &files);
+}

@@ -936,7 +936,8 @@ pub fn fsck_of(shared: &Shared, st: &State, req: &pb::FsckRequest) -> Result<pb:
                 continue;
             }
             let h = health(BlockId(b.id), info, &st.nodes, true);
-            out.replicas += h.live as u64;
+            // Replicas on a node still decommissioning count, as for under-replication.
+            out.replicas += u64::from(h.live + h.draining);
             out.corrupt_replicas += h.corrupt_replicas as u64;
             if h.is_healthy() {
                 out.healthy_blocks += 1;
