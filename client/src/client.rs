@@ -1009,7 +1009,16 @@ impl Client {
                 return Ok(());
             }
             if !report.restarting || tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::NotEnoughDatanodes { need, have });
+                let retiring = report
+                    .datanodes
+                    .iter()
+                    .filter(|d| d.state.starts_with("decommission"))
+                    .count() as u32;
+                return Err(ClientError::NotEnoughDatanodes {
+                    need,
+                    have,
+                    retiring,
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -48,9 +48,13 @@ pub enum ClientError {
         /// "deleted or replaced" (the inode is gone), or "truncated or rewritten".
         how: &'static str,
     },
-    /// Fewer live datanodes than the replication factor asks for.
-    #[error("not enough live datanodes: need {need}, have {have}")]
-    NotEnoughDatanodes { need: u32, have: u32 },
+    /// Fewer live datanodes than the replication factor asks for (`retiring`: more that are up
+    /// but decommissioning or decommissioned, which take no new blocks).
+    #[error("not enough live datanodes: need {need}, have {have}{}", match retiring {
+        0 => String::new(),
+        n => format!(" ({n} more decommissioning or decommissioned, taking no new blocks)"),
+    })]
+    NotEnoughDatanodes { need: u32, have: u32, retiring: u32 },
     /// A server answered with something the protocol does not allow.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -134,13 +138,20 @@ mod tests {
             elsewhere.to_string(),
             "namenode 1.2.3.4:5: the server there does not answer this ringfs call; is the address right?"
         );
+        let two = |retiring| ClientError::NotEnoughDatanodes {
+            need: 3,
+            have: 2,
+            retiring,
+        };
         assert_eq!(
-            ClientError::NotEnoughDatanodes { need: 3, have: 2 }.to_string(),
+            two(0).to_string(),
             "not enough live datanodes: need 3, have 2"
         );
         assert_eq!(
-            ClientError::NotEnoughDatanodes { need: 3, have: 2 }.kind(),
-            ErrorKind::NoSpace
+            two(1).to_string(),
+            "not enough live datanodes: need 3, have 2 (1 more decommissioning or \
+             decommissioned, taking no new blocks)"
         );
+        assert_eq!(two(0).kind(), ErrorKind::NoSpace);
     }
 }

@@ -369,6 +369,15 @@ impl DatanodeRegistry {
         self.placement.len()
     }
 
+    /// Live nodes that take no new replicas because an operator is retiring them
+    /// (decommissioning or decommissioned).
+    pub fn retiring_count(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.alive && n.admin != AdminState::Normal)
+            .count()
+    }
+
     pub fn placement(&self) -> &Placement {
         &self.placement
     }

@@ -76,7 +76,7 @@ pub enum NamenodeError {
         reason: String,
     },
     /// ENOSPC: fewer live datanodes than the replication factor asks for.
-    #[error("not enough live datanodes: need {needed}, have {live}{}{}", besides(.failed), out_of_space(.full))]
+    #[error("not enough live datanodes: need {needed}, have {live}{}{}{}", besides(.failed), out_of_space(.full), retiring_ones(.retiring))]
     NotEnoughDatanodes {
         /// Replicas wanted.
         needed: usize,
@@ -84,6 +84,8 @@ pub enum NamenodeError {
         live: usize,
         /// How many of those the last heartbeats called full (the real reason when nodes are up).
         full: usize,
+        /// Live nodes left out because they are decommissioning or decommissioned.
+        retiring: usize,
         /// Where a write just failed, left out of `live` (pipeline recovery).
         failed: Option<String>,
     },
@@ -219,6 +221,15 @@ fn out_of_space(full: &usize) -> String {
     }
 }
 
+/// Live nodes an operator is retiring take no new blocks: without saying so, "have 2" read as
+/// dead nodes while four were up.
+fn retiring_ones(retiring: &usize) -> String {
+    match retiring {
+        0 => String::new(),
+        n => format!(" ({n} more decommissioning or decommissioned, taking no new blocks)"),
+    }
+}
+
 /// The node a pipeline recovery leaves out: it is up, but the write just failed there (often
 /// because its disk is full, which the writer's own message says).
 fn besides(failed: &Option<String>) -> String {
@@ -275,6 +286,7 @@ mod tests {
                 needed: 3,
                 live: 2,
                 full: 0,
+                retiring: 0,
                 failed: None,
             }
             .to_string(),
@@ -284,7 +296,20 @@ mod tests {
             NamenodeError::NotEnoughDatanodes {
                 needed: 3,
                 live: 2,
+                full: 0,
+                retiring: 4,
+                failed: None,
+            }
+            .to_string(),
+            "not enough live datanodes: need 3, have 2 (4 more decommissioning or \
+             decommissioned, taking no new blocks)"
+        );
+        assert_eq!(
+            NamenodeError::NotEnoughDatanodes {
+                needed: 3,
+                live: 2,
                 full: 1,
+                retiring: 0,
                 failed: Some("127.0.0.1:9866".into()),
             }
             .to_string(),

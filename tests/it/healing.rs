@@ -1178,4 +1178,9 @@ fn fsck_counts_the_replicas_of_a_draining_node_as_it_counts_them_for_health() {
     assert_eq!(field_u64(&fsck, "replicas"), 12, "{fsck}");
     assert_eq!(field_u64(&fsck, "under_replicated"), 0, "{fsck}");
     verify_files(&c, &files);
+    // A new file needs three nodes that take blocks: the refusal says why two are not enough.
+    let big = c.scratch_path("big");
+    std::fs::write(&big, vec![7u8; 300 << 10]).unwrap();
+    c.fails(&["put", big.to_str().unwrap(), "/new"])
+        .says(&["need 3, have 2", "1 more decommissioning or decommissioned"]);
 }

@@ -83,6 +83,7 @@ fn check_datanodes(st: &State, needed: usize) -> Result<()> {
             needed,
             live,
             full: 0,
+            retiring: st.nodes.retiring_count(),
             failed: None,
         });
     }
@@ -588,6 +589,7 @@ impl ClientService {
                         needed,
                         live: live.len(),
                         full,
+                        retiring: st.nodes.retiring_count(),
                         failed: failed
                             .first()
                             .map(|id| st.nodes.get(id).map_or(id.0.clone(), |n| n.address.clone())),
