@@ -1459,19 +1459,50 @@ pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `report` state of the datanode at `address` ("" if the namenode does not know it).
+fn state_of(r: &pb::ReportResponse, address: &str) -> String {
+    r.datanodes
+        .iter()
+        .find(|d| d.address == address)
+        .map(|d| d.state.clone())
+        .unwrap_or_default()
+}
+
 pub async fn decommission(namenode: Option<String>, address: &str) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
     client.decommission(address).await?;
-    println!(
-        "decommissioning {address}: its blocks are being copied elsewhere (see `ringfs report`)"
-    );
+    let r = client.report().await?;
+    match state_of(&r, address).as_str() {
+        "dead" => println!(
+            "{address} is dead: it is decommissioned if it comes back; its blocks are copied \
+             from their other replicas meanwhile (see `ringfs report`)"
+        ),
+        "decommissioned" => println!("{address} is decommissioned: no block needs it"),
+        _ => println!(
+            "decommissioning {address}: its blocks are being copied elsewhere (see `ringfs report`)"
+        ),
+    }
+    let in_service = r.datanodes.iter().filter(|d| d.state == "live").count();
+    if in_service < r.default_replication as usize {
+        eprintln!(
+            "ringfs: warning: {in_service} datanodes stay in service, fewer than the default \
+             replication ({}): blocks with a replica on {address} cannot all be copied elsewhere \
+             until more datanodes join",
+            r.default_replication
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn recommission(namenode: Option<String>, address: &str) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
+    let was = state_of(&client.report().await?, address);
     client.recommission(address).await?;
-    println!("{address} is back in service (takes new blocks again)");
+    if was == "live" {
+        println!("{address} was in service already");
+    } else {
+        println!("{address} is back in service (takes new blocks again)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

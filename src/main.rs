@@ -398,7 +398,7 @@ fn init_tracing(default: &str) {
 /// every packet buffer then costs an mmap, a munmap and a page fault per 4 KiB touched, which
 /// was about a tenth of the cluster's CPU per GiB written. A fixed threshold of 32 MiB (glibc's
 /// largest) and a trim threshold of 256 MiB make freed buffers come back from the heap instead.
-/// The price: up to 256 MiB of freed memory may stay mapped in an idle process.
+/// The price: up to 256 MiB of freed memory stays mapped until `give_back_free_memory` trims it.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
@@ -428,7 +428,13 @@ fn main() -> ExitCode {
         cli.cmd,
         Cmd::Namenode(_) | Cmd::Datanode(_) | Cmd::Up(_) | Cmd::Mount(_)
     );
-    init_tracing(if is_server { "info" } else { "error" });
+    // fuser's session warns "Failed to umount filesystem" at every clean `ringfs umount` (the
+    // kernel ended the mount already): not worth a WARN line.
+    init_tracing(if is_server {
+        "info,fuser::session=error"
+    } else {
+        "error"
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

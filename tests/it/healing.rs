@@ -864,7 +864,10 @@ fn blocks_with_one_live_replica_are_re_replicated_before_blocks_with_two() {
         "both killed datanodes reported dead",
         || datanode_state(&c, &a) == "dead" && datanode_state(&c, &b) == "dead",
     );
-    let slack = (others.len() / 10).max(8);
+    // Small blocks are copied many to a round (each counts as a share of a stream), so a round
+    // starts every at-risk copy and some others, which run side by side: a fifth of the others
+    // may finish first (up to 30 of ~200 seen in runs here).
+    let slack = (others.len() / 5).max(8);
     let mut samples = Vec::new();
     wait_for(
         Duration::from_secs(180),
@@ -1169,7 +1172,18 @@ fn fsck_counts_the_replicas_of_a_draining_node_as_it_counts_them_for_health() {
         .start();
     let files = put_files(&c, 1, MIB as u64, 7);
     let addr = c.datanode_addr(0).to_string();
-    c.ok(&["admin", "decommission", &addr]);
+    let out = c.cli(&["admin", "decommission", &addr]);
+    assert!(out.status.success(), "{out:?}");
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("2 datanodes stay in service, fewer than the default replication (3)"),
+        "{warning}"
+    );
+    let out = c.cli(&["admin", "recommission", c.datanode_addr(1)]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("was in service already"),
+        "{out:?}"
+    );
     wait_until(Duration::from_secs(10), "decommissioning", || {
         datanode_state(&c, &addr) == "decommissioning"
     });
