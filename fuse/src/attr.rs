@@ -91,8 +91,9 @@ pub(crate) fn kind_of_mode(mode: u32) -> Option<pb::FileKind> {
 
 /// The kernel's view of a ringfs inode. `st_blocks` counts the 512-byte units a file stores
 /// (`allocated`: holes are free, so `du` and `cp --sparse` see a sparse file as one), replicas
-/// are not the file's business. A file being written counts its size: what it stores is known
-/// only once committed. Other kinds count their size.
+/// are not the file's business. A file being written elsewhere counts its size: what it stores
+/// is known only once committed (the mount writing it counts its own uncommitted blocks, see
+/// `OpenFile::adjust`). Other kinds count their size.
 pub(crate) fn file_attr(a: &pb::Attr) -> FileAttr {
     let stored = if a.kind == pb::FileKind::File as i32 && !a.under_construction {
         a.allocated.min(a.size)

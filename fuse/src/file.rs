@@ -57,6 +57,9 @@ pub(crate) struct OpenFile {
     local_size: AtomicU64,
     /// Bumped on every local data change: readahead buffers of an older version are dropped.
     version: AtomicU64,
+    /// Bytes of the overlay's dirty blocks while there is one (NO_SIZE otherwise): with the
+    /// committed blocks, what the file stores as this mount sees it (`st_blocks`).
+    local_bytes: AtomicU64,
     /// The size the namenode gave last in attributes this mount passed to the kernel (lookup,
     /// getattr: `adjust`); NO_SIZE before any. Larger than a handle's reader knows = the file
     /// grew elsewhere and the kernel knows it: reads past the reader's end fetch it again.
@@ -77,6 +80,7 @@ impl OpenFile {
             ino,
             state: tokio::sync::Mutex::new(FileState::default()),
             local_size: AtomicU64::new(NO_SIZE),
+            local_bytes: AtomicU64::new(NO_SIZE),
             version: AtomicU64::new(0),
             remote_size: AtomicU64::new(NO_SIZE),
             refs: AtomicUsize::new(0),
@@ -91,6 +95,13 @@ impl OpenFile {
         self.remote_size.store(a.size, Ordering::Release);
         if let Some(size) = self.local_size() {
             a.size = size;
+            // Written here and not committed: what it stores is known here, not "its size" (a
+            // new `truncate -s 1G` file showed 1 GiB of blocks to `du`).
+            let dirty = self.local_bytes.load(Ordering::Acquire);
+            if dirty != NO_SIZE {
+                a.allocated = a.allocated.saturating_add(dirty).min(size);
+                a.under_construction = false;
+            }
         }
         if let Some(t) = *locked(&self.touched) {
             let newer = |cur: &Option<pb::Time>| {
@@ -126,6 +137,10 @@ impl OpenFile {
     fn changed(&self, st: &FileState) {
         self.local_size.store(
             st.overlay.as_ref().map(|o| o.size()).unwrap_or(NO_SIZE),
+            Ordering::Release,
+        );
+        self.local_bytes.store(
+            st.overlay.as_ref().map(|o| o.bytes()).unwrap_or(NO_SIZE),
             Ordering::Release,
         );
         self.version.fetch_add(1, Ordering::AcqRel);

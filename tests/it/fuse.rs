@@ -1324,7 +1324,12 @@ fn a_sparse_file_counts_only_the_bytes_it_stores() {
     let m = c.mount(&[]);
     let f = File::create(m.path("sparse")).unwrap();
     f.set_len(1 << 30).unwrap();
+    // While it is written here, too: it stores nothing yet (it showed its size).
+    let open = fs::metadata(m.path("sparse")).unwrap();
+    assert_eq!((open.len(), open.blocks()), (1 << 30, 0));
     f.write_all_at(&[7u8; 4096], 512 << 20).unwrap();
+    let open = fs::metadata(m.path("sparse")).unwrap();
+    assert!(open.blocks() <= 2048, "{} blocks", open.blocks());
     drop(f);
     fs::write(m.path("full"), vec![1u8; 3 << 20]).unwrap();
     // The kernel may keep the attributes it saw while the files were written for --ttl.
