@@ -474,6 +474,22 @@ pub(crate) async fn put_file(
             _ => {}
         }
     }
+    // A size past the largest file of its block size is refused before anything is written
+    // (the namenode would refuse it only once that much was written). Blocks are at least
+    // 64 KiB, so sizes up to the largest file of 64 KiB blocks need no look at the default.
+    if let Some(size) = size.filter(|&s| s > ringfs_proto::max_file_size(64 << 10)) {
+        let block_size = match how.block_size {
+            0 => client.report().await?.default_block_size,
+            n => n,
+        };
+        let max = ringfs_proto::max_file_size(block_size);
+        if size > max {
+            bail!(
+                "{target}: file too large: {size} bytes (the most for a block size of \
+                 {block_size} is {max})"
+            );
+        }
+    }
     // Write under a hidden temporary name next to the target, then rename it into place: a failed
     // put leaves nothing behind and `-f` replaces the old file atomically.
     let tmp = put_temp_name(client, target);
@@ -1498,10 +1514,10 @@ pub async fn recommission(namenode: Option<String>, address: &str) -> anyhow::Re
     let client = connect(namenode).await?;
     let was = state_of(&client.report().await?, address);
     client.recommission(address).await?;
-    if was == "live" {
-        println!("{address} was in service already");
-    } else {
-        println!("{address} is back in service (takes new blocks again)");
+    match was.as_str() {
+        "live" => println!("{address} was in service already"),
+        "dead" => println!("{address} is dead: back in service if it comes back"),
+        _ => println!("{address} is back in service (takes new blocks again)"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1224,3 +1224,29 @@ fn get_onto_a_full_local_disk_names_the_local_file() {
     c.fails(&["get", "/big", t]).says(&[t, "no space left"]);
     assert_eq!(fs::read(&target).unwrap(), b"old");
 }
+
+#[test]
+fn a_put_past_the_largest_file_of_its_block_size_is_refused_before_it_writes() {
+    // 2^18 blocks of 64 KiB make 16 GiB: a 17 GiB (sparse) local file was written for half an
+    // hour before the namenode refused a block.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let big = c.scratch_path("sparse17g");
+    fs::File::create(&big).unwrap().set_len(17 << 30).unwrap();
+    c.fails(&[
+        "put",
+        "--block-size",
+        "64KiB",
+        big.to_str().unwrap(),
+        "/big",
+    ])
+    .says(&[
+        "/big: file too large",
+        "the most for a block size of 65536 is 17179869184",
+    ]);
+    assert_eq!(c.ls_names("/"), Vec::<String>::new());
+    let out = c.cli(&["ls", "-a", "/"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "{out:?}"
+    );
+}
