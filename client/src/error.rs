@@ -50,10 +50,7 @@ pub enum ClientError {
     },
     /// Fewer live datanodes than the replication factor asks for (`retiring`: more that are up
     /// but decommissioning or decommissioned, which take no new blocks).
-    #[error("not enough live datanodes: need {need}, have {have}{}", match retiring {
-        0 => String::new(),
-        n => format!(" ({n} more decommissioning or decommissioned, taking no new blocks)"),
-    })]
+    #[error("not enough live datanodes: need {need}, have {have}{}", ringfs_proto::retiring_note(*.retiring as usize))]
     NotEnoughDatanodes { need: u32, have: u32, retiring: u32 },
     /// A server answered with something the protocol does not allow.
     #[error("protocol error: {0}")]

@@ -76,7 +76,7 @@ pub enum NamenodeError {
         reason: String,
     },
     /// ENOSPC: fewer live datanodes than the replication factor asks for.
-    #[error("not enough live datanodes: need {needed}, have {live}{}{}{}", besides(.failed), out_of_space(.full), retiring_ones(.retiring))]
+    #[error("not enough live datanodes: need {needed}, have {live}{}{}{}", besides(.failed), out_of_space(.full), ringfs_proto::retiring_note(*.retiring))]
     NotEnoughDatanodes {
         /// Replicas wanted.
         needed: usize,
@@ -218,15 +218,6 @@ fn out_of_space(full: &usize) -> String {
     match full {
         0 => String::new(),
         n => format!(" ({n} of them out of space)"),
-    }
-}
-
-/// Live nodes an operator is retiring take no new blocks: without saying so, "have 2" read as
-/// dead nodes while four were up.
-fn retiring_ones(retiring: &usize) -> String {
-    match retiring {
-        0 => String::new(),
-        n => format!(" ({n} more decommissioning or decommissioned, taking no new blocks)"),
     }
 }
 

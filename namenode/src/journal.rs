@@ -413,12 +413,7 @@ impl Journal {
             files: log_files,
             damaged_from,
         } = read_log(dir, applied)?;
-        let applied = applied + replay.len() as u64;
-        if !replay.is_empty() {
-            let batches: Vec<&Vec<Mutation>> = replay.iter().collect();
-            write_group(&db, &batches, false, Some(applied)).map_err(|e| storage(&path, e))?;
-            tracing::info!(path = %path.display(), batches = replay.len(), "log replayed into the store");
-        }
+        let applied = store_replay(&db, &path, &replay, applied)?;
         let ns = match read_store(&db, &path)? {
             Some(stored) => {
                 let (ns, format) = (stored.rows.into_namespace()?, stored.format);
@@ -537,7 +532,7 @@ impl Journal {
         }
         let payload = postcard::to_allocvec(&batch)
             .map_err(|e| NamenodeError::Storage(format!("encoding a log record: {e}")))?;
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = lock(&self.log);
         let seq = log.append(&payload).map_err(|e| {
             // A partial record may be on disk: nothing after it can be logged consistently.
             let msg = format!("{}: appending to the log: {e}", log.dir.display());
@@ -559,7 +554,7 @@ impl Journal {
         if let Err(e) = self.check() {
             return Commit::ready(Err(e));
         }
-        let _order = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = lock(&self.log);
         self.queue(0, Vec::new())
     }
 
@@ -628,10 +623,7 @@ impl Journal {
                 ),
             ));
         }
-        if !batches.is_empty() {
-            let batches: Vec<&Vec<Mutation>> = batches.iter().collect();
-            write_group(db, &batches, false, Some(last)).map_err(|e| storage(&self.path, e))?;
-        }
+        store_replay(db, &self.path, &batches, applied)?;
         let ns = read_store(db, &self.path)?
             .ok_or_else(|| storage(&self.path, "the store holds no namespace"))?
             .rows
@@ -651,7 +643,7 @@ impl Journal {
     /// Test hook: appends go to `file` from now on (`/dev/full`: every write fails with ENOSPC).
     #[cfg(test)]
     pub(crate) fn redirect_log(&self, file: File) {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).file = file;
+        lock(&self.log).file = file;
     }
 
     fn queue(&self, seq: u64, batch: Vec<Mutation>) -> Commit {
@@ -773,6 +765,18 @@ fn commit_group(
     write_group(db, &rows, false, Some(applied)).map_err(|e| format!("{}: {e}", path.display()))?;
     store.applied = applied;
     Ok(Some(applied))
+}
+
+/// Stores `replay`, the log records after `applied` (from [`read_log`]), in one durable
+/// transaction; returns the last log record the store then holds.
+fn store_replay(db: &Database, path: &Path, replay: &[Vec<Mutation>], applied: u64) -> Result<u64> {
+    let last = applied + replay.len() as u64;
+    if !replay.is_empty() {
+        let batches: Vec<&Vec<Mutation>> = replay.iter().collect();
+        write_group(db, &batches, false, Some(last)).map_err(|e| storage(path, e))?;
+        tracing::info!(path = %path.display(), batches = replay.len(), "log replayed into the store");
+    }
+    Ok(last)
 }
 
 /// Apply batches, in order, in one durable transaction (with `set_format`, also record [`FORMAT`]:

@@ -1767,9 +1767,9 @@ impl Namespace {
             // Dropping set-user/group-ID is what the kernel asks for, as the writer, before a
             // write to such a file (a local file system clears them on any write by a
             // non-owner): a caller who may write the file may drop them, nothing else.
-            let drops_setid_only = (m & 0o7777) | S_ISUID | S_ISGID == n.mode | S_ISUID | S_ISGID
-                && m & 0o7777 != n.mode
-                && (m & 0o7777) & !n.mode == 0;
+            let (new, dropped) = (m & 0o7777, n.mode & !(m & 0o7777));
+            let drops_setid_only =
+                new & !n.mode == 0 && dropped != 0 && dropped & !(S_ISUID | S_ISGID) == 0;
             if !(drops_setid_only && !n.is_dir() && permits(caller, n, W_OK)) {
                 return Err(NamenodeError::NotPermitted(shown()));
             }

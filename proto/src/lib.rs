@@ -43,6 +43,15 @@ pub fn max_file_size(block_size: u64) -> u64 {
     MAX_FILE_SIZE.min(block_size.max(1).saturating_mul(MAX_FILE_BLOCKS))
 }
 
+/// The tail of a "not enough live datanodes" refusal for `retiring` more nodes that are up but
+/// decommissioning or decommissioned: without it "have 2" read as dead nodes while more were up.
+pub fn retiring_note(retiring: usize) -> String {
+    match retiring {
+        0 => String::new(),
+        n => format!(" ({n} more decommissioning or decommissioned, taking no new blocks)"),
+    }
+}
+
 /// Prefix of the hidden names a mount gives files unlinked or replaced while still open there
 /// (`.ringfs-open-<inode>-<mount>`, like NFS's `.nfsXXXX`): the mount does not list them and the
 /// CLI's `ls` lists them only with `-a`.
