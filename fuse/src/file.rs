@@ -859,13 +859,10 @@ impl Inner {
     /// it, and several writers of large blocks each hold one (ten 64 MiB-block writers stalled
     /// rewriting their tails on every write).
     fn over_dirty_limit(&self, ov: &Overlay) -> bool {
+        // The tail test walks the dirty blocks: only past the limit (this runs at every write).
         let dirty = self.dirty_bytes.load(Ordering::Acquire);
-        let limit = if ov.only_a_growing_tail() {
-            self.opts.dirty_limit.saturating_mul(4)
-        } else {
-            self.opts.dirty_limit
-        };
-        dirty > limit
+        dirty > self.opts.dirty_limit
+            && (dirty > self.opts.dirty_limit.saturating_mul(4) || !ov.only_a_growing_tail())
     }
 
     /// How many block uploads of one file may be in flight before a write waits for the oldest.
