@@ -69,6 +69,9 @@ pub(crate) struct OpenFile {
     /// When this mount last changed the data without committing it yet: `stat` shows it as
     /// mtime/ctime until a commit brings the namenode's times.
     touched: Mutex<Option<pb::Time>>,
+    /// An mtime set here (utimens) since this mount last changed the data: every commit until
+    /// the next change sends it, so no commit of this mount undoes it with its own time.
+    kept_mtime: Mutex<Option<pb::Time>>,
     /// Hidden names (parent, name) that keep the inode alive while it is open here after an
     /// unlink or a rename over it on this mount (NFS "silly rename"); removed at the last close.
     pub(crate) hidden: Mutex<Vec<(u64, String)>>,
@@ -85,6 +88,7 @@ impl OpenFile {
             remote_size: AtomicU64::new(NO_SIZE),
             refs: AtomicUsize::new(0),
             touched: Mutex::new(None),
+            kept_mtime: Mutex::new(None),
             hidden: Mutex::new(Vec::new()),
         }
     }
@@ -121,6 +125,18 @@ impl OpenFile {
 
     fn touch(&self) {
         *locked(&self.touched) = Some(pb_time(SystemTime::now()));
+        *locked(&self.kept_mtime) = None;
+    }
+
+    /// The mtime the next commit sends: one set by utimens since the last change, else None
+    /// (the namenode's now).
+    fn commit_mtime(&self) -> Option<pb::Time> {
+        *locked(&self.kept_mtime)
+    }
+
+    /// After a utimens of this file while this mount writes it: `a` holds the time set.
+    pub(crate) fn keep_mtime(&self, a: &pb::Attr) {
+        *locked(&self.kept_mtime) = a.mtime;
     }
 
     fn untouch(&self) {
@@ -144,6 +160,13 @@ impl OpenFile {
             Ordering::Release,
         );
         self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl FileState {
+    /// Whether this mount holds the file's lease (some handle writes it).
+    pub(crate) fn writing(&self) -> bool {
+        self.overlay.is_some()
     }
 }
 
@@ -957,7 +980,10 @@ impl Inner {
             let Some((list, size)) = ov.commit_alone_plan(u.index, u.version, &block) else {
                 continue;
             };
-            match self.commit(f.ino, list.clone(), size, false, None).await {
+            match self
+                .commit(f.ino, list.clone(), size, false, f.commit_mtime())
+                .await
+            {
                 Ok(attr) => {
                     let before = ov.bytes();
                     ov.committed_alone(u.index, list, size);
@@ -1018,7 +1044,8 @@ impl Inner {
         };
         if ov.is_dirty() {
             let before = ov.bytes();
-            if let Some(attr) = crate::small::commit(&self.client, ino, ov, close).await? {
+            let mtime = f.commit_mtime();
+            if let Some(attr) = crate::small::commit(&self.client, ino, ov, close, mtime).await? {
                 self.note_seen(&attr);
                 self.account(before, ov.bytes());
                 st.attr = attr;
@@ -1053,7 +1080,7 @@ impl Inner {
                 .buffered(COMMIT_PARALLELISM)
                 .try_collect()
                 .await?;
-            let attr = self.commit(ino, list.clone(), size, close, None).await?;
+            let attr = self.commit(ino, list.clone(), size, close, mtime).await?;
             ov.committed(list);
             self.account(before, ov.bytes());
             st.attr = attr;
@@ -1086,6 +1113,7 @@ impl Inner {
             u.task.abort();
         }
         f.untouch();
+        *locked(&f.kept_mtime) = None;
         f.changed(st);
     }
 

@@ -460,7 +460,7 @@ impl Inner {
             .query(&req, |mut nn, req| async move { nn.set_attr(req).await })
             .await?;
         let a = attr_of(r.attr)?;
-        self.remember_attr(&a).await;
+        self.remember_attr(&a, mtime.is_some()).await;
         Ok(self.local_view(a))
     }
 
@@ -755,10 +755,16 @@ impl Inner {
     }
 
     /// Keeps the attributes an open file remembers in step with a change made by this mount.
-    pub(crate) async fn remember_attr(&self, a: &pb::Attr) {
+    /// `mtime_set`: the change was a utimens, whose time this mount's later commits keep while
+    /// it writes the file (they would set their own).
+    pub(crate) async fn remember_attr(&self, a: &pb::Attr, mtime_set: bool) {
         let f = locked(&self.files).get(&a.inode).cloned();
         if let Some(f) = f {
-            f.state.lock().await.attr = *a;
+            let mut st = f.state.lock().await;
+            st.attr = *a;
+            if mtime_set && st.writing() {
+                f.keep_mtime(a);
+            }
         }
     }
 

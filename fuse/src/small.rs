@@ -54,22 +54,24 @@ async fn inline_content(client: &Client, ino: u64, ov: &Overlay) -> Res<Option<V
 /// commit that keeps the overlay (fsync, or the commit before a timestamp change that `cp -p`,
 /// `rsync` and `tar` make on an open file) leaves the content in it as clean block 0
 /// ([`Overlay::committed_inline`]), so a small file's fsync never goes through the datanodes.
+/// `mtime` None = the namenode's now.
 pub(crate) async fn commit(
     client: &Client,
     ino: u64,
     ov: &mut Overlay,
     close: bool,
+    mtime: Option<pb::Time>,
 ) -> Res<Option<pb::Attr>> {
     let Some(data) = inline_content(client, ino, ov).await? else {
         return Ok(None);
     };
     if close {
         return Ok(client
-            .commit_inline(ino, data, ov.size(), true, None)
+            .commit_inline(ino, data, ov.size(), true, mtime)
             .await?);
     }
     let attr = client
-        .commit_inline(ino, data.clone(), ov.size(), false, None)
+        .commit_inline(ino, data.clone(), ov.size(), false, mtime)
         .await?;
     if attr.is_some() {
         ov.committed_inline(data);

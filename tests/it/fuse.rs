@@ -1799,9 +1799,23 @@ fn utimens_after_writing_whole_blocks_shows_the_time_set() {
         let seen = fs::metadata(m.path(name)).unwrap();
         assert_eq!(seen.modified().unwrap(), set, "{name} closed");
         assert_eq!(seen.len(), len as u64);
-        // Not asserted: the time the namenode keeps. In one CI run the file of 2 MiB + 5 kept
-        // the time of a commit made after the utimens (a race not found yet; see the note).
+        let st = c.stat_json(&format!("/{name}"));
+        assert_eq!(
+            field_str(&st, "mtime"),
+            "2001-09-09T01:46:40.000000000Z",
+            "{name}: {st}"
+        );
     }
+    // A write after the utimens is a change: it takes the time of its commit, as locally.
+    let mut f = File::create(m.path("later")).unwrap();
+    f.write_all(&random_bytes(2 * MIB, 4)).unwrap();
+    f.set_modified(set).unwrap();
+    f.write_all(b"more").unwrap();
+    drop(f);
+    let seen = fs::metadata(m.path("later")).unwrap().modified().unwrap();
+    assert!(seen > set + Duration::from_secs(86400 * 365), "{seen:?}");
+    let st = c.stat_json("/later");
+    assert!(field_str(&st, "mtime") > "2020", "{st}");
 }
 
 #[test]
