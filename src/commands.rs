@@ -1134,30 +1134,78 @@ fn block_json(b: &pb::LocatedBlock) -> Value {
 
 pub async fn stat(namenode: Option<String>, a: StatArgs) -> anyhow::Result<ExitCode> {
     let client = connect(namenode).await?;
-    let attr = client.stat(&a.path).await?;
+    // Like stat(1): a path that fails is reported and the next one still goes.
+    let mut failed = false;
+    let mut values = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for (i, path) in a.paths.iter().enumerate() {
+        match stat_one(&client, path).await {
+            Ok(shown) if a.json => values.push(shown.json(path)),
+            Ok(shown) => {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                shown.write_text(&mut out, path)?;
+            }
+            Err(e) => {
+                out.flush()?;
+                eprintln!("ringfs: {}", crate::chain_text(&e));
+                failed = true;
+            }
+        }
+    }
+    if a.json {
+        match values.as_slice() {
+            [] => {}
+            [one] if a.paths.len() == 1 => serde_json::to_writer_pretty(&mut out, one)?,
+            _ => serde_json::to_writer_pretty(&mut out, &values)?,
+        }
+        if !values.is_empty() {
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(exit_code(failed))
+}
+
+/// What `stat` shows of one path.
+struct Shown {
+    attr: pb::Attr,
+    blocks: Vec<pb::LocatedBlock>,
+    target: Option<String>,
+}
+
+async fn stat_one(client: &Client, path: &str) -> anyhow::Result<Shown> {
+    let attr = client.stat(path).await?;
     let blocks = if attr.kind == pb::FileKind::File as i32 {
-        client
-            .block_locations(path_ref(&a.path), 0, 0)
-            .await?
-            .blocks
+        client.block_locations(path_ref(path), 0, 0).await?.blocks
     } else {
         Vec::new()
     };
-    let target = symlink_target(&client, &attr).await?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let mut v = attr_json(basename(&a.path), &a.path, &attr);
-        v["blocks"] = Value::Array(blocks.iter().map(block_json).collect());
-        if let Some(t) = &target {
+    let target = symlink_target(client, &attr).await?;
+    Ok(Shown {
+        attr,
+        blocks,
+        target,
+    })
+}
+
+impl Shown {
+    fn json(&self, path: &str) -> Value {
+        let mut v = attr_json(basename(path), path, &self.attr);
+        v["blocks"] = Value::Array(self.blocks.iter().map(block_json).collect());
+        if let Some(t) = &self.target {
             v["target"] = json!(t);
         }
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
-    } else {
+        v
+    }
+
+    fn write_text(&self, out: &mut impl Write, path: &str) -> std::io::Result<()> {
+        let (attr, blocks) = (&self.attr, &self.blocks);
         let kind = format::kind_name(attr.kind);
-        match &target {
-            Some(t) => writeln!(out, "  path: {} -> {t}", a.path)?,
-            None => writeln!(out, "  path: {}", a.path)?,
+        match &self.target {
+            Some(t) => writeln!(out, "  path: {path} -> {t}")?,
+            None => writeln!(out, "  path: {path}")?,
         }
         writeln!(
             out,
@@ -1209,9 +1257,8 @@ pub async fn stat(namenode: Option<String>, a: StatArgs) -> anyhow::Result<ExitC
                 )?;
             }
         }
+        Ok(())
     }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// How long `fsck` waits for a namenode in safe mode to leave it.

@@ -12,6 +12,7 @@ mod du;
 mod format;
 mod mode;
 mod perms;
+mod remote_path;
 mod server;
 mod setrep;
 mod tree;
@@ -171,13 +172,14 @@ pub struct PutArgs {
     pub sources: Vec<String>,
     /// Target path; an existing directory receives each source under its own name (with several
     /// sources it must be one).
+    #[arg(value_parser = remote_path::arg)]
     pub remote: String,
 }
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// ringfs files or directories (copied with everything under them).
-    #[arg(required = true, value_name = "REMOTE")]
+    #[arg(value_parser = remote_path::arg, required = true, value_name = "REMOTE")]
     pub sources: Vec<String>,
     /// Local target, `-` for stdout; an existing directory receives each source under its own
     /// name (with several sources it must be one).
@@ -186,7 +188,7 @@ pub struct GetArgs {
 
 #[derive(Args, Debug)]
 pub struct PathsArg {
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_parser = remote_path::arg, required = true, value_name = "PATH")]
     pub paths: Vec<String>,
 }
 
@@ -236,7 +238,7 @@ pub struct LsArgs {
     #[arg(short = 'R', long)]
     pub recursive: bool,
     /// Directories or files to list.
-    #[arg(default_value = "/")]
+    #[arg(value_parser = remote_path::arg, default_value = "/")]
     pub paths: Vec<String>,
 }
 
@@ -245,7 +247,7 @@ pub struct MkdirArgs {
     /// Create missing parents; an existing directory is fine.
     #[arg(short, long)]
     pub parents: bool,
-    #[arg(required = true)]
+    #[arg(value_parser = remote_path::arg, required = true)]
     pub paths: Vec<String>,
 }
 
@@ -257,7 +259,7 @@ pub struct RmArgs {
     /// A path that does not exist is not an error (rm -f, hdfs dfs -rm -f).
     #[arg(short, long)]
     pub force: bool,
-    #[arg(required = true)]
+    #[arg(value_parser = remote_path::arg, required = true)]
     pub paths: Vec<String>,
 }
 
@@ -269,7 +271,7 @@ pub struct ChmodArgs {
     /// Octal (755) or symbolic (u+x, go-w, a=rX, u=rwx,g=rx,o=).
     #[arg(allow_hyphen_values = true)]
     pub mode: String,
-    #[arg(required = true)]
+    #[arg(value_parser = remote_path::arg, required = true)]
     pub paths: Vec<String>,
 }
 
@@ -287,7 +289,7 @@ pub struct ChownArgs {
     pub help: Option<bool>,
     /// OWNER, OWNER:GROUP, OWNER: (the owner's login group) or :GROUP; names or numbers.
     pub owner: String,
-    #[arg(required = true)]
+    #[arg(value_parser = remote_path::arg, required = true)]
     pub paths: Vec<String>,
 }
 
@@ -306,7 +308,7 @@ pub struct DuArgs {
     /// Print JSON (for scripts): path, size, consumed, files, dirs.
     #[arg(long)]
     pub json: bool,
-    #[arg(required = true)]
+    #[arg(value_parser = remote_path::arg, required = true)]
     pub paths: Vec<String>,
 }
 
@@ -316,20 +318,22 @@ pub struct CpArgs {
     #[arg(short, long)]
     pub force: bool,
     /// Files or directories (copied with everything under them).
-    #[arg(required = true, value_name = "SRC")]
+    #[arg(value_parser = remote_path::arg, required = true, value_name = "SRC")]
     pub sources: Vec<String>,
     /// The copy; an existing directory receives each source under its own name (with several
     /// sources it must be one).
+    #[arg(value_parser = remote_path::arg)]
     pub dst: String,
 }
 
 #[derive(Args, Debug)]
 pub struct MvArgs {
     /// Files or directories to move.
-    #[arg(required = true, value_name = "SRC")]
+    #[arg(value_parser = remote_path::arg, required = true, value_name = "SRC")]
     pub sources: Vec<String>,
     /// The new path; an existing directory receives each source under its own name (with
     /// several sources it must be one).
+    #[arg(value_parser = remote_path::arg)]
     pub to: String,
 }
 
@@ -338,7 +342,9 @@ pub struct StatArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    pub path: String,
+    /// Files or directories; with several and --json, an array.
+    #[arg(value_parser = remote_path::arg, required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -353,7 +359,7 @@ pub struct FsckArgs {
     /// the block reports: until they arrive, blocks not reported yet count as missing).
     #[arg(long)]
     pub no_wait: bool,
-    #[arg(default_value = "/")]
+    #[arg(value_parser = remote_path::arg, default_value = "/")]
     pub path: String,
 }
 

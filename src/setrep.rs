@@ -30,7 +30,7 @@ pub struct SetrepArgs {
     #[arg(value_name = "N")]
     pub replication: u32,
     /// Files, or directories (every regular file under them, recursively).
-    #[arg(value_name = "PATH", required = true)]
+    #[arg(value_name = "PATH", required = true, value_parser = crate::remote_path::arg)]
     pub paths: Vec<String>,
 }
 

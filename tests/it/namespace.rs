@@ -260,7 +260,7 @@ fn names_with_spaces_and_unicode_work_everywhere() {
 
 #[test]
 fn invalid_paths_are_rejected_with_clear_errors() {
-    // Relative paths, names over 255 bytes and `.`/`..` components are refused with a message; nothing is created.
+    // Relative paths and names over 255 bytes are refused with a message; nothing is created.
     let c = TestCluster::builder().start();
     c.ok(&["mkdir", "/d"]);
     let long = format!("/d/{}", "n".repeat(256));
@@ -269,8 +269,6 @@ fn invalid_paths_are_rejected_with_clear_errors() {
     std::fs::write(&local, b"x").unwrap();
     c.fails_and_changes_nothing(&["put", local.to_str().unwrap(), &long], &["/d/nnnn"]);
     c.fails_and_changes_nothing(&["mkdir", "relative/dir"], &["relative/dir"]);
-    c.fails_and_changes_nothing(&["mkdir", "/d/../e"], &["/d/../e"]);
-    c.fails_and_changes_nothing(&["mkdir", "/d/./e"], &["/d/./e"]);
     c.fails_and_changes_nothing(&["mkdir", ""], &[]);
     // A 255-byte name is fine, and so is a 255-byte name made of 3-byte characters (85 × "語").
     let max = format!("/d/{}", "m".repeat(255));
@@ -291,6 +289,65 @@ fn trailing_and_repeated_slashes_name_the_same_entry() {
     assert_eq!(c.get_bytes("/a/b/f"), b"slashes");
     assert_eq!(c.ls_names("/a/b/"), vec!["f".to_string()]);
     assert_eq!(tree_paths(&c.tree("/")), vec!["/a", "/a/b", "/a/b/f"]);
+}
+
+#[test]
+fn dot_and_dot_dot_components_resolve_as_in_hdfs() {
+    // `hdfs dfs` and a shell resolve `/a/../b`; the CLI refused it as an invalid path.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "-p", "/d/../e/./f"]);
+    assert_eq!(tree_paths(&c.tree("/")), vec!["/e", "/e/f"]);
+    c.put_bytes("/e/f/../g", b"dots");
+    assert_eq!(c.get_bytes("/e/./g"), b"dots");
+    assert_eq!(
+        c.ls_names("/e/f/.."),
+        vec!["f".to_string(), "g".to_string()]
+    );
+    // `..` of the root is the root, as in POSIX.
+    assert_eq!(c.ls_names("/../.."), vec!["e".to_string()]);
+    c.ok(&["mv", "/e/g", "/e/f/."]);
+    assert_eq!(c.get_bytes("/e/f/g"), b"dots");
+    // A path ending in `..` names a directory: a file there is "not a directory".
+    c.fails_and_changes_nothing(&["cat", "/e/f/g/.."], &["/e/f", "is a directory"]);
+    c.fails_and_changes_nothing(&["mkdir", "/e/f/.."], &["/e", "already exists"]);
+    c.ok(&["rm", "-r", "/e/f/../f"]);
+    assert_eq!(tree_paths(&c.tree("/")), vec!["/e"]);
+}
+
+#[test]
+fn stat_takes_several_paths_and_reports_each_failure() {
+    // Like stat(1): every path is shown, one that fails is reported, and the exit code says so.
+    let c = TestCluster::builder().start();
+    c.put_bytes("/a", b"1");
+    c.ok(&["mkdir", "/d"]);
+    let out = c.ok(&["stat", "/a", "/d"]);
+    assert!(
+        out.contains("path: /a\n") && out.contains("path: /d\n"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ok(&["stat", "--json", "/a", "/d"])).unwrap();
+    let kinds: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| field_str(e, "kind"))
+        .collect();
+    assert_eq!(kinds, ["file", "dir"]);
+    // One path keeps the single object of issue 2's contract.
+    assert_eq!(field_str(&c.stat_json("/a"), "path"), "/a");
+    let out = c.run(&["stat", "/a", "/nope", "/d"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("path: /a") && stdout.contains("path: /d"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nope: no such file or directory"),
+        "{stderr}"
+    );
 }
 
 #[test]
