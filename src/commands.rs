@@ -78,11 +78,19 @@ pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with(ringfs_client::OPEN_FILE_HIDDEN_PREFIX)
 }
 
-/// Names walks of a tree (`get`, `cp`, `du`, `chmod -R`, ...) leave out: hidden ones, and the
-/// temporary file or tree of a `put` or `cp` in progress (or killed), which `ls` shows like HDFS
-/// shows its `._COPYING_` files but which no copy should take along half-written.
-pub(crate) fn is_skipped_in_walks(name: &str) -> bool {
-    is_hidden(name) || (name.starts_with('.') && name.contains(".ringfs-put-"))
+/// Entries that copies of a tree (`get`, `cp`) leave out: the hidden names a mount keeps for
+/// files unlinked while open, and the temporary file or tree of a `put` or `cp` in progress (or
+/// killed), which `ls` shows like HDFS shows its `._COPYING_` files but which no copy should take
+/// along half-written. A file with such a name that is not being written is an ordinary file (a
+/// put renames its temporary before closing it) and is copied. Walks that change a tree in place
+/// (`chmod -R`, `chown -R`, `setrep`) and `du`'s totals leave nothing out.
+pub(crate) fn left_out_of_copies(name: &str, attr: &pb::Attr) -> bool {
+    is_hidden(name) || (is_put_temporary(name) && (is_dir(attr) || attr.under_construction))
+}
+
+/// Whether `name` has the form of a put's or cp's temporary name (see [`put_temp_name`]).
+pub(crate) fn is_put_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".ringfs-put-")
 }
 
 /// `stat` of a target, except that a symlink to a directory counts as that directory, as cp and mv
@@ -916,10 +924,12 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
     // Like ls(1): the files named go first, then each directory's entries (`-d`: the
     // directories themselves), under a "PATH:" header when there are several or with -R.
     let mut files = Vec::new();
+    // (path, inode): a directory is listed by inode, so that one renamed while `ls -R` walks
+    // the tree is still listed (under the path it had), as ls(1) does through descriptors.
     let mut dirs = Vec::new();
     for p in &a.paths {
         match client.stat(p).await {
-            Ok(attr) if is_dir(&attr) && !a.directory => dirs.push(p.clone()),
+            Ok(attr) if is_dir(&attr) && !a.directory => dirs.push((p.clone(), attr.inode)),
             Ok(attr) => files.push((basename(p).to_string(), p.clone(), attr)),
             Err(e) => {
                 eprintln!("ringfs: {e}");
@@ -934,11 +944,17 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
     }
     // Depth first, in name order, as ls -R lists.
     dirs.reverse();
-    while let Some(dir) = dirs.pop() {
-        let listed = match client.list(&dir).await {
+    while let Some((dir, inode)) = dirs.pop() {
+        let listed = match client.list_node(inode_ref(inode)).await {
             Ok(l) => l,
+            Err(e) if is_not_found(&e) => {
+                // Removed since its parent was listed.
+                eprintln!("ringfs: {dir}: no such file or directory");
+                failed = true;
+                continue;
+            }
             Err(e) => {
-                eprintln!("ringfs: {e}");
+                eprintln!("ringfs: {}", crate::tree::named(&e.to_string(), &dir));
                 failed = true;
                 continue;
             }
@@ -955,7 +971,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
             let subdirs = entries
                 .iter()
                 .filter(|(_, _, at)| is_dir(at))
-                .map(|(_, p, _)| p.clone());
+                .map(|(_, p, at)| (p.clone(), at.inode));
             let at = dirs.len();
             dirs.splice(at..at, subdirs.rev());
         }

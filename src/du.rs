@@ -53,7 +53,8 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
             }
             let mut children = Vec::new();
             for e in client.list_node(inode_ref(attr.inode)).await? {
-                if !crate::commands::is_skipped_in_walks(&e.name) {
+                // One row per entry `ls` shows; the totals count everything.
+                if !crate::commands::is_hidden(&e.name) {
                     children.push(usage(&client, &join(p, &e.name), &mut partial).await?);
                 }
             }

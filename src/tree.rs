@@ -411,10 +411,13 @@ impl TreeGet<'_> {
         let mut dirs = Vec::new();
         for e in entries {
             let Some(at) = e.attr else { continue };
-            if crate::commands::is_skipped_in_walks(&e.name) {
+            let path = join(remote, &e.name);
+            if crate::commands::left_out_of_copies(&e.name, &at) {
+                if crate::commands::is_put_temporary(&e.name) {
+                    eprintln!("ringfs: {path}: skipped (a put or cp in progress is writing it)");
+                }
                 continue;
             }
-            let path = join(remote, &e.name);
             let target = local.join(&e.name);
             match pb::FileKind::try_from(at.kind) {
                 Ok(pb::FileKind::Directory) => dirs.push((path, at, target)),
@@ -469,7 +472,7 @@ impl TreeGet<'_> {
 }
 
 /// `msg`, with `path` in front unless it names it already (the namenode's own refusals do).
-fn named(msg: &str, path: &str) -> String {
+pub(crate) fn named(msg: &str, path: &str) -> String {
     if msg.contains(path) {
         msg.to_string()
     } else {
@@ -489,17 +492,18 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 /// that shuts out the caller does not stop the walk halfway. A directory that cannot be listed
 /// fails the walk (`cp` copies all or nothing).
 pub async fn collect(client: &Client, path: &str) -> anyhow::Result<Vec<(String, pb::Attr)>> {
-    walk(client, path, Err).await
+    walk(client, path, true, Err).await
 }
 
 /// [`collect`] that goes on past a directory it cannot list (its entries are left out), as
-/// `chmod -R`, `chown -R` and `du` do: the error is printed and `failed` set (exit 1).
+/// `chmod -R`, `chown -R` and `du` do: the error is printed and `failed` set (exit 1). Unlike
+/// `collect` it takes every entry (these walks change or count what is there).
 pub async fn collect_reporting(
     client: &Client,
     path: &str,
     failed: &mut bool,
 ) -> anyhow::Result<Vec<(String, pb::Attr)>> {
-    walk(client, path, |e| {
+    walk(client, path, false, |e| {
         eprintln!("ringfs: {e}");
         *failed = true;
         Ok(())
@@ -507,9 +511,11 @@ pub async fn collect_reporting(
     .await
 }
 
+/// `copying`: leave out what copies leave out ([`crate::commands::left_out_of_copies`]).
 async fn walk(
     client: &Client,
     path: &str,
+    copying: bool,
     mut unlisted: impl FnMut(anyhow::Error) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<(String, pb::Attr)>> {
     let root = client.stat(path).await?;
@@ -530,11 +536,10 @@ async fn walk(
             }
         };
         for e in entries {
-            if crate::commands::is_skipped_in_walks(&e.name) {
-                continue;
-            }
             if let Some(at) = e.attr {
-                out.push((join(&dir, &e.name), at));
+                if !(copying && crate::commands::left_out_of_copies(&e.name, &at)) {
+                    out.push((join(&dir, &e.name), at));
+                }
             }
         }
     }

@@ -281,9 +281,18 @@ fn many_files(root: &Path, n: usize, big: u64) {
     write_random_file(&root.join("big"), big, 4);
 }
 
-/// The names under `/` that a put or cp in progress uses (`ls -a`, recursive).
+/// The names under `/` that a put or cp in progress uses (`ls -a`, recursive). The temporary
+/// tree may be renamed or removed while `ls -R` walks it: that directory is then reported
+/// (exit 1) and the rest listed.
 fn temporaries(c: &TestCluster) -> Vec<String> {
-    c.json(&["ls", "-a", "-R", "--json", "/"])
+    let out = c.run(&["ls", "-a", "-R", "--json", "/"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("no such file or directory"),
+        "{stderr}"
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
         .as_array()
         .unwrap()
         .iter()
@@ -647,4 +656,62 @@ fn names_up_to_255_bytes_go_in_and_out() {
         fs::read(back.join("tree/sub").join(name(255, 'z'))).unwrap(),
         b"z"
     );
+}
+
+#[test]
+fn a_tree_as_deep_as_a_path_allows_is_put_and_got_back() {
+    // 1 800 levels (a 3.6 KB path) overflowed the CLI's stack in its recursive tree walks: `put`
+    // and `get` aborted from about 1 600 levels on, while the namenode holds up to 2 048.
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("deep");
+    let depth = 1800;
+    let mut deepest = src.clone();
+    for _ in 0..depth {
+        deepest.push("a");
+    }
+    fs::create_dir_all(&deepest).unwrap();
+    fs::write(deepest.join("f"), b"at the bottom").unwrap();
+    c.ok(&["put", src.to_str().unwrap(), "/t"]);
+    let remote = format!("/t{}/f", "/a".repeat(depth));
+    assert_eq!(c.get_bytes(&remote), b"at the bottom");
+    let out = c.scratch_path("out");
+    c.ok(&["get", "/t", out.to_str().unwrap()]);
+    let mut got = out.clone();
+    for _ in 0..depth {
+        got.push("a");
+    }
+    assert_eq!(fs::read(got.join("f")).unwrap(), b"at the bottom");
+}
+
+#[test]
+fn files_named_like_temporaries_are_ordinary_files_once_closed() {
+    // A closed file whose name looks like a put's temporary is a user's file: copies took it out
+    // (get then rm -r lost it) and `chmod -R` left it readable to all.
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/tp"]);
+    let names = [
+        ".report.ringfs-put-1a2b3c4d",
+        ".ringfs-put-deadbeef",
+        "normal",
+    ];
+    for n in names {
+        c.put_bytes(&format!("/tp/{n}"), n.as_bytes());
+    }
+    let out = c.scratch_path("out");
+    c.ok(&["get", "/tp", out.to_str().unwrap()]);
+    c.ok(&["cp", "/tp", "/copy"]);
+    for n in names {
+        assert_eq!(fs::read(out.join(n)).unwrap(), n.as_bytes(), "get of {n}");
+        assert_eq!(
+            c.get_bytes(&format!("/copy/{n}")),
+            n.as_bytes(),
+            "cp of {n}"
+        );
+    }
+    c.ok(&["chmod", "-R", "600", "/tp"]);
+    for n in names {
+        assert_eq!(mode_of(&c, &format!("/tp/{n}")), 0o600, "{n}");
+    }
+    let du = c.json(&["du", "-s", "--json", "/tp"]);
+    assert_eq!(field_u64(&du[0], "files"), 3, "{du}");
 }
