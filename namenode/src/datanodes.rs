@@ -141,6 +141,12 @@ impl DatanodeRegistry {
         let (new, revived) = match self.nodes.get_mut(&id) {
             Some(n) => {
                 let revived = !n.alive;
+                // Restarted with another rack or capacity (quicker than `dead_after`): the ring
+                // must place by the new ones, not keep the old position and weight.
+                if (n.rack != rack || n.capacity != capacity) && self.placement.contains(&id) {
+                    self.placement.remove(&id);
+                    self.ring_epoch += 1;
+                }
                 n.address = address;
                 n.rack = rack;
                 n.capacity = capacity;
@@ -455,6 +461,23 @@ mod tests {
         assert!(!reg.new && reg.revived);
         assert_eq!(r.address(&dn(2)), Some("127.0.0.1:9100"));
         assert_eq!(r.writable_count(), 3);
+    }
+
+    #[test]
+    fn a_node_back_with_another_rack_or_capacity_is_placed_by_them() {
+        // Restarted within `dead_after` with new flags: the ring kept its old rack and weight.
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), "r1".into(), 1 << 30, 0, t0);
+        let (weight, epoch) = (r.placement.weight(&dn(0)).unwrap(), r.ring_epoch());
+        r.register(dn(0), "a:1".into(), "r2".into(), 100 << 30, 0, t0);
+        assert!(r.placement.weight(&dn(0)).unwrap() > weight);
+        assert_eq!(r.placement.rack(&dn(0)), Some("r2"));
+        assert!(r.ring_epoch() > epoch);
+        // The same flags again change nothing.
+        let epoch = r.ring_epoch();
+        r.register(dn(0), "a:1".into(), "r2".into(), 100 << 30, 0, t0);
+        assert_eq!(r.ring_epoch(), epoch);
     }
 
     #[test]

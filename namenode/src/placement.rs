@@ -83,6 +83,11 @@ impl Placement {
         self.racks.is_empty()
     }
 
+    /// The rack `node` is placed in, if it is in the ring.
+    pub fn rack(&self, node: &DatanodeId) -> Option<&str> {
+        self.racks.get(node).map(String::as_str)
+    }
+
     /// Virtual nodes of `node`, if it is in the ring.
     pub fn weight(&self, node: &DatanodeId) -> Option<usize> {
         self.ring.weight(node)
