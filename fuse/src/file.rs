@@ -1174,9 +1174,13 @@ impl Inner {
     async fn abandon_lease(&self, f: &OpenFile, st: &mut FileState, why: &Fail) {
         self.drop_lease_state(f, st);
         // The kernel still caches the pages written, and a reopen finds the file at the version
-        // this mount saw last (nothing was committed), so it would keep them: drop both.
+        // this mount saw last (nothing was committed), so it would keep them: drop both. The
+        // kernel's invalidation is not waited for: it waits for the pages a READ of this file
+        // holds locked while that READ waits for the file's state, which the caller holds (a
+        // close that failed while another process read the file hung both for good).
         self.forget_seen(f.ino);
-        self.forget_cached(f.ino).await;
+        f.version.fetch_add(1, Ordering::AcqRel);
+        self.invalidate_inode_later(f.ino);
         let req = pb::RenewLeaseRequest {
             client_id: self.client.client_id().to_string(),
             inode: f.ino,

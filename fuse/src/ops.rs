@@ -228,6 +228,15 @@ impl Inner {
         }
     }
 
+    /// [`Inner::invalidate_inode`] (pages too) in the background: for callers that hold the
+    /// file's state, which a READ waiting on the pages the invalidation needs may wait for.
+    pub(crate) fn invalidate_inode_later(&self, ino: u64) {
+        if let Some(me) = self.me.get().and_then(|w| w.upgrade()) {
+            self.rt
+                .spawn(async move { me.invalidate_inode(ino, true).await });
+        }
+    }
+
     /// Forgets the version of `ino` seen last: the next `open` drops the kernel's cached pages.
     pub(crate) fn forget_seen(&self, ino: u64) {
         locked(&self.seen).remove(&ino);

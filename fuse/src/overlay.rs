@@ -519,6 +519,12 @@ impl Overlay {
             return None;
         }
         let n = self.base.len() as u64;
+        // Blocks between the committed ones and `i` go in as holes: only if they are holes here
+        // too. One still dirty (its upload failed, or is behind) would read as zeros at the
+        // new size, and stay so if the file's last commit then fails (a full cluster did that).
+        if i > n && self.dirty.range(n..i).next().is_some() {
+            return None;
+        }
         let mut list: Vec<CommittedBlock> = self.base[..i.min(n) as usize].to_vec();
         for _ in n..i {
             list.push(CommittedBlock {
@@ -862,6 +868,35 @@ mod tests {
         assert_eq!(reused, 1, "block 2 fills block 1's buffer");
         assert_eq!(m.read(&o, 0, 3 * bs), data);
         assert_eq!(m.file(), data);
+    }
+
+    #[test]
+    fn a_block_past_an_uncommitted_one_is_not_committed_alone() {
+        // Block 0's upload failed (or is behind): committing block 1 alone would make block 0 a
+        // hole at the new size, which a failed last commit then left as the file (zeros).
+        let bs = 8u64;
+        let mut m = Model::new();
+        let mut o = Overlay::new(bs, Vec::new(), 0);
+        m.write(&mut o, 0, &pattern(6, 16));
+        let (b0, v0) = o.seal(0).unwrap();
+        let (b1, v1) = o.seal(1).unwrap();
+        let block1 = m.put(&b1);
+        assert!(o.commit_alone_plan(1, v1, &block1).is_none());
+        let block0 = m.put(&b0);
+        let (list, size) = o.commit_alone_plan(0, v0, &block0).unwrap();
+        o.committed_alone(0, list, size);
+        let (list, size) = o.commit_alone_plan(1, v1, &block1).unwrap();
+        assert_eq!((list.len(), size), (2, 16));
+        // Blocks never written stay holes: a block past them is committed alone.
+        m.committed = list.clone();
+        m.committed_size = size;
+        o.committed_alone(1, list, size);
+        m.write(&mut o, 40, &pattern(7, 8));
+        let (b5, v5) = o.seal(5).unwrap();
+        let block5 = m.put(&b5);
+        let (list, size) = o.commit_alone_plan(5, v5, &block5).unwrap();
+        assert_eq!((list.len(), size), (6, 48));
+        assert!(list[2..5].iter().all(|b| b.id == 0));
     }
 
     #[test]

@@ -999,6 +999,63 @@ fn a_failed_commit_at_unlock_keeps_the_data_for_fsync_to_report() {
 }
 
 #[test]
+fn a_close_that_fails_while_the_file_is_read_does_not_hang_the_reader() {
+    // The commit at close fails (full datanodes) while another process reads the file. Giving
+    // the lease up dropped the kernel's pages while holding the file's state, and the kernel
+    // waited for a page that a READ held locked while it waited for that state: the reader, the
+    // mount and every later `ls -l` of the directory hung for good.
+    let cluster = TestCluster::builder()
+        .block_size("4MiB")
+        .datanode_arg(&["--capacity", "1MiB"])
+        .start();
+    let m = cluster.mount(&[]);
+    let path = m.path("race");
+    for round in 0..5 {
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&random_bytes(2 * MIB, round)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut r) = File::open(&path) {
+                        // Uncached pages: each read is a READ that holds its pages locked.
+                        // SAFETY: an advice on a descriptor `r` owns.
+                        unsafe {
+                            libc::posix_fadvise(r.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+                        };
+                        let mut buf = vec![0u8; MIB];
+                        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+                        reads += 1;
+                    }
+                }
+                let _ = done_tx.send(reads);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: closes the descriptor `f` owns; `f` is forgotten so it is not closed twice.
+        let closed = unsafe { libc::close(f.as_raw_fd()) };
+        std::mem::forget(f);
+        assert_eq!(closed, -1, "2 MiB committed onto datanodes of 1 MiB");
+        wait_until(
+            Duration::from_secs(30),
+            "the mount to drop the file's lease",
+            || fs::metadata(&path).map(|md| md.len()).ok() == Some(0),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the reader hung after the failed close");
+        reader.join().unwrap();
+        assert!(reads > 0, "round {round}: the reader never read");
+    }
+    // The mount still answers.
+    assert!(fs::read_dir(m.path("")).unwrap().count() >= 1);
+}
+
+#[test]
 fn readers_never_see_estale_while_writers_replace_the_file_by_rename() {
     // The atomic-replace pattern (write a temp file, rename it over the target) on one mount,
     // with readers opening and reading the target meanwhile: as on a local file system, every
