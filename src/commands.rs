@@ -669,6 +669,12 @@ pub(crate) async fn get_file(
         }
         _ => {}
     }
+    // An existing file is replaced as `cp` overwrites it: only if the caller may write it, and
+    // keeping its permission bits and owner (the replacement is a new file, renamed over it).
+    let existing = std::fs::metadata(&target).ok().filter(|m| m.is_file());
+    if existing.is_some() && !writable(&target) {
+        bail!("{}: permission denied", target.display());
+    }
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -701,9 +707,31 @@ pub(crate) async fn get_file(
         Ok(io) => shown(io),
         Err(e) => e,
     })?;
-    let mode = reader.attr().mode & 0o777 & !format::umask();
+    let mode = match &existing {
+        Some(m) => {
+            use std::os::unix::fs::MetadataExt;
+            // Not ours to give (root replacing a user's file): failing leaves the caller's.
+            let _ = std::os::unix::fs::fchown(&file_of(&tmp)?, Some(m.uid()), Some(m.gid()));
+            m.mode() & 0o777
+        }
+        None => reader.attr().mode & 0o777 & !format::umask(),
+    };
     tmp.persist(&dir, &name, &target, mode).map_err(shown)?;
     Ok(())
+}
+
+fn file_of(tmp: &LocalTemp) -> anyhow::Result<std::fs::File> {
+    tmp.file()
+        .map_err(|e| anyhow!("local temporary file: {}", io_reason(&e)))
+}
+
+/// access(2) W_OK: whether the caller may write the local file `path`.
+fn writable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access with a NUL-terminated path that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// Bytes a local temporary name of `get` adds to the file's name (`.` `.ringfs-get-` and up to

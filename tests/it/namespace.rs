@@ -690,3 +690,51 @@ fn touch_cat_and_df_work_like_their_namesakes() {
         "{text}"
     );
 }
+
+#[test]
+fn get_over_an_existing_local_file_acts_like_cp() {
+    // `get` onto an existing local file replaced it even when the caller could not write it,
+    // and gave the replacement its own mode and owner; cp refuses the first and keeps both.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and /usr/bin/setpriv to run the CLI as another user");
+        return;
+    }
+    let c = TestCluster::builder().start();
+    c.put_bytes("/f", b"from ringfs");
+    let dir = c.scratch_path("local");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let ro = dir.join("ro");
+    std::fs::write(&ro, b"keep me").unwrap();
+    std::os::unix::fs::chown(&ro, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .args(["--namenode", c.namenode_addr(), "get", "/f"])
+        .arg(&ro);
+    let out = run_with_timeout(
+        cmd,
+        None,
+        "(uid 65534) ringfs get",
+        std::time::Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&ro).unwrap(), b"keep me");
+    // Root may replace it (as cp may): the content changes, the mode and owner stay.
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o640)).unwrap();
+    c.ok(&["get", "/f", ro.to_str().unwrap()]);
+    let md = std::fs::metadata(&ro).unwrap();
+    assert_eq!(std::fs::read(&ro).unwrap(), b"from ringfs");
+    assert_eq!(
+        (md.mode() & 0o777, md.uid(), md.gid()),
+        (0o640, 65534, 65534)
+    );
+}
