@@ -1561,6 +1561,13 @@ pub async fn report(namenode: Option<String>, a: JsonArg) -> anyhow::Result<Exit
                 d.last_heartbeat_ms
             )?;
         }
+        for d in r.datanodes.iter().filter(|d| d.state == "decommissioning") {
+            writeln!(
+                out,
+                "  {}: decommissioning, {} block(s) still to copy to other nodes",
+                d.address, d.decommission_remaining
+            )?;
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -202,7 +202,10 @@ impl TreePut<'_> {
         match self.unnamed.load(Ordering::Relaxed) {
             0 => ExitCode::SUCCESS,
             n => {
-                eprintln!("ringfs: {n} entries were not copied: their names (or symlink targets) are not valid UTF-8");
+                match n {
+                    1 => eprintln!("ringfs: 1 entry was not copied: its name (or symlink target) is not valid UTF-8"),
+                    _ => eprintln!("ringfs: {n} entries were not copied: their names (or symlink targets) are not valid UTF-8"),
+                }
                 ExitCode::FAILURE
             }
         }

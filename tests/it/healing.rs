@@ -970,6 +970,12 @@ fn a_decommission_can_be_undone() {
     c.put_bytes("/held", &random_bytes(MIB, 97));
     c.ok(&["admin", "decommission", &addr]);
     assert_eq!(datanode_state(&c, &addr), "decommissioning");
+    // The text report says how far the drain is.
+    let text = c.ok(&["report"]);
+    assert!(
+        text.contains(&format!("{addr}: decommissioning, ")) && text.contains("still to copy"),
+        "{text}"
+    );
     let (total, in_service) = free(&c);
     assert_eq!(total, in_service, "the draining node's room is counted");
     let local = c.scratch_path("f");
