@@ -443,6 +443,12 @@ impl BlockWriter {
             downstream: self.located.locations.iter().skip(1).cloned().collect(),
             access_token: self.located.access_token.clone(),
             client: self.client.client_id().to_string(),
+            datanode_id: self
+                .located
+                .locations
+                .first()
+                .map(|l| l.id.clone())
+                .unwrap_or_default(),
         };
         let task = tokio::spawn(async move {
             dn.write_block(ReceiverStream::new(rx))

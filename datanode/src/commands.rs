@@ -183,6 +183,7 @@ async fn replicate(
             downstream: rest.to_vec(),
             access_token: cmd.access_token.clone(),
             client: format!("replication from {}", node.address),
+            datanode_id: first.id.clone(),
         },
     );
     // Disk reads (verified) run on a blocking thread, a few packets ahead of the network.

@@ -242,6 +242,15 @@ async fn receive_block(
     node.secret
         .check_block_token(&header.access_token, block, generation, AccessMode::Write)
         .map_err(|source| DatanodeError::Token { block, source })?;
+    let own = node.store.id();
+    if !header.datanode_id.is_empty() && header.datanode_id != own {
+        // The writer meant another node that had this address (a datanode of a cluster with
+        // the same secret started on a port a dead one left): a replica here would be lost.
+        return Err(DatanodeError::InvalidRequest(format!(
+            "{}: this is datanode {own}, not {}",
+            node.address, header.datanode_id
+        )));
+    }
     tracing::debug!(block, generation, client = %header.client, downstream = header.downstream.len(), "receiving block");
 
     let store = node.store.clone();
@@ -255,6 +264,7 @@ async fn receive_block(
                 downstream: rest.to_vec(),
                 access_token: header.access_token.clone(),
                 client: header.client.clone(),
+                datanode_id: next.id.clone(),
             },
         )
     });

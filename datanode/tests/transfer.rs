@@ -116,6 +116,7 @@ fn header(block: u64, generation: u64, downstream: Vec<DatanodeInfo>) -> WriteBl
             downstream,
             access_token: secret().block_token(block, generation, AccessMode::Write),
             client: "test".into(),
+            datanode_id: String::new(),
         })),
     }
 }
@@ -585,4 +586,25 @@ async fn end_with_a_different_length_is_refused() {
             Code::NotFound
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_meant_for_another_datanode_is_refused() {
+    // A datanode started on an address another one left (same secret, another cluster) must
+    // not take writes meant for the node that was there: the replica would be lost.
+    let a = TestNode::start().await;
+    let mut msgs = vec![header(5, 1, vec![])];
+    if let Some(Msg::Header(h)) = &mut msgs[0].msg {
+        h.datanode_id = "some-other-datanode".into();
+    }
+    msgs.extend(packets(&payload(100, 8)));
+    msgs.push(end(100));
+    let err = a
+        .client()
+        .write_block(futures::stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("not some-other-datanode"), "{err:?}");
+    // Without an expected id (or with its own) the write is taken.
+    write(&a, 5, 1, vec![], &payload(100, 8)).await.unwrap();
 }
