@@ -646,7 +646,8 @@ pub(crate) async fn get_file(
     mut target: PathBuf,
     show_progress: bool,
 ) -> anyhow::Result<()> {
-    match std::fs::metadata(&target) {
+    let meta = std::fs::metadata(&target);
+    match &meta {
         // A device, fifo or socket (`/dev/null`, a named pipe) is written into, like `cp` does:
         // renaming a temporary file over it would replace the device with a regular file.
         Ok(m) if !m.is_file() && !m.is_dir() => {
@@ -671,7 +672,7 @@ pub(crate) async fn get_file(
     }
     // An existing file is replaced as `cp` overwrites it: only if the caller may write it, and
     // keeping its permission bits and owner (the replacement is a new file, renamed over it).
-    let existing = std::fs::metadata(&target).ok().filter(|m| m.is_file());
+    let existing = meta.ok().filter(|m| m.is_file());
     if existing.is_some() && !writable(&target) {
         bail!("{}: permission denied", target.display());
     }
@@ -690,6 +691,11 @@ pub(crate) async fn get_file(
     let shown = |e: std::io::Error| anyhow!("{}: {}", target.display(), io_reason(&e));
     let tmp = LocalTemp::create(&dir, &name).map_err(shown)?;
     let file = tmp.file().map_err(shown)?;
+    if let Some(m) = &existing {
+        use std::os::unix::fs::MetadataExt;
+        // Not ours to give (root replacing a user's file): failing leaves the caller's.
+        let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
+    }
     let pb = if show_progress {
         progress(Some(reader.attr().size), &format!("get {remote}"))
     } else {
@@ -708,21 +714,11 @@ pub(crate) async fn get_file(
         Err(e) => e,
     })?;
     let mode = match &existing {
-        Some(m) => {
-            use std::os::unix::fs::MetadataExt;
-            // Not ours to give (root replacing a user's file): failing leaves the caller's.
-            let _ = std::os::unix::fs::fchown(&file_of(&tmp)?, Some(m.uid()), Some(m.gid()));
-            m.mode() & 0o777
-        }
+        Some(m) => std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
         None => reader.attr().mode & 0o777 & !format::umask(),
     };
     tmp.persist(&dir, &name, &target, mode).map_err(shown)?;
     Ok(())
-}
-
-fn file_of(tmp: &LocalTemp) -> anyhow::Result<std::fs::File> {
-    tmp.file()
-        .map_err(|e| anyhow!("local temporary file: {}", io_reason(&e)))
 }
 
 /// access(2) W_OK: whether the caller may write the local file `path`.

@@ -9,22 +9,12 @@ pub fn normalize(arg: &str) -> String {
     if !arg.starts_with('/') || !arg.split('/').any(|c| c == "." || c == "..") {
         return arg.to_string();
     }
-    let mut parts: Vec<&str> = Vec::new();
-    for c in arg.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
-    if parts.is_empty() {
-        return "/".to_string();
-    }
+    let path = ringfs_client::normalize_path(arg);
     let last = arg.rsplit('/').next().unwrap_or("");
-    let dir = matches!(last, "" | "." | "..");
-    format!("/{}{}", parts.join("/"), if dir { "/" } else { "" })
+    if path != "/" && matches!(last, "" | "." | "..") {
+        return path + "/";
+    }
+    path
 }
 
 /// clap value parser of remote paths: see [`normalize`].

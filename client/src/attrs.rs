@@ -150,7 +150,7 @@ fn parent_of(path: &str) -> String {
 
 /// An absolute path with `.`, `..` and empty components taken out (lexically; `..` at the root
 /// stays at the root).
-fn normalize(path: &str) -> String {
+pub fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {

@@ -29,6 +29,7 @@ mod suspects;
 pub mod write;
 mod xattr;
 
+pub use attrs::normalize as normalize_path;
 pub use client::{
     entry_path, inode_ref, path_ref, process_credentials, Client, ClientConfig, CreateOptions,
 };
