@@ -431,13 +431,16 @@ pub(crate) struct PutFile {
     pub progress: bool,
 }
 
+/// Length of a temporary name's stem made from the hash of a name too long to keep.
+const HASH_STEM: usize = 16;
+
 /// `name` as the stem of a temporary name that adds `extra` bytes, or, when that would pass the
 /// 255-byte limit of a name, 16 hex digits of its hash: distinct names keep distinct temporaries.
 pub(crate) fn temp_stem(name: &str, extra: usize) -> std::borrow::Cow<'_, str> {
-    if name.len() + extra <= 255 {
+    if name.len().saturating_add(extra) <= 255 {
         name.into()
     } else {
-        blake3::hash(name.as_bytes()).to_hex()[..16]
+        blake3::hash(name.as_bytes()).to_hex()[..HASH_STEM]
             .to_string()
             .into()
     }
@@ -453,15 +456,32 @@ pub(crate) fn open_local(path: &str, size: u64) -> anyhow::Result<Box<dyn Read +
 /// into place: `.NAME.ringfs-put-TAG`, TAG from this client's id (the namenode's lease recovery
 /// knows the pattern).
 pub(crate) fn put_temp_name(client: &Client, target: &str) -> String {
-    let tag = &client.client_id()[..8];
-    let tmp_name = format!(
-        ".{}.ringfs-put-{tag}",
-        temp_stem(basename(target), ".ringfs-put-".len() + 9)
-    );
-    match target.trim_end_matches('/').rfind('/') {
-        Some(0) => format!("/{tmp_name}"),
-        Some(i) => join(&target[..i], &tmp_name),
-        None => tmp_name,
+    put_temp_path(target, &client.client_id()[..8])
+}
+
+/// [`put_temp_name`] for the client tag `tag`.
+fn put_temp_path(target: &str, tag: &str) -> String {
+    let dir = match target.trim_end_matches('/').rfind('/') {
+        Some(0) => "/",
+        Some(i) => &target[..i],
+        None => "",
+    };
+    // The temporary's path must fit the namenode's path limit too: a target near it (a deep
+    // tree) got "file name too long" for the temporary, not for anything the user named.
+    let extra = 1 + ".ringfs-put-".len() + tag.len();
+    let room = ringfs_namenode::path::PATH_MAX.saturating_sub(dir.len() + 1);
+    let name = basename(target);
+    let tmp_name = if name.len() + extra <= room.min(255) {
+        format!(".{name}.ringfs-put-{tag}")
+    } else if HASH_STEM + extra <= room {
+        format!(".{}.ringfs-put-{tag}", temp_stem(name, usize::MAX))
+    } else {
+        // The shortest form lease recovery knows.
+        format!(".ringfs-put-{tag}")
+    };
+    match dir {
+        "" => tmp_name,
+        d => join(d, &tmp_name),
     }
 }
 
@@ -1786,6 +1806,40 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn put_temporaries_fit_the_name_and_path_limits_of_any_target() {
+        use ringfs_namenode::path::{NAME_MAX, PATH_MAX};
+        let tag = "1a2b3c4d";
+        assert_eq!(put_temp_path("/d/f", tag), "/d/.f.ringfs-put-1a2b3c4d");
+        assert_eq!(put_temp_path("/f", tag), "/.f.ringfs-put-1a2b3c4d");
+        let deep = format!("/{}", vec!["d".repeat(200); 20].join("/"));
+        for name_len in [1, 10, 19, 20, 40, 70, 200, 255] {
+            for pad in 0..60 {
+                let dir = format!("{deep}/{}", "p".repeat(pad + 1));
+                let target = format!("{dir}/{}", "n".repeat(name_len));
+                if target.len() > PATH_MAX {
+                    continue;
+                }
+                let tmp = put_temp_path(&target, tag);
+                let name = tmp.rsplit('/').next().unwrap();
+                assert!(tmp.starts_with(&format!("{dir}/.")), "{tmp}");
+                assert!(name.ends_with(".ringfs-put-1a2b3c4d"), "{name}");
+                assert!(name.len() <= NAME_MAX, "{name_len}/{pad}: {}", name.len());
+                // Only a target within a few bytes of the limit with a short name cannot have
+                // a temporary that fits (put then fails with "file name too long").
+                if target.len() + 20 <= PATH_MAX || name_len >= 20 {
+                    assert!(tmp.len() <= PATH_MAX, "{name_len}/{pad}: {}", tmp.len());
+                }
+            }
+        }
+        // Distinct long names keep distinct temporaries.
+        let (a, b) = ("a".repeat(250), "b".repeat(250));
+        assert_ne!(
+            put_temp_path(&format!("/{a}"), tag),
+            put_temp_path(&format!("/{b}"), tag)
+        );
+    }
 
     #[test]
     fn a_change_cut_off_by_a_broken_connection_names_the_path_and_the_unknown_outcome() {

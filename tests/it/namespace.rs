@@ -278,6 +278,19 @@ fn invalid_paths_are_rejected_with_clear_errors() {
     let too_long_utf8 = format!("/d/{}", "語".repeat(86));
     c.fails_and_changes_nothing(&["mkdir", &too_long_utf8], &["/d/"]);
     assert_eq!(c.ls_names("/d").len(), 2);
+    // Paths up to the 4096-byte limit take a put and a copy (their temporaries fit too: a put
+    // to a path within ~25 bytes of the limit failed with "file name too long").
+    let deep = format!("/p/{}", vec!["q".repeat(250); 16].join("/"));
+    c.ok(&["mkdir", "-p", &deep]);
+    let at_limit = format!("{deep}/{}", "r".repeat(4096 - deep.len() - 1));
+    assert_eq!(at_limit.len(), 4096);
+    c.put_bytes(&at_limit, b"at the limit");
+    assert_eq!(c.get_bytes(&at_limit), b"at the limit");
+    let over = format!("{at_limit}x");
+    c.fails_and_changes_nothing(
+        &["put", local.to_str().unwrap(), &over],
+        &["file name too long"],
+    );
 }
 
 #[test]
