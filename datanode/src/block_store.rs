@@ -248,6 +248,12 @@ impl BlockStore {
         self.state().corrupt.contains(&(block, generation))
     }
 
+    /// Forgets a corrupt mark (a later full check found the replica good: restored by hand, or
+    /// a read error that was not the disk's); true when there was one.
+    pub fn clear_corrupt(&self, block: u64, generation: u64) -> bool {
+        self.state().corrupt.remove(&(block, generation))
+    }
+
     fn final_paths(&self, block: u64, generation: u64) -> ReplicaPaths {
         let dir = self.blocks_dir.join(format!("{:02x}", block & 0xff));
         ReplicaPaths {

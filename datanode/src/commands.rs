@@ -127,7 +127,7 @@ async fn verify(node: Arc<Node>, throttle: Arc<Throttle>, v: VerifyCommand) {
     match check_replica(&node, block, generation, &throttle, &mut never).await {
         Check::Good { bytes } => {
             tracing::info!(block, generation, bytes, "replica held corrupt is good");
-            node.namenode.verified(block, generation);
+            node.replica_is_good(block, generation, true);
         }
         other => {
             tracing::info!(block, generation, result = ?other, "checked a replica held corrupt")

@@ -4,7 +4,9 @@
 use crate::commands::CommandRunner;
 use crate::namenode_link::{report, Pending};
 use crate::Node;
-use ringfs_proto::pb::{BlockReportRequest, DatanodeInfo, HeartbeatRequest, RegisterRequest};
+use ringfs_proto::pb::{
+    BlockReportRequest, DatanodeInfo, HeartbeatRequest, RegisterRequest, ReplicaReport,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -118,7 +120,15 @@ impl Heartbeat {
         let pending = node.namenode.take_pending();
         let req = BlockReportRequest {
             datanode_id: node.namenode.datanode_id().to_string(),
-            replicas: node.store.replicas().into_iter().map(report).collect(),
+            replicas: node
+                .store
+                .replicas()
+                .into_iter()
+                .map(|r| ReplicaReport {
+                    corrupt: node.store.is_corrupt(r.block, r.generation),
+                    ..report(r)
+                })
+                .collect(),
         };
         let n = req.replicas.len();
         match node.namenode.client().block_report(req).await {

@@ -104,6 +104,23 @@ impl Node {
         );
     }
 
+    /// A full check found the replica good: a corrupt mark here goes, and the namenode hears of
+    /// it (always when it `asked`) so that its own mark goes too: a replica restored by hand
+    /// counts again at the next scrub instead of at the next full block report.
+    pub fn replica_is_good(&self, block: u64, generation: u64, asked: bool) {
+        let was_marked = self.store.clear_corrupt(block, generation);
+        if was_marked {
+            tracing::info!(
+                block,
+                generation,
+                "replica found corrupt before checks good now"
+            );
+        }
+        if was_marked || asked {
+            self.namenode.verified(block, generation);
+        }
+    }
+
     /// Marks a replica corrupt locally and reports it to the namenode in the background.
     pub fn replica_is_corrupt(
         self: &Arc<Self>,

@@ -39,6 +39,7 @@ pub fn report(r: ReplicaInfo) -> ReplicaReport {
         block_id: r.block,
         generation: r.generation,
         len: r.len,
+        corrupt: false,
     }
 }
 
@@ -95,7 +96,7 @@ impl NamenodeLink {
         self.pending().deleted.push(ReplicaReport {
             block_id: block,
             generation,
-            len: 0,
+            ..ReplicaReport::default()
         });
     }
 
@@ -104,7 +105,7 @@ impl NamenodeLink {
         self.pending().verified.push(ReplicaReport {
             block_id: block,
             generation,
-            len: 0,
+            ..ReplicaReport::default()
         });
     }
 

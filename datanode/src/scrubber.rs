@@ -70,6 +70,7 @@ impl Scrubber {
                 Check::Good { bytes } => {
                     stats.replicas += 1;
                     stats.bytes += bytes;
+                    self.node.replica_is_good(r.block, r.generation, false);
                 }
                 Check::Corrupt { bytes } => {
                     stats.replicas += 1;

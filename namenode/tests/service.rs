@@ -133,6 +133,7 @@ impl FakeDn {
                     block_id: block,
                     generation,
                     len,
+                    ..Default::default()
                 }],
                 ..Default::default()
             })
@@ -150,6 +151,7 @@ impl FakeDn {
                         block_id: *b,
                         generation: *g,
                         len: *l,
+                        ..Default::default()
                     })
                     .collect(),
             })
@@ -374,7 +376,7 @@ async fn write_protocol_fsck_and_locations() {
             verified: vec![pb::ReplicaReport {
                 block_id: id,
                 generation,
-                len: 0,
+                ..Default::default()
             }],
             ..Default::default()
         })

@@ -657,6 +657,127 @@ fn a_replica_held_corrupt_that_is_good_again_counts_again_and_heals_the_others()
     assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
 }
 
+/// The replica file of block `id` generation `gen` on datanode `i`.
+fn replica_of(c: &TestCluster, i: usize, id: u64, gen: u64) -> ReplicaFile {
+    c.replicas_on(i)
+        .into_iter()
+        .find(|r| r.block_id == id && r.generation == gen)
+        .unwrap_or_else(|| panic!("no replica of block {id} on datanode {i}"))
+}
+
+/// Damages every replica of the one block of `/f`; returns (block id, generation, good bytes).
+fn corrupt_every_replica_of_f(c: &TestCluster) -> (u64, u64, Vec<u8>) {
+    let block = stat_blocks(&c.stat_json("/f"))[0].clone();
+    let (id, gen) = (field_u64(&block, "id"), field_u64(&block, "generation"));
+    let good = fs::read(replica_of(c, 0, id, gen).path).unwrap();
+    for i in 0..3 {
+        let r = replica_of(c, i, id, gen);
+        corrupt_file(&r.path, r.len / 2, 64);
+    }
+    (id, gen, good)
+}
+
+fn wait_missing(c: &TestCluster, what: &str) {
+    wait_for(Duration::from_secs(30), what, || {
+        let f = c.fsck_json("/");
+        if field_u64(&f, "missing") == 1 {
+            Ok(())
+        } else {
+            Err(f.to_string())
+        }
+    });
+}
+
+#[test]
+fn replicas_their_datanodes_found_corrupt_stay_corrupt_across_a_namenode_restart() {
+    // Every replica of a block is bad and each datanode has checked its own. A restarted
+    // namenode used to call the block healthy (fsck exit 0) until a reader or the scrubber (6 h)
+    // hit it again: its marks were in memory only. The datanodes' full reports now say which
+    // replicas they found corrupt.
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("200ms")
+        .dead_after("30s")
+        .start();
+    c.put_bytes("/f", &random_bytes(500 * 1024, 74));
+    corrupt_every_replica_of_f(&c);
+    assert!(
+        !c.run(&["cat", "/f"]).status.success(),
+        "cat of 3 bad replicas"
+    );
+    wait_missing(&c, "the block to be missing");
+    // The reader's report makes the namenode ask each datanode to check its replica.
+    wait_until(
+        Duration::from_secs(30),
+        "every datanode to check its replica",
+        || {
+            (0..3).all(|i| {
+                log_tail(c.datanode_log(i), 500).contains("checked a replica held corrupt")
+            })
+        },
+    );
+    c.kill_namenode();
+    c.restart_namenode();
+    c.wait_live_datanodes(3, Duration::from_secs(30));
+    // Missing alone proves nothing: a namenode that has no report yet knows no replica at all.
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted namenode to hold the 3 reported replicas corrupt",
+        || {
+            let f = c.fsck_json("/");
+            if field_u64(&f, "corrupt_replicas") == 3 && field_u64(&f, "missing") == 1 {
+                Ok(())
+            } else {
+                Err(f.to_string())
+            }
+        },
+    );
+    // (A block without a good replica keeps the namenode in safe mode a while: don't wait.)
+    assert!(
+        !c.run(&["fsck", "--no-wait", "/"]).status.success(),
+        "fsck of a block with no good replica exited 0"
+    );
+}
+
+#[test]
+fn a_replica_restored_by_hand_on_a_running_datanode_counts_again_at_its_next_scrub() {
+    // The scrubbers find all three replicas of a block bad; one is then restored by hand while
+    // its datanode runs. It read fine but stayed "corrupt" (block missing, fsck exit 1, the other
+    // two never replaced) until the node's next full block report, minutes later. A clean scrub
+    // of a replica the node had found corrupt now tells the namenode.
+    let c = TestCluster::builder()
+        .datanodes(3)
+        .replication(3)
+        .block_size("1MiB")
+        .heartbeat("200ms")
+        .datanode_arg(&["--scrub-interval", "1s"])
+        .start();
+    let data = random_bytes(500 * 1024, 75);
+    c.put_bytes("/f", &data);
+    let (id, gen, good) = corrupt_every_replica_of_f(&c);
+    wait_missing(&c, "the scrubbers to find the block missing");
+    // Written beside and renamed over, so a scrub never reads it half restored.
+    let path = replica_of(&c, 0, id, gen).path;
+    let tmp = path.with_extension("restoring");
+    fs::write(&tmp, &good).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    wait_for(Duration::from_secs(60), "the block healthy again", || {
+        let f = c.fsck_json("/");
+        if fsck_is_healthy(&f, 3) {
+            Ok(())
+        } else {
+            Err(f.to_string())
+        }
+    });
+    for i in 0..3 {
+        let r = replica_of(&c, i, id, gen);
+        assert_same_bytes(&fs::read(&r.path).unwrap(), &good, "a replica file");
+    }
+    assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
+}
+
 #[test]
 fn replica_files_removed_from_a_running_datanode_are_found_and_copied_again() {
     // Replica files deleted under a running datanode (by hand, a disk swapped): its index and so

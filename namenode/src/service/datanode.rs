@@ -214,8 +214,25 @@ impl DatanodeService {
         }
         // Corrupt marks outlive reports (the node may not know its replica is bad), but a replica
         // restored by hand, or wrongly reported by a reader, must not stay "corrupt" for good:
-        // the node checks each one now and says which are good.
-        let suspect = st.blocks.corrupt_on(&id);
+        // the node checks each one now and says which are good. Replicas the node itself found
+        // corrupt are marked (a restarted namenode lost its marks and counted them as good).
+        let found_bad: std::collections::HashSet<(BlockId, u64)> = req
+            .replicas
+            .iter()
+            .filter(|r| r.corrupt)
+            .map(|r| (BlockId(r.block_id), r.generation))
+            .collect();
+        let suspect: Vec<(BlockId, u64)> = st
+            .blocks
+            .corrupt_on(&id)
+            .into_iter()
+            .filter(|r| !found_bad.contains(r))
+            .collect();
+        for &(block, generation) in &found_bad {
+            if st.blocks.mark_corrupt(&id, block, generation) {
+                tracing::warn!(datanode = %id, %block, generation, "block report: the node holds this replica corrupt");
+            }
+        }
         for &(block, generation) in &suspect {
             commands.push(encode_command(
                 &self.shared,
