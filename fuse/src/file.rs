@@ -43,7 +43,7 @@ const RA_AHEAD: u64 = 3;
 const COMMIT_PARALLELISM: usize = 4;
 /// How long `open` for writing retries while another writer's lease is being given back
 /// (a close on another mount releases its lease just after `close` returns).
-const LEASE_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const LEASE_WAIT: Duration = Duration::from_secs(3);
 const NO_SIZE: u64 = u64::MAX;
 
 /// A file with open handles on this mount.
@@ -371,29 +371,16 @@ impl Inner {
 
     /// `OpenWrite` (takes the lease), retrying for a moment while another mount gives it back.
     async fn open_write(&self, c: &Caller, ino: u64) -> Res<pb::OpenResponse> {
-        let deadline = Instant::now() + LEASE_WAIT;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let req = pb::OpenWriteRequest {
-                creds: Some(c.creds.clone()),
-                node: Some(node(ino)),
-                client_id: self.client.client_id().to_string(),
-                truncate: false,
-            };
-            // Without truncation, taking the lease again is harmless: sent again on a transport error.
-            let r = self
-                .query(&req, |mut nn, req| async move { nn.open_write(req).await })
-                .await;
-            match r {
-                Ok(r) => return Ok(r),
-                Err(s) if ErrorKind::of(&s) == ErrorKind::Busy && Instant::now() < deadline => {
-                    tracing::debug!(ino, error = %s.message(), "lease busy, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(250));
-                }
-                Err(s) => return Err(s.into()),
-            }
-        }
+        let req = pb::OpenWriteRequest {
+            creds: Some(c.creds.clone()),
+            node: Some(node(ino)),
+            client_id: self.client.client_id().to_string(),
+            truncate: false,
+        };
+        // Without truncation, taking the lease again is harmless: sent again on a transport error.
+        Ok(self
+            .query_while_busy(&req, |mut nn, req| async move { nn.open_write(req).await })
+            .await?)
     }
 
     /// Takes the file's lease for this mount and builds the overlay, unless it is held already.
@@ -1344,7 +1331,7 @@ impl Inner {
                 ..Default::default()
             };
             let a = self
-                .query(&req, |mut nn, req| async move { nn.set_attr(req).await })
+                .query_while_busy(&req, |mut nn, req| async move { nn.set_attr(req).await })
                 .await?
                 .attr;
             if let Some(a) = a {

@@ -9,8 +9,8 @@ use crate::file::{Handle, OpenFile};
 use crate::MountOptions;
 use fuser::{Errno, INodeNo, Notifier, TimeOrNow};
 use ringfs_client::Client;
-use ringfs_proto::pb;
 use ringfs_proto::pb::namenode_client::NamenodeClient;
+use ringfs_proto::{pb, ErrorKind};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -199,6 +199,34 @@ impl Inner {
             .again_in_transport(req, call)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// [`query`](Self::query), sent again while the file's lease is busy, for up to
+    /// `LEASE_WAIT`: another mount gives it back just after its `close` returns, and a holder
+    /// silent past the soft limit has it taken back by the namenode's recovery (which the
+    /// refusal starts).
+    pub(crate) async fn query_while_busy<R, T, F, Fut>(
+        &self,
+        req: &R,
+        call: F,
+    ) -> Result<T, tonic::Status>
+    where
+        R: Clone,
+        F: Fn(NamenodeClient<Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + crate::file::LEASE_WAIT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.query(req, &call).await {
+                Err(s) if ErrorKind::of(&s) == ErrorKind::Busy && Instant::now() < deadline => {
+                    tracing::debug!(error = %s.message(), "lease busy, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                r => return r,
+            }
+        }
     }
 
     pub(crate) fn next_fh(&self) -> u64 {

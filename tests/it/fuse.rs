@@ -398,6 +398,52 @@ fn lock_of_a_killed_mount_is_released_when_its_lease_expires() {
 }
 
 #[test]
+fn a_file_whose_writing_mount_was_killed_can_be_truncated_past_the_soft_limit() {
+    // `: > f`, `cp` over f, truncate(1) and ftruncate of a file whose writing mount died got
+    // EBUSY until the lease's hard limit (10 min by default): only opens that did not truncate
+    // took the file over once its holder was silent past the soft limit.
+    let cluster = TestCluster::builder()
+        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "10m"])
+        .start();
+    let mut a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    let mut held = Vec::new();
+    for name in ["by_open", "by_path", "by_handle"] {
+        let mut f = File::create(a.path(name)).unwrap();
+        f.write_all(b"written and synced").unwrap();
+        f.sync_all().unwrap();
+        held.push(f);
+    }
+    a.kill();
+    wait_until(
+        Duration::from_secs(20),
+        "an O_TRUNC open on B to take the dead mount's file",
+        || File::create(b.path("by_open")).is_ok(),
+    );
+    let st = Command::new("truncate")
+        .args(["-s", "0"])
+        .arg(b.path("by_path"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "truncate -s 0: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(b.path("by_handle"))
+        .unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    for name in ["by_open", "by_path", "by_handle"] {
+        assert_eq!(fs::metadata(b.path(name)).unwrap().len(), 0, "{name}");
+        assert_eq!(cluster.ok(&["cat", &format!("/{name}")]), "", "{name}");
+    }
+    drop(held);
+}
+
+#[test]
 fn locks_held_across_a_namenode_kill_still_exclude_other_mounts() {
     // The namenode logs its lock table: after kill -9 and a restart, a flock and an fcntl range
     // that a process on mount A still holds must still keep mount B out (before the table was

@@ -1176,7 +1176,13 @@ impl Namenode for ClientService {
                 })
                 .await
         };
-        ok(r.await)
+        let r = r.await;
+        // A truncation (`: > f`, `cp` over f) of a file whose writer died is refused while
+        // its lease lasts, as an open for writing is: past the soft limit both take it back.
+        if let (Err(e @ NamenodeError::LeaseHeld { .. }), Ok(node)) = (&r, node_sel(&req.node)) {
+            self.maybe_preempt(e, self.lease_target(&c, Some(node)));
+        }
+        ok(r)
     }
 
     async fn set_replication(
