@@ -77,7 +77,7 @@ pub async fn put_tree(client: &Client, a: &PutArgs, local_dir: &str) -> anyhow::
         replication,
         block_size: a.block_size.unwrap_or(0),
         force: a.force,
-        unnamed: AtomicUsize::new(0),
+        skipped: AtomicUsize::new(0),
     };
     client
         .check_live_datanodes(replication)
@@ -191,20 +191,20 @@ struct TreePut<'a> {
     replication: u32,
     block_size: u64,
     force: bool,
-    /// Entries skipped because ringfs cannot name them (not UTF-8).
-    unnamed: AtomicUsize,
+    /// Entries left out: names ringfs cannot hold (not UTF-8), fifos, sockets, devices.
+    skipped: AtomicUsize,
 }
 
 impl TreePut<'_> {
-    /// The exit code: a copy that had to leave out entries it could not name is not a success
-    /// (like rsync's "partial transfer"), though what could be copied is in place.
+    /// The exit code: a copy that had to leave out entries is not a success (like rsync's
+    /// "partial transfer", and as README promises), though what could be copied is in place.
     fn outcome(&self) -> ExitCode {
-        match self.unnamed.load(Ordering::Relaxed) {
+        match self.skipped.load(Ordering::Relaxed) {
             0 => ExitCode::SUCCESS,
             n => {
                 match n {
-                    1 => eprintln!("ringfs: 1 entry was not copied: its name (or symlink target) is not valid UTF-8"),
-                    _ => eprintln!("ringfs: {n} entries were not copied: their names (or symlink targets) are not valid UTF-8"),
+                    1 => eprintln!("ringfs: 1 entry was not copied (see above)"),
+                    _ => eprintln!("ringfs: {n} entries were not copied (see above)"),
                 }
                 ExitCode::FAILURE
             }
@@ -232,7 +232,7 @@ impl TreePut<'_> {
                     "ringfs: {}: skipped (the name is not valid UTF-8)",
                     path.display()
                 );
-                self.unnamed.fetch_add(1, Ordering::Relaxed);
+                self.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let target = join(remote, name);
@@ -250,6 +250,7 @@ impl TreePut<'_> {
                     "ringfs: {}: skipped (not a regular file, directory or symlink)",
                     path.display()
                 );
+                self.skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
         copy_files(
@@ -309,7 +310,7 @@ impl TreePut<'_> {
                 "ringfs: {}: skipped (the symlink's target is not valid UTF-8)",
                 local.display()
             );
-            self.unnamed.fetch_add(1, Ordering::Relaxed);
+            self.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         if self.force {
@@ -357,13 +358,13 @@ pub async fn get_tree(client: &Client, remote: &str, local: &str) -> anyhow::Res
     let (resolved, attr) = client.resolve(remote).await?;
     let get = TreeGet {
         client,
-        denied: AtomicUsize::new(0),
+        skipped: AtomicUsize::new(0),
     };
     tokio::select! {
         r = get.dir(&resolved, &attr, &target) => r?,
         _ = crate::server::terminated() => bail!("{remote}: interrupted"),
     }
-    Ok(match get.denied.load(Ordering::Relaxed) {
+    Ok(match get.skipped.load(Ordering::Relaxed) {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
@@ -371,19 +372,19 @@ pub async fn get_tree(client: &Client, remote: &str, local: &str) -> anyhow::Res
 
 struct TreeGet<'a> {
     client: &'a Client,
-    /// Files and directories the caller may not read: reported and left out, the rest is copied
-    /// (exit 1), as `cp -r` does.
-    denied: AtomicUsize,
+    /// Entries left out: files and directories the caller may not read, fifos, sockets,
+    /// devices. Each is reported and the rest is copied (exit 1), as `cp -r` does.
+    skipped: AtomicUsize,
 }
 
 impl TreeGet<'_> {
-    /// `Ok(None)` after reporting a permission error on `remote` (see `denied`).
+    /// `Ok(None)` after reporting a permission error on `remote` (see `skipped`).
     fn skip_denied<T>(&self, remote: &str, r: Result<T, ClientError>) -> anyhow::Result<Option<T>> {
         match r {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
                 eprintln!("ringfs: {}", named(&e.to_string(), remote));
-                self.denied.fetch_add(1, Ordering::Relaxed);
+                self.skipped.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
             Err(e) => Err(anyhow!("{}", named(&e.to_string(), remote))),
@@ -427,7 +428,8 @@ impl TreeGet<'_> {
                 Ok(pb::FileKind::File) => files.push((path, at, target)),
                 Ok(pb::FileKind::Symlink) => self.symlink(&path, &at, &target).await?,
                 _ => {
-                    eprintln!("ringfs: {path}: skipped (not a regular file, directory or symlink)")
+                    eprintln!("ringfs: {path}: skipped (not a regular file, directory or symlink)");
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

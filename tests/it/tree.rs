@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A local tree with every kind `put` copies or skips:
-/// `src/{empty, small, big (2.5 blocks), run.sh (0755), link -> small, fifo, sub/{deep/x}, private (0750)/y}`.
+/// A local tree with every kind `put` copies:
+/// `src/{empty, small, big (2.5 blocks), run.sh (0755), link -> small, sub/{deep/x}, private (0750)/y}`.
 fn local_tree(root: &Path) {
     fs::create_dir_all(root.join("sub/deep")).unwrap();
     fs::create_dir_all(root.join("private")).unwrap();
@@ -20,11 +20,6 @@ fn local_tree(root: &Path) {
     fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
     fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     symlink("small", root.join("link")).unwrap();
-    let fifo = Command::new("mkfifo")
-        .arg(root.join("fifo"))
-        .status()
-        .unwrap();
-    assert!(fifo.success(), "mkfifo failed");
     fs::write(root.join("sub/deep/x"), b"deep").unwrap();
     fs::write(root.join("private/y"), b"why").unwrap();
     fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o750)).unwrap();
@@ -73,14 +68,24 @@ fn put_and_get_of_a_directory_copy_the_whole_tree_like_cp_r() {
     local_tree(&src);
     let src_s = src.to_str().unwrap();
 
-    // A new target: the tree becomes /data. The fifo is skipped with a warning on stderr.
+    // A new target: the tree becomes /data. A fifo is skipped with a warning on stderr, and
+    // the exit code says the copy is not whole (it was 0: scripts could not tell).
+    let fifo = src.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
     let out = c.run(&["put", src_s, "/data"]);
-    assert!(out.status.success(), "put of a tree failed: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "put of a tree with a fifo: {out:?}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("fifo") && stderr.contains("skipped"),
         "no warning about the fifo: {stderr:?}"
     );
+    assert!(stderr.contains("1 entry was not copied"), "{stderr}");
+    fs::remove_file(&fifo).unwrap();
     let tree = c.tree("/data");
     let paths: Vec<&str> = tree.keys().map(String::as_str).collect();
     assert_eq!(
@@ -131,8 +136,7 @@ fn put_and_get_of_a_directory_copy_the_whole_tree_like_cp_r() {
     // get of the directory: a new local directory with the same content, modes and symlinks.
     let out_dir = c.scratch_path("out");
     c.ok(&["get", "/data", out_dir.to_str().unwrap()]);
-    let mut want = local_listing(&src);
-    want.retain(|(p, _, _)| p != "fifo");
+    let want = local_listing(&src);
     assert_eq!(local_listing(&out_dir), want);
     // Into an existing local directory: under the remote directory's name.
     let parent = c.scratch_path("parent");
