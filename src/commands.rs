@@ -1290,6 +1290,7 @@ impl Shown {
         )?;
         writeln!(out, "  modified: {}", format::time_rfc3339(&attr.mtime))?;
         writeln!(out, "  changed:  {}", format::time_rfc3339(&attr.ctime))?;
+        writeln!(out, "  accessed: {}", format::time_rfc3339(&attr.atime))?;
         if attr.kind == pb::FileKind::File as i32 {
             writeln!(
                 out,
@@ -1304,6 +1305,11 @@ impl Shown {
             )?;
             writeln!(out, "  blocks: {}", blocks.len())?;
             for (i, b) in blocks.iter().enumerate() {
+                if b.id == 0 {
+                    // A hole (a sparse file): no block stores it, it reads as zeros.
+                    writeln!(out, "    #{i}: hole offset {} len {}", b.offset, b.len)?;
+                    continue;
+                }
                 let locs: Vec<&str> = b.locations.iter().map(|l| l.address.as_str()).collect();
                 writeln!(
                     out,

@@ -1,6 +1,6 @@
 //! `ringfs du`: how much a tree holds, like `hdfs dfs -du`: the bytes of its files and the space
-//! they take on the datanodes (stored bytes × replication), per entry of a directory or summed
-//! (`-s`).
+//! they take (stored bytes × replication; an inline file's content once, in the namenode), per
+//! entry of a directory or summed (`-s`).
 
 use crate::commands::connect;
 use crate::commands::exit_code;
@@ -18,7 +18,8 @@ pub struct Usage {
     pub path: String,
     /// Bytes in regular files (a hard-linked file counted once).
     pub size: u64,
-    /// Bytes the replicas take: each file's stored bytes (holes are free) × its replication.
+    /// Bytes the replicas take: each file's stored bytes (holes are free) × its replication; an
+    /// inline file's content is stored once, in the namenode's metadata.
     pub consumed: u64,
     pub files: u64,
     pub dirs: u64,
@@ -32,7 +33,12 @@ impl Usage {
             Ok(pb::FileKind::File) if seen.insert(attr.inode) => {
                 self.files += 1;
                 self.size += attr.size;
-                self.consumed += attr.allocated * u64::from(attr.replication.max(1));
+                let copies = if attr.inline {
+                    1
+                } else {
+                    attr.replication.max(1)
+                };
+                self.consumed += attr.allocated * u64::from(copies);
             }
             _ => {}
         }

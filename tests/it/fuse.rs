@@ -1481,6 +1481,12 @@ fn a_sparse_file_counts_only_the_bytes_it_stores() {
     let row = &rows.as_array().unwrap()[0];
     assert_eq!(field_u64(row, "size"), 1 << 30);
     assert_eq!(field_u64(row, "consumed"), 3 << 20);
+    // ringfs stat names the holes as holes, not as blocks without replicas.
+    let text = c.ok(&["stat", "/sparse"]);
+    let holes = text.lines().filter(|l| l.contains(": hole offset")).count();
+    assert!(holes >= 2, "{text}");
+    assert!(!text.contains("id 0 "), "{text}");
+    assert!(text.contains("accessed: "), "{text}");
 
     // SEEK_DATA / SEEK_HOLE find the one stored block (what cp and tar use to skip holes).
     let f = File::open(m.path("sparse")).unwrap();
