@@ -55,6 +55,11 @@ impl Leases {
         }
     }
 
+    /// Every client that renewed within the hard limit.
+    pub fn clients(&self) -> impl Iterator<Item = &str> {
+        self.renewed.keys().map(String::as_str)
+    }
+
     /// Forget a client (it released everything, or its recovery started).
     pub fn remove(&mut self, client: &str) {
         self.renewed.remove(client);

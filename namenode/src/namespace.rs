@@ -640,6 +640,9 @@ pub struct Namespace {
     calls: RetryCache,
     /// Cluster locks (logged with the namespace, so a restart keeps every granted lock).
     locks: LockTable,
+    /// Entries named like a mount's hidden name of an open unlinked file (kept up to date as
+    /// changes are drained): the lease monitor removes those of mounts that died.
+    hidden_open: BTreeSet<(InodeId, String)>,
 }
 
 /// How an operand appears in error messages; the path of an inode is only computed for an error.
@@ -853,6 +856,7 @@ impl Namespace {
             inline_bytes: 0,
             calls: RetryCache::default(),
             locks: LockTable::new(),
+            hidden_open: BTreeSet::new(),
         }
     }
 
@@ -938,6 +942,9 @@ impl Namespace {
                     "entry {parent}/{name} is in non-directory {parent}"
                 )));
             };
+            if ringfs_proto::open_file_hidden_owner(&name).is_some() {
+                ns.hidden_open.insert((parent, name.clone()));
+            }
             if children.insert(name.clone(), child).is_some() {
                 return Err(bad(format!("entry {parent}/{name} appears twice")));
             }
@@ -2270,6 +2277,11 @@ impl Namespace {
         self.calls.len()
     }
 
+    /// Entries named like a mount's hidden name of an open unlinked file, as of the last drain.
+    pub fn hidden_open_files(&self) -> impl Iterator<Item = &(InodeId, String)> {
+        self.hidden_open.iter()
+    }
+
     /// The row changes since the last drain, describing the current state of everything touched.
     pub fn drain_changes(&mut self) -> Vec<Mutation> {
         let mut out = Vec::with_capacity(self.dirty_inodes.len() + self.dirty_entries.len() + 1);
@@ -2285,6 +2297,14 @@ impl Namespace {
                 .get(&parent)
                 .and_then(|p| p.children.as_ref())
                 .and_then(|c| c.get(&name));
+            if ringfs_proto::open_file_hidden_owner(&name).is_some() {
+                let key = (parent, name.clone());
+                if child.is_some() {
+                    self.hidden_open.insert(key);
+                } else {
+                    self.hidden_open.remove(&key);
+                }
+            }
             out.push(match child {
                 Some(&child) => Mutation::PutEntry {
                     parent: parent.0,
@@ -3010,6 +3030,26 @@ mod tests {
     fn get<'a>(ns: &'a Namespace, path: &str) -> &'a Inode {
         let id = ns.resolve(&root(), n(path), false).unwrap();
         ns.get(id).unwrap()
+    }
+
+    #[test]
+    fn hidden_names_of_open_unlinked_files_are_indexed_as_they_come_and_go() {
+        let mut ns = Namespace::new();
+        mkdir(&mut ns, &root(), "/d", 0o755);
+        create(&mut ns, &root(), "/d/f");
+        create(&mut ns, &root(), "/d/.ringfs-open-9-notamount");
+        let d = ns.resolve(&root(), n("/d"), true).unwrap();
+        let hidden = ".ringfs-open-12-ce30322e";
+        let none = RenameFlags::default();
+        ns.rename(&root(), p("/d/f"), p(&format!("/d/{hidden}")), none, T0)
+            .unwrap();
+        ns.drain_changes();
+        let listed: Vec<_> = ns.hidden_open_files().cloned().collect();
+        assert_eq!(listed, vec![(d, hidden.to_string())]);
+        ns.remove(&root(), p(&format!("/d/{hidden}")), unlink(), T0)
+            .unwrap();
+        ns.drain_changes();
+        assert_eq!(ns.hidden_open_files().count(), 0);
     }
     /// A file with blocks written through the lease protocol: lens as given.
     fn file_with_blocks(ns: &mut Namespace, path: &str, lens: &[u64]) -> (InodeId, Vec<BlockRef>) {

@@ -59,12 +59,31 @@ pub const OPEN_FILE_HIDDEN_PREFIX: &str = ".ringfs-open-";
 
 /// The hidden name the mount with `client_id` gives inode `ino` (see [`OPEN_FILE_HIDDEN_PREFIX`]).
 pub fn open_file_hidden_name(ino: u64, client_id: &str) -> String {
-    let mount: String = client_id
+    format!(
+        "{OPEN_FILE_HIDDEN_PREFIX}{ino}-{}",
+        open_file_hidden_tag(client_id)
+    )
+}
+
+/// The part of a hidden name that names the mount with `client_id`.
+pub fn open_file_hidden_tag(client_id: &str) -> String {
+    client_id
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(8)
-        .collect();
-    format!("{OPEN_FILE_HIDDEN_PREFIX}{ino}-{mount}")
+        .collect()
+}
+
+/// The mount tag of a name made by [`open_file_hidden_name`], if it is one.
+pub fn open_file_hidden_owner(name: &str) -> Option<&str> {
+    let (ino, tag) = name
+        .strip_prefix(OPEN_FILE_HIDDEN_PREFIX)?
+        .split_once('-')?;
+    let well_formed = !ino.is_empty()
+        && ino.bytes().all(|b| b.is_ascii_digit())
+        && tag.len() == 8
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric());
+    well_formed.then_some(tag)
 }
 
 /// The inode id of the root directory.
@@ -77,3 +96,30 @@ pub const DEFAULT_NAMENODE: &str = "127.0.0.1:8020";
 /// datanode of the pipeline plus one, so the hop just above a hung node times out first and
 /// names it.
 pub const PIPELINE_ANSWER_PER_HOP: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_names_of_open_files_name_their_mount() {
+        let name = open_file_hidden_name(57951, "ce30322e-6ac7-40ef-9398-e5aa8c8716c2");
+        assert_eq!(name, ".ringfs-open-57951-ce30322e");
+        assert_eq!(open_file_hidden_owner(&name), Some("ce30322e"));
+        assert_eq!(
+            open_file_hidden_tag("ce30322e-6ac7-40ef-9398-e5aa8c8716c2"),
+            "ce30322e"
+        );
+        for other in [
+            ".ringfs-open-",
+            ".ringfs-open-12",
+            ".ringfs-open--ce30322e",
+            ".ringfs-open-x1-ce30322e",
+            ".ringfs-open-1-ce30",
+            ".ringfs-open-1-ce30322e.txt",
+            "ringfs-open-1-ce30322e",
+        ] {
+            assert_eq!(open_file_hidden_owner(other), None, "{other}");
+        }
+    }
+}

@@ -444,6 +444,54 @@ fn a_file_whose_writing_mount_was_killed_can_be_truncated_past_the_soft_limit() 
 }
 
 #[test]
+fn hidden_names_a_killed_mount_left_go_once_its_lease_passes_the_hard_limit() {
+    // A file unlinked while open keeps a hidden name until its last close. A mount killed
+    // meanwhile never closes it: the name, unlisted, kept the file's blocks for good. Once the
+    // dead mount's lease passes the hard limit the namenode removes it; a live mount's stays.
+    let cluster = TestCluster::builder()
+        .namenode_arg(&["--lease-soft-limit", "1s", "--lease-hard-limit", "3s"])
+        .start();
+    let mut a = cluster.mount(&[]);
+    let b = cluster.mount(&[]);
+    let kept = random_bytes(MIB + 3, 2);
+    fs::write(a.path("of_a"), random_bytes(2 * MIB, 1)).unwrap();
+    fs::write(b.path("of_b"), &kept).unwrap();
+    let fa = File::open(a.path("of_a")).unwrap();
+    fs::remove_file(a.path("of_a")).unwrap();
+    let mut fb = File::open(b.path("of_b")).unwrap();
+    fs::remove_file(b.path("of_b")).unwrap();
+    let hidden = || -> Vec<String> {
+        cluster
+            .ok(&["ls", "-a", "/"])
+            .lines()
+            .filter(|l| l.contains(".ringfs-open-"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(hidden().len(), 2, "{:?}", hidden());
+    a.kill();
+    wait_for(
+        Duration::from_secs(30),
+        "the killed mount's hidden name to go",
+        || match hidden() {
+            h if h.len() == 1 => Ok(()),
+            h => Err(format!("{h:?}")),
+        },
+    );
+    let mut back = Vec::new();
+    fb.read_to_end(&mut back).unwrap();
+    assert_same_bytes(&back, &kept, "the live mount's unlinked file");
+    drop(fb);
+    wait_until(
+        Duration::from_secs(10),
+        "the live mount's hidden name to go at its close",
+        || hidden().is_empty(),
+    );
+    assert_eq!(field_u64(&cluster.fsck_json("/"), "files"), 0);
+    drop(fa);
+}
+
+#[test]
 fn locks_held_across_a_namenode_kill_still_exclude_other_mounts() {
     // The namenode logs its lock table: after kill -9 and a restart, a flock and an fcntl range
     // that a process on mount A still holds must still keep mount B out (before the table was
@@ -1988,7 +2036,8 @@ fn many_writers_of_large_blocks_do_not_rewrite_their_partial_blocks_on_every_wri
     }
     let commits = "ringfs_namenode_rpc_requests_total{service=\"ringfs.Namenode\",method=\"CommitBlocks\",outcome=\"ok\"}";
     let n = crate::status::metrics(&web).unwrap()[commits];
-    // One at each close (a few more allowed); before, each write past the limit committed a
-    // partial block again (61 in this test, thousands in longer runs).
-    assert!(n <= 20.0, "{n} commits for 10 files of 40 MiB");
+    // One at each close, and some more when uploads fall behind on a loaded machine (31 seen
+    // with other mount tests running); before, each write past the limit committed a partial
+    // block again (61 in this test, thousands in longer runs).
+    assert!(n <= 45.0, "{n} commits for 10 files of 40 MiB");
 }

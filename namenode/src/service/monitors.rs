@@ -5,8 +5,10 @@
 
 use super::Shared;
 use crate::datanodes::Command;
-use crate::namespace::RECOVERY_HOLDER;
+use crate::namespace::{Caller, EntrySel, RemoveMode, Timestamp, RECOVERY_HOLDER};
 use crate::replication::{self, CopyKind, Limits};
+use ringfs_proto::InodeId;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -118,12 +120,18 @@ impl LeaseMonitor {
         let period =
             (cfg.lease_soft_limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         let mut pause = PauseDetector::new(period);
+        let mut orphans = HashMap::new();
         while tick(period, &mut shutdown).await {
             let now = Instant::now();
             if let Some(p) = pause.paused(now) {
                 tracing::warn!(paused = ?p, "the namenode did not run for a while: client leases pushed back as much");
                 self.shared.lock().leases.extend(p, now);
+                // Nobody could renew meanwhile either.
+                for since in orphans.values_mut() {
+                    *since = now;
+                }
             }
+            self.remove_orphaned_hidden_files(&mut orphans, now).await;
             // Locks of silent clients go, logged like any change (a restart must not bring them
             // back). A failed log leaves them for the next tick.
             let released = self
@@ -165,6 +173,80 @@ impl LeaseMonitor {
             for (inode, holder) in to_recover {
                 tracing::info!(inode = inode.0, holder = %holder, "lease hard limit passed: recovering the file");
                 super::recovery::spawn(self.shared.clone(), inode);
+            }
+        }
+    }
+}
+
+impl LeaseMonitor {
+    /// Removes the hidden names of open unlinked files (`.ringfs-open-<inode>-<mount>`) whose
+    /// mount has not renewed its lease for the hard limit: a killed mount cannot remove them at
+    /// their last close, and nothing lists them, so their space was held for good. `orphans`
+    /// keeps when each was first seen without a live mount (a restarted namenode knows no lease
+    /// yet: its live mounts renew within a second and are not taken for dead).
+    async fn remove_orphaned_hidden_files(
+        &self,
+        orphans: &mut HashMap<(InodeId, String), Instant>,
+        now: Instant,
+    ) {
+        let hard = self.shared.config.lease_hard_limit;
+        let due: Vec<(InodeId, String)> = {
+            let st = self.shared.lock();
+            let live: HashSet<String> = st
+                .leases
+                .clients()
+                .map(ringfs_proto::open_file_hidden_tag)
+                .collect();
+            let orphaned: HashSet<&(InodeId, String)> = st
+                .ns
+                .hidden_open_files()
+                .filter(|(_, name)| {
+                    ringfs_proto::open_file_hidden_owner(name).is_some_and(|t| !live.contains(t))
+                })
+                .collect();
+            orphans.retain(|k, _| orphaned.contains(k));
+            orphaned
+                .into_iter()
+                .filter(|&k| {
+                    let since = *orphans.entry(k.clone()).or_insert(now);
+                    now.saturating_duration_since(since) >= hard
+                })
+                .cloned()
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let removed = self
+            .shared
+            .mutate(|st, after| {
+                for (parent, name) in &due {
+                    match st.ns.remove(
+                        &Caller::root(),
+                        EntrySel::Child(*parent, name),
+                        RemoveMode::default(),
+                        Timestamp::now(),
+                    ) {
+                        Ok(freed) => {
+                            after.freed.extend(freed);
+                            tracing::info!(parent = parent.0, %name,
+                                "removed the hidden name of an open unlinked file: its mount is gone");
+                        }
+                        Err(e) => tracing::debug!(parent = parent.0, %name, error = %e,
+                            "hidden name of a gone mount not removed"),
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        match removed {
+            Ok(()) => {
+                for k in &due {
+                    orphans.remove(k);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot log the removal of gone mounts' hidden names")
             }
         }
     }
