@@ -375,6 +375,19 @@ impl DatanodeRegistry {
         self.placement.len()
     }
 
+    /// Writable nodes with room for a new replica of `bytes` by their last heartbeat, leaving
+    /// out those at the addresses in `failed`: the nodes a pipeline can be built from.
+    pub fn writable_with_room(&self, bytes: u64, failed: &[String]) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| {
+                self.placement.contains(&n.id)
+                    && n.remaining >= bytes
+                    && !failed.contains(&n.address)
+            })
+            .count()
+    }
+
     /// Live nodes that take no new replicas because an operator is retiring them
     /// (decommissioning or decommissioned).
     pub fn retiring_count(&self) -> usize {
@@ -541,6 +554,20 @@ mod tests {
         assert!(r.has_room(&dn(0), 30));
         assert!(!r.has_room(&dn(0), 31));
         assert!(!r.has_room(&dn(1), 0), "an unknown node has no room");
+    }
+
+    #[test]
+    fn nodes_to_build_a_pipeline_from_have_room_and_did_not_fail() {
+        let t0 = Instant::now();
+        let mut r = DatanodeRegistry::new();
+        r.register(dn(0), "a:1".into(), String::new(), 100, 40, t0);
+        r.register(dn(1), "b:1".into(), String::new(), 100, 99, t0);
+        r.register(dn(2), "c:1".into(), String::new(), 100, 0, t0);
+        assert_eq!(r.writable_count(), 3);
+        assert_eq!(r.writable_with_room(0, &[]), 3);
+        assert_eq!(r.writable_with_room(10, &[]), 2, "b is full");
+        assert_eq!(r.writable_with_room(10, &["c:1".to_string()]), 1);
+        assert_eq!(r.writable_with_room(61, &[]), 1);
     }
 
     #[test]

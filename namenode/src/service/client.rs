@@ -315,7 +315,11 @@ impl ClientService {
         };
         let call = call_id(&req.retry)?;
         if req.open_for_write {
-            self.shared.await_datanodes_after_restart(replication).await;
+            // Live is enough here: a create writes no block (small files stay inline), and
+            // its blocks wait for room when they are allocated.
+            self.shared
+                .await_datanodes_after_restart(replication, 0, &[])
+                .await;
         }
         let now = Timestamp::now();
         let r = self
@@ -402,8 +406,9 @@ impl ClientService {
     }
 
     async fn do_add_block(&self, req: pb::AddBlockRequest) -> Result<pb::LocatedBlock> {
+        let bytes = self.shared.block_size_of(req.inode);
         self.shared
-            .await_datanodes_after_restart(self.shared.config.replication)
+            .await_datanodes_after_restart(self.shared.config.replication, bytes, &[])
             .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
@@ -438,8 +443,9 @@ impl ClientService {
     }
 
     async fn do_allocate_block(&self, req: pb::AllocateBlockRequest) -> Result<pb::LocatedBlock> {
+        let bytes = self.shared.block_size_of(req.inode);
         self.shared
-            .await_datanodes_after_restart(self.shared.config.replication)
+            .await_datanodes_after_restart(self.shared.config.replication, bytes, &[])
             .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
@@ -487,8 +493,9 @@ impl ClientService {
 
     async fn do_update_pipeline(&self, req: pb::UpdatePipelineRequest) -> Result<pb::LocatedBlock> {
         // Right after a restart the replacements are still re-registering, as for AllocateBlock.
+        let bytes = self.shared.block_size_of(req.inode);
         self.shared
-            .await_datanodes_after_restart(self.shared.config.replication)
+            .await_datanodes_after_restart(self.shared.config.replication, bytes, &req.failed)
             .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
