@@ -618,29 +618,15 @@ fn a_replica_held_corrupt_that_is_good_again_counts_again_and_heals_the_others()
         .start();
     let data = random_bytes(500 * 1024, 73);
     c.put_bytes("/f", &data);
-    let block = stat_blocks(&c.stat_json("/f"))[0].clone();
-    let (id, gen) = (field_u64(&block, "id"), field_u64(&block, "generation"));
-    let replica_on = |c: &TestCluster, i: usize| {
-        c.replicas_on(i)
-            .into_iter()
-            .find(|r| r.block_id == id && r.generation == gen)
-            .unwrap_or_else(|| panic!("no replica of block {id} on datanode {i}"))
-    };
-    let backup = fs::read(replica_on(&c, 0).path).unwrap();
-    for i in 0..3 {
-        let r = replica_on(&c, i);
-        corrupt_file(&r.path, r.len / 2, 64);
-    }
+    let (id, gen, backup) = corrupt_every_replica_of_f(&c);
     assert!(
         !c.run(&["cat", "/f"]).status.success(),
         "cat of 3 bad replicas"
     );
-    wait_until(Duration::from_secs(30), "the block to be missing", || {
-        field_u64(&c.fsck_json("/"), "missing") == 1
-    });
+    wait_missing(&c, "the block to be missing");
     // Restarted well within dead-after: the namenode keeps what it knew of the node.
     c.stop_datanode(0);
-    fs::write(replica_on(&c, 0).path, &backup).unwrap();
+    fs::write(replica_of(&c, 0, id, gen).path, &backup).unwrap();
     c.restart_datanode(0);
     wait_for(Duration::from_secs(60), "the block healthy again", || {
         let f = c.fsck_json("/");
@@ -651,7 +637,7 @@ fn a_replica_held_corrupt_that_is_good_again_counts_again_and_heals_the_others()
         }
     });
     for i in 0..3 {
-        let r = replica_on(&c, i);
+        let r = replica_of(&c, i, id, gen);
         assert_same_bytes(&fs::read(&r.path).unwrap(), &backup, "a replica file");
     }
     assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
