@@ -552,14 +552,7 @@ fn puts_killed_at_any_moment_leave_the_complete_file_or_nothing() {
         }
     }
     // A put killed between its rename and its close leaves its file open until the lease expires.
-    wait_for(Duration::from_secs(30), "no file left open", || {
-        let f = c.fsck_json("/");
-        if field_u64(&f, "open_files") == 0 {
-            Ok(())
-        } else {
-            Err(f.to_string())
-        }
-    });
+    wait_fsck(&c, "open_files", 0, "no file left open");
 }
 
 #[test]
@@ -628,19 +621,7 @@ fn a_replica_held_corrupt_that_is_good_again_counts_again_and_heals_the_others()
     c.stop_datanode(0);
     fs::write(replica_of(&c, 0, id, gen).path, &backup).unwrap();
     c.restart_datanode(0);
-    wait_for(Duration::from_secs(60), "the block healthy again", || {
-        let f = c.fsck_json("/");
-        if fsck_is_healthy(&f, 3) {
-            Ok(())
-        } else {
-            Err(f.to_string())
-        }
-    });
-    for i in 0..3 {
-        let r = replica_of(&c, i, id, gen);
-        assert_same_bytes(&fs::read(&r.path).unwrap(), &backup, "a replica file");
-    }
-    assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
+    wait_f_healed(&c, id, gen, &backup, &data);
 }
 
 /// The replica file of block `id` generation `gen` on datanode `i`.
@@ -663,15 +644,38 @@ fn corrupt_every_replica_of_f(c: &TestCluster) -> (u64, u64, Vec<u8>) {
     (id, gen, good)
 }
 
-fn wait_missing(c: &TestCluster, what: &str) {
-    wait_for(Duration::from_secs(30), what, || {
+/// Waits until `/f` (one block) is healthy again, then checks that its 3 replica files hold
+/// `good` and that it reads back as `data`.
+fn wait_f_healed(c: &TestCluster, id: u64, gen: u64, good: &[u8], data: &[u8]) {
+    wait_for(Duration::from_secs(60), "the block healthy again", || {
         let f = c.fsck_json("/");
-        if field_u64(&f, "missing") == 1 {
+        if fsck_is_healthy(&f, 3) {
             Ok(())
         } else {
             Err(f.to_string())
         }
     });
+    for i in 0..3 {
+        let r = replica_of(c, i, id, gen);
+        assert_same_bytes(&fs::read(&r.path).unwrap(), good, "a replica file");
+    }
+    assert_same_bytes(&c.get_bytes("/f"), data, "/f");
+}
+
+/// Waits until `fsck --json /` shows `want` in `field`.
+fn wait_fsck(c: &TestCluster, field: &str, want: u64, what: &str) {
+    wait_for(Duration::from_secs(30), what, || {
+        let f = c.fsck_json("/");
+        if field_u64(&f, field) == want {
+            Ok(())
+        } else {
+            Err(f.to_string())
+        }
+    });
+}
+
+fn wait_missing(c: &TestCluster, what: &str) {
+    wait_fsck(c, "missing", 1, what);
 }
 
 #[test]
@@ -749,19 +753,7 @@ fn a_replica_restored_by_hand_on_a_running_datanode_counts_again_at_its_next_scr
     let tmp = path.with_extension("restoring");
     fs::write(&tmp, &good).unwrap();
     fs::rename(&tmp, &path).unwrap();
-    wait_for(Duration::from_secs(60), "the block healthy again", || {
-        let f = c.fsck_json("/");
-        if fsck_is_healthy(&f, 3) {
-            Ok(())
-        } else {
-            Err(f.to_string())
-        }
-    });
-    for i in 0..3 {
-        let r = replica_of(&c, i, id, gen);
-        assert_same_bytes(&fs::read(&r.path).unwrap(), &good, "a replica file");
-    }
-    assert_same_bytes(&c.get_bytes("/f"), &data, "/f");
+    wait_f_healed(&c, id, gen, &good, &data);
 }
 
 #[test]
