@@ -248,6 +248,11 @@ impl BlockStore {
         self.state().corrupt.contains(&(block, generation))
     }
 
+    /// Every replica found corrupt, as (block, generation).
+    pub fn corrupt_replicas(&self) -> HashSet<(u64, u64)> {
+        self.state().corrupt.clone()
+    }
+
     /// Forgets a corrupt mark (a later full check found the replica good: restored by hand, or
     /// a read error that was not the disk's); true when there was one.
     pub fn clear_corrupt(&self, block: u64, generation: u64) -> bool {

@@ -118,6 +118,7 @@ impl Heartbeat {
     async fn full_report(&self) -> Result<(), tonic::Status> {
         let node = &self.node;
         let pending = node.namenode.take_pending();
+        let corrupt = node.store.corrupt_replicas();
         let req = BlockReportRequest {
             datanode_id: node.namenode.datanode_id().to_string(),
             replicas: node
@@ -125,7 +126,7 @@ impl Heartbeat {
                 .replicas()
                 .into_iter()
                 .map(|r| ReplicaReport {
-                    corrupt: node.store.is_corrupt(r.block, r.generation),
+                    corrupt: corrupt.contains(&(r.block, r.generation)),
                     ..report(r)
                 })
                 .collect(),

@@ -41,9 +41,6 @@ const RA_CHUNK: u64 = 4 << 20;
 const RA_AHEAD: u64 = 3;
 /// Blocks written or copied at once by a full commit.
 const COMMIT_PARALLELISM: usize = 4;
-/// How long `open` for writing retries while another writer's lease is being given back
-/// (a close on another mount releases its lease just after `close` returns).
-pub(crate) const LEASE_WAIT: Duration = Duration::from_secs(3);
 const NO_SIZE: u64 = u64::MAX;
 
 /// A file with open handles on this mount.

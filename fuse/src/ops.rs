@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ringfs_client::OPEN_FILE_HIDDEN_PREFIX;
+/// How long a call refused for a busy lease is retried (see [`Inner::query_while_busy`]).
+const LEASE_WAIT: Duration = Duration::from_secs(3);
 
 /// How long after the kernel looked a file up a rename over it keeps the replaced inode alive
 /// (under a hidden name), for an `open` of the name that raced with the rename.
@@ -215,7 +217,7 @@ impl Inner {
         F: Fn(NamenodeClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = Instant::now() + crate::file::LEASE_WAIT;
+        let deadline = Instant::now() + LEASE_WAIT;
         let mut pause = Duration::from_millis(20);
         loop {
             match self.query(req, &call).await {

@@ -382,7 +382,7 @@ impl DatanodeRegistry {
             .values()
             .filter(|n| {
                 self.placement.contains(&n.id)
-                    && n.remaining >= bytes
+                    && self.has_room(&n.id, bytes)
                     && !failed.contains(&n.address)
             })
             .count()

@@ -318,7 +318,7 @@ impl ClientService {
             // Live is enough here: a create writes no block (small files stay inline), and
             // its blocks wait for room when they are allocated.
             self.shared
-                .await_datanodes_after_restart(replication, 0, &[])
+                .await_datanodes_after_restart(replication, None, &[])
                 .await;
         }
         let now = Timestamp::now();
@@ -406,9 +406,8 @@ impl ClientService {
     }
 
     async fn do_add_block(&self, req: pb::AddBlockRequest) -> Result<pb::LocatedBlock> {
-        let bytes = self.shared.block_size_of(req.inode);
         self.shared
-            .await_datanodes_after_restart(self.shared.config.replication, bytes, &[])
+            .await_datanodes_after_restart(self.shared.config.replication, Some(req.inode), &[])
             .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
@@ -443,9 +442,8 @@ impl ClientService {
     }
 
     async fn do_allocate_block(&self, req: pb::AllocateBlockRequest) -> Result<pb::LocatedBlock> {
-        let bytes = self.shared.block_size_of(req.inode);
         self.shared
-            .await_datanodes_after_restart(self.shared.config.replication, bytes, &[])
+            .await_datanodes_after_restart(self.shared.config.replication, Some(req.inode), &[])
             .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();
@@ -493,9 +491,12 @@ impl ClientService {
 
     async fn do_update_pipeline(&self, req: pb::UpdatePipelineRequest) -> Result<pb::LocatedBlock> {
         // Right after a restart the replacements are still re-registering, as for AllocateBlock.
-        let bytes = self.shared.block_size_of(req.inode);
         self.shared
-            .await_datanodes_after_restart(self.shared.config.replication, bytes, &req.failed)
+            .await_datanodes_after_restart(
+                self.shared.config.replication,
+                Some(req.inode),
+                &req.failed,
+            )
             .await;
         let inode = inode_id(req.inode)?;
         let client = client_id(&req.client_id)?.to_string();

@@ -182,18 +182,27 @@ impl Shared {
         }
     }
 
-    /// Waits until `needed` datanodes are writable with room for a block of `bytes` (besides the
-    /// ones at the `failed` addresses), but only in the first `dead_after` after a restart: until
+    /// Waits until `needed` datanodes are writable with room for a block of file `inode` (any
+    /// live node for `None`; besides the ones at the `failed` addresses), but only in the first `dead_after` after a restart: until
     /// then a datanode that has not re-registered is late, not dead (it notices the restart at its
     /// next heartbeat), so a write waits for it instead of failing at once with "not enough live
     /// datanodes". Counting a full node as one made a pipeline of it while a node with room was
     /// still re-registering, and its recovery then found no node left. Returns at once otherwise;
     /// the caller then checks as usual.
-    pub async fn await_datanodes_after_restart(&self, needed: u32, bytes: u64, failed: &[String]) {
+    pub async fn await_datanodes_after_restart(
+        &self,
+        needed: u32,
+        inode: Option<u64>,
+        failed: &[String],
+    ) {
         let Some(started) = self.restarted else {
             return;
         };
         let deadline = started + self.config.dead_after;
+        if Instant::now() >= deadline {
+            return;
+        }
+        let bytes = inode.map_or(0, |i| self.block_size_of(i));
         while Instant::now() < deadline
             && self.lock().nodes.writable_with_room(bytes, failed) < needed as usize
         {
@@ -202,7 +211,7 @@ impl Shared {
     }
 
     /// The block size of file `inode` (the cluster's default if it is not a file).
-    pub fn block_size_of(&self, inode: u64) -> u64 {
+    fn block_size_of(&self, inode: u64) -> u64 {
         self.lock()
             .ns
             .get(ringfs_proto::InodeId(inode))

@@ -176,9 +176,7 @@ impl LeaseMonitor {
             }
         }
     }
-}
 
-impl LeaseMonitor {
     /// Removes the hidden names of open unlinked files (`.ringfs-open-<inode>-<mount>`) whose
     /// mount has not renewed its lease for the hard limit: a killed mount cannot remove them at
     /// their last close, and nothing lists them, so their space was held for good. `orphans`
@@ -192,6 +190,11 @@ impl LeaseMonitor {
         let hard = self.shared.config.lease_hard_limit;
         let due: Vec<(InodeId, String)> = {
             let st = self.shared.lock();
+            if st.ns.hidden_open_files().next().is_none() {
+                // The usual case: nothing to look at, no client set to build under the lock.
+                orphans.clear();
+                return;
+            }
             let live: HashSet<String> = st
                 .leases
                 .clients()
