@@ -829,7 +829,9 @@ impl Client {
         let req = pb::AllocateBlockRequest {
             inode,
             client_id: self.shared.client_id.clone(),
-            excluded: Vec::new(),
+            // A node that just failed a pipeline of this client would most likely fail this one
+            // too: one stall per hung node, not one per block.
+            excluded: self.shared.suspects.recent(),
             min_replicas: self.shared.cfg.min_replicas,
         };
         // Sent again after a failure in transport: a block the first call allocated and nobody

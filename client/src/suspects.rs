@@ -1,7 +1,9 @@
-//! Datanodes that failed a read recently. A replica that stalls (a hung or partitioned datanode
-//! still accepts connections, so only a timeout reveals it) costs one stall, not one per read:
-//! later reads try such nodes last until they are forgiven or answer again (HDFS's `deadNodes` of
-//! an input stream, shared here by every reader of the client, e.g. every file of a mount).
+//! Datanodes that failed a read or a write pipeline recently. A replica that stalls (a hung or
+//! partitioned datanode still accepts connections, so only a timeout reveals it) costs one stall,
+//! not one per block: later reads try such nodes last, and later blocks are allocated without them
+//! where the writer can do without, until they are forgiven or answer again (HDFS's `deadNodes` of
+//! an input stream and `excludedNodes` of an output stream, shared here by every reader and writer
+//! of the client, e.g. every file of a mount).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +27,18 @@ impl Suspects {
         if !m.is_empty() {
             m.remove(addr);
         }
+    }
+
+    /// The datanodes that failed within [`FORGIVE_AFTER`]: what a new block's pipeline avoids.
+    pub(crate) fn recent(&self) -> Vec<String> {
+        let mut m = self.lock();
+        if m.is_empty() {
+            return Vec::new();
+        }
+        m.retain(|_, at| at.elapsed() < FORGIVE_AFTER);
+        let mut v: Vec<String> = m.keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// `addrs` in the order to try them: as given, recently failed ones last.
@@ -64,7 +78,9 @@ mod tests {
         assert_eq!(order(&s), ["b", "c", "a"]);
         s.failed("c");
         assert_eq!(order(&s), ["b", "a", "c"]);
+        assert_eq!(s.recent(), ["a", "c"]);
         s.answered("a");
         assert_eq!(order(&s), ["a", "b", "c"]);
+        assert_eq!(s.recent(), ["c"]);
     }
 }

@@ -351,6 +351,7 @@ impl BlockWriter {
                 });
             }
             for a in &failure.failed {
+                self.client.shared.suspects.failed(a);
                 if !self.failed.contains(a) {
                     self.failed.push(a.clone());
                 }
@@ -691,7 +692,12 @@ impl FileWriter {
             let req = pb::AllocateBlockRequest {
                 inode: self.attr.inode,
                 client_id: self.client.client_id().to_string(),
-                excluded: self.excluded.clone(),
+                excluded: {
+                    let mut ex = self.client.shared.suspects.recent();
+                    ex.retain(|a| !self.excluded.contains(a));
+                    ex.extend(self.excluded.iter().cloned());
+                    ex
+                },
                 min_replicas: self.client.config().min_replicas,
             };
             // Sent again after a failure in transport, as in `Client::write_new_block`.

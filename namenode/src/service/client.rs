@@ -127,11 +127,14 @@ fn leased_file(st: &State, inode: InodeId, client: &str) -> Result<(u32, u64)> {
 /// A write pipeline for a new block of up to `bytes`: the ring owners not excluded and with room
 /// for it (HDFS likewise skips nodes without space). If that leaves fewer than `r`, nodes the last
 /// heartbeats called full fill the gap (the figure may be stale; a full one fails the write), then
-/// excluded live nodes (the writer retries them, then recovers the pipeline).
+/// excluded live nodes, but only up to `min`, the fewest the writer accepts (it retries them, then
+/// recovers the pipeline): a writer that accepts fewer than `r` (the mount) goes on without the
+/// node that just stalled it, instead of stalling once more per block.
 fn pipeline(
     nodes: &DatanodeRegistry,
     block: BlockId,
     r: u32,
+    min: usize,
     excluded: &[DatanodeId],
     bytes: u64,
 ) -> Vec<DatanodeId> {
@@ -141,11 +144,13 @@ fn pipeline(
     });
     if p.len() < r {
         let ring_order = nodes.placement().owners(block, nodes.writable_count());
-        let fallbacks: [&dyn Fn(&DatanodeId) -> bool; 2] = [&|n| !excluded.contains(n), &|_| true];
-        for eligible in fallbacks {
+        // (which nodes may fill the gap, up to how many nodes in all)
+        type Fallback<'a> = (&'a dyn Fn(&DatanodeId) -> bool, usize);
+        let fallbacks: [Fallback; 2] = [(&|n| !excluded.contains(n), r), (&|_| true, min.min(r))];
+        for (eligible, up_to) in fallbacks {
             for n in ring_order.iter().filter(|n| eligible(n)) {
-                if p.len() == r {
-                    return p;
+                if p.len() >= up_to {
+                    break;
                 }
                 if !p.contains(n) {
                     p.push(n.clone());
@@ -432,7 +437,8 @@ impl ClientService {
                     after.stale(BlockId(p.id), stale);
                 }
                 let excluded = ids_of(&st.nodes, &req.excluded);
-                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded, block_size);
+                let min = replication as usize;
+                let p = pipeline(&st.nodes, BlockId(id), replication, min, &excluded, block_size);
                 st.blocks.allocate(BlockId(id), generation, inode, replication, None, p.clone());
                 let offset = offset_of(st, inode, id);
                 tracing::debug!(inode = inode.0, block = id, generation, pipeline = ?p, "block added");
@@ -450,12 +456,13 @@ impl ClientService {
         self.shared
             .mutate(|st, _| {
                 let (replication, block_size) = leased_file(st, inode, &client)?;
-                check_datanodes(st, pipeline_min(replication, req.min_replicas))?;
+                let min = pipeline_min(replication, req.min_replicas);
+                check_datanodes(st, min)?;
                 st.leases.renew(&client, Instant::now());
                 let id = st.ns.next_block_id();
                 let generation = st.ns.next_generation();
                 let excluded = ids_of(&st.nodes, &req.excluded);
-                let p = pipeline(&st.nodes, BlockId(id), replication, &excluded, block_size);
+                let p = pipeline(&st.nodes, BlockId(id), replication, min, &excluded, block_size);
                 st.blocks.allocate(BlockId(id), generation, inode, replication, Some(client.clone()), p.clone());
                 tracing::debug!(inode = inode.0, block = id, generation, pipeline = ?p, "block allocated");
                 Ok(write_block(&self.shared, st, id, generation, 0, &p))
@@ -1723,5 +1730,53 @@ impl Namenode for ClientService {
                 .await
         };
         ok(r.await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(n: usize) -> DatanodeRegistry {
+        let mut r = DatanodeRegistry::new();
+        for i in 0..n {
+            let id = DatanodeId(format!("dn{i}"));
+            r.register(
+                id,
+                format!("127.0.0.1:{}", 9000 + i),
+                String::new(),
+                1 << 40,
+                0,
+                Instant::now(),
+            );
+            r.set_remaining(&DatanodeId(format!("dn{i}")), 1 << 40);
+        }
+        r
+    }
+
+    #[test]
+    fn excluded_nodes_fill_a_pipeline_only_up_to_what_the_writer_needs() {
+        let nodes = registry(3);
+        let block = BlockId(7);
+        let all = pipeline(&nodes, block, 3, 3, &[], 1 << 20);
+        assert_eq!(all.len(), 3);
+        let hung = all[1].clone();
+        // `put` needs all 3: the excluded node comes last, as a last resort.
+        let p = pipeline(&nodes, block, 3, 3, std::slice::from_ref(&hung), 1 << 20);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.last(), Some(&hung));
+        // The mount accepts 1: it goes on with the other two.
+        let p = pipeline(&nodes, block, 3, 1, std::slice::from_ref(&hung), 1 << 20);
+        assert_eq!(p.len(), 2);
+        assert!(!p.contains(&hung), "{p:?}");
+        // Every node excluded: the writer still gets the fewest it accepts.
+        let p = pipeline(&nodes, block, 3, 1, &all, 1 << 20);
+        assert_eq!(p.len(), 1);
+        // More nodes than R: the excluded one is replaced by another.
+        let nodes = registry(5);
+        let first = pipeline(&nodes, block, 3, 1, &[], 1 << 20);
+        let p = pipeline(&nodes, block, 3, 1, &first[..1], 1 << 20);
+        assert_eq!(p.len(), 3);
+        assert!(!p.contains(&first[0]), "{p:?}");
     }
 }
