@@ -942,7 +942,7 @@ impl Namespace {
                     "entry {parent}/{name} is in non-directory {parent}"
                 )));
             };
-            if ringfs_proto::open_file_hidden_owner(&name).is_some() {
+            if is_hidden_open(&name, child) {
                 ns.hidden_open.insert((parent, name.clone()));
             }
             if children.insert(name.clone(), child).is_some() {
@@ -2277,7 +2277,8 @@ impl Namespace {
         self.calls.len()
     }
 
-    /// Entries named like a mount's hidden name of an open unlinked file, as of the last drain.
+    /// A mount's hidden names of open unlinked files (named for the inode they link), as of the
+    /// last drain.
     pub fn hidden_open_files(&self) -> impl Iterator<Item = &(InodeId, String)> {
         self.hidden_open.iter()
     }
@@ -2299,7 +2300,7 @@ impl Namespace {
                 .and_then(|c| c.get(&name));
             if ringfs_proto::open_file_hidden_owner(&name).is_some() {
                 let key = (parent, name.clone());
-                if child.is_some() {
+                if child.is_some_and(|&c| is_hidden_open(&name, c)) {
                     self.hidden_open.insert(key);
                 } else {
                     self.hidden_open.remove(&key);
@@ -2934,6 +2935,12 @@ impl Namespace {
 /// Whether a node selector is a path (which operations like chmod follow through a final symlink; an
 /// inode selector, from FUSE, already names the node meant, e.g. for lchown).
 /// Whether a client path ends with '/' after a name ("/" itself names the root, a directory).
+/// `name` is a mount's hidden name of open unlinked file `child` (see
+/// [`ringfs_proto::open_file_hidden_parts`]).
+fn is_hidden_open(name: &str, child: InodeId) -> bool {
+    ringfs_proto::open_file_hidden_parts(name).is_some_and(|(ino, _)| ino == child.0)
+}
+
 fn has_trailing_slash(path: &str) -> bool {
     path.ends_with('/') && !path.trim_matches('/').is_empty()
 }
@@ -3039,10 +3046,14 @@ mod tests {
         create(&mut ns, &root(), "/d/f");
         create(&mut ns, &root(), "/d/.ringfs-open-9-notamount");
         let d = ns.resolve(&root(), n("/d"), true).unwrap();
-        let hidden = ".ringfs-open-12-ce30322e";
+        let f = ns.resolve(&root(), n("/d/f"), true).unwrap();
+        let hidden = &ringfs_proto::open_file_hidden_name(f.0, "ce30322e");
         let none = RenameFlags::default();
         ns.rename(&root(), p("/d/f"), p(&format!("/d/{hidden}")), none, T0)
             .unwrap();
+        ns.drain_changes();
+        // Named like a hidden name, but for another inode: a user's file, not indexed.
+        create(&mut ns, &root(), "/d/.ringfs-open-99999-deadbeef");
         ns.drain_changes();
         let listed: Vec<_> = ns.hidden_open_files().cloned().collect();
         assert_eq!(listed, vec![(d, hidden.to_string())]);

@@ -76,6 +76,13 @@ pub fn open_file_hidden_tag(client_id: &str) -> String {
 
 /// The mount tag of a name made by [`open_file_hidden_name`], if it is one.
 pub fn open_file_hidden_owner(name: &str) -> Option<&str> {
+    open_file_hidden_parts(name).map(|(_, tag)| tag)
+}
+
+/// The inode and the mount tag of a name made by [`open_file_hidden_name`], if it is one. Only an
+/// entry whose inode is the one its name says is a mount's hidden name: a user's file named alike
+/// (made through the CLI, which does not refuse the prefix) almost never is.
+pub fn open_file_hidden_parts(name: &str) -> Option<(u64, &str)> {
     let (ino, tag) = name
         .strip_prefix(OPEN_FILE_HIDDEN_PREFIX)?
         .split_once('-')?;
@@ -83,7 +90,8 @@ pub fn open_file_hidden_owner(name: &str) -> Option<&str> {
         && ino.bytes().all(|b| b.is_ascii_digit())
         && tag.len() == 8
         && tag.bytes().all(|b| b.is_ascii_alphanumeric());
-    well_formed.then_some(tag)
+    let ino = ino.parse().ok().filter(|_| well_formed)?;
+    Some((ino, tag))
 }
 
 /// The inode id of the root directory.
@@ -106,6 +114,7 @@ mod tests {
         let name = open_file_hidden_name(57951, "ce30322e-6ac7-40ef-9398-e5aa8c8716c2");
         assert_eq!(name, ".ringfs-open-57951-ce30322e");
         assert_eq!(open_file_hidden_owner(&name), Some("ce30322e"));
+        assert_eq!(open_file_hidden_parts(&name), Some((57951, "ce30322e")));
         assert_eq!(
             open_file_hidden_tag("ce30322e-6ac7-40ef-9398-e5aa8c8716c2"),
             "ce30322e"
