@@ -1642,6 +1642,13 @@ pub async fn recommission(namenode: Option<String>, address: &str) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn forget(namenode: Option<String>, address: &str) -> anyhow::Result<ExitCode> {
+    let client = connect(namenode).await?;
+    client.forget_datanode(address).await?;
+    println!("{address} is forgotten: `report` no longer lists it");
+    Ok(ExitCode::SUCCESS)
+}
+
 // ------------------------------------------------------------------------------------------ mount
 
 /// Makes sure `m` can be a mountpoint: an existing directory (created when missing).

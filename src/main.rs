@@ -118,6 +118,12 @@ enum AdminCmd {
         /// The datanode's address (host:port, as `report` shows it).
         address: String,
     },
+    /// Drop a dead datanode from the list for good (dead nodes stay listed, across namenode
+    /// restarts, until they come back or are forgotten).
+    Forget {
+        /// The datanode's address (host:port, as `report` shows it).
+        address: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -586,6 +592,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Admin(AdminCmd::Recommission { address }) => {
             commands::recommission(namenode, &address).await
         }
+        Cmd::Admin(AdminCmd::Forget { address }) => commands::forget(namenode, &address).await,
     }
 }
 

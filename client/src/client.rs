@@ -978,6 +978,15 @@ impl Client {
         r.map(drop).map_err(|s| self.nn_err(s))
     }
 
+    /// Drops a dead datanode from the namenode's list for good.
+    pub async fn forget_datanode(&self, address: &str) -> Result<(), ClientError> {
+        let req = pb::DecommissionRequest {
+            address: address.to_string(),
+        };
+        let r = self.namenode().forget_datanode(req).await;
+        r.map(drop).map_err(|s| self.nn_err(s))
+    }
+
     /// Puts a decommissioning or decommissioned datanode back in service.
     pub async fn recommission(&self, address: &str) -> Result<(), ClientError> {
         let req = pb::DecommissionRequest {

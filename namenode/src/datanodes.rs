@@ -77,6 +77,16 @@ impl Datanode {
     }
 }
 
+/// What a restarted namenode remembers of a registered datanode until it registers again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownDatanode {
+    pub address: String,
+    #[serde(default)]
+    pub rack: String,
+    #[serde(default)]
+    pub capacity: u64,
+}
+
 /// What a registration changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registration {
@@ -294,6 +304,55 @@ impl DatanodeRegistry {
         }
     }
 
+    /// Every node registered, with what `report` shows of a node that is down, to save
+    /// (`crate::admin`): a restarted namenode lists the ones that do not come back as dead.
+    pub fn known(&self) -> BTreeMap<DatanodeId, KnownDatanode> {
+        self.nodes
+            .values()
+            .map(|n| {
+                let k = KnownDatanode {
+                    address: n.address.clone(),
+                    rack: n.rack.clone(),
+                    capacity: n.capacity,
+                };
+                (n.id.clone(), k)
+            })
+            .collect()
+    }
+
+    /// Nodes registered before a restart (`crate::admin`), as dead until they register again.
+    /// Call before [`restore_admin`](Self::restore_admin).
+    pub fn restore_known(&mut self, known: BTreeMap<DatanodeId, KnownDatanode>, now: Instant) {
+        for (id, k) in known {
+            self.nodes.entry(id.clone()).or_insert_with(|| Datanode {
+                id,
+                address: k.address,
+                rack: k.rack,
+                capacity: k.capacity,
+                used: 0,
+                remaining: 0,
+                active_transfers: 0,
+                reported_blocks: 0,
+                last_heartbeat: now,
+                alive: false,
+                admin: AdminState::Normal,
+                reported: false,
+                commands: VecDeque::new(),
+            });
+        }
+    }
+
+    /// Drops a node that is not alive from the registry for good (`ringfs admin forget`). False
+    /// when the node is unknown or alive.
+    pub fn forget(&mut self, id: &DatanodeId) -> bool {
+        if self.nodes.get(id).is_none_or(|n| n.alive) {
+            return false;
+        }
+        self.nodes.remove(id);
+        self.restored_admin.remove(id);
+        true
+    }
+
     /// Every node's operator state other than in service, to save (`crate::admin`).
     pub fn admin_states(&self) -> BTreeMap<DatanodeId, AdminState> {
         let mut out = self.restored_admin.clone();
@@ -425,6 +484,42 @@ mod tests {
 
     fn dn(i: usize) -> DatanodeId {
         DatanodeId(format!("dn{i}"))
+    }
+
+    #[test]
+    fn nodes_known_before_a_restart_are_dead_until_they_register_and_can_be_forgotten() {
+        let t0 = Instant::now();
+        let mut before = DatanodeRegistry::new();
+        for i in 0..2 {
+            before.register(
+                dn(i),
+                format!("127.0.0.1:{}", 9000 + i),
+                "r".into(),
+                1 << 30,
+                0,
+                t0,
+            );
+        }
+        let known = before.known();
+        assert_eq!(known[&dn(1)].address, "127.0.0.1:9001");
+        let mut r = DatanodeRegistry::new();
+        r.restore_known(known.clone(), t0);
+        r.restore_admin(BTreeMap::from([(dn(1), AdminState::Decommissioning)]));
+        assert_eq!(r.all().count(), 2);
+        assert!(r.all().all(|n| n.state_name() == "dead"));
+        assert_eq!(r.writable_count(), 0);
+        assert_eq!(r.known(), known);
+        let reg = r.register(dn(0), "127.0.0.1:9000".into(), "r".into(), 1 << 30, 0, t0);
+        assert!(reg.revived && !reg.new);
+        assert_eq!(r.writable_count(), 1);
+        assert_eq!(r.get(&dn(0)).unwrap().state_name(), "live");
+        // A live node is not forgotten; a dead one is, with its saved operator state.
+        assert!(!r.forget(&dn(0)));
+        assert_eq!(r.admin_states().len(), 1);
+        assert!(r.forget(&dn(1)));
+        assert!(!r.forget(&dn(1)));
+        assert_eq!(r.all().count(), 1);
+        assert!(r.admin_states().is_empty());
     }
 
     #[test]

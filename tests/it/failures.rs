@@ -498,6 +498,36 @@ fn report_shows_a_killed_datanode_dead_and_a_restarted_one_live() {
         "the other two datanodes live",
         || c.live_datanodes() == 2,
     );
+    // A restarted namenode still lists it, dead (it forgot it: `report` showed a smaller healthy
+    // cluster). Forgetting it drops it for good; a live node cannot be forgotten.
+    c.kill_namenode();
+    c.restart_namenode();
+    wait_until(
+        Duration::from_secs(15),
+        "the two live datanodes back after the namenode restart",
+        || c.live_datanodes() == 2,
+    );
+    assert_eq!(state_of(&c, &victim), "dead");
+    let live = c.datanode_addr(0).to_string();
+    c.fails(&["admin", "forget", &live])
+        .says(&[&live, "is alive"]);
+    assert_eq!(state_of(&c, &live), "live");
+    c.ok(&["admin", "forget", &victim]);
+    let listed = |c: &TestCluster| -> Vec<String> {
+        report_datanodes(&c.report_json())
+            .iter()
+            .map(|d| field_str(d, "address").to_string())
+            .collect()
+    };
+    assert!(!listed(&c).contains(&victim), "{:?}", listed(&c));
+    c.kill_namenode();
+    c.restart_namenode();
+    wait_until(
+        Duration::from_secs(15),
+        "the two live datanodes back after the second restart",
+        || c.live_datanodes() == 2,
+    );
+    assert_eq!(listed(&c).len(), 2, "{:?}", listed(&c));
     c.restart_datanode(1);
     wait_until(
         Duration::from_secs(15),

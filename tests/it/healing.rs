@@ -1131,7 +1131,11 @@ fn decommission_states_survive_a_namenode_kill() {
     wait_until(
         Duration::from_secs(30),
         "every datanode to re-register",
-        || addrs.iter().all(|a| datanode_state(&c, a) != "absent"),
+        || {
+            addrs
+                .iter()
+                .all(|a| !matches!(datanode_state(&c, a).as_str(), "absent" | "dead"))
+        },
     );
     assert_eq!(datanode_state(&c, &done), "decommissioned");
     let state = datanode_state(&c, &draining);

@@ -496,6 +496,32 @@ impl ClientService {
         Ok(pb::Empty {})
     }
 
+    /// Drops the dead datanode at `address` from the registry and the saved lists.
+    fn forget(&self, address: &str) -> Result<pb::Empty> {
+        {
+            let mut st = self.shared.lock();
+            let n = st.nodes.by_address(address).ok_or_else(|| {
+                NamenodeError::InvalidArgument(format!(
+                    "{address}: no datanode registered at this address (see `ringfs report`)"
+                ))
+            })?;
+            let id = n.id.clone();
+            if n.alive {
+                return Err(NamenodeError::FailedPrecondition(format!(
+                    "{address}: datanode {id} is alive: stop it first (or decommission it to \
+                     drain it)"
+                )));
+            }
+            st.nodes.forget(&id);
+            st.blocks.remove_node(&id);
+            st.in_flight.drop_node(&id);
+            tracing::info!(datanode = %id, %address, "dead datanode forgotten");
+        }
+        self.shared.save_known_datanodes()?;
+        self.shared.save_admin_states()?;
+        Ok(pb::Empty {})
+    }
+
     async fn do_update_pipeline(&self, req: pb::UpdatePipelineRequest) -> Result<pb::LocatedBlock> {
         // Right after a restart the replacements are still re-registering, as for AllocateBlock.
         self.shared
@@ -1616,6 +1642,14 @@ impl Namenode for ClientService {
     ) -> std::result::Result<Response<pb::Empty>, Status> {
         let address = req.into_inner().address;
         ok(self.change_admin_state(&address, DatanodeRegistry::recommission, "back in service"))
+    }
+
+    async fn forget_datanode(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let address = req.into_inner().address;
+        ok(self.forget(&address))
     }
 
     async fn lock(

@@ -33,6 +33,19 @@ fn unknown(id: &DatanodeId) -> NamenodeError {
 
 impl DatanodeService {
     fn do_register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        let (resp, membership_changed) = self.register_node(req)?;
+        if membership_changed {
+            // A failed save costs only the listing of nodes that stay down after a restart.
+            if let Err(e) = self.shared.save_known_datanodes() {
+                tracing::error!(error = %e, "known datanodes not saved");
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Registers the node; also says whether what a restart must remember of the registered
+    /// nodes changed (a new id, a new address, rack or capacity, a displaced id).
+    fn register_node(&self, req: pb::RegisterRequest) -> Result<(pb::RegisterResponse, bool)> {
         let node = req
             .node
             .ok_or_else(|| NamenodeError::InvalidArgument("register: no node info".into()))?;
@@ -98,6 +111,10 @@ impl DatanodeService {
                 )));
             }
         }
+        let before = st
+            .nodes
+            .get(&id)
+            .map(|n| (n.address.clone(), n.rack.clone(), n.capacity));
         let reg = st.nodes.register(
             id.clone(),
             node.address.clone(),
@@ -106,6 +123,8 @@ impl DatanodeService {
             req.used,
             now,
         );
+        let membership_changed = !reg.displaced.is_empty()
+            || before != Some((node.address.clone(), node.rack.clone(), req.capacity));
         if let Some(remaining) = req.remaining {
             st.nodes.set_remaining(&id, remaining);
         }
@@ -123,11 +142,12 @@ impl DatanodeService {
         tracing::info!(datanode = %id, address = %node.address, rack = %node.rack, capacity = req.capacity,
             new = reg.new, "datanode registered");
         let cfg = &self.shared.config;
-        Ok(pb::RegisterResponse {
+        let resp = pb::RegisterResponse {
             heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             block_report_interval_ms: cfg.block_report_interval.as_millis() as u64,
             cluster_id: cluster,
-        })
+        };
+        Ok((resp, membership_changed))
     }
 
     fn do_heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {

@@ -154,6 +154,11 @@ impl Shared {
             );
         }
         let mut nodes = DatanodeRegistry::new();
+        match crate::admin::load_known(&config.data_dir) {
+            Ok(known) => nodes.restore_known(known, now),
+            // Only `report` is poorer for it: nodes that do not come back go unlisted.
+            Err(e) => tracing::error!(error = %e, "known datanodes not loaded"),
+        }
         match crate::admin::load(&config.data_dir) {
             Ok(states) => nodes.restore_admin(states),
             // Starting matters more than the operator's list, but it must not go unnoticed: the
@@ -289,6 +294,14 @@ impl Shared {
         let _one_at_a_time = self.admin_save.lock().unwrap_or_else(|p| p.into_inner());
         let states = self.lock().nodes.admin_states();
         crate::admin::save(&self.config.data_dir, &states)
+    }
+
+    /// Saves the registered datanodes (`crate::admin`) as they are now, like
+    /// [`save_admin_states`](Self::save_admin_states).
+    pub fn save_known_datanodes(&self) -> Result<()> {
+        let _one_at_a_time = self.admin_save.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.lock().nodes.known();
+        crate::admin::save_known(&self.config.data_dir, &known)
     }
 
     /// After a storage failure: gets the journal working again if the disk allows (see
