@@ -172,6 +172,12 @@ impl NamenodeError {
             FileTooBig { .. } => ErrorKind::FileTooBig,
             SymlinkLoop(_) => ErrorKind::TooManyLinks,
             TooManyLinks(_) => ErrorKind::TooManyHardLinks,
+            // Short of nodes with room while enough are up: the cluster is full (ENOSPC). Short of
+            // nodes that are up: the storage is unreachable (EIO), and ENOSPC with `df` showing
+            // free space sent users looking for space.
+            NotEnoughDatanodes {
+                needed, live, full, ..
+            } if *full == 0 || live < needed => ErrorKind::Io,
             NotEnoughDatanodes { .. } | InlineRefused(_) | XattrSpace(_) => ErrorKind::NoSpace,
             NoXattr { .. } => ErrorKind::NoData,
             XattrNameRange(_) => ErrorKind::Range,
@@ -244,6 +250,20 @@ mod tests {
             "nn: appending to the log: Input/output error (os error 5)".into(),
         );
         assert_eq!(other.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn too_few_datanodes_is_enospc_only_when_the_up_ones_are_full() {
+        let short = |live, full| NamenodeError::NotEnoughDatanodes {
+            needed: 2,
+            live,
+            full,
+            retiring: 0,
+            failed: None,
+        };
+        assert_eq!(short(0, 0).kind(), ErrorKind::Io);
+        assert_eq!(short(1, 1).kind(), ErrorKind::Io);
+        assert_eq!(short(3, 2).kind(), ErrorKind::NoSpace);
     }
 
     #[test]

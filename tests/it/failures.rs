@@ -1375,3 +1375,36 @@ fn a_put_rides_out_a_namenode_paused_longer_than_the_keepalive() {
     want.extend_from_slice(&second);
     assert_same_bytes(&c.get_bytes("/paused"), &want, "/paused");
 }
+
+#[test]
+fn with_every_datanode_down_small_files_are_still_made_and_larger_writes_fail_with_eio() {
+    // Empty and small files live in the namespace: a mount (and `touch`) made them while no
+    // datanode was up (creates failed with ENOSPC, "need 1, have 0", though nothing was full).
+    // A file that needs a block fails with EIO: the storage is unreachable, not full.
+    let mut c = TestCluster::builder()
+        .datanodes(3)
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    let m = c.mount(&[]);
+    for i in 0..3 {
+        c.kill_datanode(i);
+    }
+    wait_until(Duration::from_secs(15), "every datanode dead", || {
+        c.live_datanodes() == 0
+    });
+    fs::write(m.path("empty"), b"").unwrap();
+    fs::write(m.path("small"), b"made with no datanode up\n").unwrap();
+    c.ok(&["touch", "/touched"]);
+    assert_eq!(c.ok(&["cat", "/small"]), "made with no datanode up\n");
+    assert_eq!(fs::metadata(m.path("touched")).unwrap().len(), 0);
+    let big = (|| {
+        let mut f = fs::File::create(m.path("big"))?;
+        f.write_all(&random_bytes(MIB, 3))?;
+        f.sync_all()
+    })();
+    let err = big.expect_err("1 MiB stored with every datanode down");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    c.fails(&["put", "-", "/refused"])
+        .says(&["not enough live datanodes: need 3, have 0"]);
+}

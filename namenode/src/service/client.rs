@@ -330,10 +330,6 @@ impl ClientService {
         let r = self
             .shared
             .mutate(|st, after| {
-                let datanodes = match req.open_for_write {
-                    true => check_datanodes(st, pipeline_min(replication, req.min_replicas)),
-                    false => Ok(()),
-                };
                 let opts = CreateFile {
                     mode: req.mode,
                     replication,
@@ -346,10 +342,10 @@ impl ClientService {
                 let created = st.ns.once(
                     call.as_ref(),
                     now,
-                    |ns| {
-                        datanodes?;
-                        ns.create_file(&c, entry, opts, now)
-                    },
+                    // No datanode check, as in HDFS: a create writes no block (a small file stays
+                    // inline in the namespace, and an empty one needs nothing); a writer learns
+                    // that datanodes are short when it allocates a block (`put` checks first).
+                    |ns| ns.create_file(&c, entry, opts, now),
                     |(id, _)| Some(*id),
                 )?;
                 let id = match created {
