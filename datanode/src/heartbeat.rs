@@ -55,6 +55,12 @@ impl Heartbeat {
                 Ok(iv) => iv,
                 Err(s) => {
                     let mut error = ringfs_proto::error_kind::error_chain(&s);
+                    if s.code() == tonic::Code::Unimplemented {
+                        error = format!(
+                            "the server there is not a ringfs namenode ({error}): is --namenode \
+                             the namenode's address?"
+                        );
+                    }
                     if let Some(hint) = ringfs_proto::tls::mismatch_hint(&error) {
                         error = format!("{error} ({hint})");
                     }

@@ -193,6 +193,8 @@ pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
 /// datanode read as three lines of struct syntax.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut m = match e.downcast_ref::<tonic::Status>() {
+        // A server that is not ringfs's answers a call it does not know with no message.
+        Some(st) if st.message().is_empty() => st.code().description().to_string(),
         Some(st) => st.message().to_string(),
         None => e.to_string(),
     };
@@ -211,6 +213,17 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_without_a_message_is_described_by_its_code() {
+        let s = tonic::Status::unimplemented("");
+        assert!(
+            error_chain(&s).contains("not implemented"),
+            "{}",
+            error_chain(&s)
+        );
+        assert_eq!(error_chain(&tonic::Status::internal("why")), "why");
+    }
 
     #[test]
     fn kinds_round_trip_through_status() {

@@ -926,6 +926,28 @@ fn a_datanode_address_given_as_the_namenode_is_named_as_not_a_namenode() {
         fs::read_dir(&mnt).is_ok(),
         "the mountpoint was left mounted"
     );
+    // A datanode pointed at it logged "cannot register ... error=" (empty), forever.
+    let log = c.scratch_path("lost-datanode.log");
+    let mut lost = Command::new(bin())
+        .arg("datanode")
+        .arg("--data-dir")
+        .arg(c.scratch_path("lost-datanode"))
+        .args(["--namenode", &dn, "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = wait_for(Duration::from_secs(30), "the datanode's reason", || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        match text.lines().find(|l| l.contains("cannot register")) {
+            Some(l) => Ok(l.to_string()),
+            None => Err(text),
+        }
+    });
+    lost.kill().unwrap();
+    lost.wait().unwrap();
+    assert!(said.contains("not a ringfs namenode"), "{said}");
 }
 
 #[test]
