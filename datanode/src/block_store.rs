@@ -573,8 +573,13 @@ impl BlockStore {
 
     // ------------------------------------------------------------------ deletion
 
-    /// Deletes replica `(block, generation)` (finalized or in tmp/). Returns whether anything was removed.
+    /// Deletes replica `(block, generation)` (finalized or in tmp/), and partial replicas of the
+    /// block's older generations in tmp/: whatever makes `generation` garbage (a newer one, or
+    /// the block freed) makes them garbage too, and nothing else would remove them before the
+    /// day-old sweep (a write that failed through several pipeline recoveries left one per
+    /// generation). Returns whether the replica itself was removed.
     pub fn delete(&self, block: u64, generation: u64) -> Result<bool> {
+        self.remove_tmp_older_than(block, generation);
         let mut removed = false;
         {
             let mut state = self.state();

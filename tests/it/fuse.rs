@@ -1066,6 +1066,56 @@ fn writing_past_the_datanodes_capacity_fails_with_enospc() {
         })
         .expect("20 MiB fit on datanodes of 6 MiB");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    // The failed write leaves no partial replica behind (they held the full nodes' space until
+    // a day-old sweep: one per pipeline generation the write went through).
+    assert_no_partial_replicas(&cluster);
+}
+
+/// Waits until no datanode of `cluster` (3 of them) holds a partial replica in tmp/.
+fn assert_no_partial_replicas(cluster: &TestCluster) {
+    wait_for(
+        Duration::from_secs(30),
+        "the datanodes' tmp/ to empty",
+        || {
+            let left: Vec<String> = (0..3)
+                .flat_map(|i| {
+                    fs::read_dir(cluster.datanode_dir(i).join("tmp"))
+                        .map(|d| d.flatten().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |e| format!("dn{i}: {}", e.file_name().to_string_lossy()))
+                })
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+}
+
+#[test]
+fn a_write_that_fills_the_datanodes_mid_block_leaves_no_partial_replicas() {
+    // Blocks larger than what is left: the datanodes refuse in the middle of a block (the
+    // namenode's view of their room lags a heartbeat), and the write goes through pipeline
+    // recoveries before it fails. Each generation left a partial replica in tmp/ on the nodes
+    // dropped from the pipeline, holding the full nodes' space until a day-old sweep.
+    let cluster = TestCluster::builder()
+        .block_size("4MiB")
+        .datanode_arg(&["--capacity", "10MiB"])
+        .start();
+    let m = cluster.mount(&[]);
+    let written = (|| {
+        let mut f = File::create(m.path("big"))?;
+        for i in 0..10 {
+            f.write_all(&random_bytes(4 * MIB, i))?;
+        }
+        f.sync_all()
+    })();
+    let err = written.expect_err("40 MiB fit on datanodes of 10 MiB");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_no_partial_replicas(&cluster);
 }
 
 #[test]

@@ -632,9 +632,19 @@ impl ClientService {
                             .map(|id| st.nodes.get(id).map_or(id.0.clone(), |n| n.address.clone())),
                     });
                 }
+                // Nodes of the old pipeline left out of the new one hold a partial replica of the
+                // old generation in tmp/, which no report shows (only finalized replicas are
+                // reported): delete it (the writer rewrites the whole block to the new pipeline).
+                let dropped: Vec<(DatanodeId, u64)> = b
+                    .pipeline
+                    .iter()
+                    .filter(|n| !p.contains(n))
+                    .map(|n| (n.clone(), req.generation))
+                    .collect();
                 let generation = st.ns.next_generation();
                 let stale = st.blocks.set_generation(block, generation);
                 after.stale(block, stale);
+                after.stale(block, dropped);
                 st.blocks.set_pipeline(block, p.clone());
                 st.blocks.set_recovered_by(block, request.clone());
                 let offset = offset_of(st, inode, block.get());
