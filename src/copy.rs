@@ -86,13 +86,17 @@ async fn copy_tree(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> 
     let nodes = crate::tree::collect(client, src).await?;
     let umask = format::umask();
     let at = |path: &str| format!("{dst}{}", &path[src.len()..]);
-    let (mut files, mut links, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut files, mut links, mut dirs, mut specials) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (path, attr) in nodes {
         match pb::FileKind::try_from(attr.kind) {
             Ok(pb::FileKind::Directory) => dirs.push((path, attr)),
             Ok(pb::FileKind::File) => files.push((path, attr)),
             Ok(pb::FileKind::Symlink) => links.push((path, attr)),
-            _ => eprintln!("ringfs: {path}: skipped (not a regular file, directory or symlink)"),
+            // Fifos, sockets and devices (made through a mount) are copied as such, as `cp -r`
+            // does: ringfs stores them as it stores any inode.
+            Ok(kind) => specials.push((path, attr, kind)),
+            Err(_) => bail!("{path}: unknown file kind {}", attr.kind),
         }
     }
     let replication = files.iter().map(|(_, a)| a.replication).max().unwrap_or(0);
@@ -123,6 +127,12 @@ async fn copy_tree(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> 
         },
     )
     .await?;
+    for (path, attr, kind) in &specials {
+        client
+            .mknod(&at(path), *kind, attr.mode & 0o7777 & !umask, attr.rdev)
+            .await
+            .map_err(|e| anyhow!("{}", change_error(&at(path), &e)))?;
+    }
     for (path, attr) in &links {
         let link = client
             .readlink(inode_ref(attr.inode))

@@ -183,10 +183,14 @@ pub struct UpArgs {
     pub tls: ServerTlsArgs,
 }
 
-/// Resolves when Ctrl-C or SIGTERM arrives.
+/// Resolves when Ctrl-C, SIGTERM or SIGHUP arrives. SIGHUP is what a process in the foreground
+/// gets when its terminal or ssh session closes: it stops cleanly too (a mount commits what it
+/// holds and unmounts; SIGHUP's default action killed it, dropping the data of files still open
+/// and leaving a stale mountpoint).
 pub async fn terminated() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let on = |kind: SignalKind| async move {
+        match signal(kind) {
             Ok(mut s) => {
                 s.recv().await;
             }
@@ -195,7 +199,8 @@ pub async fn terminated() {
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        _ = on(SignalKind::terminate()) => {}
+        _ = on(SignalKind::hangup()) => {}
     }
 }
 

@@ -76,6 +76,30 @@ impl Client {
         attr_of(resp.into_inner().attr, path)
     }
 
+    /// Creates the special file `path` (fifo, socket or device `rdev`) of `kind`, like mknod(2).
+    pub async fn mknod(
+        &self,
+        path: &str,
+        kind: pb::FileKind,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<pb::Attr, ClientError> {
+        let req = pb::MknodRequest {
+            creds: Some(self.creds().clone()),
+            entry: Some(entry_path(path)),
+            kind: kind as i32,
+            mode,
+            rdev,
+            retry: Some(self.retry_id()),
+        };
+        let resp = self
+            .again_in_transport(&req, |mut nn, req| async move { nn.mknod(req).await })
+            .await
+            .map_err(|s| self.nn_err(s))?;
+        self.sync().await?;
+        attr_of(resp.into_inner().attr, path)
+    }
+
     /// Whether the caller may access `node` as `mask` says (R_OK 4, W_OK 2, X_OK 1; 0: exists),
     /// as access(2) answers: Ok, or the refusal ("permission denied", "no such file ...").
     pub async fn access(&self, node: pb::NodeRef, mask: u32) -> Result<(), ClientError> {

@@ -350,6 +350,16 @@ impl Inner {
         }
     }
 
+    /// Refuses to take a file's lease once the mount is shutting down: `finish` has committed
+    /// (or is committing) every file and given its lease back, and a write that came in
+    /// meanwhile took the lease again and kept the file under construction for good.
+    fn not_finishing(&self) -> Res<()> {
+        match self.finished.load(Ordering::Acquire) {
+            true => Err(Fail::new(Errno::EIO, "the mount is shutting down")),
+            false => Ok(()),
+        }
+    }
+
     pub(crate) fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
         locked(&self.handles).get(&fh).cloned().ok_or_else(|| {
             if self.finished.load(Ordering::Relaxed) {
@@ -370,6 +380,7 @@ impl Inner {
 
     /// `OpenWrite` (takes the lease), retrying for a moment while another mount gives it back.
     async fn open_write(&self, c: &Caller, ino: u64) -> Res<pb::OpenResponse> {
+        self.not_finishing()?;
         let req = pb::OpenWriteRequest {
             creds: Some(c.creds.clone()),
             node: Some(node(ino)),
@@ -499,6 +510,7 @@ impl Inner {
         mode: u32,
         flags: i32,
     ) -> Res<(pb::Attr, u64, FopenFlags)> {
+        self.not_finishing()?;
         let acc = flags & libc::O_ACCMODE;
         let write = acc != libc::O_RDONLY;
         let exclusive = flags & libc::O_EXCL != 0;

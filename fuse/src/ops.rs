@@ -67,8 +67,9 @@ pub(crate) struct Inner {
     pub(crate) files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// Open file handles by `fh`.
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    /// Set by `finish` (unmount on Ctrl-C/SIGTERM): the handles are committed and gone, and a
-    /// process still using one gets EIO, not EBADF, which reads as a bug in the program.
+    /// Set when `finish` starts (unmount on Ctrl-C/SIGTERM): no file's lease is taken any more,
+    /// then the handles are committed and gone, and a process still using one gets EIO, not
+    /// EBADF, which reads as a bug in the program.
     pub(crate) finished: std::sync::atomic::AtomicBool,
     /// Open directory handles by `fh`.
     pub(crate) dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
@@ -810,31 +811,47 @@ impl Inner {
     /// Called when the session ends: commits every dirty file and gives back leases.
     /// Err((files that failed, first error)).
     pub(crate) async fn finish(&self) -> Result<(), (usize, String)> {
-        let files: Vec<Arc<OpenFile>> = locked(&self.files).values().cloned().collect();
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut failed = 0;
         let mut first = String::new();
         let me = Caller {
             creds: self.client.creds().clone(),
             pid: 0,
         };
-        for f in files {
-            if let Err(e) = self.close_writer(&f).await {
-                failed += 1;
-                if first.is_empty() {
-                    first = format!("inode {}: {}", f.ino, e.why);
-                }
+        // Again until no file is new: a create answered after the first look adds one. The
+        // files done are kept alive, so that no new one gets the address of one done.
+        let addr = |f: &Arc<OpenFile>| Arc::as_ptr(f) as usize;
+        let mut done: std::collections::HashSet<usize> = Default::default();
+        let mut kept: Vec<Arc<OpenFile>> = Vec::new();
+        loop {
+            let files: Vec<Arc<OpenFile>> = locked(&self.files)
+                .values()
+                .filter(|f| !done.contains(&addr(f)))
+                .cloned()
+                .collect();
+            if files.is_empty() {
+                break;
             }
-            let hidden = std::mem::take(&mut *locked(&f.hidden));
-            for (parent, name) in hidden {
-                let _ = self.remove_entry(&me, parent, &name, false).await;
+            done.extend(files.iter().map(addr));
+            kept.extend(files.iter().cloned());
+            for f in files {
+                if let Err(e) = self.close_writer(&f).await {
+                    failed += 1;
+                    if first.is_empty() {
+                        first = format!("inode {}: {}", f.ino, e.why);
+                    }
+                }
+                let hidden = std::mem::take(&mut *locked(&f.hidden));
+                for (parent, name) in hidden {
+                    let _ = self.remove_entry(&me, parent, &name, false).await;
+                }
             }
         }
         let pending = std::mem::take(&mut *locked(&self.pending_hidden));
         for (parent, name, _) in pending {
             let _ = self.remove_entry(&me, parent, &name, false).await;
         }
-        self.finished
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         locked(&self.handles).clear();
         locked(&self.dirs).clear();
         locked(&self.files).clear();

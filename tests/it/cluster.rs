@@ -1589,9 +1589,13 @@ impl Mount {
 
     /// SIGTERM and wait: the mount commits, unmounts and exits.
     pub fn stop(&mut self) -> ExitStatus {
+        signal(self.pid(), "-TERM");
+        self.wait_exit()
+    }
+
+    /// Waits for the mount process to exit after a signal that stops it cleanly.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("mount not running");
-        // SAFETY: kill(2) of our own child's pid.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = c.try_wait() {
@@ -1601,7 +1605,7 @@ impl Mount {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!(
-                    "ringfs mount did not exit after SIGTERM\n{}",
+                    "ringfs mount did not exit after the signal\n{}",
                     log_tail(&self.log, 30)
                 );
             }

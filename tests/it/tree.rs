@@ -247,7 +247,15 @@ fn cp_copies_files_and_trees_inside_ringfs() {
     let src = c.scratch_path("tree").join("src");
     local_tree(&src);
     c.ok(&["put", src.to_str().unwrap(), "/t"]);
+    // A fifo made through a mount is copied as a fifo, as `cp -r` does (it was skipped, and cp
+    // exited 0 with the copy incomplete).
+    let m = c.mount(&[]);
+    let fifo = m.path("t/pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    drop(m);
     c.ok(&["cp", "/t", "/t2"]);
+    assert_eq!(field_str(&c.stat_json("/t2/pipe"), "kind"), "fifo");
     let strip = |t: std::collections::BTreeMap<String, (String, u64)>, root: &str| {
         t.into_iter()
             .map(|(k, v)| (k[root.len()..].to_string(), v))
