@@ -133,6 +133,15 @@ where
         .await
         .map_err(|e| anyhow!("{}", change_error(&tmp, &e)))
         .map_err(shown)?;
+    // The directory that holds the temporary, by inode: if it is renamed meanwhile, a failed copy
+    // still finds its partial tree to remove (by path, it was left there for good).
+    let (parent_path, tmp_name) = tmp.rsplit_once('/').unwrap_or(("", tmp.as_str()));
+    let parent = match parent_path {
+        "" => client.stat("/").await,
+        p => client.stat(p).await,
+    }
+    .ok()
+    .map(|a| a.inode);
     let marker = join(&tmp, &format!(".ringfs-put-{}", &client.client_id()[..8]));
     let built = async {
         let opts = CreateOptions {
@@ -158,7 +167,11 @@ where
         _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
     };
     if let Err(e) = r {
-        if let Err(re) = client.remove(&tmp, true).await {
+        let removed = match parent {
+            Some(p) => client.remove_child(p, tmp_name, true).await,
+            None => client.remove(&tmp, true).await,
+        };
+        if let Err(re) = removed {
             if !is_not_found(&re) {
                 eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
             }

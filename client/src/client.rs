@@ -614,9 +614,31 @@ impl Client {
 
     /// Removes a file, or a directory (recursively with `recursive`, else only when empty).
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
+        self.remove_entry(entry_path(path), recursive).await
+    }
+
+    /// [`Client::remove`] of the entry `name` of directory `parent` (an inode): wherever that
+    /// directory has been moved meanwhile.
+    pub async fn remove_child(
+        &self,
+        parent: u64,
+        name: &str,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
+        let child = pb::ChildRef {
+            parent,
+            name: name.to_string(),
+        };
+        let entry = pb::EntryRef {
+            target: Some(pb::entry_ref::Target::Child(child)),
+        };
+        self.remove_entry(entry, recursive).await
+    }
+
+    async fn remove_entry(&self, entry: pb::EntryRef, recursive: bool) -> Result<(), ClientError> {
         let req = pb::RemoveRequest {
             creds: self.creds_msg(),
-            entry: Some(entry_path(path)),
+            entry: Some(entry),
             recursive,
             directory: false,
             any_kind: true,

@@ -727,3 +727,37 @@ fn files_named_like_temporaries_are_ordinary_files_once_closed() {
     let du = c.json(&["du", "-s", "--json", "/tp"]);
     assert_eq!(field_u64(&du[0], "files"), 3, "{du}");
 }
+
+#[test]
+fn a_tree_put_that_fails_because_its_target_moved_leaves_no_partial_tree() {
+    // The target directory is renamed while the tree is put: the put fails, and its cleanup
+    // looked for the partial tree at the old path, so it stayed, hidden, in the moved directory.
+    let c = TestCluster::builder().start();
+    let src = c.scratch_path("tree").join("src");
+    many_files(&src, 400, 8 * 1024 * 1024);
+    c.ok(&["mkdir", "/d"]);
+    let err_path = c.scratch_path("put.stderr");
+    let mut put = c
+        .command(&["put", src.to_str().unwrap(), "/d/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the put to start", || {
+        !temporaries(&c).is_empty()
+    });
+    c.ok(&["mv", "/d", "/moved"]);
+    let status = put.wait().unwrap();
+    let said = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "the put ended well after its target moved"
+    );
+    assert!(said.contains("/d/"), "{said}");
+    assert_eq!(temporaries(&c), Vec::<String>::new(), "{said}");
+    assert!(
+        c.ls_names("/moved").is_empty(),
+        "{:?}",
+        c.ls_names("/moved")
+    );
+}
