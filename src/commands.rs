@@ -360,8 +360,19 @@ async fn put_one(client: &Client, a: &PutArgs, local: &str) -> anyhow::Result<Ex
         .await
         .map_err(|e| anyhow!("{target}: {e}"))?;
     let rx = spawn_reader(source, local.to_string());
-    put_file(client, rx, size, &target, &file).await?;
+    put_file(client, rx, size, &target, &file)
+        .await
+        .map_err(|e| naming(e, &target))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `e`, said to be about `path` unless its text names it already (a namenode whose metadata disk
+/// is full says which store failed, not which file).
+fn naming(e: anyhow::Error, path: &str) -> anyhow::Error {
+    match crate::chain_text(&e).contains(path) {
+        true => e,
+        false => e.context(path.to_string()),
+    }
 }
 
 /// Runs `one` for each source of a `SOURCE... TARGET` command (put, get, cp, mv). With several
@@ -1819,6 +1830,20 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn put_errors_name_the_target_once() {
+        let unnamed = anyhow::anyhow!("metadata storage failed: /nn: appending to the log: full");
+        assert_eq!(
+            crate::chain_text(&naming(unnamed, "/d/f")),
+            "/d/f: metadata storage failed: /nn: appending to the log: full"
+        );
+        let named = anyhow::anyhow!("/d/f: already exists");
+        assert_eq!(
+            crate::chain_text(&naming(named, "/d/f")),
+            "/d/f: already exists"
+        );
+    }
 
     #[test]
     fn put_temporaries_fit_the_name_and_path_limits_of_any_target() {

@@ -647,24 +647,29 @@ impl Inner {
         let r = self.remove_entry(c, parent, name, directory).await;
         match r {
             Err(e) if directory && e.errno == Errno::ENOTEMPTY => {
-                let Ok(dir) = self.lookup(c, parent, name).await else {
-                    return Err(e);
-                };
-                if self.end_pending_hidden_in(dir.inode).await {
-                    // Names of files opened in their grace are left for the step below.
-                    match self.remove_entry(c, parent, name, directory).await {
-                        Err(again) if again.errno == Errno::ENOTEMPTY => {}
-                        r => return r,
-                    }
-                }
-                if self.remove_leftover_hidden_in(c, dir.inode).await {
-                    self.remove_entry(c, parent, name, directory).await
-                } else {
-                    Err(e)
+                match self.clear_hidden_names_in(c, parent, name).await {
+                    true => self.remove_entry(c, parent, name, directory).await,
+                    false => Err(e),
                 }
             }
             r => r,
         }
+    }
+
+    /// The directory `parent/name` holds nothing but hidden names (not listed, so it is empty
+    /// to its users): ends or moves them away (see [`Inner::remove_leftover_hidden_in`]), so
+    /// that an rmdir of it, or a rename over it, does not fail with ENOTEMPTY. True if it did.
+    async fn clear_hidden_names_in(&self, c: &Caller, parent: u64, name: &str) -> bool {
+        let Ok(dir) = self.lookup(c, parent, name).await else {
+            return false;
+        };
+        if pb::FileKind::try_from(dir.kind) != Ok(pb::FileKind::Directory) {
+            return false;
+        }
+        // Names of files opened in their grace first; then what is left, if only hidden names.
+        let ended = self.end_pending_hidden_in(dir.inode).await;
+        let removed = self.remove_leftover_hidden_in(c, dir.inode).await;
+        ended || removed
     }
 
     /// The Remove RPC alone.
@@ -753,9 +758,25 @@ impl Inner {
             exchange,
             retry: Some(self.client.retry_id()),
         };
-        let r = self
+        let mut r = self
             .query(&req, |mut nn, req| async move { nn.rename(req).await })
             .await;
+        let not_empty = |s: &tonic::Status| {
+            ringfs_proto::ErrorKind::of(s) == ringfs_proto::ErrorKind::DirectoryNotEmpty
+        };
+        // Boxed: clearing may move a hidden name of this mount's with a rename.
+        if matches!(&r, Err(s) if not_empty(s))
+            && Box::pin(self.clear_hidden_names_in(c, new_parent, new_name)).await
+        {
+            // A new call (a new id: the namenode remembers the refusal of the first).
+            let again = pb::RenameRequest {
+                retry: Some(self.client.retry_id()),
+                ..req
+            };
+            r = self
+                .query(&again, |mut nn, req| async move { nn.rename(req).await })
+                .await;
+        }
         if let Some((ino, hidden)) = pending {
             if r.is_ok() {
                 self.defer_hidden_removal(new_parent, hidden, ino);

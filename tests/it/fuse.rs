@@ -1276,6 +1276,41 @@ fn readers_never_see_estale_while_writers_replace_the_file_by_rename() {
 }
 
 #[test]
+fn a_directory_holding_only_unlinked_open_files_can_be_renamed_over() {
+    // `mv -T new current` (an atomic directory swap) over a directory whose last file was
+    // unlinked while still open, here or on another mount: it is empty to its users, and rmdir
+    // of it worked, but the rename failed with ENOTEMPTY.
+    let cluster = TestCluster::builder().start();
+    let m = cluster.mount(&[]);
+    let other = cluster.mount(&[]);
+    let want = random_bytes(100 * 1024, 4);
+    for (round, holder) in [("same", &m), ("other", &other)] {
+        let cur = m.path(&format!("cur-{round}"));
+        let new = m.path(&format!("new-{round}"));
+        fs::create_dir(&cur).unwrap();
+        fs::write(cur.join("old"), &want).unwrap();
+        fs::create_dir(&new).unwrap();
+        fs::write(new.join("fresh"), b"fresh").unwrap();
+        let held = File::open(holder.path(&format!("cur-{round}/old"))).unwrap();
+        fs::remove_file(cur.join("old")).unwrap();
+        fs::rename(&new, &cur).unwrap_or_else(|e| panic!("{round}: rename over it: {e}"));
+        assert_eq!(fs::read(cur.join("fresh")).unwrap(), b"fresh", "{round}");
+        assert_eq!(
+            cluster.ls_names(&format!("/cur-{round}")),
+            vec!["fresh"],
+            "{round}"
+        );
+        if round == "same" {
+            // As on a local file system, the descriptor still reads the file.
+            let mut got = Vec::new();
+            (&held).read_to_end(&mut got).unwrap();
+            assert_same_bytes(&got, &want, "the unlinked open file");
+        }
+        drop(held);
+    }
+}
+
+#[test]
 fn rmdir_on_the_same_mount_keeps_an_unlinked_open_file_readable() {
     // As on a local file system: a file unlinked while open here, then its directory removed
     // (rm -rf of a tree a process still reads from). The directory goes; the descriptor still
