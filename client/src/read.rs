@@ -220,7 +220,11 @@ async fn read_block<S: Sink>(
         return Err(ClientError::NoLiveReplica {
             block: block.id,
             what: what.to_string(),
-            reason: "no replica is known".to_string(),
+            // Not "no replica is known", which read as data loss: the usual cause is that the
+            // datanodes holding it are down (or have not reported to a restarted namenode).
+            reason: "no live datanode holds one: are its datanodes down? `ringfs fsck` lists \
+                     missing blocks"
+                .to_string(),
         });
     }
     let mut pos = start;

@@ -1408,3 +1408,26 @@ fn with_every_datanode_down_small_files_are_still_made_and_larger_writes_fail_wi
     c.fails(&["put", "-", "/refused"])
         .says(&["not enough live datanodes: need 3, have 0"]);
 }
+
+#[test]
+fn a_read_of_a_block_whose_datanodes_are_all_down_says_so() {
+    // It said "no replica is known", which reads as data loss.
+    let mut c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .heartbeat("100ms")
+        .dead_after("1s")
+        .start();
+    c.put_bytes("/f", &random_bytes(300 * 1024, 1));
+    c.kill_datanode(0);
+    wait_until(Duration::from_secs(15), "the datanode dead", || {
+        c.live_datanodes() == 0
+    });
+    c.fails(&["cat", "/f"])
+        .says(&["/f", "no live datanode holds one", "ringfs fsck"]);
+    c.restart_datanode(0);
+    wait_until(Duration::from_secs(15), "the datanode back", || {
+        c.live_datanodes() == 1
+    });
+    assert_eq!(c.get_bytes("/f"), random_bytes(300 * 1024, 1));
+}
