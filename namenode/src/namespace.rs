@@ -643,6 +643,11 @@ pub struct Namespace {
     /// Entries named like a mount's hidden name of an open unlinked file (kept up to date as
     /// changes are drained): the lease monitor removes those of mounts that died.
     hidden_open: BTreeSet<(InodeId, String)>,
+    /// When a file being written got an mtime set by someone else than its writer (`touch` from
+    /// the CLI, utimens from another mount): the writer's later commits, which carry the time of
+    /// its last write, keep that mtime unless they wrote after it. Forgotten when the writer
+    /// closes (and by a restart: only a write session in flight is affected).
+    mtime_set_while_written: HashMap<InodeId, Timestamp>,
 }
 
 /// How an operand appears in error messages; the path of an inode is only computed for an error.
@@ -857,6 +862,7 @@ impl Namespace {
             calls: RetryCache::default(),
             locks: LockTable::new(),
             hidden_open: BTreeSet::new(),
+            mtime_set_while_written: HashMap::new(),
         }
     }
 
@@ -1781,6 +1787,10 @@ impl Namespace {
                 return Err(NamenodeError::NotPermitted(shown()));
             }
         }
+        let set_under_lease = attr.mtime.is_some()
+            && n.file
+                .as_ref()
+                .is_some_and(|f| f.lease.is_some() && f.lease != attr.client);
         let explicit = matches!(attr.atime, Some(TimeSet::At(_)))
             || matches!(attr.mtime, Some(TimeSet::At(_)));
         let touch_times = attr.atime.is_some() || attr.mtime.is_some();
@@ -1839,6 +1849,9 @@ impl Namespace {
             if changed {
                 n.ctime = now;
             }
+        }
+        if set_under_lease {
+            self.mtime_set_while_written.insert(id, now);
         }
         Ok((id, freed))
     }
@@ -2022,13 +2035,14 @@ impl Namespace {
             self.block_owner.insert(id, inode);
         }
         self.cut_inline(inode, 0);
+        let set_after = self.mtime_set_while_written.get(&inode).copied();
         if let Some(n) = self.touch(inode) {
             if let Some(f) = n.file.as_mut() {
                 f.blocks = blocks;
                 f.size = size;
                 f.generation += 1;
             }
-            n.mtime = mtime.unwrap_or(now);
+            n.mtime = commit_mtime(n.mtime, mtime, set_after, now);
             n.ctime = now;
         }
         if close {
@@ -2067,13 +2081,14 @@ impl Namespace {
         let freed = self.truncate_blocks(inode, 0);
         self.cut_inline(inode, 0);
         let added = data.len() as u64;
+        let set_after = self.mtime_set_while_written.get(&inode).copied();
         if let Some(n) = self.touch(inode) {
             if let Some(f) = n.file.as_mut() {
                 f.inline = (!data.is_empty()).then_some(data);
                 f.size = size;
                 f.generation += 1;
             }
-            n.mtime = mtime.unwrap_or(now);
+            n.mtime = commit_mtime(n.mtime, mtime, set_after, now);
             n.ctime = now;
         }
         self.inline_bytes += added;
@@ -2910,6 +2925,7 @@ impl Namespace {
     }
 
     fn set_lease(&mut self, id: InodeId, lease: Option<String>) {
+        self.mtime_set_while_written.remove(&id);
         let old = match self.touch(id).and_then(|n| n.file.as_mut()) {
             Some(f) => std::mem::replace(&mut f.lease, lease.clone()),
             None => return,
@@ -2935,6 +2951,22 @@ impl Namespace {
 /// Whether a node selector is a path (which operations like chmod follow through a final symlink; an
 /// inode selector, from FUSE, already names the node meant, e.g. for lchown).
 /// Whether a client path ends with '/' after a name ("/" itself names the root, a directory).
+/// The mtime a commit leaves: the one it carries (the writer's last write, or a time the writer
+/// set), else now; but the current one when someone else set the mtime (at `set_at`, while the
+/// file was being written) after the writer's last write.
+fn commit_mtime(
+    current: Timestamp,
+    carried: Option<Timestamp>,
+    set_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Timestamp {
+    match (carried, set_at) {
+        (Some(last_write), Some(set_at)) if last_write < set_at => current,
+        (Some(t), _) => t,
+        (None, _) => now,
+    }
+}
+
 /// `name` is a mount's hidden name of open unlinked file `child` (see
 /// [`ringfs_proto::open_file_hidden_parts`]).
 fn is_hidden_open(name: &str, child: InodeId) -> bool {
@@ -3037,6 +3069,42 @@ mod tests {
     fn get<'a>(ns: &'a Namespace, path: &str) -> &'a Inode {
         let id = ns.resolve(&root(), n(path), false).unwrap();
         ns.get(id).unwrap()
+    }
+
+    #[test]
+    fn an_mtime_set_by_another_client_while_a_file_is_written_outlives_older_writes() {
+        let mut ns = Namespace::new();
+        let o = CreateFile {
+            lease: Some("w".into()),
+            ..opts()
+        };
+        let (f, _) = ns.create_file(&root(), p("/f"), o, T0).unwrap();
+        let touch = |ns: &mut Namespace, to: i64, client: Option<&str>, now: i64| {
+            let attr = SetAttr {
+                mtime: Some(TimeSet::At(t(to))),
+                client: client.map(str::to_string),
+                ..Default::default()
+            };
+            ns.set_attr(&root(), n("/f"), attr, t(now)).unwrap();
+        };
+        let commit = |ns: &mut Namespace, last_write: i64, close: bool, now: i64| {
+            ns.commit_blocks(f, "w", vec![], 0, close, Some(t(last_write)), t(now))
+                .unwrap();
+            ns.get(f).unwrap().mtime
+        };
+        // Set by someone else at 200, after the write of 150: the commit keeps it.
+        touch(&mut ns, 5, None, 200);
+        assert_eq!(commit(&mut ns, 150, false, 210), t(5));
+        // A write after the set wins.
+        assert_eq!(commit(&mut ns, 220, false, 230), t(220));
+        // The writer's own set is carried by its commits, as before.
+        touch(&mut ns, 9, Some("w"), 240);
+        assert_eq!(commit(&mut ns, 9, true, 250), t(9));
+        // The close forgets the set: a later writer's commits are not held back by it.
+        assert!(ns.mtime_set_while_written.is_empty());
+        // A set while nobody writes the file is not remembered either.
+        touch(&mut ns, 3, None, 260);
+        assert!(ns.mtime_set_while_written.is_empty());
     }
 
     #[test]

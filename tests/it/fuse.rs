@@ -2156,6 +2156,39 @@ fn a_written_file_keeps_the_time_of_its_last_write_as_mtime_not_the_time_of_its_
 }
 
 #[test]
+fn a_time_set_elsewhere_while_a_mount_writes_the_file_outlives_the_writers_close() {
+    // `touch` from the CLI or utimens from another mount after the writer's last write: the
+    // writer's commit at close put the time of its last write back (earlier than the touch).
+    let c = TestCluster::builder().start();
+    let (a, b) = (c.mount(&[]), c.mount(&[]));
+    let set = std::time::UNIX_EPOCH + Duration::from_secs(1_100_000_000);
+    for name in ["by-mount", "by-cli"] {
+        let mut f = File::create(a.path(name)).unwrap();
+        f.write_all(&random_bytes(200_000, 2)).unwrap();
+        if name == "by-mount" {
+            File::options()
+                .write(true)
+                .open(b.path(name))
+                .and_then(|g| g.set_modified(set))
+                .unwrap();
+        } else {
+            c.ok(&["touch", &format!("/{name}")]);
+        }
+        let after_set = c.stat_json(&format!("/{name}"))["mtime"].clone();
+        drop(f);
+        let st = c.stat_json(&format!("/{name}"));
+        assert_eq!(st["mtime"], after_set, "{name}: {st}");
+    }
+    assert_eq!(
+        fs::metadata(b.path("by-mount"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        set
+    );
+}
+
+#[test]
 fn many_writers_of_large_blocks_do_not_rewrite_their_partial_blocks_on_every_write() {
     // Ten files written at once through a mount with 64 MiB blocks each hold a partial last
     // block, together over the mount's 256 MiB dirty limit. Every write then committed the
