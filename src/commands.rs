@@ -368,7 +368,7 @@ async fn put_one(client: &Client, a: &PutArgs, local: &str) -> anyhow::Result<Ex
 
 /// `e`, said to be about `path` unless its text names it already (a namenode whose metadata disk
 /// is full says which store failed, not which file).
-fn naming(e: anyhow::Error, path: &str) -> anyhow::Error {
+pub(crate) fn naming(e: anyhow::Error, path: &str) -> anyhow::Error {
     match crate::chain_text(&e).contains(path) {
         true => e,
         false => e.context(path.to_string()),

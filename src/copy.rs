@@ -172,7 +172,7 @@ async fn copy_file(
             ringfs_proto::ErrorKind::Stale => {
                 anyhow!("{src}: deleted or replaced by another client while being copied")
             }
-            _ => anyhow!("{src}: {e}"),
+            _ => crate::commands::naming(e.into(), src),
         })?;
     let (tx, rx) = mpsc::channel::<anyhow::Result<Bytes>>(4);
     let src_shown = src.to_string();

@@ -172,7 +172,8 @@ where
             None => client.remove(&tmp, true).await,
         };
         if let Err(re) = removed {
-            if !is_not_found(&re) {
+            // Gone with its directory (removed meanwhile): nothing is left to remove.
+            if !is_not_found(&re) && re.kind() != ringfs_proto::ErrorKind::Stale {
                 eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
             }
         }

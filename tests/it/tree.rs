@@ -256,6 +256,10 @@ fn cp_copies_files_and_trees_inside_ringfs() {
     drop(m);
     c.ok(&["cp", "/t", "/t2"]);
     assert_eq!(field_str(&c.stat_json("/t2/pipe"), "kind"), "fifo");
+    let out = c.run(&["cp", "/t/pipe", "/pipe2"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(said.trim(), "ringfs: /t/pipe: not a regular file", "{said}");
     let strip = |t: std::collections::BTreeMap<String, (String, u64)>, root: &str| {
         t.into_iter()
             .map(|(k, v)| (k[root.len()..].to_string(), v))
@@ -730,31 +734,35 @@ fn files_named_like_temporaries_are_ordinary_files_once_closed() {
 
 #[test]
 fn a_tree_put_that_fails_because_its_target_moved_leaves_no_partial_tree() {
-    // The target directory is renamed while the tree is put: the put fails, and its cleanup
-    // looked for the partial tree at the old path, so it stayed, hidden, in the moved directory.
+    // The target directory is renamed (or removed) while the tree is put: the put fails, and its
+    // cleanup looked for the partial tree at the old path, so it stayed, hidden, in the moved
+    // directory (and with the directory removed it said removing it failed).
     let c = TestCluster::builder().start();
     let src = c.scratch_path("tree").join("src");
     many_files(&src, 400, 8 * 1024 * 1024);
-    c.ok(&["mkdir", "/d"]);
-    let err_path = c.scratch_path("put.stderr");
-    let mut put = c
-        .command(&["put", src.to_str().unwrap(), "/d/"])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(30), "the put to start", || {
-        !temporaries(&c).is_empty()
-    });
-    c.ok(&["mv", "/d", "/moved"]);
-    let status = put.wait().unwrap();
-    let said = fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(
-        !status.success(),
-        "the put ended well after its target moved"
-    );
-    assert!(said.contains("/d/"), "{said}");
-    assert_eq!(temporaries(&c), Vec::<String>::new(), "{said}");
+    for how in ["mv", "rm"] {
+        c.ok(&["mkdir", "/d"]);
+        let err_path = c.scratch_path("put.stderr");
+        let mut put = c
+            .command(&["put", src.to_str().unwrap(), "/d/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(30), "the put to start", || {
+            !temporaries(&c).is_empty()
+        });
+        match how {
+            "mv" => c.ok(&["mv", "/d", "/moved"]),
+            _ => c.ok(&["rm", "-r", "/d"]),
+        };
+        let status = put.wait().unwrap();
+        let said = fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(!status.success(), "{how}: the put ended well");
+        assert!(said.contains("/d/"), "{how}: {said}");
+        assert!(!said.contains("removing the partial copy"), "{how}: {said}");
+        assert_eq!(temporaries(&c), Vec::<String>::new(), "{how}: {said}");
+    }
     assert!(
         c.ls_names("/moved").is_empty(),
         "{:?}",
