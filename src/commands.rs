@@ -73,9 +73,9 @@ pub(crate) fn change_error(path: &str, e: &ClientError) -> String {
     format!("{path}: {msg} (the connection broke during the call: the change may or may not have been made)")
 }
 
-/// Names `ls` leaves out (shown by `ls -a`): files a mount keeps for unlinked open files.
-pub(crate) fn is_hidden(name: &str) -> bool {
-    name.starts_with(ringfs_client::OPEN_FILE_HIDDEN_PREFIX)
+/// Entries `ls` leaves out (shown by `ls -a`): the names a mount keeps for unlinked open files.
+pub(crate) fn is_hidden(name: &str, attr: &pb::Attr) -> bool {
+    ringfs_proto::is_open_file_hidden_entry(name, attr.inode)
 }
 
 /// Entries that copies of a tree (`get`, `cp`) leave out: the hidden names a mount keeps for
@@ -85,7 +85,7 @@ pub(crate) fn is_hidden(name: &str) -> bool {
 /// put renames its temporary before closing it) and is copied. Walks that change a tree in place
 /// (`chmod -R`, `chown -R`, `setrep`) and `du`'s totals leave nothing out.
 pub(crate) fn left_out_of_copies(name: &str, attr: &pb::Attr) -> bool {
-    is_hidden(name) || (is_put_temporary(name) && (is_dir(attr) || attr.under_construction))
+    is_hidden(name, attr) || (is_put_temporary(name) && (is_dir(attr) || attr.under_construction))
 }
 
 /// Whether `name` has the form of a put's or cp's temporary name (see [`put_temp_name`]).
@@ -1016,7 +1016,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
         };
         let entries: Vec<(String, String, pb::Attr)> = listed
             .into_iter()
-            .filter(|e| a.all || !is_hidden(&e.name))
+            .filter(|e| a.all || !e.attr.as_ref().is_some_and(|at| is_hidden(&e.name, at)))
             .filter_map(|e| {
                 let path = join(&dir, &e.name);
                 e.attr.map(|at| (e.name, path, at))

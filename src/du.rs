@@ -60,7 +60,11 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
             let mut children = Vec::new();
             for e in client.list_node(inode_ref(attr.inode)).await? {
                 // One row per entry `ls` shows; the totals count everything.
-                if !crate::commands::is_hidden(&e.name) {
+                if !e
+                    .attr
+                    .as_ref()
+                    .is_some_and(|at| crate::commands::is_hidden(&e.name, at))
+                {
                     children.push(usage(&client, &join(p, &e.name), &mut partial).await?);
                 }
             }

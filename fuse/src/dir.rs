@@ -6,7 +6,7 @@
 
 use crate::creds::Caller;
 use crate::error::Res;
-use crate::ops::{locked, node, Inner, HIDDEN_PREFIX};
+use crate::ops::{is_hidden_entry, locked, node, Inner};
 use fuser::Errno;
 use ringfs_proto::pb;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ impl Inner {
             else {
                 return Ok(());
             };
-            if !e.name.starts_with(HIDDEN_PREFIX) && add(pos + 1, Entry::Child(e)) {
+            if !is_hidden_entry(e) && add(pos + 1, Entry::Child(e)) {
                 return Ok(());
             }
             pos += 1;

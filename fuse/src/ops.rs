@@ -19,6 +19,14 @@ use tonic::transport::Channel;
 
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ringfs_client::OPEN_FILE_HIDDEN_PREFIX;
+
+/// A mount's hidden name of an open file (not a user's file named alike): not listed, and
+/// removed as a leftover when its directory goes.
+pub(crate) fn is_hidden_entry(e: &pb::DirEntry) -> bool {
+    e.attr
+        .as_ref()
+        .is_some_and(|a| ringfs_proto::is_open_file_hidden_entry(&e.name, a.inode))
+}
 /// How long a call refused for a busy lease is retried (see [`Inner::query_while_busy`]).
 const LEASE_WAIT: Duration = Duration::from_secs(3);
 
@@ -393,13 +401,7 @@ impl Inner {
         let Ok(page) = self.read_dir_page(&c.creds, dir, "").await else {
             return false;
         };
-        if page.more
-            || page.entries.is_empty()
-            || !page
-                .entries
-                .iter()
-                .all(|e| e.name.starts_with(HIDDEN_PREFIX))
-        {
+        if page.more || page.entries.is_empty() || !page.entries.iter().all(is_hidden_entry) {
             return false;
         }
         for e in &page.entries {

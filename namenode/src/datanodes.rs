@@ -56,6 +56,8 @@ pub struct Datanode {
     pub admin: AdminState,
     /// Whether a full block report arrived since it (re-)registered.
     pub reported: bool,
+    /// Known from before a namenode restart and not registered since (`restore_known`).
+    pub restored: bool,
     /// Commands for its next heartbeat reply.
     pub commands: VecDeque<Command>,
 }
@@ -165,6 +167,7 @@ impl DatanodeRegistry {
                 n.last_heartbeat = now;
                 n.alive = true;
                 n.reported = false;
+                n.restored = false;
                 if revived {
                     n.commands.clear();
                 }
@@ -189,6 +192,7 @@ impl DatanodeRegistry {
                             .remove(&id)
                             .unwrap_or(AdminState::Normal),
                         reported: false,
+                        restored: false,
                         commands: VecDeque::new(),
                     },
                 );
@@ -337,6 +341,7 @@ impl DatanodeRegistry {
                 alive: false,
                 admin: AdminState::Normal,
                 reported: false,
+                restored: true,
                 commands: VecDeque::new(),
             });
         }
@@ -506,13 +511,14 @@ mod tests {
         r.restore_known(known.clone(), t0);
         r.restore_admin(BTreeMap::from([(dn(1), AdminState::Decommissioning)]));
         assert_eq!(r.all().count(), 2);
-        assert!(r.all().all(|n| n.state_name() == "dead"));
+        assert!(r.all().all(|n| n.state_name() == "dead" && n.restored));
         assert_eq!(r.writable_count(), 0);
         assert_eq!(r.known(), known);
         let reg = r.register(dn(0), "127.0.0.1:9000".into(), "r".into(), 1 << 30, 0, t0);
         assert!(reg.revived && !reg.new);
         assert_eq!(r.writable_count(), 1);
         assert_eq!(r.get(&dn(0)).unwrap().state_name(), "live");
+        assert!(!r.get(&dn(0)).unwrap().restored);
         // A live node is not forgotten; a dead one is, with its saved operator state.
         assert!(!r.forget(&dn(0)));
         assert_eq!(r.admin_states().len(), 1);

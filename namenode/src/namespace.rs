@@ -2970,7 +2970,7 @@ fn commit_mtime(
 /// `name` is a mount's hidden name of open unlinked file `child` (see
 /// [`ringfs_proto::open_file_hidden_parts`]).
 fn is_hidden_open(name: &str, child: InodeId) -> bool {
-    ringfs_proto::open_file_hidden_parts(name).is_some_and(|(ino, _)| ino == child.0)
+    ringfs_proto::is_open_file_hidden_entry(name, child.0)
 }
 
 fn has_trailing_slash(path: &str) -> bool {

@@ -83,15 +83,28 @@ pub fn open_file_hidden_owner(name: &str) -> Option<&str> {
 /// entry whose inode is the one its name says is a mount's hidden name: a user's file named alike
 /// (made through the CLI, which does not refuse the prefix) almost never is.
 pub fn open_file_hidden_parts(name: &str) -> Option<(u64, &str)> {
-    let (ino, tag) = name
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (ino, rest) = name
         .strip_prefix(OPEN_FILE_HIDDEN_PREFIX)?
         .split_once('-')?;
-    let well_formed = !ino.is_empty()
-        && ino.bytes().all(|b| b.is_ascii_digit())
+    // `-<dir>` after the tag: moved to the root when its directory went (a mount's rmdir).
+    let (tag, moved_from) = match rest.split_once('-') {
+        Some((tag, dir)) => (tag, Some(dir)),
+        None => (rest, None),
+    };
+    let well_formed = digits(ino)
         && tag.len() == 8
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric());
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric())
+        && moved_from.is_none_or(digits);
     let ino = ino.parse().ok().filter(|_| well_formed)?;
     Some((ino, tag))
+}
+
+/// Whether the directory entry `name`, which links inode `inode`, is a mount's hidden name of an
+/// open file: named so, and for that very inode. A user's file named alike (the CLI does not
+/// refuse the prefix) is an ordinary file: listed, copied, and never removed as a leftover.
+pub fn is_open_file_hidden_entry(name: &str, inode: u64) -> bool {
+    open_file_hidden_parts(name).is_some_and(|(ino, _)| ino == inode)
 }
 
 /// The inode id of the root directory.
@@ -115,6 +128,10 @@ mod tests {
         assert_eq!(name, ".ringfs-open-57951-ce30322e");
         assert_eq!(open_file_hidden_owner(&name), Some("ce30322e"));
         assert_eq!(open_file_hidden_parts(&name), Some((57951, "ce30322e")));
+        assert!(is_open_file_hidden_entry(&name, 57951));
+        assert!(!is_open_file_hidden_entry(&name, 57952));
+        let moved = format!("{name}-12");
+        assert_eq!(open_file_hidden_parts(&moved), Some((57951, "ce30322e")));
         assert_eq!(
             open_file_hidden_tag("ce30322e-6ac7-40ef-9398-e5aa8c8716c2"),
             "ce30322e"
@@ -126,6 +143,8 @@ mod tests {
             ".ringfs-open-x1-ce30322e",
             ".ringfs-open-1-ce30",
             ".ringfs-open-1-ce30322e.txt",
+            ".ringfs-open-1-ce30322e-",
+            ".ringfs-open-1-ce30322e-x",
             "ringfs-open-1-ce30322e",
         ] {
             assert_eq!(open_file_hidden_owner(other), None, "{other}");

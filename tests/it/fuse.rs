@@ -2068,6 +2068,23 @@ fn the_hidden_names_of_open_files_cannot_be_made_by_users() {
     assert_eq!(fs::read(m.path("d/f")).unwrap(), b"precious");
     fs::write(m.path("d/.ringfs-openish"), b"fine").unwrap();
     assert_eq!(c.ls_names("/d"), vec![".ringfs-openish", "f"]);
+    // The CLI does not refuse such names: a user's file named like a hidden name, for another
+    // inode, is an ordinary file. rmdir or a rename over its directory deleted it silently.
+    let lookalike = ".ringfs-open-12345-abcdabcd";
+    c.ok(&["mkdir", "/lk"]);
+    c.put_bytes(&format!("/lk/{lookalike}"), b"precious");
+    fs::create_dir(m.path("new")).unwrap();
+    let names: Vec<String> = fs::read_dir(m.path("lk"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec![lookalike.to_string()]);
+    let e = fs::rename(m.path("new"), m.path("lk")).expect_err("rename over a non-empty dir");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
+    let e = fs::remove_dir(m.path("lk")).expect_err("rmdir of a non-empty dir");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY), "{e}");
+    assert_eq!(c.ok(&["cat", &format!("/lk/{lookalike}")]), "precious");
+    assert_eq!(c.ls_names("/lk"), vec![lookalike.to_string()]);
 }
 
 #[test]

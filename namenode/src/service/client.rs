@@ -1065,7 +1065,12 @@ pub fn report_with(
         default_block_size: shared.config.block_size,
         ..Default::default()
     };
-    for n in st.nodes.all() {
+    // A node known from before a restart is listed (dead) only once it has had `dead_after` to
+    // register again: right after a restart every node would flash "dead" for a heartbeat.
+    let listed = |n: &&Datanode| {
+        !(n.restored && now.saturating_duration_since(n.last_heartbeat) < shared.config.dead_after)
+    };
+    for n in st.nodes.all().filter(listed) {
         let pending = n.commands.len()
             + st.in_flight
                 .iter()
