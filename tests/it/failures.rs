@@ -507,7 +507,19 @@ fn report_shows_a_killed_datanode_dead_and_a_restarted_one_live() {
         "the two live datanodes back after the namenode restart",
         || c.live_datanodes() == 2,
     );
-    assert_eq!(state_of(&c, &victim), "dead");
+    // Listed once it has had dead_after to register again (not at once: every node would
+    // flash "dead" right after a restart).
+    let listed_as = |c: &TestCluster, addr: &str| -> Option<String> {
+        report_datanodes(&c.report_json())
+            .iter()
+            .find(|d| field_str(d, "address") == addr)
+            .map(|d| field_str(d, "state").to_string())
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the node that stayed down listed dead",
+        || listed_as(&c, &victim).as_deref() == Some("dead"),
+    );
     let live = c.datanode_addr(0).to_string();
     c.fails(&["admin", "forget", &live])
         .says(&[&live, "is alive"]);
