@@ -300,10 +300,27 @@ async fn write_protocol_fsck_and_locations() {
         FakeDn::register(&nn, 1).await,
     ];
 
-    // Too few datanodes: a clear error and nothing created.
-    let e = create(&mut c, "/f").await.unwrap_err();
-    assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace);
+    // Too few datanodes: a create works (a small file needs no datanode, as in HDFS), and its
+    // first block is refused with a clear error (EIO: the nodes are down, not full).
+    let made = create(&mut c, "/f").await.unwrap();
+    let e = c
+        .allocate_block(pb::AllocateBlockRequest {
+            inode: made.inode,
+            client_id: "c1".into(),
+            excluded: vec![],
+            min_replicas: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), ErrorKind::Io);
     assert_eq!(e.message(), "not enough live datanodes: need 3, have 2");
+    c.remove(pb::RemoveRequest {
+        entry: path_entry("/f"),
+        any_kind: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let e = c
         .get_attr(pb::GetAttrRequest {
             creds: None,
@@ -718,11 +735,13 @@ async fn copy_on_write_commit_and_pipeline_update() {
         "{f:?}"
     );
     // The replaced block's replicas and the spare are deleted: the spare on every node of its
-    // pipeline, which may hold a partial replica in tmp/ without having reported it.
-    let mut deleted = deletes_sent(&mut dns, 3 + spare.locations.len()).await;
+    // pipeline, which may hold a partial replica in tmp/ without having reported it. So is the
+    // old generation of the recovered block on the node its recovery dropped.
+    let mut deleted = deletes_sent(&mut dns, 3 + spare.locations.len() + 1).await;
     deleted.sort();
     let mut want = vec![old[0].id; 3];
     want.extend(vec![spare.id; spare.locations.len()]);
+    want.push(nb.id);
     want.sort();
     assert_eq!(deleted, want);
     nn.stop().await;
@@ -1097,7 +1116,8 @@ async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() 
         min_replicas: 0,
     };
     let e = c.update_pipeline(update.clone()).await.unwrap_err();
-    assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace, "{e:?}");
+    // Short of nodes that are up, not of space: EIO.
+    assert_eq!(ErrorKind::of(&e), ErrorKind::Io, "{e:?}");
     let up = c
         .update_pipeline(pb::UpdatePipelineRequest {
             min_replicas: 1,
@@ -1110,8 +1130,8 @@ async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() 
     assert_eq!(addrs, vec![l[0].clone(), l[1].clone()]);
     assert!(up.generation > b.generation);
 
-    // The third node dies (no heartbeats): strict allocations and creates are refused, lenient
-    // ones get the two live nodes.
+    // The third node dies (no heartbeats): strict allocations are refused (EIO: nodes are down,
+    // not full), lenient ones get the two live nodes; creates need no datanode.
     let victim = dns.iter().position(|d| d.addr == l[2]).unwrap();
     dns.remove(victim);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1128,7 +1148,7 @@ async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() 
             })
             .await;
         if let Err(e) = strict {
-            assert_eq!(ErrorKind::of(&e), ErrorKind::NoSpace);
+            assert_eq!(ErrorKind::of(&e), ErrorKind::Io);
             break;
         }
         assert!(
@@ -1156,19 +1176,15 @@ async fn a_writer_that_accepts_fewer_replicas_goes_on_with_the_live_datanodes() 
     let mut live = vec![l[0].clone(), l[1].clone()];
     live.sort();
     assert_eq!(got, live);
-    let strict_create = c
-        .create(pb::CreateRequest {
-            entry: path_entry("/g"),
-            mode: 0o644,
-            client_id: "c1".into(),
-            open_for_write: true,
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(
-        ErrorKind::of(&strict_create.unwrap_err()),
-        ErrorKind::NoSpace
-    );
+    c.create(pb::CreateRequest {
+        entry: path_entry("/strict"),
+        mode: 0o644,
+        client_id: "c1".into(),
+        open_for_write: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     c.create(pb::CreateRequest {
         entry: path_entry("/g"),
         mode: 0o644,
