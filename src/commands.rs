@@ -1016,7 +1016,7 @@ pub async fn ls(namenode: Option<String>, a: LsArgs) -> anyhow::Result<ExitCode>
         };
         let entries: Vec<(String, String, pb::Attr)> = listed
             .into_iter()
-            .filter(|e| a.all || !e.attr.as_ref().is_some_and(|at| is_hidden(&e.name, at)))
+            .filter(|e| a.all || !ringfs_proto::is_hidden_dir_entry(e))
             .filter_map(|e| {
                 let path = join(&dir, &e.name);
                 e.attr.map(|at| (e.name, path, at))

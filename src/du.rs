@@ -60,11 +60,7 @@ pub async fn du(namenode: Option<String>, a: DuArgs) -> anyhow::Result<ExitCode>
             let mut children = Vec::new();
             for e in client.list_node(inode_ref(attr.inode)).await? {
                 // One row per entry `ls` shows; the totals count everything.
-                if !e
-                    .attr
-                    .as_ref()
-                    .is_some_and(|at| crate::commands::is_hidden(&e.name, at))
-                {
+                if !ringfs_proto::is_hidden_dir_entry(&e) {
                     children.push(usage(&client, &join(p, &e.name), &mut partial).await?);
                 }
             }

@@ -579,7 +579,6 @@ impl BlockStore {
     /// day-old sweep (a write that failed through several pipeline recoveries left one per
     /// generation). Returns whether the replica itself was removed.
     pub fn delete(&self, block: u64, generation: u64) -> Result<bool> {
-        self.remove_tmp_older_than(block, generation);
         let mut removed = false;
         {
             let mut state = self.state();
@@ -594,6 +593,11 @@ impl BlockStore {
                 state.corrupt.remove(&(block, generation));
                 removed = true;
             }
+        }
+        // A finalized replica's install removed the older partials already: the tmp/ listing
+        // is only for what never got finalized here (not on the path of every file removal).
+        if !removed {
+            self.remove_tmp_older_than(block, generation);
         }
         let fin = self.final_paths(block, generation);
         for p in [&fin.data, &fin.meta] {

@@ -6,7 +6,7 @@
 
 use crate::creds::Caller;
 use crate::error::Res;
-use crate::ops::{is_hidden_entry, locked, node, Inner};
+use crate::ops::{locked, node, Inner};
 use fuser::Errno;
 use ringfs_proto::pb;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ impl Inner {
             else {
                 return Ok(());
             };
-            if !is_hidden_entry(e) && add(pos + 1, Entry::Child(e)) {
+            if !ringfs_proto::is_hidden_dir_entry(e) && add(pos + 1, Entry::Child(e)) {
                 return Ok(());
             }
             pos += 1;

@@ -362,11 +362,9 @@ impl Inner {
 
     pub(crate) fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
         locked(&self.handles).get(&fh).cloned().ok_or_else(|| {
-            if self.finished.load(Ordering::Relaxed) {
-                Fail::new(Errno::EIO, "the mount is shutting down")
-            } else {
-                Fail::new(Errno::EBADF, format!("no open file handle {fh}"))
-            }
+            self.not_finishing()
+                .err()
+                .unwrap_or_else(|| Fail::new(Errno::EBADF, format!("no open file handle {fh}")))
         })
     }
 

@@ -20,13 +20,6 @@ use tonic::transport::Channel;
 /// Prefix of the hidden names that keep unlinked-but-open files alive (not listed by readdir).
 pub(crate) const HIDDEN_PREFIX: &str = ringfs_client::OPEN_FILE_HIDDEN_PREFIX;
 
-/// A mount's hidden name of an open file (not a user's file named alike): not listed, and
-/// removed as a leftover when its directory goes.
-pub(crate) fn is_hidden_entry(e: &pb::DirEntry) -> bool {
-    e.attr
-        .as_ref()
-        .is_some_and(|a| ringfs_proto::is_open_file_hidden_entry(&e.name, a.inode))
-}
 /// How long a call refused for a busy lease is retried (see [`Inner::query_while_busy`]).
 const LEASE_WAIT: Duration = Duration::from_secs(3);
 
@@ -401,7 +394,10 @@ impl Inner {
         let Ok(page) = self.read_dir_page(&c.creds, dir, "").await else {
             return false;
         };
-        if page.more || page.entries.is_empty() || !page.entries.iter().all(is_hidden_entry) {
+        if page.more
+            || page.entries.is_empty()
+            || !page.entries.iter().all(ringfs_proto::is_hidden_dir_entry)
+        {
             return false;
         }
         for e in &page.entries {
@@ -842,22 +838,19 @@ impl Inner {
             creds: self.client.creds().clone(),
             pid: 0,
         };
-        // Again until no file is new: a create answered after the first look adds one. The
-        // files done are kept alive, so that no new one gets the address of one done.
-        let addr = |f: &Arc<OpenFile>| Arc::as_ptr(f) as usize;
-        let mut done: std::collections::HashSet<usize> = Default::default();
-        let mut kept: Vec<Arc<OpenFile>> = Vec::new();
+        // Again until no file is new: a create answered after the first look adds one. (A file
+        // opened again under an inode done cannot take its lease any more: `finished` is set.)
+        let mut done: HashSet<u64> = HashSet::new();
         loop {
             let files: Vec<Arc<OpenFile>> = locked(&self.files)
                 .values()
-                .filter(|f| !done.contains(&addr(f)))
+                .filter(|f| !done.contains(&f.ino))
                 .cloned()
                 .collect();
             if files.is_empty() {
                 break;
             }
-            done.extend(files.iter().map(addr));
-            kept.extend(files.iter().cloned());
+            done.extend(files.iter().map(|f| f.ino));
             for f in files {
                 if let Err(e) = self.close_writer(&f).await {
                     failed += 1;

@@ -107,6 +107,14 @@ pub fn is_open_file_hidden_entry(name: &str, inode: u64) -> bool {
     open_file_hidden_parts(name).is_some_and(|(ino, _)| ino == inode)
 }
 
+/// [`is_open_file_hidden_entry`] of a directory listing's entry: what the mount's `readdir` and
+/// the CLI's `ls` leave out.
+pub fn is_hidden_dir_entry(e: &pb::DirEntry) -> bool {
+    e.attr
+        .as_ref()
+        .is_some_and(|a| is_open_file_hidden_entry(&e.name, a.inode))
+}
+
 /// The inode id of the root directory.
 pub const ROOT_INODE: u64 = 1;
 /// Default namenode address for clients.

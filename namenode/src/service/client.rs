@@ -161,6 +161,15 @@ fn pipeline(
     p
 }
 
+/// The datanode registered at `address`, for the operator's commands that name one.
+fn node_at<'a>(nodes: &'a DatanodeRegistry, address: &str) -> Result<&'a Datanode> {
+    nodes.by_address(address).ok_or_else(|| {
+        NamenodeError::InvalidArgument(format!(
+            "{address}: no datanode registered at this address (see `ringfs report`)"
+        ))
+    })
+}
+
 /// The most a file with this block size may commit inline now: the configured limit while the
 /// inline budget lasts, else 0 (clients then write blocks).
 fn inline_limit(shared: &Shared, st: &State, block_size: u64) -> u64 {
@@ -476,15 +485,7 @@ impl ClientService {
     ) -> Result<pb::Empty> {
         {
             let mut st = self.shared.lock();
-            let id = st
-                .nodes
-                .by_address(address)
-                .map(|n| n.id.clone())
-                .ok_or_else(|| {
-                    NamenodeError::InvalidArgument(format!(
-                        "{address}: no datanode registered at this address (see `ringfs report`)"
-                    ))
-                })?;
+            let id = node_at(&st.nodes, address)?.id.clone();
             change(&mut st.nodes, &id);
             tracing::info!(datanode = %id, %address, "{what}");
         }
@@ -496,11 +497,7 @@ impl ClientService {
     fn forget(&self, address: &str) -> Result<pb::Empty> {
         {
             let mut st = self.shared.lock();
-            let n = st.nodes.by_address(address).ok_or_else(|| {
-                NamenodeError::InvalidArgument(format!(
-                    "{address}: no datanode registered at this address (see `ringfs report`)"
-                ))
-            })?;
+            let n = node_at(&st.nodes, address)?;
             let id = n.id.clone();
             if n.alive {
                 return Err(NamenodeError::FailedPrecondition(format!(
