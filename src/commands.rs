@@ -539,10 +539,9 @@ pub(crate) async fn put_file(
         overwrite: false,
         exclusive: true,
     };
-    let mut w = client
-        .create(&tmp, opts)
-        .await
-        .map_err(|e| retarget(e, &tmp, target))?;
+    // The directory's inode is looked up alongside the create (no extra wait): see TempEntry.
+    let (created, tmp_entry) = tokio::join!(client.create(&tmp, opts), TempEntry::of(client, &tmp));
+    let mut w = created.map_err(|e| retarget(e, &tmp, target))?;
     let pb = if how.progress {
         progress(size, &format!("put {target}"))
     } else {
@@ -595,12 +594,53 @@ pub(crate) async fn put_file(
         pb.finish_and_clear();
     }
     if let Err(e) = result {
-        if let Err(re) = client.remove(&tmp, false).await {
+        if let Err(re) = tmp_entry.remove(client, false).await {
             tracing::warn!("cleaning up {tmp} failed: {re}");
         }
         return Err(e);
     }
     Ok(())
+}
+
+/// A temporary entry of a put or copy, held by its directory's inode as well as its path: when
+/// the directory is renamed while the copy runs, the copy fails (its target is gone) and its
+/// cleanup still finds the temporary to remove. By path alone a complete temporary was left
+/// behind for good (lease recovery removes only temporaries still being written).
+pub(crate) struct TempEntry {
+    path: String,
+    parent: Option<u64>,
+}
+
+impl TempEntry {
+    /// `path`'s entry; its directory looked up now (None if that fails: then by path).
+    pub(crate) async fn of(client: &Client, path: &str) -> Self {
+        let dir = match path.rfind('/') {
+            Some(0) | None => "/",
+            Some(i) => &path[..i],
+        };
+        let parent = client.stat(dir).await.ok().map(|a| a.inode);
+        TempEntry {
+            path: path.to_string(),
+            parent,
+        }
+    }
+
+    /// Removes the entry wherever its directory is now. "Not found" and "stale" (the directory
+    /// is gone too) leave nothing to remove and count as done.
+    pub(crate) async fn remove(&self, client: &Client, recursive: bool) -> Result<(), ClientError> {
+        let r = match self.parent {
+            Some(p) => {
+                client
+                    .remove_child(p, basename(&self.path), recursive)
+                    .await
+            }
+            None => client.remove(&self.path, recursive).await,
+        };
+        match r {
+            Err(e) if is_not_found(&e) || e.kind() == ErrorKind::Stale => Ok(()),
+            r => r,
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------ get / cat

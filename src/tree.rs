@@ -12,7 +12,7 @@
 
 use crate::commands::{
     change_error, get_file, io_reason, is_not_found, open_local, put_file, put_temp_name,
-    spawn_reader, stat_target, PutFile,
+    spawn_reader, stat_target, PutFile, TempEntry,
 };
 use crate::format::{self, basename, is_dir, join};
 use crate::PutArgs;
@@ -133,15 +133,7 @@ where
         .await
         .map_err(|e| anyhow!("{}", change_error(&tmp, &e)))
         .map_err(shown)?;
-    // The directory that holds the temporary, by inode: if it is renamed meanwhile, a failed copy
-    // still finds its partial tree to remove (by path, it was left there for good).
-    let (parent_path, tmp_name) = tmp.rsplit_once('/').unwrap_or(("", tmp.as_str()));
-    let parent = match parent_path {
-        "" => client.stat("/").await,
-        p => client.stat(p).await,
-    }
-    .ok()
-    .map(|a| a.inode);
+    let tmp_entry = TempEntry::of(client, &tmp).await;
     let marker = join(&tmp, &format!(".ringfs-put-{}", &client.client_id()[..8]));
     let built = async {
         let opts = CreateOptions {
@@ -167,15 +159,8 @@ where
         _ = crate::server::terminated() => Err(anyhow!("{target}: interrupted")),
     };
     if let Err(e) = r {
-        let removed = match parent {
-            Some(p) => client.remove_child(p, tmp_name, true).await,
-            None => client.remove(&tmp, true).await,
-        };
-        if let Err(re) = removed {
-            // Gone with its directory (removed meanwhile): nothing is left to remove.
-            if !is_not_found(&re) && re.kind() != ringfs_proto::ErrorKind::Stale {
-                eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
-            }
+        if let Err(re) = tmp_entry.remove(client, true).await {
+            eprintln!("ringfs: removing the partial copy {tmp} failed: {re}");
         }
         return Err(shown(e));
     }
