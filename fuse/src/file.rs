@@ -17,10 +17,10 @@
 //! `flush` (each close), `fsync` and memory pressure write the remaining dirty blocks and commit
 //! the whole block list + size; the last writer's `release` commits with `close` (lease given back).
 
-use crate::attr::pb_time;
+use crate::attr::{is_file, pb_time};
 use crate::creds::Caller;
 use crate::error::{errno_of, Fail, Res};
-use crate::ops::{child, locked, node, Inner};
+use crate::ops::{child, locked, node, Inner, Seen};
 use crate::overlay::{Overlay, Piece, Planned};
 use bytes::Bytes;
 use fuser::{Errno, FopenFlags};
@@ -667,7 +667,10 @@ impl Inner {
         };
         let known = r.attr().size;
         if off.saturating_add(len) <= known {
-            return Ok(r);
+            if fetched.elapsed() < self.opts.attr_ttl {
+                return Ok(r);
+            }
+            return self.revalidated(h, r).await;
         }
         let told = h.file.remote_size.load(Ordering::Acquire);
         let grown = told != NO_SIZE && told > known;
@@ -687,6 +690,32 @@ impl Inner {
             ra.refetched(fresh.clone());
         }
         Ok(fresh)
+    }
+
+    /// A handle's reader older than the attribute TTL, for a read within the size it knows: the
+    /// file's attributes are fetched again (one namenode call per TTL while the handle reads
+    /// what the kernel has not cached); if another mount changed the file since, the handle
+    /// reads it anew (see [`Inner::notice_change`]), as NFS revalidates a file on read.
+    async fn revalidated(&self, h: &Handle, r: Arc<FileReader>) -> Res<Arc<FileReader>> {
+        let me = Caller {
+            creds: self.client.creds().clone(),
+            pid: 0,
+        };
+        let a = self.getattr_remote(&me, h.file.ino).await?;
+        if Seen::of(&a) == Seen::of(r.attr()) {
+            let mut ra = locked(&h.ra);
+            if ra.reader.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &r)) {
+                ra.fetched = Some(Instant::now());
+            }
+            return Ok(r);
+        }
+        // Changed since this handle's reader was fetched. Unless this mount noticed already
+        // (its seen version is the new one), every handle reads anew and the kernel's pages go.
+        if !self.notice_change(&a) {
+            h.file.version.fetch_add(1, Ordering::AcqRel);
+            self.invalidate_inode_later(h.file.ino);
+        }
+        self.reader(h).await
     }
 
     /// `[off, off+len)` of the committed file: through `reader` when it starts within the size
@@ -1138,6 +1167,31 @@ impl Inner {
             self.forget_cached(ino).await;
         }
         Ok(())
+    }
+
+    /// Fresh attributes of a file: if it is open here and they show it changed on another
+    /// mount since this mount last saw it, its handles fetch the new layout and the kernel's
+    /// pages of it go (in the background: a READ of the file may hold them). So a descriptor
+    /// kept open sees another mount's rewrite once the attribute TTL has passed, as on NFS; it
+    /// read the old bytes (and past the new end of file) until the next open. A file this mount
+    /// writes (holds the lease of) cannot have changed elsewhere. True when it dropped them.
+    pub(crate) fn notice_change(&self, a: &pb::Attr) -> bool {
+        if !is_file(a) {
+            return false;
+        }
+        let Some(f) = locked(&self.files).get(&a.inode).cloned() else {
+            return false;
+        };
+        if f.local_size().is_some() || self.note_seen(a) {
+            return false;
+        }
+        tracing::debug!(
+            ino = a.inode,
+            "changed on another mount: cached pages and layout dropped"
+        );
+        f.version.fetch_add(1, Ordering::AcqRel);
+        self.invalidate_inode_later(a.inode);
+        true
     }
 
     /// Drops the kernel's cached pages and the handles' block lists of `ino`.

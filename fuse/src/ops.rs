@@ -41,7 +41,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    fn of(a: &pb::Attr) -> Seen {
+    pub(crate) fn of(a: &pb::Attr) -> Seen {
         let mtime = a
             .mtime
             .as_ref()
@@ -296,6 +296,7 @@ impl Inner {
             .await?;
         let a = attr_of(r.attr)?;
         self.note_entry(&a).await;
+        self.notice_change(&a);
         Ok(self.local_view(a))
     }
 
@@ -456,7 +457,9 @@ impl Inner {
     }
 
     pub(crate) async fn getattr(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
-        Ok(self.local_view(self.getattr_remote(c, ino).await?))
+        let a = self.getattr_remote(c, ino).await?;
+        self.notice_change(&a);
+        Ok(self.local_view(a))
     }
 
     #[allow(clippy::too_many_arguments)]
