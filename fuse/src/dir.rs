@@ -2,7 +2,9 @@
 //! page in memory per open directory, so a directory of any size lists in bounded memory.
 //!
 //! Stream positions: 0 = ".", 1 = "..", 2 + k = the k-th entry in name order. The offset the
-//! kernel gets with each entry is the position of the next one.
+//! kernel gets with each entry is the position of the next one. A seek back (seekdir) goes to
+//! the page it lies in by that page's name cursor, so names added or removed before that page
+//! meanwhile do not move it (counting from the start skipped or repeated unchanged entries).
 
 use crate::creds::Caller;
 use crate::error::Res;
@@ -13,6 +15,8 @@ use std::sync::Arc;
 
 /// Entries fetched per `ReadDir` call.
 const PAGE: u32 = 1000;
+/// Page starts remembered per handle for seeks back (a few KiB; further back starts over).
+const MARKS: usize = 1024;
 
 pub(crate) struct DirHandle {
     ino: u64,
@@ -26,6 +30,30 @@ struct Page {
     entries: Vec<pb::DirEntry>,
     more: bool,
     dir: pb::Attr,
+    /// (start, name cursor) of the pages read so far, in stream order (the first is (0, "")).
+    marks: std::collections::VecDeque<(u64, String)>,
+}
+
+impl Page {
+    /// The remembered page start at or before entry `k`.
+    fn mark_before(&self, k: u64) -> (u64, String) {
+        self.marks
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= k)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remember(&mut self, start: u64, after: &str) {
+        if self.marks.back().is_some_and(|(s, _)| *s >= start) {
+            return;
+        }
+        if self.marks.len() == MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((start, after.to_string()));
+    }
 }
 
 /// What `fill_dir` hands to the reply: a position to continue from and the entry.
@@ -61,6 +89,7 @@ impl Inner {
             entries: first.entries,
             more: first.more,
             dir: first.dir.unwrap_or_default(),
+            marks: [(0, String::new())].into(),
         };
         let h = DirHandle {
             ino,
@@ -100,14 +129,15 @@ impl Inner {
             }
             let k = pos - 2;
             if k < page.start {
-                // Seek back (rewinddir/seekdir): start over.
-                let first = self.read_dir_page(&h.creds, h.ino, "").await?;
-                *page = Page {
-                    start: 0,
-                    entries: first.entries,
-                    more: first.more,
-                    dir: first.dir.unwrap_or(page.dir),
-                };
+                // Seek back (rewinddir/seekdir): read again from the page it lies in.
+                let (start, after) = page.mark_before(k);
+                let again = self.read_dir_page(&h.creds, h.ino, &after).await?;
+                page.start = start;
+                page.entries = again.entries;
+                page.more = again.more;
+                if let Some(d) = again.dir {
+                    page.dir = d;
+                }
             }
             while k >= page.start + page.entries.len() as u64 && page.more {
                 let Some(last) = page.entries.last().map(|e| e.name.clone()) else {
@@ -115,6 +145,8 @@ impl Inner {
                 };
                 let next = self.read_dir_page(&h.creds, h.ino, &last).await?;
                 page.start += page.entries.len() as u64;
+                let start = page.start;
+                page.remember(start, &last);
                 page.entries = next.entries;
                 page.more = next.more;
                 if let Some(d) = next.dir {
