@@ -5,7 +5,7 @@ use crate::cluster::*;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -301,6 +301,68 @@ fn a_lock_dropped_by_close_hands_the_file_over_as_an_unlock_does() {
             format!("b{round}").as_bytes()
         );
     }
+}
+
+#[test]
+fn a_descriptor_kept_open_reads_another_mounts_rewrite_once_the_ttl_has_passed() {
+    // QA: a descriptor open on mount B read the old bytes (and bytes past the new end of file)
+    // for good after mount A truncated and rewrote the file; only a new open saw the change.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let a = c.mount(&[]);
+    let b = c.mount(&[]);
+    let old = random_bytes(5_000_000, 1);
+    fs::write(a.path("f"), &old).unwrap();
+    let reader = File::open(b.path("f")).unwrap();
+    let mut head = vec![0; 4096];
+    reader.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(head, old[..4096]);
+    // A truncates and appends (a log rotated by copytruncate, written on).
+    open_rw(&a.path("f")).set_len(1_000_000).unwrap();
+    let mut new = old[..1_000_000].to_vec();
+    new.extend(std::iter::repeat_n(b'N', 3_000_000));
+    let mut app = OpenOptions::new().append(true).open(a.path("f")).unwrap();
+    app.write_all(&new[1_000_000..]).unwrap();
+    drop(app);
+    // Like `tail -f` or `less`: the descriptor looks at its size now and then.
+    wait_until(
+        Duration::from_secs(15),
+        "B's open descriptor to read the new content",
+        || {
+            reader.metadata().unwrap().len() == new.len() as u64
+                && read_fully(&reader, 5_000_000) == new
+        },
+    );
+    // A reader that only reads (no stat), past the kernel's cache: O_DIRECT.
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(b.path("f"))
+        .unwrap();
+    assert_eq!(read_fully(&direct, 5_000_000), new);
+    let f = open_rw(&a.path("f"));
+    f.write_all_at(&[b'W'; 4096], 2 * 1024 * 1024).unwrap();
+    drop(f);
+    new[2 * 1024 * 1024..2 * 1024 * 1024 + 4096].fill(b'W');
+    wait_until(
+        Duration::from_secs(15),
+        "B's O_DIRECT descriptor to read the rewrite",
+        || read_fully(&direct, 5_000_000) == new,
+    );
+    assert_eq!(c.get_bytes("/f"), new);
+}
+
+/// Reads `f` from offset 0 until end of file or `max` bytes.
+fn read_fully(f: &File, max: usize) -> Vec<u8> {
+    let mut buf = vec![0; max];
+    let mut n = 0;
+    while n < max {
+        match f.read_at(&mut buf[n..], n as u64).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    buf.truncate(n);
+    buf
 }
 
 #[test]
@@ -2252,4 +2314,47 @@ fn many_writers_of_large_blocks_do_not_rewrite_their_partial_blocks_on_every_wri
     // with other mount tests running); before, each write past the limit committed a partial
     // block again (61 in this test, thousands in longer runs).
     assert!(n <= 45.0, "{n} commits for 10 files of 40 MiB");
+}
+
+#[test]
+fn seekdir_returns_to_its_entry_after_names_before_it_changed() {
+    // QA: a position was "the k-th name", so a seek back after names before it were removed or
+    // added landed elsewhere, skipping (or repeating) entries nobody touched.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let m = c.mount(&[]);
+    let dir = m.path("d");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..4500 {
+        File::create(dir.join(format!("s{i:05}"))).unwrap();
+    }
+    let cdir = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let d = unsafe { libc::opendir(cdir.as_ptr()) };
+    assert!(!d.is_null());
+    let next = || {
+        let e = unsafe { libc::readdir(d) };
+        assert!(!e.is_null(), "directory ended early");
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+        name.to_string_lossy().into_owned()
+    };
+    // ".", ".." and 2100 names; then remember where the stream is and the 50 names after it.
+    for _ in 0..2102 {
+        next();
+    }
+    let pos = unsafe { libc::telldir(d) };
+    let after: Vec<String> = (0..50).map(|_| next()).collect();
+    assert_eq!(after[0], "s02100");
+    // On, into pages the mount fetches after the one the position lies in.
+    for _ in 0..1500 {
+        next();
+    }
+    for i in (0..2000).step_by(4) {
+        fs::remove_file(dir.join(format!("s{i:05}"))).unwrap();
+    }
+    for i in 0..300 {
+        File::create(dir.join(format!("a{i:05}"))).unwrap();
+    }
+    unsafe { libc::seekdir(d, pos) };
+    let again: Vec<String> = (0..50).map(|_| next()).collect();
+    unsafe { libc::closedir(d) };
+    assert_eq!(again, after);
 }
