@@ -204,22 +204,33 @@ pub async fn terminated() {
     }
 }
 
-/// The cluster secret: `--secret-file`, else env `RINGFS_SECRET`, else the config's, else the
-/// built-in dev secret (the same one for every role, so a dev cluster works without setup).
-fn secret(file: Option<&Path>, configured: &str) -> anyhow::Result<String> {
-    if let Some(f) = file {
+/// The cluster secret: `--secret-file`, else env `RINGFS_SECRET`, else the config's
+/// `secret_file`, else its `secret`, else the built-in dev secret (the same one for every role,
+/// so a dev cluster works without setup).
+fn secret(
+    file: Option<&Path>,
+    configured_file: Option<&Path>,
+    configured: &str,
+) -> anyhow::Result<String> {
+    let read = |f: &Path| -> anyhow::Result<String> {
         let s = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read secret file {}", f.display()))?;
         let s = s.trim().to_string();
         if s.is_empty() {
             bail!("secret file {} is empty", f.display());
         }
-        return Ok(s);
+        Ok(s)
+    };
+    if let Some(f) = file {
+        return read(f);
     }
     if let Ok(s) = std::env::var("RINGFS_SECRET") {
         if !s.trim().is_empty() {
             return Ok(s.trim().to_string());
         }
+    }
+    if let Some(f) = configured_file {
+        return read(f);
     }
     if !configured.is_empty() && configured != ringfs_proto::token::DEV_SECRET {
         return Ok(configured.to_string());
@@ -238,6 +249,7 @@ fn secret(file: Option<&Path>, configured: &str) -> anyhow::Result<String> {
 struct EdgeKeys {
     listen: Option<String>,
     tls: TlsFiles,
+    secret_file: Option<PathBuf>,
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, EdgeKeys)> {
@@ -260,19 +272,21 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, 
             cert: take("tls_cert", "/etc/ringfs/node.pem")?.map(PathBuf::from),
             key: take("tls_key", "/etc/ringfs/node.key")?.map(PathBuf::from),
         },
+        secret_file: take("secret_file", "/etc/ringfs/secret")?.map(PathBuf::from),
     };
     Ok((table.try_into().with_context(shown)?, edge))
 }
 
 /// A server role's config from its `--config` file (or the defaults), its listen address (the flag,
-/// the file's `listen`, else `default_listen`) and its TLS files (flags over the file's keys).
+/// the file's `listen`, else `default_listen`), its TLS files (flags over the file's keys) and
+/// the file's `secret_file`.
 fn role_config<T: serde::de::DeserializeOwned + Default>(
     file: Option<&Path>,
     listen: &Option<String>,
     default_listen: &str,
     tls_ca: Option<PathBuf>,
     tls: &ServerTlsArgs,
-) -> anyhow::Result<(T, String, TlsFiles)> {
+) -> anyhow::Result<(T, String, TlsFiles, Option<PathBuf>)> {
     let (config, edge): (T, EdgeKeys) = match file {
         Some(p) => read_toml(p)?,
         None => Default::default(),
@@ -281,7 +295,8 @@ fn role_config<T: serde::de::DeserializeOwned + Default>(
         .clone()
         .or(edge.listen)
         .unwrap_or_else(|| default_listen.to_string());
-    Ok((config, listen, server_tls(tls_ca, tls, edge.tls)))
+    let tls = server_tls(tls_ca, tls, edge.tls);
+    Ok((config, listen, tls, edge.secret_file))
 }
 
 /// The TLS files of a server role: each flag (or its env) over the `--config` key.
@@ -313,7 +328,7 @@ pub fn namenode_config(
     a: &NamenodeArgs,
     tls_ca: Option<PathBuf>,
 ) -> anyhow::Result<(ringfs_namenode::Config, String, TlsFiles)> {
-    let (mut c, listen, tls): (ringfs_namenode::Config, _, _) = role_config(
+    let (mut c, listen, tls, secret_file): (ringfs_namenode::Config, _, _, _) = role_config(
         a.config.as_deref(),
         &a.listen,
         ringfs_proto::DEFAULT_NAMENODE,
@@ -344,7 +359,7 @@ pub fn namenode_config(
         inline_max_total,
         http_listen
     );
-    c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
+    c.secret = secret(a.secret_file.as_deref(), secret_file.as_deref(), &c.secret)?;
     c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((c, listen, tls))
 }
@@ -356,7 +371,7 @@ pub fn datanode_config(
     namenode: Option<String>,
     tls_ca: Option<PathBuf>,
 ) -> anyhow::Result<(ringfs_datanode::Config, String, TlsFiles)> {
-    let (mut c, listen, tls): (ringfs_datanode::Config, _, _) = role_config(
+    let (mut c, listen, tls, secret_file): (ringfs_datanode::Config, _, _, _) = role_config(
         a.config.as_deref(),
         &a.listen,
         "127.0.0.1:9866",
@@ -383,7 +398,7 @@ pub fn datanode_config(
     if let Some(n) = namenode {
         c.namenode = n;
     }
-    c.secret = secret(a.secret_file.as_deref(), &c.secret)?;
+    c.secret = secret(a.secret_file.as_deref(), secret_file.as_deref(), &c.secret)?;
     c.validate()
         .map_err(|e| anyhow::anyhow!("invalid datanode config: {e}"))?;
     Ok((c, listen, tls))
@@ -776,9 +791,15 @@ mod tests {
     fn flags_override_the_toml_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nn.toml");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "from the file's secret_file\n").unwrap();
         std::fs::write(
             &file,
-            "data_dir = \"/from/file\"\nreplication = 2\nblock_size = \"8MiB\"\nlisten = \"127.0.0.1:1234\"\n",
+            format!(
+                "data_dir = \"/from/file\"\nreplication = 2\nblock_size = \"8MiB\"\n\
+                 listen = \"127.0.0.1:1234\"\nsecret_file = {:?}\n",
+                secret_file.to_str().unwrap()
+            ),
         )
         .unwrap();
         let a = NamenodeArgs {
@@ -812,7 +833,9 @@ mod tests {
         assert_eq!((c.replication, c.block_size), (1, 8 << 20));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
         assert_eq!(c.http_listen, "127.0.0.1:0");
-        assert!(!c.secret.is_empty());
+        if std::env::var_os("RINGFS_SECRET").is_none() {
+            assert_eq!(c.secret, "from the file's secret_file");
+        }
     }
 
     #[test]
