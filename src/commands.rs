@@ -947,8 +947,9 @@ async fn touch_one(client: &Client, path: &str) -> anyhow::Result<()> {
             file.close().await.map_err(|e| anyhow!("{path}: {e}"))?;
             Ok(())
         }
-        // There already: only the times change (a directory's too).
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => client
+        // There already: only the times change (a directory's too; `DIR/`, `DIR/.` and `/`
+        // name a directory, which a create refuses as one).
+        Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::IsADirectory) => client
             .touch_times(path_ref(path))
             .await
             .map(drop)

@@ -671,6 +671,13 @@ fn touch_cat_and_df_work_like_their_namesakes() {
     assert_eq!(c.get_bytes("/t/full"), b"content", "touch kept the content");
     c.fails(&["touch", "/missing/x"])
         .says(&["/missing/x", "no such file or directory"]);
+    // A directory named with a trailing slash or `.` is a directory, as for coreutils (QA: "is a
+    // directory"); a missing one named so is missing, not a directory.
+    for d in ["/t/", "/t/.", "/"] {
+        c.ok(&["touch", d]);
+    }
+    c.fails(&["touch", "/missing/"])
+        .says(&["/missing", "no such file or directory"]);
     let out = c.run(&["touch", "/t/c", "/missing/y"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
