@@ -88,6 +88,18 @@ pub(crate) fn left_out_of_copies(name: &str, attr: &pb::Attr) -> bool {
     is_hidden(name, attr) || (is_put_temporary(name) && (is_dir(attr) || attr.under_construction))
 }
 
+/// [`left_out_of_copies`] for the entry `name` at `path`, saying so on stderr when it leaves out a
+/// file or tree a put or cp in progress writes (a mount's hidden names go unmentioned).
+pub(crate) fn leave_out_of_copy(path: &str, name: &str, attr: &pb::Attr) -> bool {
+    if !left_out_of_copies(name, attr) {
+        return false;
+    }
+    if is_put_temporary(name) {
+        eprintln!("ringfs: {path}: skipped (a put or cp in progress is writing it)");
+    }
+    true
+}
+
 /// Whether `name` has the form of a put's or cp's temporary name (see [`put_temp_name`]).
 pub(crate) fn is_put_temporary(name: &str) -> bool {
     name.starts_with('.') && name.contains(".ringfs-put-")

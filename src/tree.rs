@@ -415,10 +415,7 @@ impl TreeGet<'_> {
         for e in entries {
             let Some(at) = e.attr else { continue };
             let path = join(remote, &e.name);
-            if crate::commands::left_out_of_copies(&e.name, &at) {
-                if crate::commands::is_put_temporary(&e.name) {
-                    eprintln!("ringfs: {path}: skipped (a put or cp in progress is writing it)");
-                }
+            if crate::commands::leave_out_of_copy(&path, &e.name, &at) {
                 continue;
             }
             let target = local.join(&e.name);
@@ -515,7 +512,7 @@ pub async fn collect_reporting(
     .await
 }
 
-/// `copying`: leave out what copies leave out ([`crate::commands::left_out_of_copies`]).
+/// `copying`: leave out what copies leave out ([`crate::commands::leave_out_of_copy`]).
 async fn walk(
     client: &Client,
     path: &str,
@@ -541,8 +538,9 @@ async fn walk(
         };
         for e in entries {
             if let Some(at) = e.attr {
-                if !(copying && crate::commands::left_out_of_copies(&e.name, &at)) {
-                    out.push((join(&dir, &e.name), at));
+                let path = join(&dir, &e.name);
+                if !(copying && crate::commands::leave_out_of_copy(&path, &e.name, &at)) {
+                    out.push((path, at));
                 }
             }
         }

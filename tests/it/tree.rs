@@ -734,6 +734,45 @@ fn files_named_like_temporaries_are_ordinary_files_once_closed() {
 }
 
 #[test]
+fn copies_of_a_tree_leave_out_a_file_being_put_and_say_so() {
+    // README: get and cp of a tree leave out files still being written, saying so; cp said
+    // nothing (QA).
+    let c = TestCluster::builder().start();
+    c.ok(&["mkdir", "/gw"]);
+    c.put_bytes("/gw/done", b"done");
+    let mut put = c
+        .command(&["put", "-", "/gw/slow"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = put.stdin.take().unwrap();
+    stdin.write_all(b"partial").unwrap();
+    wait_until(Duration::from_secs(30), "the put's temporary", || {
+        !temporaries(&c).is_empty()
+    });
+    let local = c.scratch_path("gw");
+    for args in [
+        vec!["get", "/gw", local.to_str().unwrap()],
+        vec!["cp", "/gw", "/gwc"],
+    ] {
+        let out = c.run(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {said}");
+        assert!(
+            said.contains("/gw/.slow.ringfs-put-") && said.contains("skipped"),
+            "{args:?}: {said}"
+        );
+    }
+    assert_eq!(c.ls_names("/gwc"), ["done"]);
+    assert_eq!(fs::read_dir(&local).unwrap().count(), 1);
+    drop(stdin);
+    assert!(put.wait().unwrap().success());
+    assert_eq!(c.get_bytes("/gw/slow"), b"partial");
+}
+
+#[test]
 fn a_put_of_a_file_whose_directory_moved_leaves_no_temporary() {
     // The file was written in full under its temporary name, the rename into the moved
     // directory failed, and the cleanup removed the temporary by its old path: a complete
