@@ -134,7 +134,7 @@ impl OpenFile {
     }
 
     /// After a utimens of this file while this mount writes it: `a` holds the time set.
-    pub(crate) fn keep_mtime(&self, a: &pb::Attr) {
+    fn keep_mtime(&self, a: &pb::Attr) {
         *locked(&self.kept_mtime) = a.mtime;
     }
 
@@ -192,6 +192,10 @@ pub(crate) struct Handle {
     pub(crate) write: bool,
     append: bool,
     ra: Mutex<ReadAhead>,
+    /// Lock owners that took a lock through this handle: their locks go at its release. The
+    /// kernel sends no unlock for an open file description's locks (`F_OFD_SETLK`) at its last
+    /// close, so they stayed until the mount ended; a POSIX owner's are gone by then (flush).
+    pub(crate) lock_owners: Mutex<Vec<u64>>,
 }
 
 /// `__FMODE_EXEC`, which the kernel leaves in the flags of the open that `execve` makes.
@@ -436,6 +440,7 @@ impl Inner {
             write,
             append,
             ra: Mutex::new(ReadAhead::default()),
+            lock_owners: Mutex::new(Vec::new()),
         };
         locked(&self.handles).insert(fh, Arc::new(h));
         fh
@@ -1036,6 +1041,7 @@ impl Inner {
         close: bool,
         mtime: Option<pb::Time>,
     ) -> Res<pb::Attr> {
+        tracing::debug!(ino, size, close, ?mtime, blocks = blocks.len(), "commit");
         let req = pb::CommitBlocksRequest {
             inode: ino,
             client_id: self.client.client_id().to_string(),
@@ -1142,14 +1148,33 @@ impl Inner {
         f.changed(st);
     }
 
-    /// Commits dirty data of `ino` if this mount writes it.
-    pub(crate) async fn sync_inode(&self, ino: u64) -> Res<()> {
-        let f = locked(&self.files).get(&ino).cloned();
-        if let Some(f) = f {
-            let mut st = f.state.lock().await;
-            self.sync_locked(&f, &mut st, false).await?;
+    /// Runs `send` (the SetAttr of a utimens of `ino`) and returns its attributes. When this
+    /// mount has the file open, the file's state is held throughout: dirty data is committed
+    /// first (a later commit would stamp its own time over the one set: `cp -p`, rsync and tar
+    /// set times before they close), and a flush meanwhile waits until the new times are
+    /// remembered. Such a flush (another process's close of a shared descriptor, as every
+    /// fork and exec makes) committed the old times over the ones just set.
+    pub(crate) async fn set_times<F, Fut>(
+        &self,
+        ino: u64,
+        mtime_set: bool,
+        send: F,
+    ) -> Res<pb::Attr>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Res<pb::Attr>>,
+    {
+        let Some(f) = locked(&self.files).get(&ino).cloned() else {
+            return send().await;
+        };
+        let mut st = f.state.lock().await;
+        self.sync_locked(&f, &mut st, false).await?;
+        let a = send().await?;
+        st.attr = a;
+        if mtime_set && st.writing() {
+            f.keep_mtime(&a);
         }
-        Ok(())
+        Ok(a)
     }
 
     /// Drops the kernel's cached pages and the handles' block lists of `ino` when it changed on
@@ -1302,6 +1327,9 @@ impl Inner {
     /// kept by an idle descriptor made its writes fail with EBUSY.
     pub(crate) async fn flush(&self, fh: u64, owner: u64) -> Res<()> {
         let h = self.handle(fh)?;
+        // `owner`'s locks go now; one it takes again through another handle before this one's
+        // release must not go with that release.
+        locked(&h.lock_owners).retain(|&o| o != owner);
         let result = if locked(&self.lock_owners).contains(&(h.file.ino, owner)) {
             self.commit_at_unlock(&h.file).await
         } else if h.write {
@@ -1334,10 +1362,15 @@ impl Inner {
         };
         let f = h.file.clone();
         let mut result = Ok(());
-        if let Some(owner) = flock_owner {
+        let mut owners = std::mem::take(&mut *locked(&h.lock_owners));
+        owners.extend(flock_owner);
+        for owner in owners {
             // An unlock: commit first, as `flush` does for POSIX locks.
             if locked(&self.lock_owners).contains(&(f.ino, owner)) {
-                result = self.commit_at_unlock(&f).await;
+                let r = self.commit_at_unlock(&f).await;
+                if result.is_ok() {
+                    result = r;
+                }
             }
             self.unlock_owner(f.ino, owner).await;
         }

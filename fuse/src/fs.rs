@@ -908,7 +908,7 @@ impl Filesystem for RingFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
         end: u64,
@@ -923,7 +923,7 @@ impl Filesystem for RingFs {
             reply,
             async move {
                 inner
-                    .setlk(&c(), ino.0, lock_owner.0, start, end, typ, pid, sleep)
+                    .setlk(&c(), ino.0, fh.0, lock_owner.0, start, end, typ, pid, sleep)
                     .await
             },
             empty,

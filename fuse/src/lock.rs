@@ -105,6 +105,7 @@ impl Inner {
         &self,
         c: &Caller,
         ino: u64,
+        fh: u64,
         owner: u64,
         start: u64,
         end: u64,
@@ -125,6 +126,12 @@ impl Inner {
             }
         } else {
             locked(&self.lock_owners).insert((ino, owner));
+            if let Ok(h) = self.handle(fh) {
+                let mut owners = locked(&h.lock_owners);
+                if !owners.contains(&owner) {
+                    owners.push(owner);
+                }
+            }
         }
         let mut pause = Duration::from_millis(10);
         loop {

@@ -478,12 +478,8 @@ impl Inner {
         if let Some(size) = size {
             self.truncate(c, ino, size, by_handle).await?;
         }
-        if atime.is_some() || mtime.is_some() {
-            // Commit dirty data first: a later commit would set mtime to its own time and undo
-            // the utimens (`cp -p`, rsync, tar set times before they close).
-            self.sync_inode(ino).await?;
-        }
-        if mode.is_none() && uid.is_none() && gid.is_none() && atime.is_none() && mtime.is_none() {
+        let times = atime.is_some() || mtime.is_some();
+        if mode.is_none() && uid.is_none() && gid.is_none() && !times {
             return self.getattr(c, ino).await;
         }
         let req = pb::SetAttrRequest {
@@ -497,11 +493,20 @@ impl Inner {
             size: None,
             client_id: self.client.client_id().to_string(),
         };
-        let r = self
-            .query(&req, |mut nn, req| async move { nn.set_attr(req).await })
-            .await?;
-        let a = attr_of(r.attr)?;
-        self.remember_attr(&a, mtime.is_some()).await;
+        let send = || async {
+            let r = self
+                .query(&req, |mut nn, req| async move { nn.set_attr(req).await })
+                .await?;
+            attr_of(r.attr)
+        };
+        let a = if times {
+            self.set_times(ino, mtime.is_some(), send).await?
+        } else {
+            let a = send().await?;
+            self.remember_attr(&a).await;
+            a
+        };
+        tracing::debug!(ino, mtime = ?a.mtime, "attributes set");
         Ok(self.local_view(a))
     }
 
@@ -817,16 +822,10 @@ impl Inner {
     }
 
     /// Keeps the attributes an open file remembers in step with a change made by this mount.
-    /// `mtime_set`: the change was a utimens, whose time this mount's later commits keep while
-    /// it writes the file (they would set their own).
-    pub(crate) async fn remember_attr(&self, a: &pb::Attr, mtime_set: bool) {
+    pub(crate) async fn remember_attr(&self, a: &pb::Attr) {
         let f = locked(&self.files).get(&a.inode).cloned();
         if let Some(f) = f {
-            let mut st = f.state.lock().await;
-            st.attr = *a;
-            if mtime_set && st.writing() {
-                f.keep_mtime(a);
-            }
+            f.state.lock().await.attr = *a;
         }
     }
 

@@ -158,7 +158,7 @@ impl Inner {
             self.capability.forget(a.inode);
         }
         self.note_xattrs(a);
-        self.remember_attr(a, false).await;
+        self.remember_attr(a).await;
     }
 
     pub(crate) async fn setxattr(

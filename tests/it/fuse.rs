@@ -59,6 +59,22 @@ fn setlk(f: &File, typ: i32, start: i64, len: i64, wait: bool) -> io::Result<()>
     }
 }
 
+/// fcntl F_OFD_SETLK of `[start, start+len)`: a lock of the open file description.
+fn ofd_setlk(f: &File, typ: i32, start: i64, len: i64) -> io::Result<()> {
+    // SAFETY: as in `setlk` (OFD locks need l_pid 0, which zeroing gives).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: fcntl with a valid descriptor and a pointer to a live `struct flock`.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// fcntl F_GETLK: the type of the lock that would block `typ` on the range (F_UNLCK = none).
 fn getlk(f: &File, typ: i32, start: i64, len: i64) -> i32 {
     // SAFETY: as in `setlk`; F_GETLK writes the result into `fl`.
@@ -363,6 +379,32 @@ fn read_fully(f: &File, max: usize) -> Vec<u8> {
     }
     buf.truncate(n);
     buf
+}
+
+#[test]
+fn an_open_file_description_lock_goes_when_its_last_descriptor_closes() {
+    // QA: the kernel sends no unlock for F_OFD_SETLK locks at close, so the lock stayed in the
+    // cluster's table, blocking every mount, until the mount that took it ended.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let a = c.mount(&[]);
+    let b = c.mount(&[]);
+    fs::write(a.path("ofd"), b"x").unwrap();
+    let fa = open_rw(&a.path("ofd"));
+    ofd_setlk(&fa, libc::F_WRLCK, 0, 10).unwrap();
+    let fb = open_rw(&b.path("ofd"));
+    assert!(would_block(setlk(&fb, libc::F_WRLCK, 0, 1, false)));
+    assert!(would_block(ofd_setlk(&fb, libc::F_RDLCK, 5, 1)));
+    // A duplicate keeps the description (and its lock) open.
+    let dup = fa.try_clone().unwrap();
+    drop(fa);
+    assert!(would_block(setlk(&fb, libc::F_WRLCK, 0, 1, false)));
+    drop(dup);
+    wait_until(
+        Duration::from_secs(10),
+        "the lock to go with its last descriptor",
+        || setlk(&fb, libc::F_WRLCK, 0, 1, false).is_ok(),
+    );
+    assert_eq!(getlk(&fb, libc::F_WRLCK, 0, 10), libc::F_UNLCK);
 }
 
 #[test]
@@ -2190,6 +2232,47 @@ fn utimens_after_writing_whole_blocks_shows_the_time_set() {
     assert!(seen > set + Duration::from_secs(86400 * 365), "{seen:?}");
     let st = c.stat_json("/later");
     assert!(field_str(&st, "mtime") > "2020", "{st}");
+}
+
+#[test]
+fn utimens_holds_while_other_processes_close_copies_of_the_descriptor() {
+    // Every fork and exec elsewhere in a process closes its copy of each open descriptor, and
+    // each such close is a flush on the mount. One that came while the utimens was on its way
+    // committed the file's old mtime over the one just set (this test's suite, now and then).
+    let c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .block_size("1MiB")
+        .start();
+    let m = c.mount(&[]);
+    let set = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Command::new("true").status().unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in 0..30 {
+        let name = format!("f{i}");
+        let mut f = File::create(m.path(&name)).unwrap();
+        f.write_all(&random_bytes(2 * MIB, i)).unwrap();
+        f.set_modified(set).unwrap();
+        drop(f);
+        let st = c.stat_json(&format!("/{name}"));
+        assert_eq!(
+            field_str(&st, "mtime"),
+            "2001-09-09T01:46:40.000000000Z",
+            "{name}: {st}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(spawner.join().unwrap() > 0);
 }
 
 #[test]
