@@ -1345,9 +1345,13 @@ impl Inner {
 
     pub(crate) async fn fsync(&self, fh: u64) -> Res<()> {
         let h = self.handle(fh)?;
-        if h.write {
+        // Any descriptor of the file: fsync makes the file's data durable, whoever wrote it
+        // (`sync FILE` opens it read-only; that fsync returned 0 and committed nothing, QA).
+        {
             let mut st = h.file.state.lock().await;
-            self.sync_locked(&h.file, &mut st, false).await?;
+            if st.writing() {
+                self.sync_locked(&h.file, &mut st, false).await?;
+            }
         }
         // The namenode acknowledged the commit (and the create, renames...) once logged; fsync
         // is where they must survive a power loss, as on a local file system.
