@@ -168,6 +168,21 @@ fn xattr_reply(r: ReplyXattr, s: crate::xattr::Sized) {
 }
 
 impl Filesystem for RingFs {
+    /// The session's end, on the thread that ran it, just before fuser unmounts by path. fuser
+    /// 0.18 does that even when its mount is gone from there (it takes a dead connection for a
+    /// live one), so a mount detached lazily while busy unmounted whatever was mounted at the
+    /// path by then: the next `ringfs mount` of it. When this mount is no longer the one there,
+    /// the end is signalled from here and this thread stays, so that unmount never runs; the
+    /// process ends without it.
+    fn destroy(&mut self) {
+        if self.inner.gone_from_mountpoint() {
+            self.inner.session_over.notify_one();
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         for flag in [
             InitFlags::FUSE_POSIX_LOCKS,

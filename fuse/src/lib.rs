@@ -167,7 +167,7 @@ pub async fn mount(
     let mut unmounter = session.unmount_callable();
     let device = mountpoint::mounted_device(&path);
     if let Some(d) = device {
-        inner.set_device(d);
+        inner.set_device(d, &path);
     }
     tracing::info!(mountpoint = %path.display(), client_id = inner.client.client_id(), "mounted");
     // A plain thread, not spawn_blocking: a session that never ends must not keep the runtime
@@ -184,6 +184,7 @@ pub async fn mount(
         })?;
     let ended = tokio::select! {
         r = &mut done => Some(r),
+        _ = inner.session_over.notified() => Some(Ok(Ok(()))),
         _ = shutdown => None,
     };
     let commit_err = |(files, first)| FuseError::Commit {
@@ -210,21 +211,35 @@ pub async fn mount(
         None => {
             tracing::info!(mountpoint = %path.display(), "shutting down: committing and unmounting");
             let committed = inner.finish().await;
-            if let Err(e) = unmounter.unmount() {
-                tracing::info!(error = %e, "mount busy: detaching it lazily");
-                let _ = unmount(&path);
+            // Only this mount: one mounted over the path since (after `ringfs umount` detached
+            // this one) is not this process's to unmount.
+            if !inner.gone_from_mountpoint() {
+                if let Err(e) = unmounter.unmount() {
+                    tracing::info!(error = %e, "mount busy: detaching it lazily");
+                    let _ = unmount(&path);
+                }
             }
             // A lazily detached mount lives until its last user goes: end the connection then.
-            if tokio::time::timeout(Duration::from_secs(2), &mut done)
+            if tokio::time::timeout(Duration::from_secs(2), session_end(&mut done, &inner))
                 .await
                 .is_err()
             {
                 if let Some((_, minor)) = device {
                     mountpoint::abort_connection(minor);
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(2), &mut done).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), session_end(&mut done, &inner))
+                        .await;
             }
             committed.map_err(commit_err)
         }
+    }
+}
+
+/// The FUSE session's end: its thread finished, or `RingFs::destroy` signalled it.
+async fn session_end<T>(done: &mut tokio::sync::oneshot::Receiver<T>, inner: &ops::Inner) {
+    tokio::select! {
+        _ = done => {}
+        _ = inner.session_over.notified() => {}
     }
 }

@@ -87,7 +87,11 @@ pub fn clean_stale_mount(mountpoint: &Path) -> Result<bool, FuseError> {
 
 /// The `major:minor` device of the topmost mount at `path` (from /proc/self/mountinfo).
 pub(crate) fn mounted_device(path: &Path) -> Option<(u32, u32)> {
-    let canon = path.canonicalize().ok()?;
+    // A stale mount cannot be canonicalized (ENOTCONN): its absolute path is looked up instead.
+    let canon = path
+        .canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .ok()?;
     let want = canon.to_str()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().rev().find_map(|l| {

@@ -95,8 +95,11 @@ pub(crate) struct Inner {
     /// (inode, lock owner) pairs that hold or held a lock through this mount: `flush`/`release`
     /// unlock only these, so closing a file never costs an RPC when no lock was taken.
     pub(crate) lock_owners: Mutex<HashSet<(u64, u64)>>,
-    /// The mount's device numbers (its bdi in sysfs is named after them).
-    device: OnceLock<(u32, u32)>,
+    /// The mount's device numbers (its bdi in sysfs is named after them) and its mountpoint.
+    device: OnceLock<((u32, u32), std::path::PathBuf)>,
+    /// Signalled when the FUSE session ends with this mount gone from its mountpoint (see
+    /// `RingFs::destroy`).
+    pub(crate) session_over: tokio::sync::Notify,
     /// Whether `tune_readahead` ran.
     readahead_tuned: AtomicBool,
     /// Recent `security.capability` answers (the kernel asks before every write; see `xattr`).
@@ -149,6 +152,7 @@ impl Inner {
             dirty_bytes: AtomicU64::new(0),
             lock_owners: Mutex::new(HashSet::new()),
             device: OnceLock::new(),
+            session_over: tokio::sync::Notify::new(),
             readahead_tuned: AtomicBool::new(false),
             capability: Default::default(),
             bare: Default::default(),
@@ -163,8 +167,16 @@ impl Inner {
         let _ = self.notifier.set(n);
     }
 
-    pub(crate) fn set_device(&self, major_minor: (u32, u32)) {
-        let _ = self.device.set(major_minor);
+    pub(crate) fn set_device(&self, major_minor: (u32, u32), mountpoint: &std::path::Path) {
+        let _ = self.device.set((major_minor, mountpoint.to_path_buf()));
+    }
+
+    /// Whether another mount (or none) is at this mount's mountpoint now: it was detached
+    /// lazily, or unmounted. False when unknown.
+    pub(crate) fn gone_from_mountpoint(&self) -> bool {
+        self.device
+            .get()
+            .is_some_and(|(dev, path)| crate::mountpoint::mounted_device(path) != Some(*dev))
     }
 
     /// Sets the kernel's readahead for this mount (`MountOptions::readahead`), once. Called from
@@ -174,7 +186,7 @@ impl Inner {
         if self.opts.readahead == 0 || self.readahead_tuned.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Some((major, minor)) = self.device.get().copied() else {
+        let Some(((major, minor), _)) = self.device.get() else {
             return;
         };
         let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");

@@ -1570,6 +1570,12 @@ impl Mount {
         self.child = Some(child);
     }
 
+    /// Takes the running mount process out (the caller waits for it), so that [`Mount::start`]
+    /// mounts the same path again meanwhile.
+    pub fn take_process(&mut self) -> Child {
+        self.child.take().expect("mount not running")
+    }
+
     /// A path inside the mount.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)

@@ -2441,3 +2441,54 @@ fn seekdir_returns_to_its_entry_after_names_before_it_changed() {
     unsafe { libc::closedir(d) };
     assert_eq!(again, after);
 }
+
+#[test]
+fn a_lazily_detached_mount_leaves_the_next_mount_of_its_path_alone() {
+    // QA: `ringfs umount` of a busy mount detaches it lazily; when its last file closed, the old
+    // process unmounted by path the mount started there meanwhile, and writes under the path
+    // then went to the local disk below it.
+    let c = TestCluster::builder().datanodes(1).replication(1).start();
+    let mut m = c.mount(&[]);
+    let mut held = File::create(m.path("held")).unwrap();
+    c.ok(&["umount", m.path("").to_str().unwrap()]);
+    let mut old = m.take_process();
+    m.start();
+    held.write_all(b"still the old mount").unwrap();
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while old.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the detached mount did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        m.is_mounted(),
+        "the next mount was unmounted by the old one"
+    );
+    fs::write(m.path("after"), b"on ringfs").unwrap();
+    assert_eq!(c.get_bytes("/after"), b"on ringfs");
+    assert_eq!(c.get_bytes("/held"), b"still the old mount");
+}
+
+#[test]
+fn fsync_through_a_read_only_descriptor_makes_the_files_writes_durable() {
+    // `sync FILE` opens the file read-only and fsyncs it: that returned 0 and committed nothing
+    // another descriptor had written, so a crash of the mount then lost it (QA).
+    let c = TestCluster::builder()
+        .datanodes(1)
+        .replication(1)
+        .block_size("1MiB")
+        .start();
+    let mut m = c.mount(&[]);
+    let data = random_bytes(2 * MIB + 77, 8);
+    let mut w = File::create(m.path("f")).unwrap();
+    w.write_all(&data).unwrap();
+    let r = File::open(m.path("f")).unwrap();
+    r.sync_all().unwrap();
+    m.kill();
+    assert_same_bytes(
+        &c.get_bytes("/f"),
+        &data,
+        "after fsync through a read-only descriptor",
+    );
+    drop(w);
+}
