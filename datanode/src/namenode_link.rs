@@ -32,6 +32,23 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.received.is_empty() && self.deleted.is_empty() && self.verified.is_empty()
     }
+
+    /// Queues a received replica; an older "deleted" of the same replica is superseded (the
+    /// namenode applies a batch's received before its deleted, which would lose this one).
+    fn push_received(&mut self, r: ReplicaReport) {
+        self.deleted.retain(|d| !same_replica(d, &r));
+        self.received.push(r);
+    }
+
+    /// Queues a deleted replica; an older "received" of the same replica is superseded.
+    fn push_deleted(&mut self, r: ReplicaReport) {
+        self.received.retain(|d| !same_replica(d, &r));
+        self.deleted.push(r);
+    }
+}
+
+fn same_replica(a: &ReplicaReport, b: &ReplicaReport) -> bool {
+    (a.block_id, a.generation) == (b.block_id, b.generation)
 }
 
 pub fn report(r: ReplicaInfo) -> ReplicaReport {
@@ -77,6 +94,16 @@ impl NamenodeLink {
     /// report is queued for the heartbeat loop (and the next full block report covers it anyway):
     /// the replica is durable here, so the write itself does not fail.
     pub async fn block_received(&self, r: ReplicaInfo) {
+        // Reports queued before this one go first: a delete of this very replica (an earlier
+        // generation of its life here), sent after it, made the namenode forget a replica that
+        // is on disk until the next full block report (QA).
+        if !self.pending().is_empty() {
+            if let Err(status) = self.flush_within(Some(RECEIVED_TIMEOUT)).await {
+                tracing::debug!(namenode = %self.addr, error = %status.message(), "queued reports not delivered");
+                self.pending().push_received(report(r));
+                return;
+            }
+        }
         let req = BlockReceivedRequest {
             datanode_id: self.datanode_id.clone(),
             received: vec![report(r)],
@@ -87,13 +114,13 @@ impl NamenodeLink {
         if let Err(status) = self.client().block_received(request).await {
             tracing::warn!(namenode = %self.addr, block = r.block, generation = r.generation, error = %status.message(),
                 "BlockReceived failed; queued for the next heartbeat");
-            self.pending().received.push(report(r));
+            self.pending().push_received(report(r));
         }
     }
 
     /// Queues a deleted replica for the next heartbeat.
     pub fn deleted(&self, block: u64, generation: u64) {
-        self.pending().deleted.push(ReplicaReport {
+        self.pending().push_deleted(ReplicaReport {
             block_id: block,
             generation,
             ..ReplicaReport::default()
@@ -115,14 +142,24 @@ impl NamenodeLink {
     }
 
     pub fn requeue(&self, p: Pending) {
+        // `p` is older than what was queued meanwhile: queue it first, then the newer again.
         let mut q = self.pending();
-        q.received.extend(p.received);
-        q.deleted.extend(p.deleted);
-        q.verified.extend(p.verified);
+        let newer = std::mem::replace(&mut *q, p);
+        for r in newer.received {
+            q.push_received(r);
+        }
+        for r in newer.deleted {
+            q.push_deleted(r);
+        }
+        q.verified.extend(newer.verified);
     }
 
     /// Sends queued incremental reports.
     pub async fn flush(&self) -> Result<(), tonic::Status> {
+        self.flush_within(None).await
+    }
+
+    async fn flush_within(&self, timeout: Option<Duration>) -> Result<(), tonic::Status> {
         let p = self.take_pending();
         if p.is_empty() {
             return Ok(());
@@ -133,7 +170,11 @@ impl NamenodeLink {
             deleted: p.deleted.clone(),
             verified: p.verified.clone(),
         };
-        match self.client().block_received(req).await {
+        let mut request = tonic::Request::new(req);
+        if let Some(t) = timeout {
+            request.set_timeout(t);
+        }
+        match self.client().block_received(request).await {
             Ok(_) => Ok(()),
             Err(s) => {
                 self.requeue(p);
@@ -172,5 +213,51 @@ impl NamenodeLink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(block_id: u64, generation: u64) -> ReplicaReport {
+        ReplicaReport {
+            block_id,
+            generation,
+            ..ReplicaReport::default()
+        }
+    }
+
+    fn keys(list: &[ReplicaReport]) -> Vec<(u64, u64)> {
+        list.iter().map(|r| (r.block_id, r.generation)).collect()
+    }
+
+    #[test]
+    fn a_queued_report_is_superseded_by_a_later_one_of_the_same_replica() {
+        let mut p = Pending::default();
+        p.push_deleted(replica(7, 3));
+        p.push_deleted(replica(8, 1));
+        p.push_received(replica(7, 3));
+        assert_eq!(keys(&p.received), [(7, 3)]);
+        assert_eq!(keys(&p.deleted), [(8, 1)]);
+        p.push_deleted(replica(7, 3));
+        assert!(p.received.is_empty());
+        assert_eq!(keys(&p.deleted), [(8, 1), (7, 3)]);
+        // Another generation is another replica.
+        p.push_received(replica(7, 4));
+        assert_eq!(keys(&p.deleted), [(8, 1), (7, 3)]);
+    }
+
+    #[tokio::test]
+    async fn reports_put_back_after_a_failed_send_are_older_than_those_queued_meanwhile() {
+        let link = NamenodeLink::new("127.0.0.1:1", "dn").unwrap();
+        link.deleted(7, 3);
+        let sent = link.take_pending();
+        // While that send failed, the replica came back (a copy of the block landed again).
+        link.pending().push_received(replica(7, 3));
+        link.requeue(sent);
+        let p = link.take_pending();
+        assert_eq!(keys(&p.received), [(7, 3)]);
+        assert!(p.deleted.is_empty(), "{:?}", keys(&p.deleted));
     }
 }
