@@ -178,8 +178,41 @@ impl Inner {
         let req = self.lock_request(ino, owner, 0, KERNEL_EOF, pb::LockType::Unlock, 0);
         let unlock = self.query(&req, |mut nn, req| async move { nn.lock(req).await });
         if let Err(e) = unlock.await {
-            tracing::warn!(ino, owner, error = %e.message(), "unlock at close failed; the lease expiry will release it");
+            tracing::warn!(ino, owner, error = %e.message(), "unlock at close failed; sending it again until the namenode takes it");
+            self.unlock_later(ino, owner);
         }
+    }
+
+    /// Sends the unlock of `owner`'s locks on `ino` again until the namenode takes it. This
+    /// mount's lease renewals keep its locks for as long as it runs, so an unlock lost to a
+    /// namenode outage held the lock on every mount for good (QA). Stops when `owner` locks the
+    /// file again (that lock is rightly held) or the mount ends.
+    fn unlock_later(&self, ino: u64, owner: u64) {
+        let Some(me) = self.me.get().cloned() else {
+            return;
+        };
+        self.rt.spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = me.upgrade() else { return };
+                if locked(&inner.lock_owners).contains(&(ino, owner)) {
+                    return;
+                }
+                let req = inner.lock_request(ino, owner, 0, KERNEL_EOF, pb::LockType::Unlock, 0);
+                match inner.nn().lock(req).await {
+                    Ok(_) => {
+                        tracing::info!(ino, owner, "unlock that failed at close sent again: done");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(ino, owner, error = %e.message(), "unlock failed again")
+                    }
+                }
+                // One cheap failed call per 5 s while the namenode is away.
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 }
 

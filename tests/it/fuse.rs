@@ -2492,3 +2492,25 @@ fn fsync_through_a_read_only_descriptor_makes_the_files_writes_durable() {
     );
     drop(w);
 }
+
+#[test]
+fn a_lock_whose_unlock_failed_in_a_namenode_outage_goes_once_the_namenode_is_back() {
+    // The unlock at close waits for the namenode up to 60 s, then fails; the mount's lease
+    // renewals kept the lock alive after the namenode came back, for as long as the mount ran,
+    // and every other mount's lock of the file failed (QA).
+    let mut c = TestCluster::builder().datanodes(1).replication(1).start();
+    let a = c.client().mount(&[]);
+    let b = c.client().mount(&[]);
+    fs::write(a.path("f"), b"x").unwrap();
+    let fa = open_rw(&a.path("f"));
+    setlk(&fa, libc::F_WRLCK, 0, 0, false).unwrap();
+    let fb = open_rw(&b.path("f"));
+    assert!(would_block(setlk(&fb, libc::F_WRLCK, 0, 0, false)));
+    c.kill_namenode();
+    // The close (its unlock) waits for the namenode, then gives up.
+    std::thread::spawn(move || drop(fa)).join().unwrap();
+    c.restart_namenode();
+    wait_until(Duration::from_secs(60), "the lock to go", || {
+        setlk(&fb, libc::F_WRLCK, 0, 0, false).is_ok()
+    });
+}
