@@ -1272,3 +1272,56 @@ fn a_put_past_the_largest_file_of_its_block_size_is_refused_before_it_writes() {
         "{out:?}"
     );
 }
+
+#[test]
+fn get_replaces_a_file_the_caller_may_write_in_a_directory_it_may_not() {
+    // A get writes a temporary next to its target and renames it over: in a directory the
+    // caller may not write it failed, blaming the file, although `cp` writes such a file (QA).
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("note: setpriv not found; test skipped");
+        return;
+    }
+    let c = TestCluster::builder().start();
+    c.put_bytes("/f", b"new content");
+    let dir = tempfile::Builder::new()
+        .prefix("ringfs-get-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary where uid 1000 may run it (the build dir may not be open to others).
+    let ringfs = dir.path().join("ringfs");
+    fs::copy(bin(), &ringfs).unwrap();
+    let ro = dir.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+    let mine = ro.join("mine");
+    fs::write(&mine, b"old, and longer than the new content").unwrap();
+    std::os::unix::fs::chown(&mine, Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(&mine, fs::Permissions::from_mode(0o640)).unwrap();
+    let theirs = ro.join("theirs");
+    fs::write(&theirs, b"root's").unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o644)).unwrap();
+    let get_as_user = |target: &std::path::Path| {
+        Command::new("setpriv")
+            .args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
+            .arg(&ringfs)
+            .args(["--namenode", c.namenode(), "get", "/f"])
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let out = get_as_user(&mine);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(&mine).unwrap(), b"new content");
+    let m = fs::metadata(&mine).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (1000, 0o640));
+    // A file the caller may not write stays refused, and unchanged.
+    let out = get_as_user(&theirs);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+    assert_eq!(fs::read(&theirs).unwrap(), b"root's");
+}
