@@ -31,7 +31,7 @@ use ringfs_proto::{pb, ErrorKind};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 /// A sequential reader reads the file in aligned chunks of this size, fetched ahead (one datanode
@@ -1277,34 +1277,27 @@ impl Inner {
     /// mount's write of it failed with EBUSY for as long as this mount lived. Stops when this
     /// mount writes the file again (it holds the lease rightly then) or ends.
     fn release_lease_later(&self, ino: u64) {
-        let Some(me) = self.me.get().cloned() else {
-            return;
-        };
-        self.rt.spawn(async move {
-            let mut pause = Duration::from_secs(1);
-            loop {
-                tokio::time::sleep(pause).await;
-                let Some(inner) = me.upgrade() else { return };
-                if let Some(f) = inner.file_ref_existing(ino) {
-                    let writing = f.state.lock().await.writers > 0;
-                    inner.file_unref(&f).await;
-                    if writing {
-                        return;
-                    }
+        self.retry_in_background(move |inner| async move {
+            if let Some(f) = inner.file_ref_existing(ino) {
+                let writing = f.state.lock().await.writers > 0;
+                inner.file_unref(&f).await;
+                if writing {
+                    return true;
                 }
-                let req = pb::RenewLeaseRequest {
-                    client_id: inner.client.client_id().to_string(),
-                    inode: ino,
-                };
-                match inner.nn().release_lease(req).await {
-                    Ok(_) => {
-                        tracing::info!(inode = ino, "lease of a file whose close failed given back");
-                        return;
-                    }
-                    Err(e) => tracing::debug!(inode = ino, error = %e.message(), "lease release failed again"),
+            }
+            let req = pb::RenewLeaseRequest {
+                client_id: inner.client.client_id().to_string(),
+                inode: ino,
+            };
+            match inner.nn().release_lease(req).await {
+                Ok(_) => {
+                    tracing::info!(inode = ino, "lease of a file whose close failed given back");
+                    true
                 }
-                // One cheap failed call per 5 s while the namenode is away.
-                pause = (pause * 2).min(Duration::from_secs(5));
+                Err(e) => {
+                    tracing::debug!(inode = ino, error = %e.message(), "lease release failed again");
+                    false
+                }
             }
         });
     }

@@ -188,29 +188,20 @@ impl Inner {
     /// namenode outage held the lock on every mount for good (QA). Stops when `owner` locks the
     /// file again (that lock is rightly held) or the mount ends.
     fn unlock_later(&self, ino: u64, owner: u64) {
-        let Some(me) = self.me.get().cloned() else {
-            return;
-        };
-        self.rt.spawn(async move {
-            let mut pause = Duration::from_secs(1);
-            loop {
-                tokio::time::sleep(pause).await;
-                let Some(inner) = me.upgrade() else { return };
-                if locked(&inner.lock_owners).contains(&(ino, owner)) {
-                    return;
+        self.retry_in_background(move |inner| async move {
+            if locked(&inner.lock_owners).contains(&(ino, owner)) {
+                return true;
+            }
+            let req = inner.lock_request(ino, owner, 0, KERNEL_EOF, pb::LockType::Unlock, 0);
+            match inner.nn().lock(req).await {
+                Ok(_) => {
+                    tracing::info!(ino, owner, "unlock that failed at close sent again: done");
+                    true
                 }
-                let req = inner.lock_request(ino, owner, 0, KERNEL_EOF, pb::LockType::Unlock, 0);
-                match inner.nn().lock(req).await {
-                    Ok(_) => {
-                        tracing::info!(ino, owner, "unlock that failed at close sent again: done");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(ino, owner, error = %e.message(), "unlock failed again")
-                    }
+                Err(e) => {
+                    tracing::debug!(ino, owner, error = %e.message(), "unlock failed again");
+                    false
                 }
-                // One cheap failed call per 5 s while the namenode is away.
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
         });
     }

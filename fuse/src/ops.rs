@@ -163,6 +163,29 @@ impl Inner {
         let _ = self.me.set(me);
     }
 
+    /// Runs `attempt` on the runtime after 1, 2, 4, then every 5 s (one cheap failed call per
+    /// 5 s while the namenode is away) until it returns true or the mount ends.
+    pub(crate) fn retry_in_background<F, Fut>(&self, mut attempt: F)
+    where
+        F: FnMut(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let Some(me) = self.me.get().cloned() else {
+            return;
+        };
+        self.rt.spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = me.upgrade() else { return };
+                if attempt(inner).await {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
     pub(crate) fn set_notifier(&self, n: Notifier) {
         let _ = self.notifier.set(n);
     }
