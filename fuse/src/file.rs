@@ -714,12 +714,12 @@ impl Inner {
             }
             return Ok(r);
         }
-        // Changed since this handle's reader was fetched. Unless this mount noticed already
-        // (its seen version is the new one), every handle reads anew and the kernel's pages go.
+        // Changed since this handle's reader was fetched: every handle reads anew (unless this
+        // mount noticed already, its seen version being the new one) and the kernel's pages go.
         if !self.notice_change(&a) {
             h.file.version.fetch_add(1, Ordering::AcqRel);
-            self.invalidate_inode_later(h.file.ino);
         }
+        self.invalidate_inode_later(h.file.ino);
         self.reader(h).await
     }
 
@@ -1195,11 +1195,13 @@ impl Inner {
     }
 
     /// Fresh attributes of a file: if it is open here and they show it changed on another
-    /// mount since this mount last saw it, its handles fetch the new layout and the kernel's
-    /// pages of it go (in the background: a READ of the file may hold them). So a descriptor
-    /// kept open sees another mount's rewrite once the attribute TTL has passed, as on NFS; it
-    /// read the old bytes (and past the new end of file) until the next open. A file this mount
-    /// writes (holds the lease of) cannot have changed elsewhere. True when it dropped them.
+    /// mount since this mount last saw it, its handles fetch the new layout, and true: the
+    /// caller drops the kernel's pages of it (at once from getattr/lookup, so the read after a
+    /// `stat` that shows the change gets the new bytes; in the background from a READ, which
+    /// holds some of them). So a descriptor kept open sees another mount's rewrite once the
+    /// attribute TTL has passed, as on NFS; it read the old bytes (and past the new end of file)
+    /// until the next open. A file this mount writes (holds the lease of) cannot have changed
+    /// elsewhere.
     pub(crate) fn notice_change(&self, a: &pb::Attr) -> bool {
         if !is_file(a) {
             return false;
@@ -1215,7 +1217,6 @@ impl Inner {
             "changed on another mount: cached pages and layout dropped"
         );
         f.version.fetch_add(1, Ordering::AcqRel);
-        self.invalidate_inode_later(a.inode);
         true
     }
 

@@ -331,7 +331,9 @@ impl Inner {
             .await?;
         let a = attr_of(r.attr)?;
         self.note_entry(&a).await;
-        self.notice_change(&a);
+        if self.notice_change(&a) {
+            self.invalidate_inode(a.inode, true).await;
+        }
         Ok(self.local_view(a))
     }
 
@@ -493,7 +495,9 @@ impl Inner {
 
     pub(crate) async fn getattr(&self, c: &Caller, ino: u64) -> Res<pb::Attr> {
         let a = self.getattr_remote(c, ino).await?;
-        self.notice_change(&a);
+        if self.notice_change(&a) {
+            self.invalidate_inode(a.inode, true).await;
+        }
         Ok(self.local_view(a))
     }
 
