@@ -2,9 +2,10 @@
 //! page in memory per open directory, so a directory of any size lists in bounded memory.
 //!
 //! Stream positions: 0 = ".", 1 = "..", 2 + k = the k-th entry in name order. The offset the
-//! kernel gets with each entry is the position of the next one. A seek back (seekdir) goes to
-//! the page it lies in by that page's name cursor, so names added or removed before that page
-//! meanwhile do not move it (counting from the start skipped or repeated unchanged entries).
+//! kernel gets with each entry is the position of the next one. A seek (seekdir) to a position
+//! whose previous entry this handle returned lately resumes after that entry's name; else at the
+//! page it lies in, by that page's name cursor. So names added or removed before it meanwhile do
+//! not move it (counting from the start skipped or repeated unchanged entries).
 
 use crate::creds::Caller;
 use crate::error::Res;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 const PAGE: u32 = 1000;
 /// Page starts remembered per handle for seeks back (a few KiB; further back starts over).
 const MARKS: usize = 1024;
+/// Names of the entries a handle returned last, by position, for exact seeks (a few hundred KiB).
+const NAMES: usize = 8192;
 
 pub(crate) struct DirHandle {
     ino: u64,
@@ -32,6 +35,8 @@ struct Page {
     dir: pb::Attr,
     /// (start, name cursor) of the pages read so far, in stream order (the first is (0, "")).
     marks: std::collections::VecDeque<(u64, String)>,
+    /// The name at each position returned lately (at most `NAMES`).
+    names: std::collections::BTreeMap<u64, String>,
 }
 
 impl Page {
@@ -43,6 +48,16 @@ impl Page {
             .find(|(start, _)| *start <= k)
             .cloned()
             .unwrap_or_default()
+    }
+
+    fn returned(&mut self, k: u64, name: &str) {
+        if self.names.get(&k).is_some_and(|n| n == name) {
+            return;
+        }
+        self.names.insert(k, name.to_string());
+        if self.names.len() > NAMES {
+            self.names.pop_first();
+        }
     }
 
     fn remember(&mut self, start: u64, after: &str) {
@@ -90,6 +105,7 @@ impl Inner {
             more: first.more,
             dir: first.dir.unwrap_or_default(),
             marks: [(0, String::new())].into(),
+            names: Default::default(),
         };
         let h = DirHandle {
             ino,
@@ -128,7 +144,18 @@ impl Inner {
                 continue;
             }
             let k = pos - 2;
-            if k < page.start {
+            let in_page = k >= page.start && k < page.start + page.entries.len() as u64;
+            let before = k.checked_sub(1).and_then(|p| page.names.get(&p).cloned());
+            if let (false, Some(after)) = (in_page, before) {
+                // A seek to just after an entry returned lately: on from its name.
+                let again = self.read_dir_page(&h.creds, h.ino, &after).await?;
+                page.start = k;
+                page.entries = again.entries;
+                page.more = again.more;
+                if let Some(d) = again.dir {
+                    page.dir = d;
+                }
+            } else if k < page.start {
                 // Seek back (rewinddir/seekdir): read again from the page it lies in.
                 let (start, after) = page.mark_before(k);
                 let again = self.read_dir_page(&h.creds, h.ino, &after).await?;
@@ -159,9 +186,11 @@ impl Inner {
             else {
                 return Ok(());
             };
-            if !ringfs_proto::is_hidden_dir_entry(e) && add(pos + 1, Entry::Child(e)) {
+            let (hidden, name) = (ringfs_proto::is_hidden_dir_entry(e), e.name.clone());
+            if !hidden && add(pos + 1, Entry::Child(e)) {
                 return Ok(());
             }
+            page.returned(k, &name);
             pos += 1;
         }
     }
