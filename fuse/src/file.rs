@@ -31,7 +31,7 @@ use ringfs_proto::{pb, ErrorKind};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 /// A sequential reader reads the file in aligned chunks of this size, fetched ahead (one datanode
@@ -197,6 +197,9 @@ pub(crate) struct Handle {
     /// close, so they stayed until the mount ended; a POSIX owner's are gone by then (flush).
     pub(crate) lock_owners: Mutex<Vec<u64>>,
 }
+
+/// How long a read waits for the namenode to revalidate its handle's view of the file.
+const REVALIDATE_WAIT: Duration = Duration::from_millis(500);
 
 /// `__FMODE_EXEC`, which the kernel leaves in the flags of the open that `execve` makes.
 const FMODE_EXEC: i32 = 0x20;
@@ -706,14 +709,29 @@ impl Inner {
             creds: self.client.creds().clone(),
             pid: 0,
         };
-        let a = self.getattr_remote(&me, h.file.ino).await?;
-        if Seen::of(&a) == Seen::of(r.attr()) {
-            let mut ra = locked(&h.ra);
-            if ra.reader.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &r)) {
-                ra.fetched = Some(Instant::now());
+        // A namenode that does not answer at once (away, restarting) must not hold up a read
+        // the datanodes can serve: the handle reads what it knows, and checks again a TTL later
+        // (waiting for the namenode, each read past the TTL blocked 60 s and failed; QA).
+        let fresh =
+            tokio::time::timeout(REVALIDATE_WAIT, self.getattr_remote(&me, h.file.ino)).await;
+        let unchanged = |a: &pb::Attr| Seen::of(a) == Seen::of(r.attr());
+        let a = match fresh {
+            Ok(Ok(a)) if !unchanged(&a) => a,
+            other => {
+                match other {
+                    Ok(Err(e)) => {
+                        tracing::debug!(ino = h.file.ino, error = %e.why, "revalidation failed")
+                    }
+                    Err(_) => tracing::debug!(ino = h.file.ino, "revalidation: namenode slow"),
+                    Ok(Ok(_)) => {}
+                }
+                let mut ra = locked(&h.ra);
+                if ra.reader.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &r)) {
+                    ra.fetched = Some(Instant::now());
+                }
+                return Ok(r);
             }
-            return Ok(r);
-        }
+        };
         // Changed since this handle's reader was fetched: every handle reads anew (unless this
         // mount noticed already, its seen version being the new one) and the kernel's pages go.
         if !self.notice_change(&a) {

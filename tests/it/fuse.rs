@@ -2555,3 +2555,30 @@ fn a_lock_whose_unlock_failed_in_a_namenode_outage_goes_once_the_namenode_is_bac
         setlk(&fb, libc::F_WRLCK, 0, 0, false).is_ok()
     });
 }
+
+#[test]
+fn an_open_descriptor_reads_on_while_the_namenode_is_down() {
+    // The handle knows the file's layout; revalidating it against the namenode after the TTL
+    // must not hold up the read (it waited 60 s for the namenode and failed with EIO; QA).
+    let mut c = TestCluster::builder().datanodes(1).replication(1).start();
+    let m = c.client().mount(&["--ttl", "0"]);
+    let data = random_bytes(4 * MIB, 12);
+    fs::write(m.path("f"), &data).unwrap();
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(m.path("f"))
+        .unwrap();
+    let mut buf = vec![0; 4096];
+    direct.read_exact_at(&mut buf, 0).unwrap();
+    c.kill_namenode();
+    let start = Instant::now();
+    direct.read_exact_at(&mut buf, 3 * MIB as u64).unwrap();
+    assert!(buf == data[3 * MIB..3 * MIB + 4096], "wrong bytes");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the read waited {:?} for the namenode",
+        start.elapsed()
+    );
+    c.restart_namenode();
+}
