@@ -95,7 +95,15 @@ pub(crate) fn leave_out_of_copy(path: &str, name: &str, attr: &pb::Attr) -> bool
         return false;
     }
     if is_put_temporary(name) {
-        eprintln!("ringfs: {path}: skipped (a put or cp in progress is writing it)");
+        // Named as the file it will be (`.big.ringfs-put-1a2b3c4d` is `big`).
+        let shown = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".ringfs-put-"))
+            .map(|(stem, _)| stem)
+            .filter(|stem| !stem.is_empty())
+            .map(|stem| format!("{}{stem}", &path[..path.len() - name.len()]))
+            .unwrap_or_else(|| path.to_string());
+        eprintln!("ringfs: {shown}: skipped (a put or cp in progress is writing it)");
     }
     true
 }
