@@ -50,6 +50,16 @@ impl Page {
             .unwrap_or_default()
     }
 
+    /// Takes `r` as the page of entries from position `start`.
+    fn load(&mut self, start: u64, r: pb::ReadDirResponse) {
+        self.start = start;
+        self.entries = r.entries;
+        self.more = r.more;
+        if let Some(d) = r.dir {
+            self.dir = d;
+        }
+    }
+
     fn returned(&mut self, k: u64, name: &str) {
         if self.names.get(&k).is_some_and(|n| n == name) {
             return;
@@ -148,37 +158,20 @@ impl Inner {
             let before = k.checked_sub(1).and_then(|p| page.names.get(&p).cloned());
             if let (false, Some(after)) = (in_page, before) {
                 // A seek to just after an entry returned lately: on from its name.
-                let again = self.read_dir_page(&h.creds, h.ino, &after).await?;
-                page.start = k;
-                page.entries = again.entries;
-                page.more = again.more;
-                if let Some(d) = again.dir {
-                    page.dir = d;
-                }
+                page.load(k, self.read_dir_page(&h.creds, h.ino, &after).await?);
             } else if k < page.start {
                 // Seek back (rewinddir/seekdir): read again from the page it lies in.
                 let (start, after) = page.mark_before(k);
-                let again = self.read_dir_page(&h.creds, h.ino, &after).await?;
-                page.start = start;
-                page.entries = again.entries;
-                page.more = again.more;
-                if let Some(d) = again.dir {
-                    page.dir = d;
-                }
+                page.load(start, self.read_dir_page(&h.creds, h.ino, &after).await?);
             }
             while k >= page.start + page.entries.len() as u64 && page.more {
                 let Some(last) = page.entries.last().map(|e| e.name.clone()) else {
                     break;
                 };
                 let next = self.read_dir_page(&h.creds, h.ino, &last).await?;
-                page.start += page.entries.len() as u64;
-                let start = page.start;
+                let start = page.start + page.entries.len() as u64;
                 page.remember(start, &last);
-                page.entries = next.entries;
-                page.more = next.more;
-                if let Some(d) = next.dir {
-                    page.dir = d;
-                }
+                page.load(start, next);
             }
             let Some(e) = k
                 .checked_sub(page.start)
