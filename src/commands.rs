@@ -492,11 +492,7 @@ pub(crate) fn put_temp_name(client: &Client, target: &str) -> String {
 
 /// [`put_temp_name`] for the client tag `tag`.
 fn put_temp_path(target: &str, tag: &str) -> String {
-    let dir = match target.trim_end_matches('/').rfind('/') {
-        Some(0) => "/",
-        Some(i) => &target[..i],
-        None => "",
-    };
+    let dir = format::dirname(target);
     // The temporary's path must fit the namenode's path limit too: a target near it (a deep
     // tree) got "file name too long" for the temporary, not for anything the user named.
     let extra = 1 + ".ringfs-put-".len() + tag.len();
@@ -634,9 +630,9 @@ pub(crate) struct TempEntry {
 impl TempEntry {
     /// `path`'s entry; its directory looked up now (None if that fails: then by path).
     pub(crate) async fn of(client: &Client, path: &str) -> Self {
-        let dir = match path.rfind('/') {
-            Some(0) | None => "/",
-            Some(i) => &path[..i],
+        let dir = match format::dirname(path) {
+            "" => "/",
+            d => d,
         };
         let parent = client.stat(dir).await.ok().map(|a| a.inode);
         TempEntry {
@@ -795,11 +791,7 @@ pub(crate) async fn get_file(
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    // A local write error (a full disk) names the local file, as the other errors here do.
-    copied.map_err(|e| match e.downcast::<std::io::Error>() {
-        Ok(io) => shown(io),
-        Err(e) => e,
-    })?;
+    copied.map_err(|e| local_error(e, &target))?;
     let mode = match &existing {
         Some(m) => std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
         None => reader.attr().mode & 0o777 & !format::umask(),
@@ -821,12 +813,17 @@ async fn write_in_place(
         .truncate(truncate)
         .open(target)
         .map_err(shown)?;
-    write_out(reader, Box::new(file), None).await.map_err(|e| {
-        match e.downcast::<std::io::Error>() {
-            Ok(io) => shown(io),
-            Err(e) => e,
-        }
-    })
+    write_out(reader, Box::new(file), None)
+        .await
+        .map_err(|e| local_error(e, target))
+}
+
+/// A local write error (a full disk) named by the local file, as the other errors of a get are.
+fn local_error(e: anyhow::Error, target: &Path) -> anyhow::Error {
+    match e.downcast::<std::io::Error>() {
+        Ok(io) => anyhow!("{}: {}", target.display(), io_reason(&io)),
+        Err(e) => e,
+    }
 }
 
 /// access(2) W_OK: whether the caller may write the local file (or directory) `path`.

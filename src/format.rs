@@ -238,6 +238,15 @@ pub fn basename(path: &str) -> &str {
     t.rsplit('/').next().unwrap_or(t)
 }
 
+/// The directory part of a path: "/" for an entry of the root, "" for a bare name.
+pub fn dirname(path: &str) -> &str {
+    match path.trim_end_matches('/').rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
 /// `dir/name` without doubled slashes.
 pub fn join(dir: &str, name: &str) -> String {
     let d = dir.trim_end_matches('/');

@@ -2948,9 +2948,6 @@ impl Namespace {
     }
 }
 
-/// Whether a node selector is a path (which operations like chmod follow through a final symlink; an
-/// inode selector, from FUSE, already names the node meant, e.g. for lchown).
-/// Whether a client path ends with '/' after a name ("/" itself names the root, a directory).
 /// The mtime a commit leaves: the one it carries (the writer's last write, or a time the writer
 /// set), else now; but the current one when someone else set the mtime (at `set_at`, while the
 /// file was being written) after the writer's last write.
@@ -2968,15 +2965,18 @@ fn commit_mtime(
 }
 
 /// `name` is a mount's hidden name of open unlinked file `child` (see
-/// [`ringfs_proto::open_file_hidden_parts`]).
+/// [`ringfs_proto::is_open_file_hidden_entry`]).
 fn is_hidden_open(name: &str, child: InodeId) -> bool {
     ringfs_proto::is_open_file_hidden_entry(name, child.0)
 }
 
+/// Whether a client path ends with '/' after a name ("/" itself names the root, a directory).
 fn has_trailing_slash(path: &str) -> bool {
     path.ends_with('/') && !path.trim_matches('/').is_empty()
 }
 
+/// Whether a node selector is a path (which operations like chmod follow through a final symlink; an
+/// inode selector, from FUSE, already names the node meant, e.g. for lchown).
 fn is_path(sel: &NodeSel<'_>) -> bool {
     matches!(sel, NodeSel::Path(_))
 }
